@@ -1,0 +1,3 @@
+//! The Hyper-V personality (TLFS): a pure state machine over guest registers and guest memory.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! The Janus library OS.
+#![cfg_attr(not(test), no_std)]

@@ -1,0 +1,1 @@
+//! Scenario harness shared by the boot tests that `cargo xtask test` runs.
