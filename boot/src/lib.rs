@@ -1,2 +1,7 @@
-//! Guest-side boot protocols and the multiboot loader logic.
+//! The boot side of Janus as a host-testable library: multiboot information, where the loader
+//! may place the kernel, and the 16550 console that both the loader and the kernel print on.
 #![cfg_attr(not(test), no_std)]
+
+pub mod mbinfo;
+pub mod placement;
+pub mod serial;

@@ -1,0 +1,96 @@
+//! A polled 16550 UART as an `embedded_io::Write` byte sink.
+//!
+//! The loader and the early kernel print through this before interrupts exist; it never waits
+//! forever on a missing UART (real machines without COM ports must still boot).
+#![allow(unsafe_code)]
+// UNSAFETY: port I/O to the UART's own registers; no memory is touched.
+
+use core::convert::Infallible;
+use x86::io::{inb, outb};
+
+/// The I/O base of the first legacy serial port.
+pub const COM1: u16 = 0x3F8;
+/// The I/O base of the second legacy serial port (defmt frames go here).
+pub const COM2: u16 = 0x2F8;
+
+const DATA: u16 = 0;
+const INT_ENABLE: u16 = 1;
+const FIFO_CTRL: u16 = 2;
+const LINE_CTRL: u16 = 3;
+const MODEM_CTRL: u16 = 4;
+const LINE_STATUS: u16 = 5;
+const LSR_THR_EMPTY: u8 = 1 << 5;
+/// Bounded wait for the transmitter: a missing UART reads 0xFF and must not hang the boot.
+const SPIN_LIMIT: u32 = 100_000;
+
+pub struct Uart {
+    base: u16,
+}
+
+impl Uart {
+    /// A UART at `base`, programmed for 115200 8N1 with FIFOs and no interrupts.
+    pub fn new(base: u16) -> Self {
+        let uart = Self { base };
+        uart.out(INT_ENABLE, 0);
+        uart.out(LINE_CTRL, 0x80); // DLAB: the next two registers are the divisor
+        uart.out(DATA, 1); // 115200 baud
+        uart.out(INT_ENABLE, 0);
+        uart.out(LINE_CTRL, 0x03); // 8N1
+        uart.out(FIFO_CTRL, 0xC7);
+        uart.out(MODEM_CTRL, 0x03);
+        uart
+    }
+
+    /// A handle to an already programmed UART (used from panic and logger paths).
+    pub const fn attach(base: u16) -> Self {
+        Self { base }
+    }
+
+    fn out(&self, reg: u16, value: u8) {
+        // SAFETY: writes a register of the UART at `base`; port I/O has no memory effects.
+        unsafe { outb(self.base + reg, value) }
+    }
+
+    fn status(&self) -> u8 {
+        // SAFETY: reads the UART line status register; no memory effects.
+        unsafe { inb(self.base + LINE_STATUS) }
+    }
+
+    pub fn write_byte(&self, byte: u8) {
+        let mut spins = 0;
+        while self.status() & LSR_THR_EMPTY == 0 && spins < SPIN_LIMIT {
+            core::hint::spin_loop();
+            spins += 1;
+        }
+        self.out(DATA, byte);
+    }
+}
+
+impl embedded_io::ErrorType for Uart {
+    type Error = Infallible;
+}
+
+impl embedded_io::Write for Uart {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        for &b in buf {
+            self.write_byte(b);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+impl core::fmt::Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for b in s.bytes() {
+            if b == b'\n' {
+                self.write_byte(b'\r');
+            }
+            self.write_byte(b);
+        }
+        Ok(())
+    }
+}

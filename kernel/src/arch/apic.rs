@@ -1,0 +1,109 @@
+//! The local APIC, in x2APIC mode where the CPU has it (MSR access) and xAPIC otherwise
+//! (MMIO through `volatile`; QEMU's TCG CPU has no x2APIC). Only what the kernel uses: the
+//! timer, EOI, IDs and IPIs.
+#![allow(unsafe_code)]
+// UNSAFETY: APIC MSRs and the APIC's MMIO page (identity mapped, uncached).
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use volatile::VolatilePtr;
+use x86::msr::{IA32_APIC_BASE, rdmsr, wrmsr};
+
+const REG_ID: u32 = 0x20;
+const REG_EOI: u32 = 0xB0;
+const REG_SVR: u32 = 0xF0;
+const REG_LVT_TIMER: u32 = 0x320;
+const REG_TIMER_INIT: u32 = 0x380;
+const REG_TIMER_CURRENT: u32 = 0x390;
+const REG_TIMER_DIVIDE: u32 = 0x3E0;
+const X2APIC_MSR_BASE: u32 = 0x800;
+
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+const APIC_BASE_X2: u64 = 1 << 10;
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
+const DIVIDE_BY_16: u32 = 0x3;
+
+static X2: AtomicBool = AtomicBool::new(false);
+static MMIO_BASE: AtomicU64 = AtomicU64::new(0);
+/// LAPIC timer ticks (after the divider) per millisecond, measured against the TSC.
+static TICKS_PER_MS: AtomicU64 = AtomicU64::new(0);
+
+fn read(reg: u32) -> u32 {
+    if X2.load(Ordering::Relaxed) {
+        // SAFETY: x2APIC registers are MSRs 0x800 + reg/16; reading them has no side effects
+        // beyond the APIC's own.
+        unsafe { rdmsr(X2APIC_MSR_BASE + (reg >> 4)) as u32 }
+    } else {
+        mmio(reg).read()
+    }
+}
+
+fn write(reg: u32, value: u32) {
+    if X2.load(Ordering::Relaxed) {
+        // SAFETY: as in `read`; writes go to the APIC only.
+        unsafe { wrmsr(X2APIC_MSR_BASE + (reg >> 4), u64::from(value)) }
+    } else {
+        mmio(reg).write(value)
+    }
+}
+
+fn mmio(reg: u32) -> VolatilePtr<'static, u32> {
+    let addr = MMIO_BASE.load(Ordering::Relaxed) + u64::from(reg);
+    // SAFETY: the APIC page is identity mapped uncached by the host page tables, and every
+    // register offset used here is 16-byte aligned inside that page.
+    unsafe { VolatilePtr::new(NonNull::new_unchecked(addr as *mut u32)) }
+}
+
+pub fn is_x2apic() -> bool {
+    X2.load(Ordering::Relaxed)
+}
+
+/// Enables this CPU's APIC (x2APIC if `x2apic`) with the spurious vector, timer masked.
+pub fn init(x2apic: bool, spurious_vector: u8) {
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU; setting the enable (and x2APIC) bits
+    // keeps the base address.
+    let base = unsafe { rdmsr(IA32_APIC_BASE) };
+    let mut new = base | APIC_BASE_ENABLE;
+    if x2apic {
+        new |= APIC_BASE_X2;
+    }
+    // SAFETY: as above.
+    unsafe { wrmsr(IA32_APIC_BASE, new) };
+    X2.store(x2apic, Ordering::Relaxed);
+    MMIO_BASE.store(base & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
+    write(REG_SVR, 0x100 | u32::from(spurious_vector));
+    write(REG_LVT_TIMER, LVT_MASKED);
+}
+
+pub fn id() -> u32 {
+    let raw = read(REG_ID);
+    if is_x2apic() { raw } else { raw >> 24 }
+}
+
+pub fn eoi() {
+    write(REG_EOI, 0);
+}
+
+/// Measures the timer against the TSC (which must be calibrated); returns ticks per ms.
+pub fn calibrate_timer() -> u64 {
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(REG_LVT_TIMER, LVT_MASKED);
+    write(REG_TIMER_INIT, u32::MAX);
+    super::tsc::spin_micros(10_000);
+    let elapsed = u64::from(u32::MAX - read(REG_TIMER_CURRENT));
+    write(REG_TIMER_INIT, 0);
+    let per_ms = (elapsed / 10).max(1);
+    TICKS_PER_MS.store(per_ms, Ordering::Relaxed);
+    per_ms
+}
+
+/// A periodic timer interrupt on `vector` every `period_ms`.
+pub fn start_periodic(vector: u8, period_ms: u32) {
+    let ticks = TICKS_PER_MS
+        .load(Ordering::Relaxed)
+        .saturating_mul(u64::from(period_ms));
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(vector));
+    write(REG_TIMER_INIT, ticks.clamp(1, u64::from(u32::MAX)) as u32);
+}

@@ -1,0 +1,9 @@
+//! x86_64 bring-up of the host: descriptor tables, traps, time, the local APIC, exits.
+
+pub mod apic;
+pub mod cpu;
+pub mod exit;
+pub mod gdt;
+pub mod idt;
+pub mod pic;
+pub mod tsc;

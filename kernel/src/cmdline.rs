@@ -1,0 +1,65 @@
+//! Options on the hypervisor's own command line (`janus.*`), e.g. from GRUB or iPXE.
+
+/// A deliberate failure, so the test harness can prove that it notices one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    None,
+    /// `panic!` after bring-up.
+    Panic,
+    /// A CPU exception (#UD) after bring-up.
+    Fault,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub selftest: SelfTest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownOption<'a>(pub &'a str);
+
+impl Options {
+    /// Unknown `janus.*` words are errors (a typo must not silently run a different test);
+    /// words without the prefix belong to the loader (iPXE puts the image URI first).
+    pub fn parse(cmdline: &str) -> Result<Self, UnknownOption<'_>> {
+        let mut opts = Options {
+            selftest: SelfTest::None,
+        };
+        for word in cmdline
+            .split_ascii_whitespace()
+            .filter(|w| w.starts_with("janus."))
+        {
+            opts.selftest = match word {
+                "janus.selftest=none" => SelfTest::None,
+                "janus.selftest=panic" => SelfTest::Panic,
+                "janus.selftest=fault" => SelfTest::Fault,
+                _ => return Err(UnknownOption(word)),
+            };
+        }
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_words_and_ignores_the_loaders() {
+        let o = Options::parse("tftp://10.0.2.2/janus-boot janus.selftest=fault").unwrap();
+        assert_eq!(o.selftest, SelfTest::Fault);
+        assert_eq!(Options::parse("").unwrap().selftest, SelfTest::None);
+    }
+
+    #[test]
+    fn unknown_janus_words_are_errors() {
+        assert_eq!(
+            Options::parse("janus.selftest=maybe"),
+            Err(UnknownOption("janus.selftest=maybe"))
+        );
+        assert_eq!(
+            Options::parse("x janus.bogus"),
+            Err(UnknownOption("janus.bogus"))
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! The hypervisor's consoles: human-readable lines on COM1, defmt frames on COM2.
+
+pub mod logger;
+
+use boot::serial::{COM1, COM2, Uart};
+use core::fmt::Write;
+use spin::Mutex;
+
+static COM1_OUT: Mutex<Option<Uart>> = Mutex::new(None);
+
+pub fn init() {
+    *COM1_OUT.lock() = Some(Uart::new(COM1));
+    logger::init(Uart::new(COM2));
+}
+
+pub fn _print(args: core::fmt::Arguments<'_>) {
+    crate::arch::cpu::without_interrupts(|| {
+        if let Some(uart) = COM1_OUT.lock().as_mut() {
+            let _ = uart.write_fmt(args);
+        }
+    });
+}
+
+/// For the panic and fault paths: writes even if another context holds the console lock.
+pub fn emergency(args: core::fmt::Arguments<'_>) {
+    let _ = Uart::attach(COM1).write_fmt(args);
+}
+
+#[macro_export]
+macro_rules! println {
+    () => { $crate::console::_print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::console::_print(format_args!("{}\n", format_args!($($arg)*))) };
+}

@@ -1,0 +1,229 @@
+//! Bring-up of the bootstrap CPU, the banner, and manifest intake.
+
+use crate::arch::{apic, cpu, exit, gdt, idt, pic, tsc};
+use crate::bootinfo::BootContext;
+use crate::cmdline::{Options, SelfTest};
+use crate::manifest::{self, Manifest};
+use crate::{console, mm, println};
+use boot::mbinfo::{IdentityMap, MachineInfo};
+use core::ops::Range;
+use hermit_entry::boot_info::{BootInfo, RawBootInfo};
+use multiboot::information::Multiboot;
+
+/// The loader's identity map reaches this far; the kernel's own tables replace it.
+const LOADER_IDENTITY_LIMIT: u64 = 4 << 30;
+/// Timer interrupts the bring-up waits for to prove the host timer works.
+const TIMER_PROOF_TICKS: u64 = 5;
+const TIMER_PERIOD_MS: u32 = 10;
+
+/// Entered from `_start` on the boot stack.
+pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
+    console::init();
+    gdt::init(0);
+    idt::init(true);
+    println!(
+        "janus {} — Xen and Hyper-V faces on one hypervisor",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let ctx = match BootContext::from_boot_info(&BootInfo::from(*raw)) {
+        Ok(ctx) => ctx,
+        Err(e) => fatal(format_args!("boot hand-off: {e}")),
+    };
+    let opts = match Options::parse(ctx.cmdline) {
+        Ok(o) => o,
+        Err(e) => fatal(format_args!("unknown option '{}' on the command line", e.0)),
+    };
+    let mut mem = IdentityMap {
+        limit: LOADER_IDENTITY_LIMIT,
+    };
+    // SAFETY-free: the multiboot crate's reads go through IdentityMap, which bounds them.
+    #[allow(unsafe_code)]
+    // SAFETY: the loader passed the address of the multiboot block it was given.
+    let mb = unsafe { Multiboot::from_ptr(ctx.multiboot_info, &mut mem) };
+    let Some(mb) = mb else {
+        fatal(format_args!("multiboot block is not readable"))
+    };
+    let info = match MachineInfo::from_multiboot(&mb) {
+        Ok(i) => i,
+        Err(e) => fatal(format_args!("multiboot information: {e}")),
+    };
+
+    let id = cpu::identity();
+    println!(
+        "cpu: {} {} (family {:#x} model {:#x} stepping {})",
+        id.vendor, id.brand, id.family, id.model, id.stepping
+    );
+
+    let mut used: heapless::Vec<Range<u64>, 40> = heapless::Vec::new();
+    let _ = used.push(0..ctx.kernel_image.end);
+    let _ = used.push(ctx.multiboot_info..ctx.multiboot_info + 4096);
+    for m in &info.modules {
+        let _ = used.push(m.range());
+    }
+    let Some(summary) = mm::phys::init(&info, &used, LOADER_IDENTITY_LIMIT) else {
+        fatal(format_args!("no room for the frame allocator's bitmap"))
+    };
+    let mapped = match mm::paging::init(&info) {
+        Ok(m) => m,
+        Err(_) => fatal(format_args!("out of memory building the host page tables")),
+    };
+    println!(
+        "memory: {} MiB usable in {} regions, top {:#x}, {} MiB free, {} GiB identity mapped",
+        summary.usable >> 20,
+        info.regions.len(),
+        summary.top,
+        mm::phys::free_bytes() >> 20,
+        mapped >> 30
+    );
+    for r in &info.regions {
+        println!("  {:#012x}-{:#012x} {:?}", r.start, r.end, r.kind);
+    }
+
+    match tsc::calibrate() {
+        Some((hz, source)) => println!(
+            "tsc: {}.{:03} MHz ({:?})",
+            hz / 1_000_000,
+            (hz / 1000) % 1000,
+            source
+        ),
+        None => fatal(format_args!(
+            "cannot calibrate the TSC (no PIT, no CPUID 0x15)"
+        )),
+    }
+    pic::remap_and_mask();
+    apic::init(id.x2apic, idt::VECTOR_SPURIOUS);
+    let per_ms = apic::calibrate_timer();
+    apic::start_periodic(idt::VECTOR_TIMER, TIMER_PERIOD_MS);
+    let waited = wait_for_ticks(TIMER_PROOF_TICKS);
+    println!(
+        "apic: {} id {}, timer {} ticks/ms, {} interrupts in {} us",
+        if apic::is_x2apic() { "x2APIC" } else { "xAPIC" },
+        apic::id(),
+        per_ms,
+        crate::trap::timer_ticks(),
+        waited
+    );
+    defmt::info!(
+        "janus {=str}: host timer running, {=u64} ticks",
+        env!("CARGO_PKG_VERSION"),
+        crate::trap::timer_ticks()
+    );
+
+    println!("modules: {}", info.modules.len());
+    for m in &info.modules {
+        println!(
+            "  {:#010x}-{:#010x} {:>9} B  {}",
+            m.start,
+            m.end,
+            m.len(),
+            m.name()
+        );
+    }
+    println!("cmdline: {}", ctx.cmdline);
+
+    run_selftest(opts.selftest);
+    let manifest = intake_manifest(&info);
+    describe(&manifest, &info);
+    defmt::info!("manifest: {=usize} VM(s) accepted", manifest.vms.len());
+    println!("janus: the vCPU layer is not built yet: the VMs above are validated, not started");
+    println!("janus: done");
+    exit::success()
+}
+
+fn wait_for_ticks(n: u64) -> u64 {
+    let start = tsc::micros();
+    let deadline = start + 2_000_000;
+    cpu::enable_interrupts();
+    while crate::trap::timer_ticks() < n {
+        if tsc::micros() > deadline {
+            fatal(format_args!("the host APIC timer never interrupted"));
+        }
+        cpu::wait_for_interrupt();
+    }
+    cpu::disable_interrupts();
+    tsc::micros() - start
+}
+
+fn run_selftest(test: SelfTest) {
+    match test {
+        SelfTest::None => {}
+        SelfTest::Panic => panic!("deliberate panic requested by janus.selftest=panic"),
+        SelfTest::Fault => {
+            #[allow(unsafe_code)]
+            // SAFETY: raises #UD on purpose; the trap handler ends the run.
+            unsafe {
+                core::arch::asm!("ud2")
+            };
+        }
+    }
+}
+
+fn intake_manifest(info: &MachineInfo<'_>) -> Manifest {
+    let Some(module) = info.module(manifest::MODULE_NAME) else {
+        fatal(format_args!(
+            "no '{}' module: boot Janus through `cargo xtask run`",
+            manifest::MODULE_NAME
+        ))
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: module memory is reserved in the frame allocator and identity mapped.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(module.start as *const u8, module.len() as usize) };
+    match Manifest::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => fatal(format_args!("module '{}': {e}", manifest::MODULE_NAME)),
+    }
+}
+
+fn describe(manifest: &Manifest, info: &MachineInfo<'_>) {
+    for vm in &manifest.vms {
+        if !crate::PERSONALITIES.contains(&vm.personality) {
+            fatal(format_args!(
+                "VM '{}' wants the {} personality, which this image was built without",
+                vm.name,
+                vm.personality.as_str()
+            ));
+        }
+        let kernel = info.module(&vm.kernel);
+        let Some(kernel) = kernel else {
+            fatal(format_args!(
+                "VM '{}': kernel module '{}' was not loaded",
+                vm.name, vm.kernel
+            ))
+        };
+        println!(
+            "vm {}: personality {}, {} MiB, {} vCPU(s), kernel {} ({} B)",
+            vm.name,
+            vm.personality.as_str(),
+            vm.memory_mib,
+            vm.vcpus,
+            vm.kernel,
+            kernel.len()
+        );
+        if let Some(initrd) = &vm.initrd {
+            match info.module(initrd) {
+                Some(m) => println!("  initrd {} ({} B)", initrd, m.len()),
+                None => fatal(format_args!(
+                    "VM '{}': initrd module '{}' was not loaded",
+                    vm.name, initrd
+                )),
+            }
+        }
+        if !vm.cmdline.is_empty() {
+            println!("  cmdline {}", vm.cmdline);
+        }
+    }
+}
+
+fn fatal(args: core::fmt::Arguments<'_>) -> ! {
+    console::emergency(format_args!("janus: FATAL: {args}\n"));
+    defmt::error!("fatal error during bring-up");
+    exit::failure()
+}
+
+pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    cpu::disable_interrupts();
+    console::emergency(format_args!("\njanus: PANIC: {info}\n"));
+    exit::failure()
+}
