@@ -1,0 +1,110 @@
+//! Raw access to host-physical memory: guest RAM and the frames this crate owns.
+// UNSAFETY: the kernel identity-maps all RAM, so a host-physical address is a valid pointer for
+// the frames the kernel handed us and for the guest RAM block; this module turns those
+// addresses into volatile accesses and nothing else. Guest RAM is shared with running vCPUs,
+// so it is only ever copied with volatile operations, never borrowed as a Rust reference.
+#![allow(unsafe_code)]
+
+use crate::memory::{GuestMemory, MemError, check_range};
+use crate::nested::TableMemory;
+use crate::{FrameSource, RamRegion};
+
+/// The host pointer for a host-physical address (the kernel's identity map: virtual ==
+/// physical). The one place that knows about that mapping.
+#[inline]
+pub fn host_ptr(pa: u64) -> *mut u8 {
+    pa as usize as *mut u8
+}
+
+/// Reads a u64 from a frame this crate owns (a table or control block).
+pub(crate) fn read_frame_u64(frame: u64, index: usize) -> u64 {
+    debug_assert!(index < 512);
+    // SAFETY: `frame` is a 4 KiB identity-mapped frame from the FrameSource and index < 512.
+    unsafe { core::ptr::read_volatile(host_ptr(frame).cast::<u64>().add(index & 511)) }
+}
+
+/// Writes a u64 into a frame this crate owns.
+pub(crate) fn write_frame_u64(frame: u64, index: usize, value: u64) {
+    // SAFETY: as in `read_frame_u64`.
+    unsafe { core::ptr::write_volatile(host_ptr(frame).cast::<u64>().add(index & 511), value) }
+}
+
+/// Sets or clears bit `bit` in the bitmap that starts at frame `base` (spanning frames the
+/// caller allocated contiguously in the sense of `frames[bit / 32768]`).
+pub(crate) fn set_bitmap_bit(frames: &[u64], bit: usize, on: bool) {
+    let Some(&frame) = frames.get(bit / (8 * 4096)) else { return };
+    let byte = (bit / 8) % 4096;
+    // SAFETY: `frame` is a 4 KiB frame this crate allocated and byte < 4096.
+    unsafe {
+        let p = host_ptr(frame).add(byte);
+        let v = core::ptr::read_volatile(p);
+        let m = 1u8 << (bit % 8);
+        core::ptr::write_volatile(p, if on { v | m } else { v & !m });
+    }
+}
+
+/// Fills a frame with `byte`.
+pub(crate) fn fill_frame(frame: u64, byte: u8) {
+    // SAFETY: `frame` is a 4 KiB identity-mapped frame owned by this crate.
+    unsafe { core::ptr::write_bytes(host_ptr(frame), byte, 4096) }
+}
+
+/// Guest RAM: the contiguous host block `[hpa_base, hpa_base + size)` seen at GPA 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestRam {
+    region: RamRegion,
+}
+
+impl GuestRam {
+    /// `region` must be RAM the kernel gave to this VM, identity-mapped, for the VM's life.
+    pub fn new(region: RamRegion) -> Self {
+        GuestRam { region }
+    }
+
+    pub fn region(&self) -> RamRegion {
+        self.region
+    }
+}
+
+impl GuestMemory for GuestRam {
+    fn size(&self) -> u64 {
+        self.region.size
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let off = check_range(self.region.size, gpa, buf.len())?;
+        let src = host_ptr(self.region.hpa_base).wrapping_add(off);
+        for (i, b) in buf.iter_mut().enumerate() {
+            // SAFETY: check_range proved [off, off+len) lies inside the guest block, which the
+            // kernel keeps mapped for the VM's lifetime. Byte-wise volatile reads: the guest
+            // may be writing concurrently, and we must not assume a stable value.
+            *b = unsafe { core::ptr::read_volatile(src.add(i)) };
+        }
+        Ok(())
+    }
+
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
+        let off = check_range(self.region.size, gpa, data.len())?;
+        let dst = host_ptr(self.region.hpa_base).wrapping_add(off);
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: as in `read`.
+            unsafe { core::ptr::write_volatile(dst.add(i), *b) };
+        }
+        Ok(())
+    }
+}
+
+/// Nested-table memory from the kernel's frame source.
+pub struct HostTables<'a, F: FrameSource + ?Sized>(pub &'a mut F);
+
+impl<F: FrameSource + ?Sized> TableMemory for HostTables<'_, F> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        self.0.alloc_zeroed_frame()
+    }
+    fn read_entry(&self, table: u64, index: usize) -> u64 {
+        read_frame_u64(table, index)
+    }
+    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
+        write_frame_u64(table, index, value)
+    }
+}
