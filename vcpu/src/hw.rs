@@ -25,6 +25,19 @@ pub(crate) fn cr0() -> u64 {
     unsafe { x86::controlregs::cr0().bits() as u64 }
 }
 
+pub(crate) fn cr2() -> u64 {
+    // SAFETY: as for CR0.
+    unsafe { x86::controlregs::cr2() as u64 }
+}
+
+/// Loads the guest's CR2 before entry (VMX does not switch it).
+pub(crate) fn write_cr2(v: u64) {
+    // SAFETY: CR2 only holds the last page-fault address; the host reads it only inside its
+    // #PF handler, which runs after a new fault has overwritten it.
+    unsafe { x86::controlregs::cr2_write(v) }
+}
+
+#[allow(dead_code)]
 pub(crate) fn cr3() -> u64 {
     // SAFETY: as for CR0.
     unsafe { x86::controlregs::cr3() }
