@@ -22,7 +22,12 @@ fn make_base(dir: &Scratch, model: &mut [u8]) -> std::path::PathBuf {
     opts.force_size = true;
     vhd::fs::create(&base, DiskType::Dynamic, SIZE, &opts).unwrap();
     let mut rng = Rng(1);
-    for &(off, len) in &[(0u64, 8192usize), (5 << 20, 4096), ((2 << 20) - 1000, 3000), (SIZE - 512, 512)] {
+    for &(off, len) in &[
+        (0u64, 8192usize),
+        (5 << 20, 4096),
+        ((2 << 20) - 1000, 3000),
+        (SIZE - 512, 512),
+    ] {
         let mut d = vec![0u8; len];
         rng.fill(&mut d);
         write(&base, off, &d);
@@ -40,18 +45,36 @@ fn chain_reads_through_and_writes_stay_in_child() {
 
     let mid = dir.path("mid.vhd");
     create_differencing(&mid, &base, None, &create_options()).unwrap();
-    assert_eq!(first_diff(&read_all(&mid), &model), None, "empty child reads as parent");
+    assert_eq!(
+        first_diff(&read_all(&mid), &model),
+        None,
+        "empty child reads as parent"
+    );
 
     let mut rng = Rng(2);
-    let writes: &[(u64, usize)] = &[(100, 10), (4000, 600), (5 << 20, 512), ((5 << 20) + 1024, 7), (9 << 20, 70_000)];
+    let writes: &[(u64, usize)] = &[
+        (100, 10),
+        (4000, 600),
+        (5 << 20, 512),
+        ((5 << 20) + 1024, 7),
+        (9 << 20, 70_000),
+    ];
     for &(off, len) in writes {
         let mut d = vec![0u8; len];
         rng.fill(&mut d);
         write(&mid, off, &d);
         model[off as usize..off as usize + len].copy_from_slice(&d);
     }
-    assert_eq!(first_diff(&read_all(&mid), &model), None, "child over parent");
-    assert_eq!(std::fs::read(&base).unwrap(), base_bytes, "parent untouched");
+    assert_eq!(
+        first_diff(&read_all(&mid), &model),
+        None,
+        "child over parent"
+    );
+    assert_eq!(
+        std::fs::read(&base).unwrap(),
+        base_bytes,
+        "parent untouched"
+    );
 
     // A third layer, with many small writes to exercise the pending-bitmap path.
     let top = dir.path("top.vhd");
@@ -78,7 +101,11 @@ fn chain_reads_through_and_writes_stay_in_child() {
         }
         v.flush().unwrap();
     }
-    assert_eq!(first_diff(&read_all(&top), &model), None, "three-layer chain");
+    assert_eq!(
+        first_diff(&read_all(&top), &model),
+        None,
+        "three-layer chain"
+    );
     assert_eq!(std::fs::read(&base).unwrap(), base_bytes);
     assert_eq!(std::fs::read(&mid).unwrap(), mid_bytes);
     let mut layer = vhd::fs::open_layer(&top, OpenOptions::read_only()).unwrap();
@@ -112,7 +139,11 @@ fn parent_found_by_relative_and_absolute_locator() {
     std::fs::rename(&dir.0, &moved_dir).unwrap();
     let relocated = moved_dir.join("kids/child.vhd");
     let (_, paths) = vhd::fs::open_with_paths(&relocated, OpenOptions::read_only()).unwrap();
-    assert_eq!(paths[1], moved_dir.join("kids").join("..").join("base.vhd"), "relative locator");
+    assert_eq!(
+        paths[1],
+        moved_dir.join("kids").join("..").join("base.vhd"),
+        "relative locator"
+    );
     assert_eq!(first_diff(&read_all(&relocated), &model), None);
     std::fs::rename(&moved_dir, &dir.0).unwrap();
 
@@ -121,7 +152,10 @@ fn parent_found_by_relative_and_absolute_locator() {
     let err = open(&child, OpenOptions::read_only()).unwrap_err();
     assert!(matches!(err, FsError::ParentNotFound { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("child.vhd") && msg.contains("base.vhd"), "{msg}");
+    assert!(
+        msg.contains("child.vhd") && msg.contains("base.vhd"),
+        "{msg}"
+    );
 }
 
 fn vhd_err(r: Result<vhd::Vhd<vhd::fs::FileIo>, FsError>) -> Error<std::io::Error> {
@@ -156,31 +190,46 @@ fn broken_chains_are_refused() {
     let saved = dir.path("base.saved");
     std::fs::rename(&base, &saved).unwrap();
     vhd::fs::create(&base, DiskType::Dynamic, SIZE, &create_options()).unwrap();
-    assert!(matches!(vhd_err(open(&child, OpenOptions::read_only())), Error::ParentUuidMismatch));
+    assert!(matches!(
+        vhd_err(open(&child, OpenOptions::read_only())),
+        Error::ParentUuidMismatch
+    ));
     std::fs::remove_file(&base).unwrap();
     std::fs::rename(&saved, &base).unwrap();
 
     // A -> A: an image that names itself as parent.
     let selfish = dir.path("self.vhd");
     create_differencing(&selfish, &base, None, &create_options()).unwrap();
-    let self_uuid = vhd::fs::open_layer(&selfish, OpenOptions::read_only()).unwrap().footer().uuid;
+    let self_uuid = vhd::fs::open_layer(&selfish, OpenOptions::read_only())
+        .unwrap()
+        .footer()
+        .uuid;
     let tmp = dir.path("tmp.vhd");
     create_differencing(&tmp, &selfish, Some(&selfish), &create_options()).unwrap();
     std::fs::rename(&tmp, &selfish).unwrap();
     set_uuid(&selfish, self_uuid);
-    assert!(matches!(vhd_err(open(&selfish, OpenOptions::read_only())), Error::ParentCycle));
+    assert!(matches!(
+        vhd_err(open(&selfish, OpenOptions::read_only())),
+        Error::ParentCycle
+    ));
 
     // A -> B -> A.
     let a = dir.path("a.vhd");
     let b = dir.path("b.vhd");
     create_differencing(&a, &base, None, &create_options()).unwrap();
-    let a_uuid = vhd::fs::open_layer(&a, OpenOptions::read_only()).unwrap().footer().uuid;
+    let a_uuid = vhd::fs::open_layer(&a, OpenOptions::read_only())
+        .unwrap()
+        .footer()
+        .uuid;
     create_differencing(&b, &a, None, &create_options()).unwrap();
     let tmp = dir.path("tmp2.vhd");
     create_differencing(&tmp, &b, Some(&a), &create_options()).unwrap();
     std::fs::rename(&tmp, &a).unwrap();
     set_uuid(&a, a_uuid);
-    assert!(matches!(vhd_err(open(&b, OpenOptions::read_only())), Error::ParentCycle));
+    assert!(matches!(
+        vhd_err(open(&b, OpenOptions::read_only())),
+        Error::ParentCycle
+    ));
 
     // Too deep: a chain of MAX_CHAIN_DEPTH + 1 images.
     let mut prev = base.clone();
@@ -189,7 +238,10 @@ fn broken_chains_are_refused() {
         create_differencing(&next, &prev, None, &create_options()).unwrap();
         prev = next;
     }
-    assert!(matches!(vhd_err(open(&prev, OpenOptions::read_only())), Error::ChainTooDeep));
+    assert!(matches!(
+        vhd_err(open(&prev, OpenOptions::read_only())),
+        Error::ChainTooDeep
+    ));
     // One less is fine.
     let ok = dir.path(&format!("deep{}.vhd", vhd::MAX_CHAIN_DEPTH - 2));
     assert_eq!(first_diff(&read_all(&ok), &model), None);
@@ -208,17 +260,32 @@ fn in_memory_chain_and_parent_checks() {
 
     let open_child = || Layer::open(child.clone(), OpenOptions::read_write()).unwrap();
     let open_base = || Layer::open(base.clone(), OpenOptions::read_only()).unwrap();
-    assert!(matches!(Vhd::from_layers(vec![open_child()]), Err(Error::ParentRequired)));
-    assert!(matches!(Vhd::open(child.clone(), OpenOptions::read_only()), Err(Error::ParentRequired)));
-    assert!(matches!(Vhd::from_layers(vec![open_base(), open_child()]), Err(Error::NotDifferencing)));
+    assert!(matches!(
+        Vhd::from_layers(vec![open_child()]),
+        Err(Error::ParentRequired)
+    ));
+    assert!(matches!(
+        Vhd::open(child.clone(), OpenOptions::read_only()),
+        Err(Error::ParentRequired)
+    ));
+    assert!(matches!(
+        Vhd::from_layers(vec![open_base(), open_child()]),
+        Err(Error::NotDifferencing)
+    ));
     let mut other = MemDisk::default();
     vhd::create_dynamic(&mut other, 4 << 20, &vhd::CreateOptions::new(0, [3; 16])).unwrap();
     let other = Layer::open(other, OpenOptions::read_only()).unwrap();
-    assert!(matches!(Vhd::from_layers(vec![open_child(), other]), Err(Error::ParentUuidMismatch)));
+    assert!(matches!(
+        Vhd::from_layers(vec![open_child(), other]),
+        Err(Error::ParentUuidMismatch)
+    ));
     let mut small = MemDisk::default();
     vhd::create_dynamic(&mut small, 1 << 20, &vhd::CreateOptions::new(0, [1; 16])).unwrap();
     let small = Layer::open(small, OpenOptions::read_only()).unwrap();
-    assert!(matches!(Vhd::from_layers(vec![open_child(), small]), Err(Error::ParentTooSmall { .. })));
+    assert!(matches!(
+        Vhd::from_layers(vec![open_child(), small]),
+        Err(Error::ParentTooSmall { .. })
+    ));
 
     let mut v = Vhd::from_layers(vec![open_child(), open_base()]).unwrap();
     v.write_at(1000, b"hello").unwrap();
@@ -230,6 +297,9 @@ fn in_memory_chain_and_parent_checks() {
     let layers = v.into_layers();
     let mut it = layers.into_iter();
     let new_child = it.next().unwrap().into_inner();
-    assert!(it.next().unwrap().into_inner().data == base.data, "parent changed");
+    assert!(
+        it.next().unwrap().into_inner().data == base.data,
+        "parent changed"
+    );
     assert!(new_child.data != child.data, "child unchanged");
 }
