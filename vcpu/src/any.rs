@@ -31,7 +31,11 @@ impl PerCpu {
 /// Turns virtualization on for the calling pCPU (VMXON, or EFER.SVME + VM_HSAVE_PA).
 /// `cpu_id` is the kernel's number for this pCPU (used to notice vCPU migration). Also sets
 /// CR4.OSXSAVE when the CPU has XSAVE, so guest XCR0 can be switched.
-pub fn enable(vendor: &Vendor, cpu_id: u32, frames: &mut impl FrameSource) -> Result<PerCpu, Error> {
+pub fn enable(
+    vendor: &Vendor,
+    cpu_id: u32,
+    frames: &mut impl FrameSource,
+) -> Result<PerCpu, Error> {
     match vendor {
         #[cfg(feature = "vmx")]
         Vendor::Vmx(c) => crate::vmx::enable(c, cpu_id, frames),
@@ -56,7 +60,11 @@ pub enum AnyVcpu {
 impl AnyVcpu {
     /// Creates a vCPU on the calling pCPU (which `cpu` belongs to). VMX leaves the VMCS loaded
     /// here; call [`Vcpu::unload`] before running it on another pCPU.
-    pub fn new(cpu: &PerCpu, frames: &mut impl FrameSource, cfg: &VcpuConfig) -> Result<Self, Error> {
+    pub fn new(
+        cpu: &PerCpu,
+        frames: &mut impl FrameSource,
+        cfg: &VcpuConfig,
+    ) -> Result<Self, Error> {
         if cfg.tag == 0 {
             return Err(Error::InvalidArgument);
         }

@@ -59,14 +59,18 @@ impl VmxCaps {
     }
     pub fn ept(&self) -> bool {
         // Besides the control, the 4-level walk (bit 6) and write-back type (bit 14) we use.
-        self.proc2 & PROC2_EPT != 0 && self.ept_vpid & (1 << 6) != 0 && self.ept_vpid & (1 << 14) != 0
+        self.proc2 & PROC2_EPT != 0
+            && self.ept_vpid & (1 << 6) != 0
+            && self.ept_vpid & (1 << 14) != 0
     }
     pub fn unrestricted_guest(&self) -> bool {
         self.ept() && self.proc2 & PROC2_UG != 0
     }
     pub fn vpid(&self) -> bool {
         // INVVPID with single-context (41) is what migration needs.
-        self.proc2 & PROC2_VPID != 0 && self.ept_vpid & (1 << 32) != 0 && self.ept_vpid & (1 << 41) != 0
+        self.proc2 & PROC2_VPID != 0
+            && self.ept_vpid & (1 << 32) != 0
+            && self.ept_vpid & (1 << 41) != 0
     }
     /// INVEPT single-context (bit 25) or only all-context (bit 26).
     pub fn invept_single(&self) -> bool {
@@ -135,7 +139,11 @@ impl fmt::Display for Vendor {
 
 /// Parses CPUID 0x8000_000A (EAX, EBX, EDX).
 pub fn svm_caps_from_cpuid(eax: u32, ebx: u32, edx: u32) -> SvmCaps {
-    SvmCaps { revision: eax & 0xff, asids: ebx, features: edx }
+    SvmCaps {
+        revision: eax & 0xff,
+        asids: ebx,
+        features: edx,
+    }
 }
 
 /// The backend this CPU supports, preferring the CPU's own vendor's extension; `None` if
@@ -144,7 +152,11 @@ pub fn detect() -> Option<Vendor> {
     use x86::cpuid::native_cpuid::cpuid_count;
     let leaf1 = cpuid_count(1, 0);
     let max_ext = cpuid_count(0x8000_0000, 0).eax;
-    let ext1 = if max_ext >= 0x8000_0001 { cpuid_count(0x8000_0001, 0).ecx } else { 0 };
+    let ext1 = if max_ext >= 0x8000_0001 {
+        cpuid_count(0x8000_0001, 0).ecx
+    } else {
+        0
+    };
     if cfg!(feature = "vmx") && leaf1.ecx & (1 << 5) != 0 {
         return Some(Vendor::Vmx(read::vmx_caps()));
     }
@@ -178,8 +190,16 @@ mod read {
         let tru = basic & (1 << 55) != 0;
         let pick = |t: u32, n: u32| rdmsr(if tru { t } else { n });
         let proc = pick(IA32_VMX_TRUE_PROCBASED_CTLS, IA32_VMX_PROCBASED_CTLS);
-        let proc2 = if proc & (1 << 63) != 0 { rdmsr(IA32_VMX_PROCBASED_CTLS2) } else { 0 };
-        let ept_vpid = if super::vmx_has_ept_vpid_msr(proc, proc2) { rdmsr(IA32_VMX_EPT_VPID_CAP) } else { 0 };
+        let proc2 = if proc & (1 << 63) != 0 {
+            rdmsr(IA32_VMX_PROCBASED_CTLS2)
+        } else {
+            0
+        };
+        let ept_vpid = if super::vmx_has_ept_vpid_msr(proc, proc2) {
+            rdmsr(IA32_VMX_EPT_VPID_CAP)
+        } else {
+            0
+        };
         VmxCaps {
             basic,
             pin: pick(IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_PINBASED_CTLS),
@@ -227,15 +247,26 @@ pub(crate) mod tests {
         assert!(c.invept_single() && c.ept_2m());
         assert!(vmx_has_ept_vpid_msr(c.proc, c.proc2));
         let s = format!("{}", Vendor::Vmx(c));
-        assert!(s.contains("EPT yes") && s.contains("unrestricted guest yes"), "{s}");
+        assert!(
+            s.contains("EPT yes") && s.contains("unrestricted guest yes"),
+            "{s}"
+        );
     }
 
     #[test]
     fn core2_without_secondary_controls_never_reads_ept_msr() {
         // Penryn: no secondary-controls bit in the allowed-1 half of the primary controls.
         assert!(!vmx_has_ept_vpid_msr(0x7ff9_fffe_0401_e172, 0));
-        assert!(!vmx_has_ept_vpid_msr(0xf7f9_fffe_0401_e172, 0x0000_0000_0000_0000));
-        let c = VmxCaps { basic: 0x2b, proc2: 0, ept_vpid: 0, ..skylake() };
+        assert!(!vmx_has_ept_vpid_msr(
+            0xf7f9_fffe_0401_e172,
+            0x0000_0000_0000_0000
+        ));
+        let c = VmxCaps {
+            basic: 0x2b,
+            proc2: 0,
+            ept_vpid: 0,
+            ..skylake()
+        };
         assert!(!c.ept() && !c.unrestricted_guest() && !c.vpid());
     }
 

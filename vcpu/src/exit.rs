@@ -41,7 +41,11 @@ pub enum Exit {
     /// Anything else. `reason` is the raw exit reason (VMX) or exit code (SVM);
     /// `qualification` is the exit qualification or EXITINFO1, `info` EXITINFO2 or the guest
     /// physical address. Never resume a guest after this without deciding what it means.
-    Unknown { reason: u64, qualification: u64, info: u64 },
+    Unknown {
+        reason: u64,
+        qualification: u64,
+        info: u64,
+    },
 }
 
 /// A port I/O exit.
@@ -102,7 +106,10 @@ pub struct NestedFault {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Event {
     /// A hardware exception (vector 0..=31, not 2), with an error code where the vector has one.
-    Exception { vector: u8, error_code: Option<u32> },
+    Exception {
+        vector: u8,
+        error_code: Option<u32>,
+    },
     /// A maskable interrupt; the caller has checked `interrupt_window_open`.
     ExternalInterrupt(u8),
     Nmi,
@@ -132,7 +139,13 @@ pub mod vector {
 
 impl Event {
     /// #GP(0), the answer to most bad MSR accesses.
-    pub const GP0: Event = Event::Exception { vector: vector::GP, error_code: Some(0) };
+    pub const GP0: Event = Event::Exception {
+        vector: vector::GP,
+        error_code: Some(0),
+    };
     /// #UD.
-    pub const UD: Event = Event::Exception { vector: vector::UD, error_code: None };
+    pub const UD: Event = Event::Exception {
+        vector: vector::UD,
+        error_code: None,
+    };
 }

@@ -32,7 +32,9 @@ pub(crate) fn write_frame_u64(frame: u64, index: usize, value: u64) {
 /// Sets or clears bit `bit` in the bitmap that starts at frame `base` (spanning frames the
 /// caller allocated contiguously in the sense of `frames[bit / 32768]`).
 pub(crate) fn set_bitmap_bit(frames: &[u64], bit: usize, on: bool) {
-    let Some(&frame) = frames.get(bit / (8 * 4096)) else { return };
+    let Some(&frame) = frames.get(bit / (8 * 4096)) else {
+        return;
+    };
     let byte = (bit / 8) % 4096;
     // SAFETY: `frame` is a 4 KiB frame this crate allocated and byte < 4096.
     unsafe {

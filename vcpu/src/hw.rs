@@ -88,7 +88,9 @@ pub(crate) fn xcr0() -> Option<u64> {
     }
     let (lo, hi): (u32, u32);
     // SAFETY: CR4.OSXSAVE is set, so XGETBV with ECX=0 is defined; it only reads XCR0.
-    unsafe { core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
     Some((u64::from(hi) << 32) | u64::from(lo))
 }
 

@@ -63,7 +63,10 @@ impl Insn {
 pub const MAX_LEN: usize = 15;
 
 fn is_legacy_prefix(b: u8) -> bool {
-    matches!(b, 0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65)
+    matches!(
+        b,
+        0x66 | 0x67 | 0xf0 | 0xf2 | 0xf3 | 0x2e | 0x36 | 0x3e | 0x26 | 0x64 | 0x65
+    )
 }
 
 /// The length of `insn` at the start of `bytes` (the bytes readable at CS:RIP, possibly fewer
@@ -92,13 +95,96 @@ pub fn length(bytes: &[u8], insn: Insn, long_mode: bool) -> Option<usize> {
     Some(end)
 }
 
+/// Fetches the bytes at CS:RIP through the guest page tables and returns the length of
+/// `insn` there. Reads only as far as is mapped: the instruction may end before an unmapped
+/// page.
+pub fn at_rip(
+    mem: &(impl crate::GuestMemory + ?Sized),
+    ctl: &crate::ControlRegs,
+    cs: &crate::Segment,
+    rip: u64,
+    cpl: u8,
+    insn: Insn,
+) -> Result<u64, crate::Error> {
+    use crate::walk::{self, Access};
+    let long = ctl.efer & crate::bits::EFER_LMA != 0 && cs.long();
+    let la = if long {
+        rip
+    } else {
+        cs.base.wrapping_add(rip) & 0xffff_ffff
+    };
+    let access = Access {
+        exec: true,
+        user: cpl == 3,
+        write: false,
+    };
+    let mut bytes = [0u8; MAX_LEN];
+    let mut n = 0;
+    while n < bytes.len() {
+        if walk::read_virt(
+            mem,
+            ctl,
+            la.wrapping_add(n as u64),
+            access,
+            &mut bytes[n..n + 1],
+        )
+        .is_err()
+        {
+            break;
+        }
+        n += 1;
+    }
+    length(&bytes[..n], insn, long)
+        .map(|l| l as u64)
+        .ok_or(crate::Error::UndecodableInstruction)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bits::*;
+    use crate::{ControlRegs, GuestMemory, Segment, VecMemory};
+
+    #[test]
+    fn fetch_through_page_tables_up_to_an_unmapped_page() {
+        let m = VecMemory::new(0x10_0000);
+        // 4-level: 0x40_0000_0000 + page 0 -> GPA 0x8000, page 1 unmapped.
+        m.write_u64(0x1000, 0x2000 | 3).unwrap();
+        m.write_u64(0x2000 + 8, 0x3000 | 3).unwrap(); // PDPT[1]
+        m.write_u64(0x3000, 0x4000 | 3).unwrap();
+        m.write_u64(0x4000, 0x8000 | 3).unwrap();
+        m.write(0x8ffd, &[0x0f, 0x01, 0xd9]).unwrap();
+        let ctl = ControlRegs {
+            cr0: CR0_PG | CR0_PE,
+            cr3: 0x1000,
+            cr4: CR4_PAE,
+            efer: EFER_LME | EFER_LMA,
+            cr2: 0,
+        };
+        let cs = Segment::new(8, 0, 0xffff_ffff, Segment::CODE64);
+        let rip = 0x4000_0ffd;
+        assert_eq!(at_rip(&m, &ctl, &cs, rip, 0, Insn::Vmmcall), Ok(3));
+        assert_eq!(
+            at_rip(&m, &ctl, &cs, rip, 0, Insn::Cpuid),
+            Err(crate::Error::UndecodableInstruction)
+        );
+        // Paging off, 32-bit CS with a base.
+        let flat = ControlRegs {
+            cr0: CR0_PE,
+            ..Default::default()
+        };
+        let cs32 = Segment::new(8, 0x8000, 0xffff_ffff, Segment::CODE32);
+        assert_eq!(at_rip(&m, &flat, &cs32, 0xffd, 0, Insn::Vmmcall), Ok(3));
+        // Nothing readable at all.
+        assert!(at_rip(&m, &flat, &cs32, 0x1000_0000, 0, Insn::Hlt).is_err());
+    }
 
     #[test]
     fn plain_lengths_match_qemu_trace() {
-        assert_eq!(length(&[0x0f, 0x01, 0xd9, 0xcc], Insn::Vmmcall, true), Some(3));
+        assert_eq!(
+            length(&[0x0f, 0x01, 0xd9, 0xcc], Insn::Vmmcall, true),
+            Some(3)
+        );
         assert_eq!(length(&[0x0f, 0xa2], Insn::Cpuid, true), Some(2));
         assert_eq!(length(&[0x0f, 0x32, 0x90], Insn::Rdmsr, true), Some(2));
         assert_eq!(length(&[0x0f, 0x30], Insn::Wrmsr, false), Some(2));
@@ -110,17 +196,31 @@ mod tests {
 
     #[test]
     fn prefixes_count() {
-        assert_eq!(length(&[0x66, 0x2e, 0x0f, 0xa2], Insn::Cpuid, false), Some(4));
+        assert_eq!(
+            length(&[0x66, 0x2e, 0x0f, 0xa2], Insn::Cpuid, false),
+            Some(4)
+        );
         assert_eq!(length(&[0x48, 0x0f, 0x30], Insn::Wrmsr, true), Some(3));
-        assert_eq!(length(&[0x66, 0x48, 0x0f, 0x01, 0xd9], Insn::Vmmcall, true), Some(5));
+        assert_eq!(
+            length(&[0x66, 0x48, 0x0f, 0x01, 0xd9], Insn::Vmmcall, true),
+            Some(5)
+        );
     }
 
     #[test]
     fn mismatches_are_refused() {
         assert_eq!(length(&[0x0f, 0xa2], Insn::Rdmsr, true), None);
         assert_eq!(length(&[0x90], Insn::Pause, true), None, "NOP is not PAUSE");
-        assert_eq!(length(&[0x48, 0x0f, 0x30], Insn::Wrmsr, false), None, "no REX outside long mode");
-        assert_eq!(length(&[0x0f, 0x01], Insn::Vmmcall, true), None, "truncated");
+        assert_eq!(
+            length(&[0x48, 0x0f, 0x30], Insn::Wrmsr, false),
+            None,
+            "no REX outside long mode"
+        );
+        assert_eq!(
+            length(&[0x0f, 0x01], Insn::Vmmcall, true),
+            None,
+            "truncated"
+        );
         assert_eq!(length(&[], Insn::Hlt, true), None);
         // REX before a legacy prefix is not a prefix of the opcode.
         assert_eq!(length(&[0x48, 0x66, 0x0f, 0xa2], Insn::Cpuid, true), None);

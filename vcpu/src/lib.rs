@@ -13,10 +13,11 @@ compile_error!("enable at least one of the features `vmx` and `svm`");
 extern crate alloc;
 
 mod caps;
-mod hw;
 mod error;
 mod exit;
 mod hostmem;
+#[cfg_attr(not(feature = "vmx"), allow(dead_code))]
+mod hw;
 pub mod insn_len;
 mod memory;
 mod nested;

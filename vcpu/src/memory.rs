@@ -71,7 +71,9 @@ pub struct VecMemory {
 impl VecMemory {
     /// `size` zeroed bytes of guest RAM.
     pub fn new(size: usize) -> Self {
-        VecMemory { bytes: core::cell::RefCell::new(alloc::vec![0; size]) }
+        VecMemory {
+            bytes: core::cell::RefCell::new(alloc::vec![0; size]),
+        }
     }
 }
 
@@ -104,7 +106,10 @@ mod tests {
         assert_eq!(m.read_u32(0xffc), Ok(0x1122_3344));
         assert_eq!(m.read_u64(0xff9), Err(MemError { gpa: 0xff9, len: 8 }));
         assert!(m.read_u8(0x1000).is_err());
-        assert!(m.write(0x1000, &[]).is_ok(), "an empty access at the end is in bounds");
+        assert!(
+            m.write(0x1000, &[]).is_ok(),
+            "an empty access at the end is in bounds"
+        );
         assert!(m.write(0x1001, &[]).is_err());
     }
 

@@ -28,10 +28,26 @@ pub struct Perm {
 }
 
 impl Perm {
-    pub const RWX: Perm = Perm { read: true, write: true, exec: true };
-    pub const RX: Perm = Perm { read: true, write: false, exec: true };
-    pub const RW: Perm = Perm { read: true, write: true, exec: false };
-    pub const R: Perm = Perm { read: true, write: false, exec: false };
+    pub const RWX: Perm = Perm {
+        read: true,
+        write: true,
+        exec: true,
+    };
+    pub const RX: Perm = Perm {
+        read: true,
+        write: false,
+        exec: true,
+    };
+    pub const RW: Perm = Perm {
+        read: true,
+        write: true,
+        exec: false,
+    };
+    pub const R: Perm = Perm {
+        read: true,
+        write: false,
+        exec: false,
+    };
 }
 
 /// Which nested-table encoding: Intel EPT or AMD NPT (a long-mode page table walked as user).
@@ -68,7 +84,8 @@ impl NestedFormat {
         let ps = if large { PS } else { 0 };
         match self {
             NestedFormat::Ept => {
-                let rwx = (perm.read as u64) | ((perm.write as u64) << 1) | ((perm.exec as u64) << 2);
+                let rwx =
+                    (perm.read as u64) | ((perm.write as u64) << 1) | ((perm.exec as u64) << 2);
                 if rwx == 0 {
                     return 0;
                 }
@@ -104,7 +121,11 @@ impl NestedFormat {
     /// The permissions of a leaf.
     pub const fn perm(self, e: u64) -> Perm {
         match self {
-            NestedFormat::Ept => Perm { read: e & 1 != 0, write: e & 2 != 0, exec: e & 4 != 0 },
+            NestedFormat::Ept => Perm {
+                read: e & 1 != 0,
+                write: e & 2 != 0,
+                exec: e & 4 != 0,
+            },
             NestedFormat::Npt => Perm {
                 read: e & NPT_P != 0,
                 write: e & NPT_P != 0 && e & NPT_RW != 0,
@@ -180,8 +201,21 @@ impl NestedPageTable {
 
     /// Removes the 4 KiB page at `gpa` (splitting a 2 MiB page around it). The kernel then
     /// flushes the vCPUs' nested TLBs.
-    pub fn unmap_page(&mut self, mem: &mut (impl TableMemory + ?Sized), gpa: u64) -> Result<(), Error> {
-        self.remap_page(mem, gpa, 0, Perm { read: false, write: false, exec: false })
+    pub fn unmap_page(
+        &mut self,
+        mem: &mut (impl TableMemory + ?Sized),
+        gpa: u64,
+    ) -> Result<(), Error> {
+        self.remap_page(
+            mem,
+            gpa,
+            0,
+            Perm {
+                read: false,
+                write: false,
+                exec: false,
+            },
+        )
     }
 
     /// Maps the single 4 KiB page at `gpa` to `hpa` (splitting a 2 MiB page around it).
@@ -298,14 +332,30 @@ mod tests {
 
     #[test]
     fn entry_encoding_matches_platform_notes() {
-        assert_eq!(NestedFormat::Ept.leaf_entry(0x80_0000, Perm::RWX, true), 0x80_0000 | 0xB7);
-        assert_eq!(NestedFormat::Npt.leaf_entry(0x80_0000, Perm::RWX, true), 0x80_0000 | 0x87);
+        assert_eq!(
+            NestedFormat::Ept.leaf_entry(0x80_0000, Perm::RWX, true),
+            0x80_0000 | 0xB7
+        );
+        assert_eq!(
+            NestedFormat::Npt.leaf_entry(0x80_0000, Perm::RWX, true),
+            0x80_0000 | 0x87
+        );
         assert_eq!(NestedFormat::Npt.table_entry(0x5000), 0x5007);
         assert_eq!(NestedFormat::Ept.table_entry(0x5000), 0x5007);
         assert_eq!(NestedFormat::Ept.leaf_entry(0x3000, Perm::R, false), 0x3031);
-        assert_eq!(NestedFormat::Npt.leaf_entry(0x3000, Perm::RX, false), 0x3005);
-        assert_eq!(NestedFormat::Npt.leaf_entry(0x3000, Perm::RW, false), 0x8000_0000_0000_3007);
-        let none = Perm { read: false, write: false, exec: false };
+        assert_eq!(
+            NestedFormat::Npt.leaf_entry(0x3000, Perm::RX, false),
+            0x3005
+        );
+        assert_eq!(
+            NestedFormat::Npt.leaf_entry(0x3000, Perm::RW, false),
+            0x8000_0000_0000_3007
+        );
+        let none = Perm {
+            read: false,
+            write: false,
+            exec: false,
+        };
         assert_eq!(NestedFormat::Ept.leaf_entry(0x3000, none, false), 0);
         assert_eq!(NestedFormat::Npt.leaf_entry(0x3000, none, false), 0);
         assert_eq!(NestedFormat::eptp(0x12_3000), 0x12_301e);
@@ -317,9 +367,13 @@ mod tests {
             let mut m = FakeTables::default();
             let mut t = NestedPageTable::new(f, &mut m).unwrap();
             // 4 KiB head, two 2 MiB pages, 4 KiB tail.
-            t.map(&mut m, 0x1f_f000, 0x401f_f000, 0x40_2000, Perm::RWX).unwrap();
+            t.map(&mut m, 0x1f_f000, 0x401f_f000, 0x40_2000, Perm::RWX)
+                .unwrap();
             assert_eq!(t.translate(&m, 0x1f_f123), Some((0x401f_f123, Perm::RWX)));
-            assert_eq!(t.translate(&m, 0x20_0000 + 0x12345), Some((0x4020_0000 + 0x12345, Perm::RWX)));
+            assert_eq!(
+                t.translate(&m, 0x20_0000 + 0x12345),
+                Some((0x4020_0000 + 0x12345, Perm::RWX))
+            );
             assert_eq!(t.translate(&m, 0x60_0fff), Some((0x4060_0fff, Perm::RWX)));
             assert_eq!(t.translate(&m, 0x60_1000), None);
             assert_eq!(t.translate(&m, 0x1f_e000), None);
@@ -353,10 +407,22 @@ mod tests {
     fn builder_rejects_bad_ranges_and_reports_exhaustion() {
         let mut m = FakeTables::default();
         let mut t = NestedPageTable::new(NestedFormat::Npt, &mut m).unwrap();
-        assert_eq!(t.map(&mut m, 0x800, 0, 0x1000, Perm::RWX), Err(Error::InvalidArgument));
-        assert_eq!(t.map(&mut m, u64::MAX & !0xfff, 0, 0x2000, Perm::RWX), Err(Error::InvalidArgument));
-        assert_eq!(t.map(&mut m, 1 << 48, 0, 0x1000, Perm::RWX), Err(Error::InvalidArgument));
+        assert_eq!(
+            t.map(&mut m, 0x800, 0, 0x1000, Perm::RWX),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            t.map(&mut m, !0xfff, 0, 0x2000, Perm::RWX),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(
+            t.map(&mut m, 1 << 48, 0, 0x1000, Perm::RWX),
+            Err(Error::InvalidArgument)
+        );
         m.limit = Some(2);
-        assert_eq!(t.map(&mut m, 0, 0, 0x1000, Perm::RWX), Err(Error::OutOfFrames));
+        assert_eq!(
+            t.map(&mut m, 0, 0, 0x1000, Perm::RWX),
+            Err(Error::OutOfFrames)
+        );
     }
 }

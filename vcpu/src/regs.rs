@@ -204,12 +204,24 @@ impl Segment {
     pub const LDT: u16 = 0x0082;
 
     pub const fn new(selector: u16, base: u64, limit: u32, attr: u16) -> Self {
-        Segment { selector, attr, limit, base, unusable: false }
+        Segment {
+            selector,
+            attr,
+            limit,
+            base,
+            unusable: false,
+        }
     }
 
     /// A segment that no instruction may use (null data selector in 64-bit mode, no LDT).
     pub const fn unusable() -> Self {
-        Segment { selector: 0, attr: 0, limit: 0, base: 0, unusable: true }
+        Segment {
+            selector: 0,
+            attr: 0,
+            limit: 0,
+            base: 0,
+            unusable: true,
+        }
     }
 
     pub const fn dpl(&self) -> u8 {
@@ -236,7 +248,10 @@ impl Segment {
 
     /// Inverse of [`Segment::vmx_access_rights`].
     pub const fn attr_from_vmx(ar: u32) -> (u16, bool) {
-        (((ar & 0xff) | ((ar >> 4) & 0xf00)) as u16, ar & (1 << 16) != 0)
+        (
+            ((ar & 0xff) | ((ar >> 4) & 0xf00)) as u16,
+            ar & (1 << 16) != 0,
+        )
     }
 }
 
@@ -248,7 +263,10 @@ mod tests {
     fn segment_attr_round_trips_through_vmx_format() {
         let cs = Segment::new(8, 0, 0xffff_ffff, Segment::CODE64);
         assert_eq!(cs.vmx_access_rights(), 0xA09B);
-        assert_eq!(Segment::new(0x10, 0, 0xffff_ffff, Segment::DATA).vmx_access_rights(), 0xC093);
+        assert_eq!(
+            Segment::new(0x10, 0, 0xffff_ffff, Segment::DATA).vmx_access_rights(),
+            0xC093
+        );
         assert_eq!(Segment::attr_from_vmx(0xA09B), (Segment::CODE64, false));
         assert_eq!(Segment::unusable().vmx_access_rights(), 0x10000);
         assert!(Segment::attr_from_vmx(0x10000).1);
@@ -272,7 +290,11 @@ mod tests {
 
     #[test]
     fn edx_eax_split() {
-        let mut r = GuestRegs { rax: u64::MAX, rdx: u64::MAX, ..Default::default() };
+        let mut r = GuestRegs {
+            rax: u64::MAX,
+            rdx: u64::MAX,
+            ..Default::default()
+        };
         r.set_edx_eax(0x1234_5678_9abc_def0);
         assert_eq!((r.rax, r.rdx), (0x9abc_def0, 0x1234_5678));
     }

@@ -11,7 +11,13 @@ pub enum InitialState {
     /// 64-bit long mode on page tables the kernel built in guest memory (CR3 is a GPA).
     /// CR4.PAE, EFER.LME/LMA/NXE, CR0.PG/PE/WP are set; GDT/IDT are empty until the guest
     /// loads its own.
-    Long64 { entry: u64, cr3: u64, rsp: u64, rdi: u64, rsi: u64 },
+    Long64 {
+        entry: u64,
+        cr3: u64,
+        rsp: u64,
+        rdi: u64,
+        rsi: u64,
+    },
     /// An application processor before its first SIPI: not runnable until
     /// [`crate::Vcpu::sipi`].
     WaitForSipi,

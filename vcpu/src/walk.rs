@@ -84,8 +84,18 @@ pub fn translate(
 ) -> Result<Translation, WalkError> {
     let m = mode(c);
     if m == Mode::Off {
-        let gpa = if c.efer & EFER_LMA != 0 { la } else { la & 0xffff_ffff };
-        return Ok(Translation { gpa, page_size: 0, writable: true, user: true, executable: true });
+        let gpa = if c.efer & EFER_LMA != 0 {
+            la
+        } else {
+            la & 0xffff_ffff
+        };
+        return Ok(Translation {
+            gpa,
+            page_size: 0,
+            writable: true,
+            user: true,
+            executable: true,
+        });
     }
     let nxe = c.efer & EFER_NXE != 0 && m != Mode::Bits32;
     let fault_code = |present: bool, rsvd: bool| {
@@ -105,7 +115,10 @@ pub fn translate(
         if access.exec && (nxe || c.cr4 & CR4_SMEP != 0) {
             e |= PF_I;
         }
-        WalkError::PageFault { error_code: e, address: la }
+        WalkError::PageFault {
+            error_code: e,
+            address: la,
+        }
     };
 
     // Canonical-address violations are #GP/#SS, not #PF; report them as a not-present fault
@@ -137,7 +150,11 @@ pub fn translate(
             (u64::from(e), shift)
         } else {
             let shift = 12 + 9 * level;
-            let idx = if m == Mode::Pae && level == 2 { (la >> 30) & 3 } else { (la >> shift) & 0x1ff };
+            let idx = if m == Mode::Pae && level == 2 {
+                (la >> 30) & 3
+            } else {
+                (la >> shift) & 0x1ff
+            };
             let e = mem.read_u64(table + idx * 8).map_err(WalkError::Memory)?;
             (e, shift)
         };
@@ -181,11 +198,21 @@ pub fn translate(
             } else {
                 entry & ADDR & !(page - 1)
             };
-            let t = Translation { gpa: base | (la & (page - 1)), page_size: page, writable, user, executable };
+            let t = Translation {
+                gpa: base | (la & (page - 1)),
+                page_size: page,
+                writable,
+                user,
+                executable,
+            };
             check(c, access, &t).map_err(|_| fault_code(true, false))?;
             return Ok(t);
         }
-        table = if m == Mode::Bits32 { entry & 0xffff_f000 } else { entry & ADDR };
+        table = if m == Mode::Bits32 {
+            entry & 0xffff_f000
+        } else {
+            entry & ADDR
+        };
     }
     Err(fault_code(false, false))
 }
@@ -220,7 +247,8 @@ pub fn read_virt(
         let t = translate(mem, c, addr, access)?;
         let in_page = (0x1000 - (addr & 0xfff)) as usize;
         let n = in_page.min(buf.len() - done);
-        mem.read(t.gpa, &mut buf[done..done + n]).map_err(WalkError::Memory)?;
+        mem.read(t.gpa, &mut buf[done..done + n])
+            .map_err(WalkError::Memory)?;
         done += n;
     }
     Ok(())
@@ -231,20 +259,45 @@ mod tests {
     use super::*;
     use crate::VecMemory;
 
-    const R: Access = Access { write: false, user: false, exec: false };
-    const W: Access = Access { write: true, user: false, exec: false };
-    const UR: Access = Access { write: false, user: true, exec: false };
-    const X: Access = Access { write: false, user: false, exec: true };
+    const R: Access = Access {
+        write: false,
+        user: false,
+        exec: false,
+    };
+    const W: Access = Access {
+        write: true,
+        user: false,
+        exec: false,
+    };
+    const UR: Access = Access {
+        write: false,
+        user: true,
+        exec: false,
+    };
+    const X: Access = Access {
+        write: false,
+        user: false,
+        exec: true,
+    };
 
     fn ctl(cr0: u64, cr3: u64, cr4: u64, efer: u64) -> ControlRegs {
-        ControlRegs { cr0, cr2: 0, cr3, cr4, efer }
+        ControlRegs {
+            cr0,
+            cr2: 0,
+            cr3,
+            cr4,
+            efer,
+        }
     }
 
     #[test]
     fn paging_off_is_identity_and_truncates_outside_long_mode() {
         let m = VecMemory::new(0x1000);
         let c = ctl(CR0_PE, 0, 0, 0);
-        assert_eq!(translate(&m, &c, 0x1_2345_6789, R).unwrap().gpa, 0x2345_6789);
+        assert_eq!(
+            translate(&m, &c, 0x1_2345_6789, R).unwrap().gpa,
+            0x2345_6789
+        );
     }
 
     fn long4() -> (VecMemory, ControlRegs) {
@@ -256,7 +309,12 @@ mod tests {
         m.write_u64(0x3008, 0x20_0000 | 0x83 | NX).unwrap(); // 2 MiB page, RW, NX
         m.write_u64(0x4000 + 5 * 8, 0x9000 | 1).unwrap(); // read-only
         m.write_u64(0x4000 + 6 * 8, 0xa000 | 3).unwrap();
-        let c = ctl(CR0_PE | CR0_PG | CR0_WP, 0x1000, CR4_PAE, EFER_LME | EFER_LMA | EFER_NXE);
+        let c = ctl(
+            CR0_PE | CR0_PG | CR0_WP,
+            0x1000,
+            CR4_PAE,
+            EFER_LME | EFER_LMA | EFER_NXE,
+        );
         (m, c)
     }
 
@@ -266,7 +324,10 @@ mod tests {
         assert_eq!(translate(&m, &c, 0x5123, R).unwrap().gpa, 0x9123);
         assert_eq!(
             translate(&m, &c, 0x5123, W),
-            Err(WalkError::PageFault { error_code: PF_P | PF_W, address: 0x5123 })
+            Err(WalkError::PageFault {
+                error_code: PF_P | PF_W,
+                address: 0x5123
+            })
         );
         // CR0.WP clear: supervisor writes ignore R/W.
         let mut c2 = c;
@@ -274,17 +335,26 @@ mod tests {
         assert!(translate(&m, &c2, 0x5123, W).is_ok());
         assert_eq!(
             translate(&m, &c, 0x6000, UR),
-            Err(WalkError::PageFault { error_code: PF_P | PF_U, address: 0x6000 })
+            Err(WalkError::PageFault {
+                error_code: PF_P | PF_U,
+                address: 0x6000
+            })
         );
         assert_eq!(
             translate(&m, &c, 0x7000, R),
-            Err(WalkError::PageFault { error_code: 0, address: 0x7000 })
+            Err(WalkError::PageFault {
+                error_code: 0,
+                address: 0x7000
+            })
         );
         let t = translate(&m, &c, 0x21_2345, W).unwrap();
         assert_eq!((t.gpa, t.page_size), (0x21_2345, 0x20_0000));
         assert_eq!(
             translate(&m, &c, 0x21_2345, X),
-            Err(WalkError::PageFault { error_code: PF_P | PF_I, address: 0x21_2345 })
+            Err(WalkError::PageFault {
+                error_code: PF_P | PF_I,
+                address: 0x21_2345
+            })
         );
     }
 
@@ -294,16 +364,25 @@ mod tests {
         c.efer &= !EFER_NXE;
         assert_eq!(
             translate(&m, &c, 0x20_0000, R),
-            Err(WalkError::PageFault { error_code: PF_P | PF_RSVD, address: 0x20_0000 })
+            Err(WalkError::PageFault {
+                error_code: PF_P | PF_RSVD,
+                address: 0x20_0000
+            })
         );
     }
 
     #[test]
     fn non_canonical_and_tables_outside_ram() {
         let (m, mut c) = long4();
-        assert!(matches!(translate(&m, &c, 0x0000_8000_0000_0000, R), Err(WalkError::PageFault { .. })));
+        assert!(matches!(
+            translate(&m, &c, 0x0000_8000_0000_0000, R),
+            Err(WalkError::PageFault { .. })
+        ));
         c.cr3 = 0x1000_0000;
-        assert!(matches!(translate(&m, &c, 0x1000, R), Err(WalkError::Memory(_))));
+        assert!(matches!(
+            translate(&m, &c, 0x1000, R),
+            Err(WalkError::Memory(_))
+        ));
     }
 
     #[test]
@@ -314,7 +393,12 @@ mod tests {
         m.write_u64(0x1000 + 8, 0x2000 | 7).unwrap();
         m.write_u64(0x2000 + 8, 0x3000 | 7).unwrap();
         m.write_u64(0x3000 + 8, 0x4000_0000 | 0x87).unwrap();
-        let c = ctl(CR0_PE | CR0_PG, 0x1000, CR4_PAE | CR4_LA57, EFER_LME | EFER_LMA);
+        let c = ctl(
+            CR0_PE | CR0_PG,
+            0x1000,
+            CR4_PAE | CR4_LA57,
+            EFER_LME | EFER_LMA,
+        );
         let t = translate(&m, &c, la, UR).unwrap();
         assert_eq!((t.gpa, t.page_size), (0x4000_1234, 1 << 30));
         // Without LA57 the same address is not canonical for 4 levels.
@@ -333,12 +417,18 @@ mod tests {
         let c = ctl(CR0_PE | CR0_PG, 0x1020, CR4_PAE, 0);
         assert_eq!(translate(&m, &c, 0x4001_2345, R).unwrap().gpa, 0x61_2345);
         assert_eq!(translate(&m, &c, 0x4020_2abc, UR).unwrap().gpa, 0x7abc);
-        assert!(translate(&m, &c, 0x4000_0000, UR).is_err(), "the 2 MiB page is supervisor");
+        assert!(
+            translate(&m, &c, 0x4000_0000, UR).is_err(),
+            "the 2 MiB page is supervisor"
+        );
         // Reserved bit (RW) in a PDPTE.
         m.write_u64(0x1028, 0x2000 | 3).unwrap();
         assert_eq!(
             translate(&m, &c, 0x4000_0000, R),
-            Err(WalkError::PageFault { error_code: PF_P | PF_RSVD, address: 0x4000_0000 })
+            Err(WalkError::PageFault {
+                error_code: PF_P | PF_RSVD,
+                address: 0x4000_0000
+            })
         );
     }
 
@@ -355,7 +445,10 @@ mod tests {
         assert_eq!((t.gpa, t.page_size), (0x1_0041_2345, 0x40_0000));
         // Without CR4.PSE the same PDE points at a page table (at 0x400000, outside RAM).
         let c2 = ctl(CR0_PE | CR0_PG, 0x1000, 0, 0);
-        assert!(matches!(translate(&m, &c2, 0x0041_2345, R), Err(WalkError::Memory(_))));
+        assert!(matches!(
+            translate(&m, &c2, 0x0041_2345, R),
+            Err(WalkError::Memory(_))
+        ));
     }
 
     #[test]

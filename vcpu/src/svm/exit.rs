@@ -74,7 +74,14 @@ pub fn decode_io(info1: u64, rax: u64) -> IoExit {
     };
     let write = info1 & 1 == 0;
     let string = info1 & (1 << 2) != 0;
-    let mut io = IoExit { port: (info1 >> 16) as u16, size, write, value: 0, string, rep: info1 & (1 << 3) != 0 };
+    let mut io = IoExit {
+        port: (info1 >> 16) as u16,
+        size,
+        write,
+        value: 0,
+        string,
+        rep: info1 & (1 << 3) != 0,
+    };
     if write && !string {
         io.value = rax as u32 & io.mask();
     }
@@ -98,13 +105,19 @@ pub fn decode_npf(info1: u64, gpa: u64) -> NestedFault {
 /// Decodes an exit. `rax`/`rcx`/`rdx` are the guest's at the exit.
 pub fn decode(exit_code: u64, info1: u64, info2: u64, rax: u64, rcx: u64, rdx: u64) -> Decoded {
     let e = match exit_code {
-        code::CPUID => Exit::Cpuid { leaf: rax as u32, subleaf: rcx as u32 },
+        code::CPUID => Exit::Cpuid {
+            leaf: rax as u32,
+            subleaf: rcx as u32,
+        },
         code::MSR => {
             let msr = rcx as u32;
             if info1 & 1 == 0 {
                 Exit::Rdmsr { msr }
             } else {
-                Exit::Wrmsr { msr, value: (rdx << 32) | (rax & 0xffff_ffff) }
+                Exit::Wrmsr {
+                    msr,
+                    value: (rdx << 32) | (rax & 0xffff_ffff),
+                }
             }
         }
         code::IOIO => Exit::Io(decode_io(info1, rax)),
@@ -134,7 +147,11 @@ pub fn decode(exit_code: u64, info1: u64, info2: u64, rax: u64, rcx: u64, rdx: u
         code::INVD => return Decoded::Skip(Insn::Invd),
         code::XSETBV => return Decoded::Xsetbv,
         code::INVALID => return Decoded::Invalid,
-        _ => Exit::Unknown { reason: exit_code, qualification: info1, info: info2 },
+        _ => Exit::Unknown {
+            reason: exit_code,
+            qualification: info1,
+            info: info2,
+        },
     };
     Decoded::Exit(e)
 }
@@ -176,11 +193,21 @@ mod tests {
     fn ioio_qemu_and_bochs_agree() {
         let q = decode(code::IOIO, 0x80_0010, 0x10_1462, 0x1234_5642, 0, 0);
         let b = decode(code::IOIO, 0x80_0210, 0x10_1462, 0x1234_5642, 0, 0);
-        let want = IoExit { port: 0x80, size: 1, write: true, value: 0x42, string: false, rep: false };
+        let want = IoExit {
+            port: 0x80,
+            size: 1,
+            write: true,
+            value: 0x42,
+            string: false,
+            rep: false,
+        };
         assert_eq!(q, Decoded::Exit(Exit::Io(want)));
         assert_eq!(b, q);
         let inw = decode_io(0x3f8_0000 | (1 << 5) | 1, u64::MAX);
-        assert_eq!((inw.port, inw.size, inw.write, inw.value), (0x3f8, 2, false, 0));
+        assert_eq!(
+            (inw.port, inw.size, inw.write, inw.value),
+            (0x3f8, 2, false, 0)
+        );
         let rep_outsd = decode_io((0x60 << 16) | (1 << 6) | (1 << 3) | (1 << 2), 7);
         assert!(rep_outsd.string && rep_outsd.rep && rep_outsd.write && rep_outsd.value == 0);
         assert_eq!(rep_outsd.size, 4);
@@ -189,7 +216,9 @@ mod tests {
     #[test]
     fn npf_from_platform_notes() {
         let d = decode(code::NPF, 0x1_0000_0004, 0x4000_0000, 0, 0, 0);
-        let Decoded::Exit(Exit::NestedPageFault(f)) = d else { panic!("{d:?}") };
+        let Decoded::Exit(Exit::NestedPageFault(f)) = d else {
+            panic!("{d:?}")
+        };
         assert_eq!(f.gpa, 0x4000_0000);
         assert!(f.read && !f.write && !f.exec && !f.present && !f.during_walk);
         let w = decode_npf(0x1_0000_0007, 0x1000);
@@ -206,30 +235,58 @@ mod tests {
         );
         assert_eq!(
             decode(code::MSR, 1, 0, 0xffff_ffff_8765_4321, 0xc000_0080, 0x1234),
-            Decoded::Exit(Exit::Wrmsr { msr: 0xc000_0080, value: 0x1234_8765_4321 })
+            Decoded::Exit(Exit::Wrmsr {
+                msr: 0xc000_0080,
+                value: 0x1234_8765_4321
+            })
         );
         assert_eq!(
             decode(code::CPUID, 0, 0, 0x4000_0000, 0xffff_ffff_0000_0001, 0),
-            Decoded::Exit(Exit::Cpuid { leaf: 0x4000_0000, subleaf: 1 })
+            Decoded::Exit(Exit::Cpuid {
+                leaf: 0x4000_0000,
+                subleaf: 1
+            })
         );
-        assert_eq!(decode(code::VMMCALL, 0, 0, 0x1234, 0, 0), Decoded::Exit(Exit::Hypercall));
+        assert_eq!(
+            decode(code::VMMCALL, 0, 0, 0x1234, 0, 0),
+            Decoded::Exit(Exit::Hypercall)
+        );
         assert_eq!(decode(code::HLT, 0, 0, 0, 0, 0), Decoded::Exit(Exit::Hlt));
-        assert_eq!(decode(code::SHUTDOWN, 0, 0, 0, 0, 0), Decoded::Exit(Exit::TripleFault));
-        assert_eq!(decode(code::VINTR, 0, 0, 0, 0, 0), Decoded::Exit(Exit::InterruptWindow));
-        assert_eq!(decode(code::INTR, 0, 0, 0, 0, 0), Decoded::Exit(Exit::ExternalInterrupt));
+        assert_eq!(
+            decode(code::SHUTDOWN, 0, 0, 0, 0, 0),
+            Decoded::Exit(Exit::TripleFault)
+        );
+        assert_eq!(
+            decode(code::VINTR, 0, 0, 0, 0, 0),
+            Decoded::Exit(Exit::InterruptWindow)
+        );
+        assert_eq!(
+            decode(code::INTR, 0, 0, 0, 0, 0),
+            Decoded::Exit(Exit::ExternalInterrupt)
+        );
         assert_eq!(decode(code::VMRUN, 0, 0, 0, 0, 0), Decoded::InjectUd);
         assert_eq!(decode(code::INVALID, 0, 0, 0, 0, 0), Decoded::Invalid);
         assert_eq!(
             decode(code::EXCP_BASE + 14, 2, 0xdead, 0, 0, 0),
-            Decoded::Exit(Exit::Exception { vector: 14, error_code: Some(2) })
+            Decoded::Exit(Exit::Exception {
+                vector: 14,
+                error_code: Some(2)
+            })
         );
         assert_eq!(
             decode(code::EXCP_BASE + 6, 0, 0, 0, 0, 0),
-            Decoded::Exit(Exit::Exception { vector: 6, error_code: None })
+            Decoded::Exit(Exit::Exception {
+                vector: 6,
+                error_code: None
+            })
         );
         assert_eq!(
             decode(0x1234, 5, 6, 0, 0, 0),
-            Decoded::Exit(Exit::Unknown { reason: 0x1234, qualification: 5, info: 6 })
+            Decoded::Exit(Exit::Unknown {
+                reason: 0x1234,
+                qualification: 5,
+                info: 6
+            })
         );
     }
 
@@ -237,9 +294,24 @@ mod tests {
     fn event_encoding() {
         assert_eq!(encode_event(crate::Event::GP0), Some(0x8000_0b0d));
         assert_eq!(encode_event(crate::Event::UD), Some(0x8000_0306));
-        assert_eq!(encode_event(crate::Event::ExternalInterrupt(0x30)), Some(0x8000_0030));
+        assert_eq!(
+            encode_event(crate::Event::ExternalInterrupt(0x30)),
+            Some(0x8000_0030)
+        );
         assert_eq!(encode_event(crate::Event::Nmi), Some(0x8000_0202));
-        assert_eq!(encode_event(crate::Event::Exception { vector: 2, error_code: None }), None);
-        assert_eq!(encode_event(crate::Event::Exception { vector: 32, error_code: None }), None);
+        assert_eq!(
+            encode_event(crate::Event::Exception {
+                vector: 2,
+                error_code: None
+            }),
+            None
+        );
+        assert_eq!(
+            encode_event(crate::Event::Exception {
+                vector: 32,
+                error_code: None
+            }),
+            None
+        );
     }
 }

@@ -13,7 +13,6 @@ pub mod vmcb;
 
 use crate::bits::*;
 use crate::insn_len::{self, Insn};
-use crate::walk::{self, Access};
 use crate::{
     ControlRegs, Error, Event, Exit, FrameSource, GuestRam, GuestRegs, InitialState, PerCpu,
     SegReg, Segment, SvmCaps, Vcpu, VcpuConfig, Vendor, hostmem, hw,
@@ -23,7 +22,11 @@ use run::VmcbPage;
 use vmcb::{VmcbSegment, int_ctl, misc1, misc2, tlb};
 
 /// Per-CPU enable for SVM: EFER.SVME, VM_HSAVE_PA and the host VMSAVE page.
-pub(crate) fn enable(c: &SvmCaps, cpu_id: u32, frames: &mut impl FrameSource) -> Result<PerCpu, Error> {
+pub(crate) fn enable(
+    c: &SvmCaps,
+    cpu_id: u32,
+    frames: &mut impl FrameSource,
+) -> Result<PerCpu, Error> {
     if !c.npt() {
         return Err(Error::NoNestedPaging);
     }
@@ -31,7 +34,12 @@ pub(crate) fn enable(c: &SvmCaps, cpu_id: u32, frames: &mut impl FrameSource) ->
     let host_save = frames.alloc_zeroed_frame().ok_or(Error::OutOfFrames)?;
     run::enable_svm(hsave)?;
     hw::enable_osxsave();
-    Ok(PerCpu { vendor: Vendor::Svm(*c), cpu_id, region: hsave, host_save })
+    Ok(PerCpu {
+        vendor: Vendor::Svm(*c),
+        cpu_id,
+        region: hsave,
+        host_save,
+    })
 }
 
 const MSR_EFER: u32 = 0xc000_0080;
@@ -39,7 +47,8 @@ const MSR_PAT: u32 = 0x277;
 /// Power-on PAT.
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
 /// EFER bits a guest may set (SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE).
-const EFER_WRITABLE: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE | EFER_SVME | (1 << 13) | (1 << 14) | (1 << 15);
+const EFER_WRITABLE: u64 =
+    EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE | EFER_SVME | (1 << 13) | (1 << 14) | (1 << 15);
 
 /// MSRs that run without exits: the VMCB holds them and VMLOAD/VMSAVE switch them.
 pub const PASSTHROUGH_MSRS: [u32; 10] = [
@@ -86,16 +95,29 @@ pub struct SvmVcpu {
 fn seg(s: &Segment) -> VmcbSegment {
     // P=0 is how SVM marks a segment unusable.
     let attrib = if s.unusable { 0 } else { s.attr };
-    VmcbSegment { selector: s.selector, attrib, limit: s.limit, base: s.base }
+    VmcbSegment {
+        selector: s.selector,
+        attrib,
+        limit: s.limit,
+        base: s.base,
+    }
 }
 
 fn unseg(v: &VmcbSegment) -> Segment {
-    Segment { selector: v.selector, attr: v.attrib, limit: v.limit, base: v.base, unusable: v.attrib & 0x80 == 0 }
+    Segment {
+        selector: v.selector,
+        attr: v.attrib,
+        limit: v.limit,
+        base: v.base,
+        unusable: v.attrib & 0x80 == 0,
+    }
 }
 
 /// `N` physically consecutive frames.
 fn alloc_contiguous<const N: usize>(frames: &mut impl FrameSource) -> Result<[u64; N], Error> {
-    let base = frames.alloc_zeroed_contiguous(N).ok_or(Error::OutOfFrames)?;
+    let base = frames
+        .alloc_zeroed_contiguous(N)
+        .ok_or(Error::OutOfFrames)?;
     let mut out = [0; N];
     for (i, f) in out.iter_mut().enumerate() {
         *f = base + (i as u64) * 0x1000;
@@ -104,8 +126,14 @@ fn alloc_contiguous<const N: usize>(frames: &mut impl FrameSource) -> Result<[u6
 }
 
 impl SvmVcpu {
-    pub(crate) fn new(cpu: &PerCpu, frames: &mut impl FrameSource, cfg: &VcpuConfig) -> Result<Self, Error> {
-        let Vendor::Svm(caps) = cpu.vendor else { return Err(Error::Unsupported) };
+    pub(crate) fn new(
+        cpu: &PerCpu,
+        frames: &mut impl FrameSource,
+        cfg: &VcpuConfig,
+    ) -> Result<Self, Error> {
+        let Vendor::Svm(caps) = cpu.vendor else {
+            return Err(Error::Unsupported);
+        };
         if u32::from(cfg.tag) >= caps.asids {
             return Err(Error::InvalidArgument);
         }
@@ -174,11 +202,28 @@ impl SvmVcpu {
                 return Ok(());
             }
             InitialState::Flat32 { entry, ebx, esi } => {
-                self.regs = GuestRegs { rip: entry.into(), rbx: ebx.into(), rsi: esi.into(), ..Default::default() };
+                self.regs = GuestRegs {
+                    rip: entry.into(),
+                    rbx: ebx.into(),
+                    rsi: esi.into(),
+                    ..Default::default()
+                };
                 (CR0_PE | CR0_ET, 0, 0, flat(0x8, Segment::CODE32))
             }
-            InitialState::Long64 { entry, cr3, rsp, rdi, rsi } => {
-                self.regs = GuestRegs { rip: entry, rsp, rdi, rsi, ..Default::default() };
+            InitialState::Long64 {
+                entry,
+                cr3,
+                rsp,
+                rdi,
+                rsi,
+            } => {
+                self.regs = GuestRegs {
+                    rip: entry,
+                    rsp,
+                    rdi,
+                    rsi,
+                    ..Default::default()
+                };
                 self.vmcb.get_mut().save.cr3 = cr3;
                 (
                     CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
@@ -241,20 +286,14 @@ impl SvmVcpu {
     /// Length of the instruction at CS:RIP, confirmed to be `insn`.
     fn decoded_len(&self, insn: Insn) -> Result<u64, Error> {
         let cs = self.segment(SegReg::Cs);
-        let ctl = self.control_regs();
-        let long = ctl.efer & EFER_LMA != 0 && cs.long();
-        let la = if long { self.regs.rip } else { cs.base.wrapping_add(self.regs.rip) & 0xffff_ffff };
-        let mut bytes = [0u8; insn_len::MAX_LEN];
-        let access = Access { exec: true, user: self.cpl() == 3, write: false };
-        // Read as much as is mapped: the instruction may end before an unmapped page.
-        let mut n = 0;
-        while n < bytes.len() {
-            if walk::read_virt(&self.ram, &ctl, la.wrapping_add(n as u64), access, &mut bytes[n..n + 1]).is_err() {
-                break;
-            }
-            n += 1;
-        }
-        insn_len::length(&bytes[..n], insn, long).map(|l| l as u64).ok_or(Error::UndecodableInstruction)
+        insn_len::at_rip(
+            &self.ram,
+            &self.control_regs(),
+            &cs,
+            self.regs.rip,
+            self.cpl(),
+            insn,
+        )
     }
 
     fn skip(&mut self, len: u64) {
@@ -272,7 +311,10 @@ impl SvmVcpu {
                 self.regs.set_edx_eax(e);
                 self.advance_rip()?;
             }
-            Decoded::Exit(Exit::Wrmsr { msr: MSR_EFER, value }) => {
+            Decoded::Exit(Exit::Wrmsr {
+                msr: MSR_EFER,
+                value,
+            }) => {
                 let cur = self.vmcb.get().save.efer;
                 // LMA is read-only: keep the current value whatever the guest writes.
                 if value & !EFER_WRITABLE != 0 {
@@ -288,8 +330,15 @@ impl SvmVcpu {
                 self.regs.set_edx_eax(p);
                 self.advance_rip()?;
             }
-            Decoded::Exit(Exit::Wrmsr { msr: MSR_PAT, value }) => {
-                if value.to_le_bytes().iter().all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7)) {
+            Decoded::Exit(Exit::Wrmsr {
+                msr: MSR_PAT,
+                value,
+            }) => {
+                if value
+                    .to_le_bytes()
+                    .iter()
+                    .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
+                {
                     self.vmcb.get_mut().save.g_pat = value;
                     self.advance_rip()?;
                 } else {
@@ -328,7 +377,10 @@ impl SvmVcpu {
                 }
             }
             Decoded::Invalid => {
-                return Err(Error::EntryFailed { reason: code::INVALID, qualification: 0 });
+                return Err(Error::EntryFailed {
+                    reason: code::INVALID,
+                    qualification: 0,
+                });
             }
         }
         Ok(None)
@@ -381,7 +433,13 @@ impl Vcpu for SvmVcpu {
 
     fn control_regs(&self) -> ControlRegs {
         let s = &self.vmcb.get().save;
-        ControlRegs { cr0: s.cr0, cr2: s.cr2, cr3: s.cr3, cr4: s.cr4, efer: s.efer & !EFER_SVME }
+        ControlRegs {
+            cr0: s.cr0,
+            cr2: s.cr2,
+            cr3: s.cr3,
+            cr4: s.cr4,
+            efer: s.efer & !EFER_SVME,
+        }
     }
 
     fn segment(&self, r: SegReg) -> Segment {
@@ -441,7 +499,9 @@ impl Vcpu for SvmVcpu {
     }
 
     fn interrupt_window_open(&self) -> bool {
-        self.regs.rflags & RFLAGS_IF != 0 && self.vmcb.get().control.int_state & 1 == 0 && !self.event_pending()
+        self.regs.rflags & RFLAGS_IF != 0
+            && self.vmcb.get().control.int_state & 1 == 0
+            && !self.event_pending()
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
@@ -461,7 +521,11 @@ impl Vcpu for SvmVcpu {
     }
 
     fn flush_nested_tlb(&mut self) {
-        let flush = if self.caps.flush_by_asid() { tlb::FLUSH_ASID } else { tlb::FLUSH_ALL };
+        let flush = if self.caps.flush_by_asid() {
+            tlb::FLUSH_ASID
+        } else {
+            tlb::FLUSH_ALL
+        };
         self.vmcb.get_mut().control.tlb_control = flush;
     }
 
@@ -473,7 +537,9 @@ impl Vcpu for SvmVcpu {
         if matches!(msr, MSR_EFER | MSR_PAT) {
             return false;
         }
-        let Some(bit) = msrpm_bit(msr) else { return false };
+        let Some(bit) = msrpm_bit(msr) else {
+            return false;
+        };
         hostmem::set_bitmap_bit(&self.msrpm, bit, read);
         hostmem::set_bitmap_bit(&self.msrpm, bit + 1, write);
         true
@@ -496,7 +562,11 @@ impl Vcpu for SvmVcpu {
             return Ok(());
         }
         let base = u64::from(vector) << 12;
-        self.regs = GuestRegs { rflags: RFLAGS_FIXED, rdx: 0x600, ..Default::default() };
+        self.regs = GuestRegs {
+            rflags: RFLAGS_FIXED,
+            rdx: 0x600,
+            ..Default::default()
+        };
         self.guest_xcr0 = 1;
         let real = |sel, base, attr| Segment::new(sel, base, 0xffff, attr);
         let s = &mut self.vmcb.get_mut().save;
@@ -506,8 +576,14 @@ impl Vcpu for SvmVcpu {
         }
         s.tr = seg(&real(0, 0, Segment::TSS_BUSY));
         s.ldtr = seg(&real(0, 0, Segment::LDT));
-        s.gdtr = VmcbSegment { limit: 0xffff, ..Default::default() };
-        s.idtr = VmcbSegment { limit: 0xffff, ..Default::default() };
+        s.gdtr = VmcbSegment {
+            limit: 0xffff,
+            ..Default::default()
+        };
+        s.idtr = VmcbSegment {
+            limit: 0xffff,
+            ..Default::default()
+        };
         s.cpl = 0;
         s.cr0 = CR0_ET | CR0_CD | CR0_NW;
         s.cr2 = 0;

@@ -30,7 +30,8 @@ pub struct Controls {
 /// bitmaps, TSC offsetting, MONITOR/MWAIT exiting; EPT, VPID and unrestricted guest where
 /// present; 64-bit host with EFER (and PAT where possible) switched by the CPU.
 pub fn choose(c: &VmxCaps) -> Option<Controls> {
-    let pin_need = (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::NMI_EXITING).bits();
+    let pin_need =
+        (PinbasedControls::EXTERNAL_INTERRUPT_EXITING | PinbasedControls::NMI_EXITING).bits();
     let pin = adjust(c.pin, pin_need, pin_need)?;
 
     let proc_need = (PrimaryControls::HLT_EXITING
@@ -54,7 +55,8 @@ pub fn choose(c: &VmxCaps) -> Option<Controls> {
     if c.vpid() {
         want2 |= SecondaryControls::ENABLE_VPID.bits();
     }
-    want2 |= (SecondaryControls::ENABLE_RDTSCP | SecondaryControls::ENABLE_INVPCID).bits() & (c.proc2 >> 32) as u32;
+    want2 |= (SecondaryControls::ENABLE_RDTSCP | SecondaryControls::ENABLE_INVPCID).bits()
+        & (c.proc2 >> 32) as u32;
     let proc2 = adjust(c.proc2, want2, SecondaryControls::ENABLE_EPT.bits())?;
 
     let exit_need = (ExitControls::HOST_ADDRESS_SPACE_SIZE
@@ -66,14 +68,25 @@ pub fn choose(c: &VmxCaps) -> Option<Controls> {
     exit &= !ExitControls::ACK_INTERRUPT_ON_EXIT.bits() | c.exit as u32;
 
     let entry_need = EntryControls::LOAD_IA32_EFER.bits();
-    let entry = adjust(c.entry, entry_need | EntryControls::LOAD_IA32_PAT.bits(), entry_need)?;
+    let entry = adjust(
+        c.entry,
+        entry_need | EntryControls::LOAD_IA32_PAT.bits(),
+        entry_need,
+    )?;
     let entry = entry & !EntryControls::IA32E_MODE_GUEST.bits();
-    Some(Controls { pin, proc, proc2, exit, entry })
+    Some(Controls {
+        pin,
+        proc,
+        proc2,
+        exit,
+        entry,
+    })
 }
 
 impl Controls {
     pub fn pat_switched(&self) -> bool {
-        self.entry & EntryControls::LOAD_IA32_PAT.bits() != 0 && self.exit & ExitControls::SAVE_IA32_PAT.bits() != 0
+        self.entry & EntryControls::LOAD_IA32_PAT.bits() != 0
+            && self.exit & ExitControls::SAVE_IA32_PAT.bits() != 0
     }
 }
 
@@ -125,7 +138,11 @@ mod tests {
         let c = choose(&skylake()).unwrap();
         assert_eq!(c.pin, 0x1f);
         assert_eq!(c.proc & (1 << 7), 1 << 7, "HLT exiting");
-        assert_eq!(c.proc & ((1 << 15) | (1 << 16)), 0, "no CR3 exits with TRUE controls");
+        assert_eq!(
+            c.proc & ((1 << 15) | (1 << 16)),
+            0,
+            "no CR3 exits with TRUE controls"
+        );
         assert_eq!(c.proc2 & 0xa2, 0xa2, "EPT, VPID, unrestricted guest");
         assert_eq!(c.exit & (1 << 15), 0, "no ack on exit");
         assert_eq!(c.exit & (1 << 9), 1 << 9);
@@ -135,7 +152,11 @@ mod tests {
 
     #[test]
     fn no_ept_means_no_controls() {
-        let c = VmxCaps { proc2: 0, ept_vpid: 0, ..skylake() };
+        let c = VmxCaps {
+            proc2: 0,
+            ept_vpid: 0,
+            ..skylake()
+        };
         assert_eq!(choose(&c), None);
     }
 

@@ -49,7 +49,9 @@ pub fn decode_cr(qual: u64) -> CrAccess {
         0 => CrAccess::MovTo { cr, gpr },
         1 => CrAccess::MovFrom { cr, gpr },
         2 => CrAccess::Clts,
-        _ => CrAccess::Lmsw { value: (qual >> 16) as u16 },
+        _ => CrAccess::Lmsw {
+            value: (qual >> 16) as u16,
+        },
     }
 }
 
@@ -71,7 +73,14 @@ pub fn decode_io(qual: u64, rax: u64) -> IoExit {
     let size = ((qual & 7) + 1) as u8;
     let write = qual & (1 << 3) == 0;
     let string = qual & (1 << 4) != 0;
-    let mut io = IoExit { port: (qual >> 16) as u16, size, write, value: 0, string, rep: qual & (1 << 5) != 0 };
+    let mut io = IoExit {
+        port: (qual >> 16) as u16,
+        size,
+        write,
+        value: 0,
+        string,
+        rep: qual & (1 << 5) != 0,
+    };
     if write && !string {
         io.value = rax as u32 & io.mask();
     }
@@ -93,7 +102,16 @@ pub fn decode_ept(qual: u64, gpa: u64) -> NestedFault {
 /// Decodes an exit. `intr_info`/`intr_err` are the VM-exit interruption fields, `gpa` the
 /// guest-physical address field; `rax`/`rcx`/`rdx` the guest's registers.
 #[allow(clippy::too_many_arguments)]
-pub fn decode(raw_reason: u32, qual: u64, intr_info: u32, intr_err: u32, gpa: u64, rax: u64, rcx: u64, rdx: u64) -> Decoded {
+pub fn decode(
+    raw_reason: u32,
+    qual: u64,
+    intr_info: u32,
+    intr_err: u32,
+    gpa: u64,
+    rax: u64,
+    rcx: u64,
+    rdx: u64,
+) -> Decoded {
     if raw_reason & reason::ENTRY_FAILURE != 0 {
         return Decoded::EntryFailed;
     }
@@ -112,12 +130,18 @@ pub fn decode(raw_reason: u32, qual: u64, intr_info: u32, intr_err: u32, gpa: u6
         reason::INIT => Exit::Init,
         reason::SIPI => Exit::Sipi { vector: qual as u8 },
         reason::INTERRUPT_WINDOW => Exit::InterruptWindow,
-        reason::CPUID => Exit::Cpuid { leaf: rax as u32, subleaf: rcx as u32 },
+        reason::CPUID => Exit::Cpuid {
+            leaf: rax as u32,
+            subleaf: rcx as u32,
+        },
         reason::HLT => Exit::Hlt,
         reason::VMCALL => Exit::Hypercall,
         reason::IO => Exit::Io(decode_io(qual, rax)),
         reason::RDMSR => Exit::Rdmsr { msr: rcx as u32 },
-        reason::WRMSR => Exit::Wrmsr { msr: rcx as u32, value: (rdx << 32) | (rax & 0xffff_ffff) },
+        reason::WRMSR => Exit::Wrmsr {
+            msr: rcx as u32,
+            value: (rdx << 32) | (rax & 0xffff_ffff),
+        },
         reason::EPT_VIOLATION => Exit::NestedPageFault(decode_ept(qual, gpa)),
         reason::CR_ACCESS => return Decoded::Cr(decode_cr(qual)),
         reason::XSETBV => return Decoded::Xsetbv,
@@ -126,7 +150,11 @@ pub fn decode(raw_reason: u32, qual: u64, intr_info: u32, intr_err: u32, gpa: u6
         reason::MWAIT | reason::MONITOR | reason::INVEPT | reason::INVVPID | reason::VMFUNC => {
             return Decoded::InjectUd;
         }
-        r => Exit::Unknown { reason: r.into(), qualification: qual, info: gpa },
+        r => Exit::Unknown {
+            reason: r.into(),
+            qualification: qual,
+            info: gpa,
+        },
     };
     Decoded::Exit(e)
 }
@@ -157,7 +185,14 @@ mod tests {
 
     #[test]
     fn io_from_bochs_trace() {
-        let want = IoExit { port: 0x80, size: 1, write: true, value: 0x42, string: false, rep: false };
+        let want = IoExit {
+            port: 0x80,
+            size: 1,
+            write: true,
+            value: 0x42,
+            string: false,
+            rep: false,
+        };
         assert_eq!(d(reason::IO, 0x80_0040), Decoded::Exit(Exit::Io(want)));
         let io = decode_io(0x3f8_0000 | (1 << 3) | 3, 0);
         assert_eq!((io.port, io.size, io.write), (0x3f8, 4, false));
@@ -167,7 +202,8 @@ mod tests {
 
     #[test]
     fn ept_violation_from_bochs_trace() {
-        let Decoded::Exit(Exit::NestedPageFault(f)) = decode(reason::EPT_VIOLATION, 0x181, 0, 0, 0x4000_0000, 0, 0, 0)
+        let Decoded::Exit(Exit::NestedPageFault(f)) =
+            decode(reason::EPT_VIOLATION, 0x181, 0, 0, 0x4000_0000, 0, 0, 0)
         else {
             panic!()
         };
@@ -180,21 +216,58 @@ mod tests {
     #[test]
     fn simple_exits() {
         assert_eq!(d(reason::VMCALL, 0), Decoded::Exit(Exit::Hypercall));
-        assert_eq!(d(reason::CPUID, 0), Decoded::Exit(Exit::Cpuid { leaf: 0x1234_5642, subleaf: 0x1b }));
-        assert_eq!(d(reason::RDMSR, 0), Decoded::Exit(Exit::Rdmsr { msr: 0x1b }));
+        assert_eq!(
+            d(reason::CPUID, 0),
+            Decoded::Exit(Exit::Cpuid {
+                leaf: 0x1234_5642,
+                subleaf: 0x1b
+            })
+        );
+        assert_eq!(
+            d(reason::RDMSR, 0),
+            Decoded::Exit(Exit::Rdmsr { msr: 0x1b })
+        );
         assert_eq!(d(reason::HLT, 0), Decoded::Exit(Exit::Hlt));
         assert_eq!(d(reason::TRIPLE_FAULT, 0), Decoded::Exit(Exit::TripleFault));
-        assert_eq!(d(reason::SIPI, 0x9a), Decoded::Exit(Exit::Sipi { vector: 0x9a }));
-        assert_eq!(d(reason::EXTERNAL_INTERRUPT, 0), Decoded::Exit(Exit::ExternalInterrupt));
-        assert_eq!(d(reason::INTERRUPT_WINDOW, 0), Decoded::Exit(Exit::InterruptWindow));
+        assert_eq!(
+            d(reason::SIPI, 0x9a),
+            Decoded::Exit(Exit::Sipi { vector: 0x9a })
+        );
+        assert_eq!(
+            d(reason::EXTERNAL_INTERRUPT, 0),
+            Decoded::Exit(Exit::ExternalInterrupt)
+        );
+        assert_eq!(
+            d(reason::INTERRUPT_WINDOW, 0),
+            Decoded::Exit(Exit::InterruptWindow)
+        );
         assert_eq!(d(reason::XSETBV, 0), Decoded::Xsetbv);
         assert_eq!(d(reason::WBINVD, 0), Decoded::Skip);
         assert_eq!(d(reason::VMXON, 0), Decoded::InjectUd);
         assert_eq!(d(reason::ENTRY_FAILURE | 33, 0), Decoded::EntryFailed);
-        assert_eq!(d(77, 5), Decoded::Exit(Exit::Unknown { reason: 77, qualification: 5, info: 0 }));
         assert_eq!(
-            decode(reason::WRMSR, 0, 0, 0, 0, 0xffff_ffff_0000_0001, 0x277, 0x0007_0406),
-            Decoded::Exit(Exit::Wrmsr { msr: 0x277, value: 0x0007_0406_0000_0001 })
+            d(77, 5),
+            Decoded::Exit(Exit::Unknown {
+                reason: 77,
+                qualification: 5,
+                info: 0
+            })
+        );
+        assert_eq!(
+            decode(
+                reason::WRMSR,
+                0,
+                0,
+                0,
+                0,
+                0xffff_ffff_0000_0001,
+                0x277,
+                0x0007_0406
+            ),
+            Decoded::Exit(Exit::Wrmsr {
+                msr: 0x277,
+                value: 0x0007_0406_0000_0001
+            })
         );
     }
 
@@ -202,12 +275,21 @@ mod tests {
     fn exceptions_and_nmi() {
         assert_eq!(
             decode(0, 0, 0x8000_0b0e, 2, 0, 0, 0, 0),
-            Decoded::Exit(Exit::Exception { vector: 14, error_code: Some(2) })
+            Decoded::Exit(Exit::Exception {
+                vector: 14,
+                error_code: Some(2)
+            })
         );
-        assert_eq!(decode(0, 0, 0x8000_0202, 0, 0, 0, 0, 0), Decoded::Exit(Exit::Nmi));
+        assert_eq!(
+            decode(0, 0, 0x8000_0202, 0, 0, 0, 0, 0),
+            Decoded::Exit(Exit::Nmi)
+        );
         assert_eq!(
             decode(0, 0, 0x8000_0306, 0, 0, 0, 0, 0),
-            Decoded::Exit(Exit::Exception { vector: 6, error_code: None })
+            Decoded::Exit(Exit::Exception {
+                vector: 6,
+                error_code: None
+            })
         );
     }
 
@@ -221,9 +303,21 @@ mod tests {
 
     #[test]
     fn event_encoding() {
-        assert_eq!(encode_event(crate::Event::GP0), Some((0x8000_0b0d, Some(0))));
-        assert_eq!(encode_event(crate::Event::ExternalInterrupt(0x20)), Some((0x8000_0020, None)));
+        assert_eq!(
+            encode_event(crate::Event::GP0),
+            Some((0x8000_0b0d, Some(0)))
+        );
+        assert_eq!(
+            encode_event(crate::Event::ExternalInterrupt(0x20)),
+            Some((0x8000_0020, None))
+        );
         assert_eq!(encode_event(crate::Event::Nmi), Some((0x8000_0202, None)));
-        assert_eq!(encode_event(crate::Event::Exception { vector: 40, error_code: None }), None);
+        assert_eq!(
+            encode_event(crate::Event::Exception {
+                vector: 40,
+                error_code: None
+            }),
+            None
+        );
     }
 }

@@ -23,14 +23,23 @@ use exit::{CrAccess, Decoded};
 use x86::vmx::vmcs::{control as ctl, guest as g, host as h, ro};
 
 /// Per-CPU enable for VMX.
-pub(crate) fn enable(c: &VmxCaps, cpu_id: u32, frames: &mut impl FrameSource) -> Result<PerCpu, Error> {
+pub(crate) fn enable(
+    c: &VmxCaps,
+    cpu_id: u32,
+    frames: &mut impl FrameSource,
+) -> Result<PerCpu, Error> {
     if !c.ept() {
         return Err(Error::NoNestedPaging);
     }
     let region = frames.alloc_zeroed_frame().ok_or(Error::OutOfFrames)?;
     hw::enable_osxsave();
     run::vmxon(c, region)?;
-    Ok(PerCpu { vendor: Vendor::Vmx(*c), cpu_id, region, host_save: 0 })
+    Ok(PerCpu {
+        vendor: Vendor::Vmx(*c),
+        cpu_id,
+        region,
+        host_save: 0,
+    })
 }
 
 /// MSRs passed through: in the VMCS guest area, or in the MSR load/store area.
@@ -48,7 +57,13 @@ pub const PASSTHROUGH_MSRS: [u32; 11] = [
     0xc000_0080, // EFER (VMCS, saved/loaded on exit/entry)
 ];
 /// Switched through the VM-exit store / VM-entry load area (the same page).
-const AREA_MSRS: [u32; 5] = [0xc000_0102, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084];
+const AREA_MSRS: [u32; 5] = [
+    0xc000_0102,
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+];
 const MSR_PAT: u32 = 0x277;
 
 /// Bit index of `msr`'s read bit in the MSR bitmap; the write bit is at +0x800*8.
@@ -94,7 +109,12 @@ fn write_seg(r: SegReg, s: &Segment) -> Result<(), Error> {
         SegReg::Ds => (g::DS_SELECTOR, g::DS_BASE, g::DS_LIMIT, g::DS_ACCESS_RIGHTS),
         SegReg::Fs => (g::FS_SELECTOR, g::FS_BASE, g::FS_LIMIT, g::FS_ACCESS_RIGHTS),
         SegReg::Gs => (g::GS_SELECTOR, g::GS_BASE, g::GS_LIMIT, g::GS_ACCESS_RIGHTS),
-        SegReg::Ldtr => (g::LDTR_SELECTOR, g::LDTR_BASE, g::LDTR_LIMIT, g::LDTR_ACCESS_RIGHTS),
+        SegReg::Ldtr => (
+            g::LDTR_SELECTOR,
+            g::LDTR_BASE,
+            g::LDTR_LIMIT,
+            g::LDTR_ACCESS_RIGHTS,
+        ),
         SegReg::Tr => (g::TR_SELECTOR, g::TR_BASE, g::TR_LIMIT, g::TR_ACCESS_RIGHTS),
     };
     w(sel, s.selector.into())?;
@@ -104,10 +124,17 @@ fn write_seg(r: SegReg, s: &Segment) -> Result<(), Error> {
 }
 
 impl VmxVcpu {
-    pub(crate) fn new(cpu: &PerCpu, frames: &mut impl FrameSource, cfg: &VcpuConfig) -> Result<Self, Error> {
-        let Vendor::Vmx(caps) = cpu.vendor else { return Err(Error::Unsupported) };
+    pub(crate) fn new(
+        cpu: &PerCpu,
+        frames: &mut impl FrameSource,
+        cfg: &VcpuConfig,
+    ) -> Result<Self, Error> {
+        let Vendor::Vmx(caps) = cpu.vendor else {
+            return Err(Error::Unsupported);
+        };
         let ctls = controls::choose(&caps).ok_or(Error::NoNestedPaging)?;
-        let ug = ctls.proc2 & x86::vmx::vmcs::control::SecondaryControls::UNRESTRICTED_GUEST.bits() != 0;
+        let ug =
+            ctls.proc2 & x86::vmx::vmcs::control::SecondaryControls::UNRESTRICTED_GUEST.bits() != 0;
         if !ug && !matches!(cfg.initial, InitialState::Long64 { .. }) {
             return Err(Error::NoUnrestrictedGuest);
         }
@@ -242,11 +269,28 @@ impl VmxVcpu {
                 (CR0_ET, 0, 0, flat(0x8, Segment::CODE32))
             }
             InitialState::Flat32 { entry, ebx, esi } => {
-                self.regs = GuestRegs { rip: entry.into(), rbx: ebx.into(), rsi: esi.into(), ..Default::default() };
+                self.regs = GuestRegs {
+                    rip: entry.into(),
+                    rbx: ebx.into(),
+                    rsi: esi.into(),
+                    ..Default::default()
+                };
                 (CR0_PE | CR0_ET, 0, 0, flat(0x8, Segment::CODE32))
             }
-            InitialState::Long64 { entry, cr3, rsp, rdi, rsi } => {
-                self.regs = GuestRegs { rip: entry, rsp, rdi, rsi, ..Default::default() };
+            InitialState::Long64 {
+                entry,
+                cr3,
+                rsp,
+                rdi,
+                rsi,
+            } => {
+                self.regs = GuestRegs {
+                    rip: entry,
+                    rsp,
+                    rdi,
+                    rsi,
+                    ..Default::default()
+                };
                 w(g::CR3, cr3)?;
                 (
                     CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
@@ -341,7 +385,12 @@ impl VmxVcpu {
     /// load them as the CPU would.
     fn load_pdptes(&mut self, cr3: u64) -> Result<(), Error> {
         let base = cr3 & 0xffff_ffe0;
-        let fields = [g::PDPTE0_FULL, g::PDPTE1_FULL, g::PDPTE2_FULL, g::PDPTE3_FULL];
+        let fields = [
+            g::PDPTE0_FULL,
+            g::PDPTE1_FULL,
+            g::PDPTE2_FULL,
+            g::PDPTE3_FULL,
+        ];
         for (i, f) in fields.iter().enumerate() {
             let e = self.ram.read_u64(base + 8 * i as u64).unwrap_or(0);
             w(*f, e)?;
@@ -407,8 +456,15 @@ impl VmxVcpu {
                 self.regs.set_edx_eax(p);
                 self.retire()?;
             }
-            Decoded::Exit(Exit::Wrmsr { msr: MSR_PAT, value }) if self.ctls.pat_switched() => {
-                if value.to_le_bytes().iter().all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7)) {
+            Decoded::Exit(Exit::Wrmsr {
+                msr: MSR_PAT,
+                value,
+            }) if self.ctls.pat_switched() => {
+                if value
+                    .to_le_bytes()
+                    .iter()
+                    .all(|b| matches!(b, 0 | 1 | 4 | 5 | 6 | 7))
+                {
                     w(g::IA32_PAT_FULL, value)?;
                     self.retire()?;
                 } else {
@@ -424,7 +480,10 @@ impl VmxVcpu {
                 let value = (self.regs.rdx << 32) | (self.regs.rax & 0xffff_ffff);
                 if self.control_regs().cr4 & CR4_OSXSAVE == 0 {
                     self.queue(Event::UD)?;
-                } else if self.regs.rcx as u32 != 0 || self.cpl() != 0 || !hw::xcr0_valid(value, hw::xcr0_supported()) {
+                } else if self.regs.rcx as u32 != 0
+                    || self.cpl() != 0
+                    || !hw::xcr0_valid(value, hw::xcr0_supported())
+                {
                     self.queue(Event::GP0)?;
                 } else {
                     self.guest_xcr0 = value;
@@ -493,7 +552,9 @@ impl Vcpu for VmxVcpu {
             }
             if !entered {
                 let n = vmcs::read_or0(ro::VM_INSTRUCTION_ERROR);
-                return Err(Error::VmFail { instruction_error: n as u32 });
+                return Err(Error::VmFail {
+                    instruction_error: n as u32,
+                });
             }
             self.launched = true;
             self.pending_event = false;
@@ -506,17 +567,32 @@ impl Vcpu for VmxVcpu {
             let idt = vmcs::read_or0(ro::IDT_VECTORING_INFO) as u32;
             if idt & (1 << 31) != 0 && raw & exit::reason::ENTRY_FAILURE == 0 {
                 if idt & (1 << 11) != 0 {
-                    w(ctl::VMENTRY_EXCEPTION_ERR_CODE, vmcs::read_or0(ro::IDT_VECTORING_ERR_CODE))?;
+                    w(
+                        ctl::VMENTRY_EXCEPTION_ERR_CODE,
+                        vmcs::read_or0(ro::IDT_VECTORING_ERR_CODE),
+                    )?;
                 }
                 w(ctl::VMENTRY_INSTRUCTION_LEN, self.exit_insn_len)?;
-                w(ctl::VMENTRY_INTERRUPTION_INFO_FIELD, u64::from(idt & 0x8000_0fff))?;
+                w(
+                    ctl::VMENTRY_INTERRUPTION_INFO_FIELD,
+                    u64::from(idt & 0x8000_0fff),
+                )?;
                 self.pending_event = true;
             }
             let qual = vmcs::read_or0(ro::EXIT_QUALIFICATION);
             let info = vmcs::read_or0(ro::VMEXIT_INTERRUPTION_INFO) as u32;
             let err = vmcs::read_or0(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32;
             let gpa = vmcs::read_or0(ro::GUEST_PHYSICAL_ADDR_FULL);
-            let d = exit::decode(raw, qual, info, err, gpa, self.regs.rax, self.regs.rcx, self.regs.rdx);
+            let d = exit::decode(
+                raw,
+                qual,
+                info,
+                err,
+                gpa,
+                self.regs.rax,
+                self.regs.rcx,
+                self.regs.rdx,
+            );
             if let Some(e) = self.handle(d)? {
                 return Ok(e);
             }
@@ -534,9 +610,17 @@ impl Vcpu for VmxVcpu {
     fn control_regs(&self) -> ControlRegs {
         self.cur();
         let f = &self.fixed;
-        let cr0 = (vmcs::read_or0(g::CR0) & !f.cr0_mask) | (vmcs::read_or0(ctl::CR0_READ_SHADOW) & f.cr0_mask);
-        let cr4 = (vmcs::read_or0(g::CR4) & !f.cr4_mask) | (vmcs::read_or0(ctl::CR4_READ_SHADOW) & f.cr4_mask);
-        ControlRegs { cr0, cr2: self.guest_cr2, cr3: vmcs::read_or0(g::CR3), cr4, efer: vmcs::read_or0(g::IA32_EFER_FULL) }
+        let cr0 = (vmcs::read_or0(g::CR0) & !f.cr0_mask)
+            | (vmcs::read_or0(ctl::CR0_READ_SHADOW) & f.cr0_mask);
+        let cr4 = (vmcs::read_or0(g::CR4) & !f.cr4_mask)
+            | (vmcs::read_or0(ctl::CR4_READ_SHADOW) & f.cr4_mask);
+        ControlRegs {
+            cr0,
+            cr2: self.guest_cr2,
+            cr3: vmcs::read_or0(g::CR3),
+            cr4,
+            efer: vmcs::read_or0(g::IA32_EFER_FULL),
+        }
     }
 
     fn segment(&self, r: SegReg) -> Segment {
@@ -548,7 +632,12 @@ impl Vcpu for VmxVcpu {
             SegReg::Ds => (g::DS_SELECTOR, g::DS_BASE, g::DS_LIMIT, g::DS_ACCESS_RIGHTS),
             SegReg::Fs => (g::FS_SELECTOR, g::FS_BASE, g::FS_LIMIT, g::FS_ACCESS_RIGHTS),
             SegReg::Gs => (g::GS_SELECTOR, g::GS_BASE, g::GS_LIMIT, g::GS_ACCESS_RIGHTS),
-            SegReg::Ldtr => (g::LDTR_SELECTOR, g::LDTR_BASE, g::LDTR_LIMIT, g::LDTR_ACCESS_RIGHTS),
+            SegReg::Ldtr => (
+                g::LDTR_SELECTOR,
+                g::LDTR_BASE,
+                g::LDTR_LIMIT,
+                g::LDTR_ACCESS_RIGHTS,
+            ),
             SegReg::Tr => (g::TR_SELECTOR, g::TR_BASE, g::TR_LIMIT, g::TR_ACCESS_RIGHTS),
         };
         let (attr, unusable) = Segment::attr_from_vmx(vmcs::read_or0(ar) as u32);
@@ -577,7 +666,8 @@ impl Vcpu for VmxVcpu {
         if len == 0 || len > 15 {
             return Err(Error::UndecodableInstruction);
         }
-        let long = vmcs::read_or0(g::IA32_EFER_FULL) & EFER_LMA != 0 && self.segment(SegReg::Cs).long();
+        let long =
+            vmcs::read_or0(g::IA32_EFER_FULL) & EFER_LMA != 0 && self.segment(SegReg::Cs).long();
         let rip = self.regs.rip.wrapping_add(len);
         self.regs.rip = if long { rip } else { rip & 0xffff_ffff };
         let st = vmcs::read_or0(g::INTERRUPTIBILITY_STATE);
@@ -630,7 +720,9 @@ impl Vcpu for VmxVcpu {
         if msr == MSR_PAT {
             return false;
         }
-        let Some(bit) = msr_bitmap_bit(msr) else { return false };
+        let Some(bit) = msr_bitmap_bit(msr) else {
+            return false;
+        };
         hostmem::set_bitmap_bit(&self.msr_bitmap, bit, read);
         hostmem::set_bitmap_bit(&self.msr_bitmap, bit + 0x800 * 8, write);
         true
@@ -654,7 +746,14 @@ impl Vcpu for VmxVcpu {
         }
         vmcs::make_current(self.vmcs)?;
         let real = |sel, base, attr| Segment::new(sel, base, 0xffff, attr);
-        write_seg(SegReg::Cs, &real(u16::from(vector) << 8, u64::from(vector) << 12, Segment::REAL_CODE))?;
+        write_seg(
+            SegReg::Cs,
+            &real(
+                u16::from(vector) << 8,
+                u64::from(vector) << 12,
+                Segment::REAL_CODE,
+            ),
+        )?;
         for r in [SegReg::Ds, SegReg::Es, SegReg::Ss, SegReg::Fs, SegReg::Gs] {
             write_seg(r, &real(0, 0, Segment::REAL_DATA))?;
         }
@@ -663,7 +762,11 @@ impl Vcpu for VmxVcpu {
         self.set_common(CR0_ET, 0, 0)?;
         w(g::CR3, 0)?;
         self.set_long_mode(false)?;
-        self.regs = GuestRegs { rflags: RFLAGS_FIXED, rdx: 0x600, ..Default::default() };
+        self.regs = GuestRegs {
+            rflags: RFLAGS_FIXED,
+            rdx: 0x600,
+            ..Default::default()
+        };
         self.guest_xcr0 = 1;
         self.waiting_for_sipi = false;
         Ok(())

@@ -102,7 +102,20 @@ pub(crate) fn host_state() -> HostState {
     };
     // SAFETY: FS_BASE/GS_BASE exist on every 64-bit CPU.
     let (fs_base, gs_base) = unsafe { (hw::rdmsr(0xc000_0100), hw::rdmsr(0xc000_0101)) };
-    HostState { cs, ss, ds, es, fs, gs, tr, fs_base, gs_base, tr_base, gdtr_base, idtr_base: base(&idtr) }
+    HostState {
+        cs,
+        ss,
+        ds,
+        es,
+        fs,
+        gs,
+        tr,
+        fs_base,
+        gs_base,
+        tr_base,
+        gdtr_base,
+        idtr_base: base(&idtr),
+    }
 }
 
 /// An architectural MSR of every 64-bit VMX CPU (EFER, PAT, SYSENTER_*), for host state.

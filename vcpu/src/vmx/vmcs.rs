@@ -14,7 +14,9 @@ fn map(e: VmFail) -> Error {
         VmFail::VmFailValid => {
             // SAFETY: after VMfailValid a current VMCS exists, so this read is defined.
             let n = unsafe { vmx::vmread(ro::VM_INSTRUCTION_ERROR) }.unwrap_or(0);
-            Error::VmFail { instruction_error: n as u32 }
+            Error::VmFail {
+                instruction_error: n as u32,
+            }
         }
         VmFail::VmFailInvalid => Error::VmFailInvalid,
     }
