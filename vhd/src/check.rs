@@ -17,7 +17,7 @@ pub enum Finding {
     EndFooterInvalid,
     /// The copy of the footer at offset 0 is unreadable.
     HeadFooterInvalid,
-    /// Bytes between the last block and the end footer that nothing references (left by a
+    /// Bytes before the end footer that nothing references (left by a
     /// crash between allocating a block and flushing its table entry).
     Leaked { bytes: u64 },
     /// A block holds non-zero data in sectors its bitmap marks absent (an unflushed write
@@ -82,19 +82,19 @@ impl<S: Storage> Layer<S> {
         let Some(sp) = self.sparse.as_ref() else {
             return Ok(r);
         };
+        // Everything before the allocation point is footer copy, header, BAT, locators or
+        // a referenced block; the rest is leaked (validation ruled out overlaps).
         let span = sp.bitmap_size + sp.block_size;
-        let used_end = sp
+        let blocks = sp
             .bat
             .entries()
             .iter()
             .filter(|&&e| e != UNALLOCATED)
-            .map(|&e| u64::from(e) * 512 + span)
-            .chain(sp.metadata.iter().map(|m| m.1))
-            .max()
-            .unwrap_or(0);
-        if sp.alloc_at > used_end {
+            .count() as u64;
+        let used = blocks * span + sp.metadata.iter().map(|m| m.1 - m.0).sum::<u64>();
+        if sp.alloc_at > used {
             r.findings.push(Finding::Leaked {
-                bytes: sp.alloc_at - used_end,
+                bytes: sp.alloc_at - used,
             });
         }
         r.total_blocks = sp.bat.len();

@@ -172,6 +172,14 @@ impl<S: Storage> Layer<S> {
             });
         }
 
+        // Footer copy, header and end footer: anything shorter lost its metadata.
+        let min_sparse = 2 * FOOTER_SIZE as u64 + HEADER_SIZE as u64;
+        if len < min_sparse {
+            return Err(Error::Truncated {
+                needed: min_sparse,
+                len,
+            });
+        }
         // Where block data may end: before the end footer, or at EOF if that footer is gone
         // (a crash can leave the tail of a new block there).
         let data_end = if end_footer_bad { len } else { len - end_len };
