@@ -21,6 +21,7 @@ mod hw;
 pub mod insn_len;
 mod memory;
 mod nested;
+pub mod personality;
 mod regs;
 mod state;
 pub mod walk;

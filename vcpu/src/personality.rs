@@ -1,0 +1,123 @@
+//! The seam between the kernel's exit loop and a guest-facing ABI (Xen, Hyper-V).
+//!
+//! A personality is a pure state machine: it sees guest registers, guest memory and the
+//! [`Host`] services, and answers each exit it recognises with an [`Action`]. It holds no
+//! `unsafe`, allocates nothing per exit, and is driven the same way on the host in tests.
+//! The kernel asks the platform (x2APIC, UART, PM ports) first, then the personality, then
+//! falls back to architectural defaults (#GP for unknown MSRs, all-ones for unknown ports).
+
+use crate::{ControlRegs, Event, GuestMemory, GuestRegs};
+
+/// Why a VM ends at its own request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ShutdownReason {
+    PowerOff,
+    Reboot,
+    /// The guest reported a crash; the words are the ABI's crash parameters.
+    Crash([u64; 5]),
+    /// The guest asked to be suspended or something else the hypervisor does not offer.
+    Other(u32),
+}
+
+/// What the kernel does after a personality handled an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Action {
+    /// Not this personality's: the kernel applies the platform or architectural default.
+    NotMine,
+    /// Handled: retire the instruction and resume.
+    Done,
+    /// Handled without retiring it (e.g. a hypercall preempted to be continued).
+    Retry,
+    /// Inject this fault instead of retiring the instruction.
+    Fault(Event),
+    /// Retire the instruction, then block the vCPU until an event is pending for it
+    /// (Xen SCHEDOP_block/poll; the personality's `has_pending_work` says when).
+    Block,
+    /// Retire the instruction and give up the rest of the time slice.
+    Yield,
+    /// Retire the instruction and end the VM.
+    Shutdown(ShutdownReason),
+}
+
+/// What the vCPU looked like at the exit, for decoding guest-virtual pointers.
+#[derive(Clone, Copy, Debug)]
+pub struct VcpuView {
+    /// Index of the vCPU in its VM (0-based).
+    pub index: u32,
+    pub cpl: u8,
+    pub ctl: ControlRegs,
+    /// 64-bit code segment (CS.L with EFER.LMA): decides the hypercall register convention.
+    pub long_mode: bool,
+}
+
+/// Services the kernel offers a personality. All calls are cheap and never block.
+pub trait Host {
+    /// Host monotonic time in nanoseconds (TSC based).
+    fn now_ns(&self) -> u64;
+    /// Host TSC frequency in Hz.
+    fn tsc_hz(&self) -> u64;
+    /// Host TSC now (guests see host TSC + their offset, which is 0 unless stated).
+    fn tsc(&self) -> u64;
+    /// Number of vCPUs of this VM.
+    fn vcpu_count(&self) -> u32;
+    /// Arms (or with `None` cancels) this personality's one-shot timer for `vcpu` at host
+    /// time `deadline_ns`; when it expires the kernel calls [`Personality::timer_expired`].
+    fn set_timer(&mut self, vcpu: u32, deadline_ns: Option<u64>);
+    /// Delivers `vector` to `vcpu` through its virtual local APIC (as a fixed interrupt,
+    /// edge triggered). `needs_eoi = false` is for vectors the ABI defines as not EOI'd
+    /// (e.g. Xen's per-vCPU upcall vector, Hyper-V auto-EOI SINTs).
+    fn raise_vector(&mut self, vcpu: u32, vector: u8, needs_eoi: bool);
+    /// `vcpu` may have become runnable (an event arrived while it was blocked).
+    fn kick(&mut self, vcpu: u32);
+    /// Bytes the guest wrote to the hypervisor console (prefixed with the VM name by the kernel).
+    fn console_write(&mut self, bytes: &[u8]);
+}
+
+/// A guest-facing ABI.
+pub trait Personality {
+    /// CPUID leaves the ABI owns (the hypervisor range 0x4000_0000..=0x4000_01FF);
+    /// `None` leaves the leaf to the platform.
+    fn cpuid(&mut self, vcpu: &VcpuView, leaf: u32, subleaf: u32) -> Option<[u32; 4]>;
+    /// `Ok(None)`: not this ABI's MSR.
+    fn rdmsr(
+        &mut self,
+        vcpu: &VcpuView,
+        msr: u32,
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Result<Option<u64>, Event>;
+    /// `Ok(false)`: not this ABI's MSR.
+    fn wrmsr(
+        &mut self,
+        vcpu: &VcpuView,
+        msr: u32,
+        value: u64,
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Result<bool, Event>;
+    /// VMCALL/VMMCALL: registers in and out per the ABI's convention.
+    fn hypercall(
+        &mut self,
+        vcpu: &VcpuView,
+        regs: &mut GuestRegs,
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Action;
+    /// Port I/O the platform did not claim (e.g. Xen's 0xE9 early console).
+    /// `data` holds the written value or receives the read value.
+    fn io(
+        &mut self,
+        vcpu: &VcpuView,
+        port: u16,
+        size: u8,
+        write: bool,
+        data: &mut u32,
+        host: &mut dyn Host,
+    ) -> Action;
+    /// The one-shot timer armed with [`Host::set_timer`] for `vcpu` expired.
+    fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host);
+    /// Whether a vCPU blocked by [`Action::Block`] has something to wake for.
+    fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool;
+}
