@@ -50,10 +50,15 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     };
 
     let id = cpu::identity();
+    let virt = vcpu::detect();
     println!(
         "cpu: {} {} (family {:#x} model {:#x} stepping {})",
         id.vendor, id.brand, id.family, id.model, id.stepping
     );
+    match &virt {
+        Some(v) => println!("virtualization: {v}"),
+        None => println!("virtualization: none (no usable VMX or SVM on this CPU)"),
+    }
 
     let mut used: heapless::Vec<Range<u64>, 40> = heapless::Vec::new();
     let _ = used.push(0..ctx.kernel_image.end);

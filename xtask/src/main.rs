@@ -1,9 +1,23 @@
-//! Host orchestration for Janus: build, run, test, bench, iso, vhd.
+//! Host orchestration for Janus: build, run, test, iso, bench, vhd.
 
+mod defmt_rx;
+mod emulator;
+mod image;
+mod iso;
+mod manifest;
+mod prereq;
+mod testsuite;
+mod util;
 mod vhd_cli;
 
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
+use emulator::{Emulator, RunSpec};
+use image::BuildOpts;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+use util::{out_dir, root, shown};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, run and test the Janus hypervisor")]
@@ -12,9 +26,50 @@ struct Cli {
     cmd: Cmd,
 }
 
+const DEFAULT_MANIFEST: &str = "manifests/demo.toml";
+
 #[derive(Subcommand)]
 enum Cmd {
-    /// The VHD host tool (create, info, check, convert, compare, bench).
+    /// Build target/janus/janus-boot and target/janus/janus-kernel.
+    Build(BuildOpts),
+    /// Boot Janus with a manifest's VMs under an emulator; exit 0 only on success.
+    Run {
+        /// The VMs to run (TOML); default: manifests/demo.toml.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "qemu")]
+        emulator: Emulator,
+        /// Seconds before the run counts as failed.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Extra words for the hypervisor's command line (e.g. janus.selftest=panic).
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        #[command(flatten)]
+        build: BuildOpts,
+    },
+    /// Host unit tests plus boot tests under QEMU and Bochs.
+    Test(testsuite::TestOpts),
+    /// A GRUB ISO (multiboot) with janus-boot, the kernel and a manifest's modules.
+    Iso {
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Where to write it; default target/janus/janus.iso.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        #[command(flatten)]
+        build: BuildOpts,
+    },
+    /// Benchmarks: `vhd`, `size`.
+    Bench {
+        /// Which figure: vhd | size | boot.
+        what: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The VHD host tool (create, info, check, convert, compare).
     #[command(disable_help_flag = true)]
     Vhd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -26,5 +81,104 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Vhd { args } => vhd_cli::main(&args),
+        Cmd::Bench { what, args } if what == "vhd" => vhd_cli::bench(&args),
+        other => match dispatch(other) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("xtask: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+fn dispatch(cmd: Cmd) -> Result<bool> {
+    match cmd {
+        Cmd::Build(opts) => {
+            image::build(&opts)?;
+            Ok(true)
+        }
+        Cmd::Run { manifest, emulator, timeout, cmdline, build } => {
+            run(manifest, emulator, timeout, cmdline, &build)
+        }
+        Cmd::Test(opts) => testsuite::test(&opts),
+        Cmd::Iso { manifest, output, cmdline, build } => {
+            let images = image::build(&build)?;
+            let staged = stage(manifest, &build)?;
+            let out = output.unwrap_or_else(|| out_dir().join("janus.iso"));
+            iso::make(&images.boot, &images.kernel, &staged.modules, &cmdline, &out_dir().join("iso"), &out)?;
+            println!("iso: {} ({} bytes)", shown(&out), std::fs::metadata(&out)?.len());
+            Ok(true)
+        }
+        Cmd::Bench { what, .. } if what == "size" => bench_size(),
+        Cmd::Bench { what, .. } => bail!("unknown benchmark '{what}' (known: vhd, size)"),
+        Cmd::Vhd { .. } => unreachable!("handled before dispatch"),
+    }
+}
+
+fn stage(manifest: Option<PathBuf>, build: &BuildOpts) -> Result<manifest::Staged> {
+    image::build_guest("probe", build.release)?;
+    let path = manifest.unwrap_or_else(|| root().join(DEFAULT_MANIFEST));
+    manifest::load(&path, &out_dir().join("run"))
+}
+
+fn run(
+    manifest: Option<PathBuf>,
+    emulator: Emulator,
+    timeout: u64,
+    cmdline: String,
+    build: &BuildOpts,
+) -> Result<bool> {
+    let images = image::build(build)?;
+    let staged = stage(manifest, build)?;
+    for vm in &staged.manifest.vms {
+        println!("xtask: vm {} ({}, {} MiB, {} vCPU)", vm.name, vm.personality.as_str(), vm.memory_mib, vm.vcpus);
+    }
+    let spec = RunSpec {
+        boot: images.boot,
+        kernel: images.kernel,
+        modules: staged.modules,
+        cmdline,
+        timeout: Duration::from_secs(timeout),
+        memory_mib: 512 + staged.guest_memory_mib,
+        cpus: 2.max(staged.max_vcpus),
+        echo: true,
+    };
+    let outcome = emulator::run(emulator, &spec)?;
+    match outcome.verdict {
+        Ok(()) => {
+            println!("xtask: run passed");
+            Ok(true)
+        }
+        Err(why) => {
+            println!("xtask: run FAILED: {why}");
+            Ok(false)
+        }
+    }
+}
+
+/// Stripped image bytes per feature set, built in this invocation.
+fn bench_size() -> Result<bool> {
+    let sets: [(&str, Vec<String>, bool); 4] = [
+        ("default", vec![], false),
+        ("xen", vec!["xen".into()], true),
+        ("hyperv", vec!["hyperv".into()], true),
+        ("none", vec![], true),
+    ];
+    let mut default_size = 0;
+    for (name, features, no_default) in sets {
+        let opts = BuildOpts { release: true, features, no_default_features: no_default };
+        let images = image::build(&opts)?;
+        let stripped = out_dir().join(format!("janus-kernel.{name}.stripped"));
+        util::run(std::process::Command::new("objcopy").arg("--strip-all").arg(&images.kernel).arg(&stripped))?;
+        let kernel = std::fs::metadata(&stripped)?.len();
+        let boot = std::fs::metadata(&images.boot)?.len();
+        println!("size {name}: kernel {kernel} B stripped, janus-boot {boot} B");
+        if name == "default" {
+            default_size = kernel + boot;
+        }
+    }
+    println!("size janus/default: {default_size}");
+    Ok(true)
 }

@@ -1,4 +1,211 @@
-//! Placeholder replaced below.
-pub fn run(_args: &[String]) -> Result<(), String> {
-    Err("bench: not yet".into())
+//! `cargo xtask bench vhd`: the same workloads on this crate and on qemu-img (QEMU's vpc
+//! driver), on a 1 GiB dynamic image each, with ratios.
+//!
+//! Both sides use the page cache and end every write workload with a flush that reaches the
+//! disk: qemu-img bench runs `-t writeback --flush-interval=COUNT` (one flush after the last
+//! request, plus the flushes its vpc driver issues on every block allocation and bitmap
+//! change) and closes the image (another flush); this crate writes, then calls
+//! `Vhd::flush` (fdatasync, BAT update, fdatasync). QEMU runs its requests with queue depth
+//! (16 for 1 MiB, 32 for 4 KiB) in its thread pool; this crate issues them one at a time.
+//! QEMU's time is the wall time of its process (it includes opening the image), ours is
+//! open-to-flush.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use vhd::{DiskType, OpenOptions};
+
+const MIB: u64 = 1 << 20;
+/// 4 KiB times a prime: every random request lands in a different 2 MiB block.
+const STRIDE: u64 = 4096 * 7919;
+
+struct Params {
+    size: u64,
+    rand_reads: u64,
+    rand_writes: u64,
+    dir: PathBuf,
+}
+
+fn parse(args: &[String]) -> Result<Params, String> {
+    let mut p = Params {
+        size: 1 << 30,
+        rand_reads: 100_000,
+        rand_writes: 20_000,
+        dir: PathBuf::from("target/vhd-bench"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--size" => p.size = super::size::parse(val()?)?,
+            "--rand-reads" => p.rand_reads = val()?.parse().map_err(|_| "bad --rand-reads")?,
+            "--rand-writes" => p.rand_writes = val()?.parse().map_err(|_| "bad --rand-writes")?,
+            "--dir" => p.dir = PathBuf::from(val()?),
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench [--size 1G] [--rand-reads 100000] [--rand-writes 20000] [--dir target/vhd-bench]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("bench: unknown argument '{other}'")),
+        }
+    }
+    if p.size < 4 * MIB || p.size % MIB != 0 {
+        return Err("bench: --size must be a multiple of 1 MiB, at least 4 MiB".into());
+    }
+    Ok(p)
+}
+
+fn qemu_img(args: &[&str]) -> Result<f64, String> {
+    let start = Instant::now();
+    let out = Command::new("qemu-img").args(args).output().map_err(|e| {
+        format!("bench: cannot run qemu-img ({e}); install qemu-utils")
+    })?;
+    let t = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!(
+            "bench: qemu-img {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(t)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap_or("")
+}
+
+struct Row {
+    name: &'static str,
+    unit: &'static str,
+    janus: f64,
+    qemu: f64,
+}
+
+fn janus_err(p: &Path) -> impl Fn(vhd::Error<std::io::Error>) -> String + '_ {
+    move |e| vhd::fs::FsError::image(p, e).to_string()
+}
+
+/// Runs `f` on a freshly opened image and flushes; returns seconds.
+fn timed(img: &Path, writable: bool, f: impl FnOnce(&mut vhd::Vhd<vhd::fs::FileIo>) -> Result<(), String>) -> Result<f64, String> {
+    let start = Instant::now();
+    let opts = if writable {
+        OpenOptions::read_write()
+    } else {
+        OpenOptions::read_only()
+    };
+    let mut v = vhd::fs::open(img, opts).map_err(|e| e.to_string())?;
+    f(&mut v)?;
+    v.flush().map_err(janus_err(img))?;
+    drop(v);
+    Ok(start.elapsed().as_secs_f64())
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let p = parse(args)?;
+    std::fs::create_dir_all(&p.dir).map_err(|e| format!("{}: {e}", p.dir.display()))?;
+    let jimg = p.dir.join("janus.vhd");
+    let qimg = p.dir.join("qemu.vhd");
+    let _ = std::fs::remove_file(&jimg);
+    let _ = std::fs::remove_file(&qimg);
+    let size = p.size;
+    let chunks = size / MIB;
+    let size_arg = size.to_string();
+    let stride = STRIDE.to_string();
+    println!(
+        "vhd bench: {} MiB dynamic images in {}, {} random reads, {} random overwrites (4 KiB, stride {STRIDE})",
+        size / MIB,
+        p.dir.display(),
+        p.rand_reads,
+        p.rand_writes
+    );
+
+    let mut rows = Vec::new();
+    let mut opts = vhd::fs::create_options();
+    opts.force_size = true;
+
+    // Sequential write into a fresh image.
+    vhd::fs::create(&jimg, DiskType::Dynamic, size, &opts).map_err(|e| e.to_string())?;
+    let buf = vec![0x5au8; MIB as usize];
+    let j = timed(&jimg, true, |v| {
+        for i in 0..chunks {
+            v.write_at(i * MIB, &buf).map_err(janus_err(&jimg))?;
+        }
+        Ok(())
+    })?;
+    qemu_img(&["create", "-q", "-f", "vpc", "-o", "subformat=dynamic,force_size=on", s(&qimg), &size_arg])?;
+    let c = chunks.to_string();
+    let q = qemu_img(&[
+        "bench", "-q", "-f", "vpc", "-t", "writeback", "-w", "--pattern=90", "-s", "1M", "-S", "1M", "-c", &c,
+        "-d", "16", &format!("--flush-interval={c}"), s(&qimg),
+    ])?;
+    let mb = (size / MIB) as f64;
+    rows.push(Row { name: "seq-write", unit: "MiB/s", janus: mb / j, qemu: mb / q });
+
+    // Sequential read of the written image.
+    let mut rbuf = vec![0u8; MIB as usize];
+    let j = timed(&jimg, false, |v| {
+        for i in 0..chunks {
+            v.read_at(i * MIB, &mut rbuf).map_err(janus_err(&jimg))?;
+        }
+        Ok(())
+    })?;
+    let q = qemu_img(&["bench", "-q", "-f", "vpc", "-t", "writeback", "-s", "1M", "-S", "1M", "-c", &c, "-d", "16", s(&qimg)])?;
+    rows.push(Row { name: "seq-read", unit: "MiB/s", janus: mb / j, qemu: mb / q });
+
+    // Random 4 KiB reads, qemu-img bench's offset rule: (i * stride) mod size.
+    let mut small = vec![0u8; 4096];
+    let n = p.rand_reads;
+    let j = timed(&jimg, false, |v| {
+        for i in 0..n {
+            v.read_at(i * STRIDE % size, &mut small).map_err(janus_err(&jimg))?;
+        }
+        Ok(())
+    })?;
+    let nr = n.to_string();
+    let q = qemu_img(&["bench", "-q", "-f", "vpc", "-t", "writeback", "-s", "4k", "-S", &stride, "-c", &nr, "-d", "32", s(&qimg)])?;
+    rows.push(Row { name: "rand-read-4k", unit: "IOPS", janus: n as f64 / j, qemu: n as f64 / q });
+
+    // Random 4 KiB overwrites of allocated blocks, then a flush.
+    let n = p.rand_writes;
+    small.fill(0xa5);
+    let j = timed(&jimg, true, |v| {
+        for i in 0..n {
+            v.write_at(i * STRIDE % size, &small).map_err(janus_err(&jimg))?;
+        }
+        Ok(())
+    })?;
+    let nw = n.to_string();
+    let q = qemu_img(&[
+        "bench", "-q", "-f", "vpc", "-t", "writeback", "-w", "--pattern=165", "-s", "4k", "-S", &stride, "-c", &nw,
+        "-d", "32", &format!("--flush-interval={nw}"), s(&qimg),
+    ])?;
+    rows.push(Row { name: "rand-overwrite-4k", unit: "IOPS", janus: n as f64 / j, qemu: n as f64 / q });
+
+    // Same workloads, same data: the two images must hold the same bytes.
+    let same = super::image::compare(&jimg, &qimg)?;
+    let _ = std::fs::remove_file(&jimg);
+    let _ = std::fs::remove_file(&qimg);
+    if let Some(off) = same {
+        return Err(format!("bench: janus and qemu images differ at offset {off}"));
+    }
+
+    println!("{:<18} {:>14} {:>14} {:>12}", "workload", "janus", "qemu-img", "janus/qemu");
+    for r in &rows {
+        println!(
+            "{:<18} {:>9.0} {:<5}{:>9.0} {:<5}{:>11.2}",
+            r.name,
+            r.janus,
+            r.unit,
+            r.qemu,
+            r.unit,
+            r.janus / r.qemu
+        );
+    }
+    for r in &rows[1..] {
+        println!("vhd janus/qemu {}: {:.2}", r.name, r.janus / r.qemu);
+    }
+    println!("vhd janus/qemu seq-write: {:.2}", rows[0].janus / rows[0].qemu);
+    Ok(())
 }

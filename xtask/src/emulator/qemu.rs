@@ -1,0 +1,141 @@
+//! QEMU TCG with `-cpu max` (SVM + NPT). COM1 is stdio, COM2 a UNIX socket that xtask
+//! connects to before the guest starts (`wait=on`), so no defmt frame is lost.
+
+use super::{Outcome, RunSpec, judge, new_lines};
+use crate::defmt_rx::Decoder;
+use crate::prereq;
+use crate::util::describe;
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PASS_STATUS: i32 = 33;
+const FAIL_STATUS: i32 = 35;
+
+pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
+    let mut initrd = spec.kernel.display().to_string();
+    for (path, _) in &spec.modules {
+        let p = path.display().to_string();
+        if p.contains(',') {
+            bail!("{p}: QEMU cannot take a module path with a comma");
+        }
+        initrd.push(',');
+        initrd.push_str(&p);
+    }
+    let mut cmd = Command::new(prereq::QEMU.binary);
+    cmd.args(["-machine", "q35", "-cpu", "max", "-accel", "tcg"])
+        .args(["-m", &spec.memory_mib.to_string(), "-smp", &spec.cpus.to_string()])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-chardev", "stdio,id=com1,signal=off", "-serial", "chardev:com1"])
+        .arg("-chardev")
+        .arg(format!("socket,id=com2,path={},server=on,wait=on", socket.display()))
+        .args(["-serial", "chardev:com2"])
+        .arg("-kernel")
+        .arg(&spec.boot)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", &spec.cmdline]);
+    Ok(cmd)
+}
+
+pub fn run(spec: &RunSpec) -> Result<Outcome> {
+    prereq::tools(&[&prereq::QEMU])?;
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let socket = std::env::temp_dir().join(format!("janus-defmt-{}-{n}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let mut cmd = command(spec, &socket)?;
+    if spec.echo {
+        eprintln!("xtask: {}", describe(&cmd));
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64")?;
+
+    let com1 = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let mut stdout = child.stdout.take().context("no QEMU stdout")?;
+    let echo = spec.echo;
+    let com1_sink = Arc::clone(&com1);
+    let com1_thread = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if echo {
+                let _ = std::io::stdout().write_all(&buf[..n]);
+                let _ = std::io::stdout().flush();
+            }
+            if let Ok(mut c) = com1_sink.lock() {
+                c.extend_from_slice(&buf[..n]);
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().context("no QEMU stderr")?;
+    let stderr_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+
+    let defmt_lines = new_lines();
+    let decoder = Decoder::for_elf(&spec.kernel)?;
+    let connect_deadline = Instant::now() + Duration::from_secs(15);
+    let stream = loop {
+        match UnixStream::connect(&socket) {
+            Ok(s) => break Some(s),
+            Err(_) if Instant::now() < connect_deadline && child.try_wait()?.is_none() => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(_) => break None,
+        }
+    };
+    let defmt_thread = stream.map(|s| {
+        let lines = Arc::clone(&defmt_lines);
+        std::thread::spawn(move || decoder.pump(s, &lines, echo))
+    });
+
+    let deadline = Instant::now() + spec.timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let _ = com1_thread.join();
+    let qemu_err = stderr_thread.join().unwrap_or_default();
+    if let Some(t) = defmt_thread {
+        if let Ok(Err(e)) = t.join() {
+            eprintln!("xtask: defmt decoding stopped: {e:#}");
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
+
+    let com1 = String::from_utf8_lossy(&com1.lock().map(|c| c.clone()).unwrap_or_default()).into_owned();
+    let exit = match status.map(|s| s.code()) {
+        None => Err(format!("timeout after {} s", spec.timeout.as_secs())),
+        Some(Some(PASS_STATUS)) => Ok(()),
+        Some(Some(FAIL_STATUS)) => Err("the hypervisor reported failure (exit status 35)".into()),
+        Some(Some(code)) => Err(format!(
+            "QEMU exited with status {code} (a triple fault or reset ends the run with 0){}",
+            if qemu_err.trim().is_empty() { String::new() } else { format!(": {}", qemu_err.trim()) }
+        )),
+        Some(None) => Err("QEMU was killed by a signal".into()),
+    };
+    let verdict = judge(exit, &com1);
+    let defmt = defmt_lines.lock().map(|l| l.clone()).unwrap_or_default();
+    Ok(Outcome { verdict, com1, defmt })
+}

@@ -1,0 +1,280 @@
+//! The user's TOML manifest: parsed, checked with file/key/reason errors, its files staged as
+//! boot modules, and encoded for the kernel.
+
+use crate::util::shown;
+use anyhow::{Context, Result, anyhow, bail};
+use kernel::manifest::{self as km, Manifest, Personality, VmSpec};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileToml {
+    #[serde(default)]
+    vm: Vec<VmToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmToml {
+    name: String,
+    personality: String,
+    memory_mib: u32,
+    #[serde(default = "one")]
+    vcpus: u8,
+    kernel: String,
+    initrd: Option<String>,
+    #[serde(default)]
+    cmdline: String,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// A checked manifest whose files are ready to become boot modules.
+#[derive(Debug)]
+pub struct Staged {
+    /// (module file, module name) in boot order, the encoded manifest last.
+    pub modules: Vec<(PathBuf, String)>,
+    pub manifest: Manifest,
+    pub guest_memory_mib: u64,
+    pub max_vcpus: u8,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FileKind {
+    Elf,
+    BzImage,
+    Other,
+}
+
+fn file_kind(bytes: &[u8]) -> FileKind {
+    if bytes.starts_with(b"\x7fELF") {
+        FileKind::Elf
+    } else if bytes.get(0x202..0x206) == Some(b"HdrS") {
+        FileKind::BzImage
+    } else {
+        FileKind::Other
+    }
+}
+
+/// Reads and checks `path`, and stages its files into `stage_dir` (emptied first).
+pub fn load(path: &Path, stage_dir: &Path) -> Result<Staged> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("manifest {}: cannot read", shown(path)))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let parsed: FileToml =
+        toml::from_str(&text).map_err(|e| anyhow!("manifest {}: {e}", shown(path)))?;
+    check(path, base, parsed, stage_dir)
+}
+
+fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result<Staged> {
+    let file = shown(path);
+    if parsed.vm.is_empty() {
+        bail!("manifest {file}: {}", km::Rule::NoVms.describe());
+    }
+    if parsed.vm.len() > km::MAX_VMS {
+        bail!("manifest {file}: {} VMs, at most {} are supported", parsed.vm.len(), km::MAX_VMS);
+    }
+    if stage_dir.exists() {
+        std::fs::remove_dir_all(stage_dir)
+            .with_context(|| format!("cannot empty {}", shown(stage_dir)))?;
+    }
+    std::fs::create_dir_all(stage_dir)?;
+
+    let mut staged_by_source: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut modules = Vec::new();
+    let mut manifest = Manifest::default();
+    let mut guest_memory_mib = 0;
+    let mut max_vcpus = 1;
+    for (i, vm) in parsed.vm.iter().enumerate() {
+        let at = format!("manifest {file}: vm[{i}] '{}'", vm.name);
+        let bad = |key: &str, why: &str| anyhow!("{at}: key `{key}`: {why}");
+        if vm.name.is_empty() || vm.name.len() > km::MAX_NAME - 1 {
+            return Err(bad("name", &format!("must be 1 to {} characters", km::MAX_NAME - 1)));
+        }
+        if !vm.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(bad("name", "may hold only letters, digits, '-' and '_'"));
+        }
+        let personality = Personality::parse(&vm.personality)
+            .ok_or_else(|| bad("personality", "must be one of xen, hyperv, none"))?;
+        if vm.cmdline.len() > km::MAX_CMDLINE {
+            return Err(bad("cmdline", &format!("longer than {} bytes", km::MAX_CMDLINE)));
+        }
+        let mut stage = |key: &str, rel: &str, kinds: &[FileKind]| -> Result<String> {
+            let src = base.join(rel);
+            let bytes = std::fs::read(&src)
+                .map_err(|e| bad(key, &format!("cannot read {}: {e}", shown(&src))))?;
+            if bytes.is_empty() {
+                return Err(bad(key, &format!("{} is empty", shown(&src))));
+            }
+            if !kinds.is_empty() && !kinds.contains(&file_kind(&bytes)) {
+                return Err(bad(key, &format!("{} is neither an ELF nor a Linux bzImage", shown(&src))));
+            }
+            let canon = src.canonicalize().unwrap_or(src.clone());
+            if let Some(name) = staged_by_source.get(&canon) {
+                return Ok(name.clone());
+            }
+            let name = module_name(i, key, &src);
+            let dst = stage_dir.join(&name);
+            std::fs::hard_link(&canon, &dst)
+                .or_else(|_| std::fs::copy(&canon, &dst).map(|_| ()))
+                .with_context(|| format!("cannot stage {}", shown(&src)))?;
+            staged_by_source.insert(canon, name.clone());
+            modules.push((dst, name.clone()));
+            Ok(name)
+        };
+        let kernel = stage("kernel", &vm.kernel, &[FileKind::Elf, FileKind::BzImage])?;
+        let initrd = vm.initrd.as_deref().map(|p| stage("initrd", p, &[])).transpose()?;
+        let spec = VmSpec {
+            name: vm.name.as_str().try_into().map_err(|_| bad("name", "too long"))?,
+            personality,
+            memory_mib: vm.memory_mib,
+            vcpus: vm.vcpus,
+            kernel: kernel.as_str().try_into().map_err(|_| bad("kernel", "staged name too long"))?,
+            initrd: initrd
+                .map(|n| n.as_str().try_into().map_err(|_| bad("initrd", "staged name too long")))
+                .transpose()?,
+            cmdline: vm.cmdline.as_str().try_into().map_err(|_| bad("cmdline", "too long"))?,
+        };
+        if let Err(rule) = spec.check() {
+            let key = match rule {
+                km::Rule::MemoryRange => "memory_mib",
+                km::Rule::VcpuRange => "vcpus",
+                km::Rule::EmptyKernel => "kernel",
+                _ => "name",
+            };
+            return Err(bad(key, rule.describe().split(": ").last().unwrap_or("invalid")));
+        }
+        if manifest.vms.iter().any(|other| other.name == spec.name) {
+            return Err(bad("name", km::Rule::DuplicateName.describe()));
+        }
+        guest_memory_mib += u64::from(spec.memory_mib);
+        max_vcpus = max_vcpus.max(spec.vcpus);
+        manifest.vms.push(spec).map_err(|_| anyhow!("{at}: too many VMs"))?;
+    }
+
+    let mut buf = vec![0u8; km::MAX_ENCODED];
+    let encoded = manifest.encode(&mut buf).map_err(|e| anyhow!("manifest {file}: cannot encode: {e}"))?;
+    let bin = stage_dir.join(km::MODULE_NAME);
+    std::fs::write(&bin, encoded).with_context(|| format!("cannot write {}", shown(&bin)))?;
+    modules.push((bin, km::MODULE_NAME.to_string()));
+    Ok(Staged { modules, manifest, guest_memory_mib, max_vcpus })
+}
+
+/// A module name every loader passes through intact: `vmI-KEY-basename`, restricted to
+/// [A-Za-z0-9._-] and to the kernel's name bound.
+fn module_name(vm: usize, key: &str, src: &Path) -> String {
+    let base = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let clean: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+        .collect();
+    let mut name = format!("vm{vm}-{key}-{clean}");
+    name.truncate(km::MAX_FILE);
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("janus-xtask-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("guest.elf"), b"\x7fELF\x02\x01\x01rest").unwrap();
+            std::fs::write(dir.join("initrd.cpio"), b"070701").unwrap();
+            std::fs::write(dir.join("notes.txt"), b"hello").unwrap();
+            Self(dir)
+        }
+
+        fn manifest(&self, body: &str) -> Result<Staged> {
+            let m = self.0.join("m.toml");
+            std::fs::write(&m, body).unwrap();
+            load(&m, &self.0.join("stage"))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const GOOD: &str = r#"
+[[vm]]
+name = "xen-a"
+personality = "xen"
+memory_mib = 256
+vcpus = 2
+kernel = "guest.elf"
+initrd = "initrd.cpio"
+cmdline = "console=hvc0"
+
+[[vm]]
+name = "hv-b"
+personality = "hyperv"
+memory_mib = 128
+kernel = "guest.elf"
+"#;
+
+    #[test]
+    fn stages_files_once_and_round_trips_through_the_kernel_decoder() {
+        let s = Scratch::new("good");
+        let staged = s.manifest(GOOD).unwrap();
+        let names: Vec<_> = staged.modules.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["vm0-kernel-guest.elf", "vm0-initrd-initrd.cpio", "manifest.bin"]);
+        assert_eq!(staged.guest_memory_mib, 384);
+        assert_eq!(staged.max_vcpus, 2);
+        let bytes = std::fs::read(&staged.modules[2].0).unwrap();
+        let decoded = Manifest::decode(&bytes).unwrap();
+        assert_eq!(decoded, staged.manifest);
+        assert_eq!(decoded.vms[1].vcpus, 1);
+        assert_eq!(decoded.vms[1].kernel.as_str(), "vm0-kernel-guest.elf");
+        assert_eq!(decoded.vms[1].personality, Personality::HyperV);
+    }
+
+    fn error_of(body: &str) -> String {
+        let s = Scratch::new("bad");
+        format!("{:#}", s.manifest(body).unwrap_err())
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_reason() {
+        let base = "[[vm]]\nname = \"a\"\npersonality = \"xen\"\nmemory_mib = 64\nkernel = \"guest.elf\"\n";
+        let cases: &[(&str, &[&str])] = &[
+            ("", &["m.toml", "no [[vm]]"]),
+            (&base.replace("64", "0"), &["vm[0] 'a'", "`memory_mib`", "between 1 and 65536"]),
+            (&format!("{base}vcpus = 9\n"), &["`vcpus`", "between 1 and 8"]),
+            (&base.replace("xen", "kvm"), &["`personality`", "xen, hyperv, none"]),
+            (&base.replace("guest.elf", "missing.elf"), &["`kernel`", "cannot read", "missing.elf"]),
+            (&base.replace("guest.elf", "notes.txt"), &["`kernel`", "neither an ELF nor a Linux bzImage"]),
+            (&base.replace("\"a\"", "\"a b\""), &["`name`", "letters, digits"]),
+            (&format!("{base}memroy = 1\n"), &["m.toml", "unknown field `memroy`"]),
+            (&base.replace("kernel = \"guest.elf\"\n", ""), &["m.toml", "missing field `kernel`"]),
+            (&format!("{base}{base}"), &["vm[1] 'a'", "`name`", "used by another VM"]),
+            (&base.replace("64", "-1"), &["m.toml", "memory_mib"]),
+            ("[[vm]\n", &["m.toml"]),
+        ];
+        for (body, wants) in cases {
+            let e = error_of(body);
+            for w in *wants {
+                assert!(e.contains(w), "error {e:?} lacks {w:?} for manifest:\n{body}");
+            }
+        }
+    }
+
+    #[test]
+    fn module_names_survive_every_loader() {
+        let n = module_name(3, "kernel", Path::new("dir/vmlinuz 6.1,x"));
+        assert_eq!(n, "vm3-kernel-vmlinuz_6.1_x");
+        let long = module_name(0, "initrd", Path::new(&"x".repeat(200)));
+        assert_eq!(long.len(), km::MAX_FILE);
+    }
+}

@@ -1,0 +1,193 @@
+//! `cargo xtask test`: host unit tests, then boots under QEMU and Bochs judged by the run
+//! contract. Ends with one `N passed, M failed` line; exits non-zero on any failure.
+
+use crate::emulator::{self, Emulator, Outcome, RunSpec};
+use crate::image::{self, BuildOpts, Images};
+use crate::{manifest, prereq};
+use crate::util::{out_dir, root, run};
+use anyhow::Result;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TestOpts {
+    /// Skip the Bochs boots (they need a few seconds each).
+    #[arg(long)]
+    pub no_bochs: bool,
+    /// Skip host unit tests.
+    #[arg(long)]
+    pub no_unit: bool,
+    /// Only boot cases whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Add a case that must fail, to show that the suite turns red.
+    #[arg(long)]
+    pub inject_failure: bool,
+}
+
+/// What a boot case expects.
+struct Case {
+    name: &'static str,
+    emulator: Emulator,
+    manifest: &'static str,
+    cmdline: &'static str,
+    /// `true`: the run must pass; `false`: it must fail.
+    pass: bool,
+    /// Each must appear in COM1.
+    com1: &'static [&'static str],
+    /// Each must appear among the decoded defmt lines.
+    defmt: &'static [&'static str],
+    timeout_s: u64,
+}
+
+const BANNER: &[&str] = &["janus 0.1.0", "cpu: ", "memory: ", "tsc: ", "apic: ", "modules: ", "vm probe: personality none"];
+
+fn cases(inject_failure: bool) -> Vec<Case> {
+    let mut v = vec![
+        Case {
+            name: "qemu-svm-boot",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "",
+            pass: true,
+            com1: &["virtualization: AMD SVM", "NPT yes"],
+            defmt: &["INFO janus 0.1.0: host timer running", "INFO manifest: 1 VM(s) accepted"],
+            timeout_s: 60,
+        },
+        Case {
+            name: "qemu-panic-is-a-failure",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "janus.selftest=panic",
+            pass: false,
+            com1: &["janus: PANIC: ", "deliberate panic"],
+            defmt: &[],
+            timeout_s: 60,
+        },
+        Case {
+            name: "qemu-fault-is-a-failure",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "janus.selftest=fault",
+            pass: false,
+            com1: &["FATAL host exception #6 (invalid opcode)"],
+            defmt: &[],
+            timeout_s: 60,
+        },
+        Case {
+            name: "bochs-vmx-boot",
+            emulator: Emulator::Bochs,
+            manifest: "manifests/demo.toml",
+            cmdline: "",
+            pass: true,
+            com1: &["virtualization: Intel VMX", "EPT yes", "unrestricted guest yes"],
+            defmt: &["INFO janus 0.1.0: host timer running"],
+            timeout_s: 240,
+        },
+    ];
+    if inject_failure {
+        v.push(Case {
+            name: "injected-failure",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "janus.selftest=panic",
+            pass: true,
+            com1: &[],
+            defmt: &[],
+            timeout_s: 60,
+        });
+    }
+    v
+}
+
+pub fn test(opts: &TestOpts) -> Result<bool> {
+    let mut passed = 0;
+    let mut failed: Vec<String> = Vec::new();
+
+    prereq::rust_target()?;
+    // The VHD interop tests compare against qemu-img; the boot tests need the emulators.
+    prereq::tools(&[&prereq::QEMU_IMG, &prereq::QEMU])?;
+    if !opts.no_unit {
+        let started = Instant::now();
+        let ok = run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root())
+            .args(["test", "--workspace", "--quiet"]))
+        .is_ok();
+        report("host-unit-tests", ok, started, if ok { "" } else { "cargo test failed" });
+        if ok { passed += 1 } else { failed.push("host-unit-tests".into()) }
+    }
+
+    let images = image::build(&BuildOpts::default())?;
+    image::build_guest("probe", false)?;
+    for case in cases(opts.inject_failure) {
+        if opts.no_bochs && case.emulator != Emulator::Qemu {
+            continue;
+        }
+        if opts.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            continue;
+        }
+        println!("\n=== {} ===", case.name);
+        let started = Instant::now();
+        let result = run_case(&case, &images);
+        let why = match &result {
+            Ok(()) => String::new(),
+            Err(e) => e.clone(),
+        };
+        report(case.name, result.is_ok(), started, &why);
+        if result.is_ok() { passed += 1 } else { failed.push(case.name.to_string()) }
+    }
+
+    println!();
+    if !failed.is_empty() {
+        println!("failed: {}", failed.join(", "));
+    }
+    println!("{passed} passed, {} failed", failed.len());
+    Ok(failed.is_empty())
+}
+
+fn report(name: &str, ok: bool, started: Instant, why: &str) {
+    let secs = started.elapsed().as_secs_f64();
+    if ok {
+        println!("test {name} ... ok ({secs:.1} s)");
+    } else {
+        println!("test {name} ... FAILED ({secs:.1} s): {why}");
+    }
+}
+
+fn run_case(case: &Case, images: &Images) -> Result<(), String> {
+    let manifest = root().join(case.manifest);
+    let stage = out_dir().join("test-stage").join(case.name);
+    let staged = manifest::load(&manifest, &stage).map_err(|e| format!("{e:#}"))?;
+    let spec = RunSpec {
+        boot: images.boot.clone(),
+        kernel: images.kernel.clone(),
+        modules: staged.modules,
+        cmdline: case.cmdline.to_string(),
+        timeout: Duration::from_secs(case.timeout_s),
+        memory_mib: 512 + staged.guest_memory_mib,
+        cpus: 2.max(staged.max_vcpus),
+        echo: true,
+    };
+    let outcome = emulator::run(case.emulator, &spec).map_err(|e| format!("{e:#}"))?;
+    check(case, &outcome)
+}
+
+fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
+    match (&outcome.verdict, case.pass) {
+        (Ok(()), false) => return Err("the run passed but must fail".into()),
+        (Err(e), true) => return Err(e.clone()),
+        _ => {}
+    }
+    let com1: Vec<&str> = if case.pass { BANNER.iter().chain(case.com1).copied().collect() } else { case.com1.to_vec() };
+    for want in com1 {
+        if !outcome.com1.contains(want) {
+            return Err(format!("COM1 lacks {want:?}"));
+        }
+    }
+    for want in case.defmt {
+        if !outcome.defmt.iter().any(|l| l.contains(want)) {
+            return Err(format!("defmt lacks {want:?} (decoded: {:?})", outcome.defmt));
+        }
+    }
+    Ok(())
+}
