@@ -47,7 +47,7 @@ impl Locator {
         let s = u64::from(self.data_space);
         if s < 512 {
             Some(s * 512)
-        } else if s % 512 == 0 {
+        } else if s.is_multiple_of(512) {
             Some(s)
         } else {
             None
@@ -150,7 +150,7 @@ pub(crate) fn bitmap_size(block_size: u32) -> u64 {
 /// Decodes UTF-16 code units (`big_endian` picks the byte order) into UTF-8 in `out`, stopping at
 /// the first NUL. Returns the UTF-8 length, or `None` for invalid text or a too-small `out`.
 pub fn utf16_to_utf8(src: &[u8], big_endian: bool, out: &mut [u8]) -> Option<usize> {
-    if src.len() % 2 != 0 {
+    if !src.len().is_multiple_of(2) {
         return None;
     }
     let units = src.chunks_exact(2).map(|c| {

@@ -141,7 +141,7 @@ impl<S: Storage> Layer<S> {
         let kind = footer
             .kind()
             .ok_or(Error::UnsupportedDiskType(footer.disk_type))?;
-        if footer.current_size % 512 != 0 {
+        if !footer.current_size.is_multiple_of(512) {
             return Err(Error::SizeNotSectorAligned(footer.current_size));
         }
         if footer.current_size > MAX_SIZE {
@@ -184,7 +184,7 @@ impl<S: Storage> Layer<S> {
         // (a crash can leave the tail of a new block there).
         let data_end = if end_footer_bad { len } else { len - end_len };
         let dh_off = footer.data_offset;
-        if dh_off % 512 != 0
+        if !dh_off.is_multiple_of(512)
             || dh_off < FOOTER_SIZE as u64
             || dh_off
                 .checked_add(HEADER_SIZE as u64)
@@ -223,7 +223,7 @@ impl<S: Storage> Layer<S> {
         let table_len = (u64::from(entries) * 4).next_multiple_of(512);
         let head_region = (0, FOOTER_SIZE as u64);
         let header_region = (dh_off, dh_off + HEADER_SIZE as u64);
-        if table % 512 != 0
+        if !table.is_multiple_of(512)
             || table >= data_end
             || table < FOOTER_SIZE as u64
             || (table < header_region.1 && header_region.0 < table + table_len)
@@ -255,7 +255,7 @@ impl<S: Storage> Layer<S> {
         let bitmap_size = header.bitmap_size();
         bat::validate(bat.entries(), bitmap_size + block_size, data_end, &metadata)?;
 
-        let alloc_at = if end_footer_bad || len % 512 != 0 {
+        let alloc_at = if end_footer_bad || !len.is_multiple_of(512) {
             len.next_multiple_of(512)
         } else {
             len - 512
@@ -522,7 +522,7 @@ fn locator_region<E>(
         });
     }
     let space = l.space_bytes().ok_or(Error::BadLocator { index })?;
-    let bad = l.data_offset % 512 != 0
+    let bad = !l.data_offset.is_multiple_of(512)
         || l.data_offset < FOOTER_SIZE as u64
         || u64::from(l.data_length) > space
         || l.data_offset

@@ -52,7 +52,7 @@ fn parse(args: &[String]) -> Result<Params, String> {
             other => return Err(format!("bench: unknown argument '{other}'")),
         }
     }
-    if p.size < 4 * MIB || p.size % MIB != 0 {
+    if p.size < 4 * MIB || !p.size.is_multiple_of(MIB) {
         return Err("bench: --size must be a multiple of 1 MiB, at least 4 MiB".into());
     }
     Ok(p)
