@@ -7,6 +7,8 @@ pub mod bootinfo;
 pub mod cmdline;
 pub mod manifest;
 pub mod mm;
+pub mod sched;
+pub mod vm;
 
 #[cfg(target_os = "none")]
 pub mod arch;

@@ -3,8 +3,8 @@
 
 use crate::emulator::{self, Emulator, Outcome, RunSpec};
 use crate::image::{self, BuildOpts, Images};
-use crate::{manifest, prereq};
 use crate::util::{out_dir, root, run};
+use crate::{manifest, prereq};
 use anyhow::Result;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -40,7 +40,15 @@ struct Case {
     timeout_s: u64,
 }
 
-const BANNER: &[&str] = &["janus 0.1.0", "cpu: ", "memory: ", "tsc: ", "apic: ", "modules: ", "vm probe: personality none"];
+const BANNER: &[&str] = &[
+    "janus 0.1.0",
+    "cpu: ",
+    "memory: ",
+    "tsc: ",
+    "apic: ",
+    "modules: ",
+    "vm probe: personality none",
+];
 
 fn cases(inject_failure: bool) -> Vec<Case> {
     let mut v = vec![
@@ -51,7 +59,10 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             cmdline: "",
             pass: true,
             com1: &["virtualization: AMD SVM", "NPT yes"],
-            defmt: &["INFO janus 0.1.0: host timer running", "INFO manifest: 1 VM(s) accepted"],
+            defmt: &[
+                "info janus 0.1.0: host timer running",
+                "info manifest: 1 VM(s) accepted",
+            ],
             timeout_s: 60,
         },
         Case {
@@ -80,8 +91,12 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             manifest: "manifests/demo.toml",
             cmdline: "",
             pass: true,
-            com1: &["virtualization: Intel VMX", "EPT yes", "unrestricted guest yes"],
-            defmt: &["INFO janus 0.1.0: host timer running"],
+            com1: &[
+                "virtualization: Intel VMX",
+                "EPT yes",
+                "unrestricted guest yes",
+            ],
+            defmt: &["info janus 0.1.0: host timer running"],
             timeout_s: 240,
         },
     ];
@@ -109,12 +124,23 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     prereq::tools(&[&prereq::QEMU_IMG, &prereq::QEMU])?;
     if !opts.no_unit {
         let started = Instant::now();
-        let ok = run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(root())
-            .args(["test", "--workspace", "--quiet"]))
+        let ok = run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(root())
+                .args(["test", "--workspace", "--quiet"]),
+        )
         .is_ok();
-        report("host-unit-tests", ok, started, if ok { "" } else { "cargo test failed" });
-        if ok { passed += 1 } else { failed.push("host-unit-tests".into()) }
+        report(
+            "host-unit-tests",
+            ok,
+            started,
+            if ok { "" } else { "cargo test failed" },
+        );
+        if ok {
+            passed += 1
+        } else {
+            failed.push("host-unit-tests".into())
+        }
     }
 
     let images = image::build(&BuildOpts::default())?;
@@ -123,7 +149,11 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
         if opts.no_bochs && case.emulator != Emulator::Qemu {
             continue;
         }
-        if opts.filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+        if opts
+            .filter
+            .as_ref()
+            .is_some_and(|f| !case.name.contains(f.as_str()))
+        {
             continue;
         }
         println!("\n=== {} ===", case.name);
@@ -134,7 +164,11 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
             Err(e) => e.clone(),
         };
         report(case.name, result.is_ok(), started, &why);
-        if result.is_ok() { passed += 1 } else { failed.push(case.name.to_string()) }
+        if result.is_ok() {
+            passed += 1
+        } else {
+            failed.push(case.name.to_string())
+        }
     }
 
     println!();
@@ -178,7 +212,11 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         (Err(e), true) => return Err(e.clone()),
         _ => {}
     }
-    let com1: Vec<&str> = if case.pass { BANNER.iter().chain(case.com1).copied().collect() } else { case.com1.to_vec() };
+    let com1: Vec<&str> = if case.pass {
+        BANNER.iter().chain(case.com1).copied().collect()
+    } else {
+        case.com1.to_vec()
+    };
     for want in com1 {
         if !outcome.com1.contains(want) {
             return Err(format!("COM1 lacks {want:?}"));
@@ -186,7 +224,10 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
     }
     for want in case.defmt {
         if !outcome.defmt.iter().any(|l| l.contains(want)) {
-            return Err(format!("defmt lacks {want:?} (decoded: {:?})", outcome.defmt));
+            return Err(format!(
+                "defmt lacks {want:?} (decoded: {:?})",
+                outcome.defmt
+            ));
         }
     }
     Ok(())

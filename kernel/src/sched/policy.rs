@@ -1,0 +1,185 @@
+//! Per-pCPU run queues and the decisions made on them: round robin among runnable vCPUs with
+//! a fixed slice, blocked vCPUs parked with an optional wake-up deadline, and static placement
+//! of vCPUs on pCPUs (a vCPU never migrates, so VMX state stays on one pCPU).
+
+use heapless::{Deque, Vec};
+
+/// A vCPU, machine-wide: (VM slot, vCPU index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuRef {
+    pub vm: u8,
+    pub vcpu: u8,
+}
+
+pub const QUEUE_CAP: usize = 64;
+
+#[derive(Debug)]
+pub struct CpuQueue {
+    ready: Deque<VcpuRef, QUEUE_CAP>,
+    /// Blocked vCPUs and the host time (ns) at which they must be woken, if any.
+    blocked: Vec<(VcpuRef, Option<u64>), QUEUE_CAP>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueFull;
+
+impl Default for CpuQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CpuQueue {
+    pub const fn new() -> Self {
+        Self {
+            ready: Deque::new(),
+            blocked: Vec::new(),
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ready.len() + self.blocked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a runnable vCPU at the back.
+    pub fn push_ready(&mut self, r: VcpuRef) -> Result<(), QueueFull> {
+        self.ready.push_back(r).map_err(|_| QueueFull)
+    }
+
+    /// The next vCPU to run (round robin: it goes back with `push_ready` after its slice).
+    pub fn next(&mut self) -> Option<VcpuRef> {
+        self.ready.pop_front()
+    }
+
+    pub fn block(&mut self, r: VcpuRef, wake_at: Option<u64>) -> Result<(), QueueFull> {
+        self.blocked.push((r, wake_at)).map_err(|_| QueueFull)
+    }
+
+    /// Moves every blocked vCPU for which `should_wake` says so, or whose deadline has passed
+    /// at `now`, to the ready queue.
+    pub fn wake(&mut self, now: u64, mut should_wake: impl FnMut(VcpuRef) -> bool) {
+        let mut i = 0;
+        while i < self.blocked.len() {
+            let (r, at) = self.blocked[i];
+            if at.is_some_and(|t| t <= now) || should_wake(r) {
+                self.blocked.swap_remove(i);
+                // Capacity is shared: a vCPU leaving `blocked` always fits in `ready`.
+                let _ = self.ready.push_back(r);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Drops a vCPU from both lists (its VM stopped).
+    pub fn remove(&mut self, pred: impl Fn(VcpuRef) -> bool) {
+        self.blocked.retain(|(r, _)| !pred(*r));
+        let n = self.ready.len();
+        for _ in 0..n {
+            if let Some(r) = self.ready.pop_front() {
+                if !pred(r) {
+                    let _ = self.ready.push_back(r);
+                }
+            }
+        }
+    }
+
+    /// The earliest wake-up deadline among blocked vCPUs.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.blocked.iter().filter_map(|(_, t)| *t).min()
+    }
+}
+
+/// Time slice of a vCPU when others wait on the same pCPU.
+pub const SLICE_NS: u64 = 5_000_000;
+
+/// Whether the running vCPU, which started its slice at `started`, must give way.
+pub fn slice_over(started: u64, now: u64, others_ready: bool) -> bool {
+    others_ready && now.saturating_sub(started) >= SLICE_NS
+}
+
+/// Static placement: spread the vCPUs of all VMs over the pCPUs, consecutive vCPUs of one VM
+/// on different pCPUs so a VM's vCPUs run in parallel.
+pub fn home_cpu(global_index: usize, pcpus: usize) -> usize {
+    global_index % pcpus.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(vm: u8, vcpu: u8) -> VcpuRef {
+        VcpuRef { vm, vcpu }
+    }
+
+    #[test]
+    fn round_robin_gives_everyone_a_turn() {
+        let mut q = CpuQueue::new();
+        for i in 0..3 {
+            q.push_ready(r(i, 0)).unwrap();
+        }
+        let mut order = std::vec::Vec::new();
+        for _ in 0..6 {
+            let x = q.next().unwrap();
+            order.push(x.vm);
+            q.push_ready(x).unwrap();
+        }
+        assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn blocked_vcpus_wake_on_deadline_or_event() {
+        let mut q = CpuQueue::new();
+        q.block(r(0, 0), Some(100)).unwrap();
+        q.block(r(0, 1), None).unwrap();
+        q.block(r(1, 0), Some(50)).unwrap();
+        assert_eq!(q.next_deadline(), Some(50));
+        q.wake(60, |_| false);
+        assert_eq!(q.next(), Some(r(1, 0)));
+        assert_eq!(q.next(), None);
+        q.wake(60, |x| x == r(0, 1));
+        assert_eq!(q.next(), Some(r(0, 1)));
+        q.wake(100, |_| false);
+        assert_eq!(q.next(), Some(r(0, 0)));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn removal_and_capacity() {
+        let mut q = CpuQueue::new();
+        for i in 0..QUEUE_CAP as u8 {
+            q.push_ready(r(i % 4, i)).unwrap();
+        }
+        assert_eq!(q.push_ready(r(9, 9)), Err(QueueFull));
+        q.remove(|x| x.vm == 1);
+        assert_eq!(q.len(), QUEUE_CAP - QUEUE_CAP / 4);
+        while let Some(x) = q.next() {
+            assert_ne!(x.vm, 1);
+        }
+    }
+
+    #[test]
+    fn slices_and_placement() {
+        assert!(
+            !slice_over(0, SLICE_NS * 10, false),
+            "alone, a vCPU keeps the pCPU"
+        );
+        assert!(!slice_over(0, SLICE_NS - 1, true));
+        assert!(slice_over(0, SLICE_NS, true));
+        let homes: std::vec::Vec<_> = (0..6).map(|g| home_cpu(g, 2)).collect();
+        assert_eq!(homes, [0, 1, 0, 1, 0, 1]);
+        assert_eq!(home_cpu(5, 0), 0);
+    }
+}

@@ -1,0 +1,158 @@
+//! The CPUID a VM sees when its personality does not own the leaf: the host's, with what the
+//! hypervisor does not give guests taken out and what it emulates put in.
+
+/// The hypervisor range; a personality answers its own leaves, the rest of the range says
+/// "Janus" and nothing more.
+pub const HV_BASE: u32 = 0x4000_0000;
+pub const HV_LAST: u32 = 0x4000_01FF;
+const SIGNATURE: [u8; 12] = *b"Janus\0\0\0\0\0\0\0";
+
+pub struct CpuidCtx {
+    pub vcpu: u32,
+    pub vcpus: u32,
+    /// Guest CR4.OSXSAVE, which CPUID.1:ECX[27] mirrors.
+    pub guest_osxsave: bool,
+}
+
+mod bits {
+    pub const L1_ECX_MONITOR: u32 = 1 << 3;
+    pub const L1_ECX_VMX: u32 = 1 << 5;
+    pub const L1_ECX_SMX: u32 = 1 << 6;
+    pub const L1_ECX_X2APIC: u32 = 1 << 21;
+    pub const L1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+    pub const L1_ECX_OSXSAVE: u32 = 1 << 27;
+    pub const L1_ECX_HYPERVISOR: u32 = 1 << 31;
+    pub const L1_EDX_APIC: u32 = 1 << 9;
+    pub const L1_EDX_HTT: u32 = 1 << 28;
+    pub const E1_ECX_SVM: u32 = 1 << 2;
+    pub const E1_ECX_CMP_LEGACY: u32 = 1 << 1;
+}
+
+/// Topology bits needed to number `n` logical processors.
+fn width(n: u32) -> u32 {
+    32 - n.saturating_sub(1).leading_zeros()
+}
+
+/// `host` is what the real CPU returns for `(leaf, subleaf)`.
+pub fn filter(leaf: u32, subleaf: u32, host: [u32; 4], ctx: &CpuidCtx) -> [u32; 4] {
+    let [mut a, mut b, mut c, mut d] = host;
+    match leaf {
+        1 => {
+            b = (b & 0x0000_FFFF) | (ctx.vcpu << 24) | ((ctx.vcpus.min(255)) << 16);
+            c &= !(bits::L1_ECX_MONITOR
+                | bits::L1_ECX_VMX
+                | bits::L1_ECX_SMX
+                | bits::L1_ECX_OSXSAVE);
+            c |= bits::L1_ECX_X2APIC | bits::L1_ECX_TSC_DEADLINE | bits::L1_ECX_HYPERVISOR;
+            if ctx.guest_osxsave {
+                c |= bits::L1_ECX_OSXSAVE;
+            }
+            d |= bits::L1_EDX_APIC | bits::L1_EDX_HTT;
+        }
+        // MONITOR/MWAIT, thermal/power and the PMU are not offered.
+        5 | 6 | 0xA => return [0; 4],
+        4 => {
+            // Cache topology: one core per vCPU sharing nothing beyond what the host says.
+            a = (a & 0x3FFF) | ((ctx.vcpus.saturating_sub(1).min(63)) << 26);
+        }
+        0xB | 0x1F => {
+            let (shift, count, kind) = match subleaf {
+                0 => (0, 1, 1),
+                1 => (width(ctx.vcpus), ctx.vcpus, 2),
+                _ => (0, 0, 0),
+            };
+            return [shift, count, (kind << 8) | (subleaf & 0xFF), ctx.vcpu];
+        }
+        HV_BASE => {
+            let w = |i: usize| {
+                u32::from_le_bytes([
+                    SIGNATURE[i],
+                    SIGNATURE[i + 1],
+                    SIGNATURE[i + 2],
+                    SIGNATURE[i + 3],
+                ])
+            };
+            return [HV_BASE, w(0), w(4), w(8)];
+        }
+        l if (HV_BASE..=HV_LAST).contains(&l) => return [0; 4],
+        0x8000_0001 => {
+            c &= !(bits::E1_ECX_SVM | bits::E1_ECX_CMP_LEGACY);
+        }
+        // SVM features, and the extended APIC/topology leaves that would describe host cores.
+        0x8000_000A | 0x8000_001E => return [0; 4],
+        0x8000_0008 => {
+            // NC (cores - 1) in ECX[7:0], the APIC-id size in ECX[15:12].
+            c = (c & !0xF0FF) | (width(ctx.vcpus) << 12) | ctx.vcpus.saturating_sub(1).min(255);
+        }
+        _ => {}
+    }
+    [a, b, c, d]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(vcpu: u32, vcpus: u32) -> CpuidCtx {
+        CpuidCtx {
+            vcpu,
+            vcpus,
+            guest_osxsave: false,
+        }
+    }
+
+    #[test]
+    fn leaf_1_hides_virtualization_and_shows_the_hypervisor() {
+        let host = [0x000a_0f10, 0x0102_0800, u32::MAX, 0];
+        let [_, b, c, d] = filter(1, 0, host, &ctx(1, 2));
+        assert_eq!(b >> 24, 1, "initial APIC id is the vCPU index");
+        assert_eq!((b >> 16) & 0xFF, 2);
+        assert_eq!(c & bits::L1_ECX_VMX, 0);
+        assert_eq!(c & bits::L1_ECX_MONITOR, 0);
+        assert_ne!(c & bits::L1_ECX_HYPERVISOR, 0);
+        assert_ne!(c & bits::L1_ECX_X2APIC, 0);
+        assert_eq!(c & bits::L1_ECX_OSXSAVE, 0);
+        assert_ne!(d & bits::L1_EDX_APIC, 0);
+        let c2 = filter(
+            1,
+            0,
+            host,
+            &CpuidCtx {
+                guest_osxsave: true,
+                ..ctx(0, 1)
+            },
+        )[2];
+        assert_ne!(c2 & bits::L1_ECX_OSXSAVE, 0);
+    }
+
+    #[test]
+    fn svm_is_hidden_and_the_range_says_janus() {
+        assert_eq!(
+            filter(0x8000_0001, 0, [0, 0, 0x5, 0], &ctx(0, 1))[2] & bits::E1_ECX_SVM,
+            0
+        );
+        assert_eq!(
+            filter(0x8000_000A, 0, [1, 16, 0, 0x1_0001], &ctx(0, 1)),
+            [0; 4]
+        );
+        let [max, b, c, d] = filter(HV_BASE, 0, [0; 4], &ctx(0, 1));
+        assert_eq!(max, HV_BASE);
+        let mut sig = Vec::new();
+        for w in [b, c, d] {
+            sig.extend_from_slice(&w.to_le_bytes());
+        }
+        assert_eq!(&sig[..5], b"Janus");
+        assert_eq!(filter(HV_BASE + 1, 0, [7; 4], &ctx(0, 1)), [0; 4]);
+    }
+
+    #[test]
+    fn x2apic_topology_numbers_vcpus() {
+        assert_eq!(filter(0xB, 0, [9; 4], &ctx(3, 4)), [0, 1, 0x100, 3]);
+        assert_eq!(filter(0xB, 1, [9; 4], &ctx(3, 4)), [2, 4, 0x201, 3]);
+        assert_eq!(filter(0xB, 2, [9; 4], &ctx(3, 4)), [0, 0, 2, 3]);
+        assert_eq!(width(1), 0);
+        assert_eq!(width(2), 1);
+        assert_eq!(width(3), 2);
+        assert_eq!(width(8), 3);
+    }
+}

@@ -1,0 +1,685 @@
+//! The virtual local APIC each vCPU sees, in x2APIC mode only (MSRs 0x800–0x8FF): it is what
+//! Linux prefers in a VM, needs no MMIO decoding, and firmware may hand it over already
+//! enabled. Pure state over explicit time, so the timer modes are tested on the host.
+//!
+//! Interrupt requests can come from other pCPUs (IPIs, personalities), so they land in
+//! [`Pending`], a lock-free bitmap; the owning vCPU folds them into IRR before entry.
+
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+
+pub const X2APIC_MSR_FIRST: u32 = 0x800;
+pub const X2APIC_MSR_LAST: u32 = 0x8FF;
+pub const APIC_BASE_MSR: u32 = 0x1B;
+pub const TSC_DEADLINE_MSR: u32 = 0x6E0;
+pub const APIC_DEFAULT_BASE: u64 = 0xFEE0_0000;
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_EXTD: u64 = 1 << 10;
+const APIC_BASE_EN: u64 = 1 << 11;
+/// Version 0x14 with 7 LVT entries (max LVT index 6), as modern integrated APICs report.
+const VERSION: u32 = 0x0006_0014;
+
+// x2APIC register numbers (MSR - 0x800).
+const REG_ID: u32 = 0x02;
+const REG_VERSION: u32 = 0x03;
+const REG_TPR: u32 = 0x08;
+const REG_PPR: u32 = 0x0A;
+const REG_EOI: u32 = 0x0B;
+const REG_LDR: u32 = 0x0D;
+const REG_SVR: u32 = 0x0F;
+const REG_ISR0: u32 = 0x10;
+const REG_TMR0: u32 = 0x18;
+const REG_IRR0: u32 = 0x20;
+const REG_ESR: u32 = 0x28;
+const REG_LVT_CMCI: u32 = 0x2F;
+const REG_ICR: u32 = 0x30;
+const REG_LVT_TIMER: u32 = 0x32;
+const REG_LVT_ERROR: u32 = 0x37;
+const REG_TIMER_INIT: u32 = 0x38;
+const REG_TIMER_CUR: u32 = 0x39;
+const REG_TIMER_DIV: u32 = 0x3E;
+const REG_SELF_IPI: u32 = 0x3F;
+
+const LVT_MASKED: u32 = 1 << 16;
+const SVR_ENABLED: u32 = 1 << 8;
+const TIMER_MODE_MASK: u32 = 0b11 << 17;
+const TIMER_PERIODIC: u32 = 1 << 17;
+const TIMER_TSC_DEADLINE: u32 = 2 << 17;
+
+/// Interrupt requests posted to a vCPU from anywhere; drained into IRR by its owner.
+pub struct Pending {
+    bits: [AtomicU64; 4],
+    init: AtomicBool,
+    sipi: AtomicU8,
+    sipi_valid: AtomicBool,
+}
+
+impl Pending {
+    pub const fn new() -> Self {
+        Self {
+            bits: [const { AtomicU64::new(0) }; 4],
+            init: AtomicBool::new(false),
+            sipi: AtomicU8::new(0),
+            sipi_valid: AtomicBool::new(false),
+        }
+    }
+
+    pub fn post(&self, vector: u8) {
+        self.bits[usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+    }
+
+    pub fn post_init(&self) {
+        self.init.store(true, Ordering::Release);
+    }
+
+    pub fn post_sipi(&self, vector: u8) {
+        self.sipi.store(vector, Ordering::Relaxed);
+        self.sipi_valid.store(true, Ordering::Release);
+    }
+
+    pub fn take_init(&self) -> bool {
+        self.init.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn take_sipi(&self) -> Option<u8> {
+        self.sipi_valid
+            .swap(false, Ordering::AcqRel)
+            .then(|| self.sipi.load(Ordering::Relaxed))
+    }
+
+    pub fn any(&self) -> bool {
+        self.bits.iter().any(|w| w.load(Ordering::Acquire) != 0)
+            || self.init.load(Ordering::Acquire)
+            || self.sipi_valid.load(Ordering::Acquire)
+    }
+
+    fn drain_into(&self, irr: &mut [u64; 4]) {
+        for (w, dst) in self.bits.iter().zip(irr.iter_mut()) {
+            *dst |= w.swap(0, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Where an interprocessor interrupt must go, decoded from an ICR write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipi {
+    Fixed { dest: Dest, vector: u8 },
+    Nmi { dest: Dest },
+    Init { dest: Dest },
+    Sipi { dest: Dest, vector: u8 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// Physical x2APIC id (our vCPU index).
+    Physical(u32),
+    /// Logical cluster mode: cluster (bits 31:16) and member mask (bits 15:0).
+    Logical(u32),
+    SelfOnly,
+    AllIncludingSelf,
+    AllExcludingSelf,
+}
+
+/// What an MSR access to the APIC asks of the kernel beyond the register state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    SendIpi(Ipi),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpFault;
+
+pub struct VLapic {
+    id: u32,
+    base: u64,
+    tpr: u32,
+    svr: u32,
+    ldr: u32,
+    esr: u32,
+    icr: u64,
+    lvt: [u32; 7],
+    isr: [u64; 4],
+    irr: [u64; 4],
+    tmr: [u64; 4],
+    timer_div_reg: u32,
+    timer_init: u32,
+    /// Host TSC when the current count was loaded.
+    timer_start: u64,
+    /// Host TSC of the next expiry (count-based modes and TSC-deadline alike), 0 = none.
+    deadline: u64,
+    tsc_deadline: u64,
+    /// Host TSC ticks per APIC bus tick before division: the guest sees a 1 GHz bus clock
+    /// scaled to the host TSC (set by the kernel from its calibration).
+    tsc_per_bus_tick_num: u64,
+    tsc_per_bus_tick_den: u64,
+}
+
+/// Index into `lvt` for LVT registers 0x32–0x37 (timer, thermal, perf, LINT0, LINT1, error).
+fn lvt_index(reg: u32) -> Option<usize> {
+    match reg {
+        REG_LVT_TIMER..=REG_LVT_ERROR => Some((reg - REG_LVT_TIMER) as usize),
+        _ => None,
+    }
+}
+
+fn set_bit(set: &mut [u64; 4], v: u8, on: bool) {
+    let w = &mut set[usize::from(v / 64)];
+    if on {
+        *w |= 1 << (v % 64);
+    } else {
+        *w &= !(1 << (v % 64));
+    }
+}
+
+fn highest(set: &[u64; 4]) -> Option<u8> {
+    (0..4).rev().find_map(|i| {
+        let w = set[i];
+        (w != 0).then(|| (i as u32 * 64 + 63 - w.leading_zeros()) as u8)
+    })
+}
+
+impl VLapic {
+    /// `bus_hz` is the APIC timer's input clock the guest is told about (CPUID 0x15 or
+    /// the Hyper-V APIC frequency MSR); `tsc_hz` is the host TSC rate.
+    pub fn new(id: u32, bsp: bool, tsc_hz: u64, bus_hz: u64) -> Self {
+        let mut base = APIC_DEFAULT_BASE | APIC_BASE_EN | APIC_BASE_EXTD;
+        if bsp {
+            base |= APIC_BASE_BSP;
+        }
+        Self {
+            id,
+            base,
+            tpr: 0,
+            svr: 0xFF,
+            ldr: ((id >> 4) << 16) | (1 << (id & 0xF)),
+            esr: 0,
+            icr: 0,
+            lvt: [LVT_MASKED; 7],
+            isr: [0; 4],
+            irr: [0; 4],
+            tmr: [0; 4],
+            timer_div_reg: 0,
+            timer_init: 0,
+            timer_start: 0,
+            deadline: 0,
+            tsc_deadline: 0,
+            tsc_per_bus_tick_num: tsc_hz.max(1),
+            tsc_per_bus_tick_den: bus_hz.max(1),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    pub fn apic_base(&self) -> u64 {
+        self.base
+    }
+
+    pub fn software_enabled(&self) -> bool {
+        self.svr & SVR_ENABLED != 0
+    }
+
+    fn divider(&self) -> u64 {
+        let d = self.timer_div_reg;
+        let code = (d & 0b11) | ((d >> 1) & 0b100);
+        if code == 0b111 { 1 } else { 2 << code }
+    }
+
+    fn bus_ticks_to_tsc(&self, ticks: u64) -> u64 {
+        let t =
+            u128::from(ticks) * u128::from(self.divider()) * u128::from(self.tsc_per_bus_tick_num)
+                / u128::from(self.tsc_per_bus_tick_den);
+        u64::try_from(t).unwrap_or(u64::MAX)
+    }
+
+    fn timer_mode(&self) -> u32 {
+        self.lvt[0] & TIMER_MODE_MASK
+    }
+
+    /// The host TSC at which the timer next fires, if armed.
+    pub fn next_deadline(&self) -> Option<u64> {
+        (self.deadline != 0).then_some(self.deadline)
+    }
+
+    /// Advances the timer to host TSC `now`; raises its vector if it fired.
+    pub fn tick(&mut self, now: u64) {
+        if self.deadline == 0 || now < self.deadline {
+            return;
+        }
+        let fired_at = self.deadline;
+        match self.timer_mode() {
+            TIMER_PERIODIC if self.timer_init != 0 => {
+                let period = self.bus_ticks_to_tsc(u64::from(self.timer_init)).max(1);
+                // Skip whole periods missed while the vCPU was not running.
+                let missed = (now - fired_at) / period;
+                self.timer_start = fired_at + missed * period;
+                self.deadline = self.timer_start + period;
+            }
+            _ => {
+                self.deadline = 0;
+                self.tsc_deadline = 0;
+            }
+        }
+        let lvt = self.lvt[0];
+        if lvt & LVT_MASKED == 0 {
+            self.accept((lvt & 0xFF) as u8);
+        }
+    }
+
+    fn timer_current(&self, now: u64) -> u32 {
+        if self.deadline == 0 || self.timer_mode() == TIMER_TSC_DEADLINE || now >= self.deadline {
+            return 0;
+        }
+        let left_tsc = self.deadline - now;
+        let per_tick = u128::from(self.divider()) * u128::from(self.tsc_per_bus_tick_num);
+        let ticks = u128::from(left_tsc) * u128::from(self.tsc_per_bus_tick_den) / per_tick.max(1);
+        u32::try_from(ticks).unwrap_or(u32::MAX)
+    }
+
+    fn accept(&mut self, vector: u8) {
+        if vector < 16 {
+            // Vectors 0–15 are illegal for fixed delivery: "received illegal vector".
+            self.esr |= 1 << 6;
+            return;
+        }
+        set_bit(&mut self.irr, vector, true);
+    }
+
+    /// Folds interrupts posted from elsewhere into IRR.
+    pub fn sync(&mut self, pending: &Pending) {
+        let mut posted = [0u64; 4];
+        pending.drain_into(&mut posted);
+        for (i, w) in posted.iter().enumerate() {
+            let mut w = *w;
+            while w != 0 {
+                let b = w.trailing_zeros();
+                w &= w - 1;
+                self.accept((i as u32 * 64 + b) as u8);
+            }
+        }
+    }
+
+    fn ppr(&self) -> u32 {
+        let isrv = highest(&self.isr).map_or(0, u32::from);
+        if (self.tpr & 0xF0) >= (isrv & 0xF0) {
+            self.tpr & 0xFF
+        } else {
+            isrv & 0xF0
+        }
+    }
+
+    /// The vector to deliver now, if one outranks the processor priority.
+    pub fn deliverable(&self) -> Option<u8> {
+        if !self.software_enabled() {
+            return None;
+        }
+        let v = highest(&self.irr)?;
+        (u32::from(v) & 0xF0 > self.ppr() & 0xF0).then_some(v)
+    }
+
+    pub fn has_irr(&self) -> bool {
+        highest(&self.irr).is_some()
+    }
+
+    /// The vector was injected: IRR -> ISR.
+    pub fn delivered(&mut self, vector: u8) {
+        set_bit(&mut self.irr, vector, false);
+        set_bit(&mut self.isr, vector, true);
+    }
+
+    /// A vector the ABI delivers without EOI (e.g. Xen's upcall vector): IRR cleared only.
+    pub fn delivered_no_eoi(&mut self, vector: u8) {
+        set_bit(&mut self.irr, vector, false);
+    }
+
+    pub fn rdmsr(&self, msr: u32, now: u64) -> Result<u64, GpFault> {
+        if msr == APIC_BASE_MSR {
+            return Ok(self.base);
+        }
+        if msr == TSC_DEADLINE_MSR {
+            return Ok(if self.timer_mode() == TIMER_TSC_DEADLINE {
+                self.tsc_deadline
+            } else {
+                0
+            });
+        }
+        let reg = msr
+            .checked_sub(X2APIC_MSR_FIRST)
+            .filter(|_| msr <= X2APIC_MSR_LAST)
+            .ok_or(GpFault)?;
+        let v = match reg {
+            REG_ID => self.id,
+            REG_VERSION => VERSION,
+            REG_TPR => self.tpr,
+            REG_PPR => self.ppr(),
+            REG_LDR => self.ldr,
+            REG_SVR => self.svr,
+            r @ REG_ISR0..=0x17 => word(&self.isr, r - REG_ISR0),
+            r @ REG_TMR0..=0x1F => word(&self.tmr, r - REG_TMR0),
+            r @ REG_IRR0..=0x27 => word(&self.irr, r - REG_IRR0),
+            REG_ESR => self.esr,
+            REG_ICR => return Ok(self.icr),
+            REG_LVT_CMCI => LVT_MASKED,
+            r if lvt_index(r).is_some() => self.lvt[lvt_index(r).unwrap_or(0)],
+            REG_TIMER_INIT => self.timer_init,
+            REG_TIMER_CUR => self.timer_current(now),
+            REG_TIMER_DIV => self.timer_div_reg,
+            // EOI and SELF_IPI are write-only; everything else is reserved: #GP as hardware.
+            _ => return Err(GpFault),
+        };
+        Ok(u64::from(v))
+    }
+
+    pub fn wrmsr(&mut self, msr: u32, value: u64, now: u64) -> Result<Effect, GpFault> {
+        if msr == APIC_BASE_MSR {
+            // Leaving x2APIC mode (or disabling) is not modelled: refuse like a CPU that
+            // rejects the transition, so the guest learns instead of silently diverging.
+            let keep = APIC_BASE_EN | APIC_BASE_EXTD;
+            if value & keep != keep || value & !(keep | APIC_BASE_BSP | 0xF_FFFF_F000) != 0 {
+                return Err(GpFault);
+            }
+            return Ok(Effect::None);
+        }
+        if msr == TSC_DEADLINE_MSR {
+            if self.timer_mode() == TIMER_TSC_DEADLINE {
+                self.tsc_deadline = value;
+                self.deadline = value;
+                if value != 0 && value <= now {
+                    self.tick(now);
+                }
+            }
+            return Ok(Effect::None);
+        }
+        let reg = msr
+            .checked_sub(X2APIC_MSR_FIRST)
+            .filter(|_| msr <= X2APIC_MSR_LAST)
+            .ok_or(GpFault)?;
+        let low = value as u32;
+        // Only ICR takes 64 bits; the upper half of every other register is reserved.
+        if reg != REG_ICR && value >> 32 != 0 {
+            return Err(GpFault);
+        }
+        match reg {
+            REG_TPR => self.tpr = low & 0xFF,
+            REG_EOI => {
+                if low != 0 {
+                    return Err(GpFault);
+                }
+                if let Some(v) = highest(&self.isr) {
+                    set_bit(&mut self.isr, v, false);
+                }
+            }
+            REG_SVR => self.svr = low & 0x11FF,
+            REG_ESR => self.esr = 0,
+            REG_LVT_CMCI => {}
+            REG_ICR => return Ok(self.write_icr(value)?.map_or(Effect::None, Effect::SendIpi)),
+            r if lvt_index(r).is_some() => {
+                let i = lvt_index(r).unwrap_or(0);
+                let mask = if i == 0 { 0x7_10FF } else { 0x1_17FF };
+                let old_mode = self.timer_mode();
+                self.lvt[i] = low & mask;
+                if i == 0 && self.timer_mode() != old_mode {
+                    self.deadline = 0;
+                    self.tsc_deadline = 0;
+                    self.timer_init = 0;
+                }
+            }
+            REG_TIMER_INIT => {
+                if self.timer_mode() == TIMER_TSC_DEADLINE {
+                    return Ok(Effect::None);
+                }
+                self.timer_init = low;
+                self.timer_start = now;
+                self.deadline = if low == 0 {
+                    0
+                } else {
+                    now.saturating_add(self.bus_ticks_to_tsc(u64::from(low)))
+                        .max(1)
+                };
+            }
+            REG_TIMER_DIV => self.timer_div_reg = low & 0b1011,
+            REG_SELF_IPI => self.accept((low & 0xFF) as u8),
+            REG_ID | REG_VERSION | REG_PPR | REG_LDR | REG_TIMER_CUR => return Err(GpFault),
+            _ => return Err(GpFault),
+        }
+        Ok(Effect::None)
+    }
+
+    fn write_icr(&mut self, value: u64) -> Result<Option<Ipi>, GpFault> {
+        let vector = (value & 0xFF) as u8;
+        let mode = (value >> 8) & 0b111;
+        let logical = value & (1 << 11) != 0;
+        let dest_field = (value >> 32) as u32;
+        let dest = match (value >> 18) & 0b11 {
+            0 if logical => Dest::Logical(dest_field),
+            0 => Dest::Physical(dest_field),
+            1 => Dest::SelfOnly,
+            2 => Dest::AllIncludingSelf,
+            _ => Dest::AllExcludingSelf,
+        };
+        let ipi = match mode {
+            0 | 1 => Some(Ipi::Fixed { dest, vector }),
+            4 => Some(Ipi::Nmi { dest }),
+            // INIT level de-assert (level bit clear, trigger level) does nothing on x2APICs.
+            5 if value & (1 << 14) == 0 && value & (1 << 15) != 0 => None,
+            5 => Some(Ipi::Init { dest }),
+            6 => Some(Ipi::Sipi { dest, vector }),
+            _ => return Err(GpFault),
+        };
+        // Delivery is immediate, so the status bit (12) never reads busy.
+        self.icr = value & !(1 << 12);
+        Ok(ipi)
+    }
+
+    /// Whether an x2APIC logical destination names this APIC.
+    pub fn matches_logical(&self, dest: u32) -> bool {
+        (dest >> 16) == (self.ldr >> 16) && (dest & self.ldr & 0xFFFF) != 0
+    }
+}
+
+fn word(set: &[u64; 4], idx: u32) -> u32 {
+    let i = idx as usize;
+    let w = set[(i / 2).min(3)];
+    if i % 2 == 0 {
+        w as u32
+    } else {
+        (w >> 32) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TSC_HZ: u64 = 2_000_000_000;
+    const BUS_HZ: u64 = 1_000_000_000;
+
+    fn apic() -> VLapic {
+        let mut a = VLapic::new(0, true, TSC_HZ, BUS_HZ);
+        a.wrmsr(0x80F, 0x1FF, 0).unwrap();
+        a
+    }
+
+    fn reg(r: u32) -> u32 {
+        X2APIC_MSR_FIRST + r
+    }
+
+    #[test]
+    fn starts_in_x2apic_mode_and_reports_its_id() {
+        let a = VLapic::new(3, false, TSC_HZ, BUS_HZ);
+        assert_eq!(
+            a.rdmsr(APIC_BASE_MSR, 0),
+            Ok(APIC_DEFAULT_BASE | APIC_BASE_EN | APIC_BASE_EXTD)
+        );
+        assert_eq!(a.rdmsr(reg(REG_ID), 0), Ok(3));
+        assert_eq!(a.rdmsr(reg(REG_LDR), 0), Ok(1 << 3));
+        assert!(a.matches_logical(1 << 3));
+        assert!(!a.matches_logical((1 << 16) | (1 << 3)));
+    }
+
+    #[test]
+    fn reserved_and_write_only_registers_fault() {
+        let mut a = apic();
+        assert_eq!(a.rdmsr(reg(REG_EOI), 0), Err(GpFault));
+        assert_eq!(a.rdmsr(reg(0x01), 0), Err(GpFault));
+        assert_eq!(a.wrmsr(reg(REG_ID), 5, 0), Err(GpFault));
+        assert_eq!(a.wrmsr(reg(REG_TPR), 1 << 40, 0), Err(GpFault));
+        assert_eq!(a.wrmsr(reg(REG_EOI), 1, 0), Err(GpFault));
+        assert_eq!(a.rdmsr(0x900, 0), Err(GpFault));
+        assert_eq!(
+            a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | APIC_BASE_EN, 0),
+            Err(GpFault)
+        );
+    }
+
+    #[test]
+    fn one_shot_timer_fires_once_at_the_scaled_deadline() {
+        let mut a = apic();
+        a.wrmsr(reg(REG_TIMER_DIV), 0b1011, 0).unwrap(); // divide by 1
+        a.wrmsr(reg(REG_LVT_TIMER), 0x40, 0).unwrap();
+        a.wrmsr(reg(REG_TIMER_INIT), 1000, 100).unwrap(); // 1000 bus ticks = 2000 TSC ticks
+        assert_eq!(a.next_deadline(), Some(2100));
+        assert_eq!(a.rdmsr(reg(REG_TIMER_CUR), 1100), Ok(500));
+        a.tick(2099);
+        assert_eq!(a.deliverable(), None);
+        a.tick(2100);
+        assert_eq!(a.deliverable(), Some(0x40));
+        assert_eq!(a.next_deadline(), None);
+        assert_eq!(a.rdmsr(reg(REG_TIMER_CUR), 3000), Ok(0));
+    }
+
+    #[test]
+    fn periodic_timer_rearms_and_skips_missed_periods() {
+        let mut a = apic();
+        a.wrmsr(reg(REG_TIMER_DIV), 0b0000, 0).unwrap(); // divide by 2
+        a.wrmsr(reg(REG_LVT_TIMER), u64::from(TIMER_PERIODIC) | 0x41, 0)
+            .unwrap();
+        a.wrmsr(reg(REG_TIMER_INIT), 100, 0).unwrap(); // period 400 TSC ticks
+        a.tick(400);
+        assert_eq!(a.next_deadline(), Some(800));
+        a.tick(2050);
+        assert_eq!(a.next_deadline(), Some(2400));
+        assert_eq!(a.deliverable(), Some(0x41));
+    }
+
+    #[test]
+    fn tsc_deadline_mode_uses_the_msr() {
+        let mut a = apic();
+        a.wrmsr(reg(REG_LVT_TIMER), u64::from(TIMER_TSC_DEADLINE) | 0x42, 0)
+            .unwrap();
+        a.wrmsr(TSC_DEADLINE_MSR, 5000, 10).unwrap();
+        assert_eq!(a.rdmsr(TSC_DEADLINE_MSR, 10), Ok(5000));
+        a.wrmsr(reg(REG_TIMER_INIT), 77, 10).unwrap(); // ignored in this mode
+        assert_eq!(a.next_deadline(), Some(5000));
+        a.tick(5000);
+        assert_eq!(a.deliverable(), Some(0x42));
+        assert_eq!(a.rdmsr(TSC_DEADLINE_MSR, 6000), Ok(0));
+        // A deadline already in the past fires at once.
+        a.delivered(0x42);
+        a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+        a.wrmsr(TSC_DEADLINE_MSR, 7, 6000).unwrap();
+        assert_eq!(a.deliverable(), Some(0x42));
+    }
+
+    #[test]
+    fn priority_isr_and_eoi() {
+        let mut a = apic();
+        let p = Pending::new();
+        p.post(0x50);
+        p.post(0x31);
+        a.sync(&p);
+        assert_eq!(a.deliverable(), Some(0x50));
+        a.delivered(0x50);
+        assert_eq!(a.deliverable(), None, "0x31 is below the in-service class");
+        assert_eq!(a.rdmsr(reg(REG_ISR0 + 2), 0), Ok(1 << 16));
+        a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+        assert_eq!(a.deliverable(), Some(0x31));
+        a.wrmsr(reg(REG_TPR), 0x40, 0).unwrap();
+        assert_eq!(a.deliverable(), None, "TPR masks class 3");
+        p.post(3);
+        a.sync(&p);
+        assert_eq!(
+            a.rdmsr(reg(REG_ESR), 0),
+            Ok(1 << 6),
+            "illegal vector reported, not queued"
+        );
+    }
+
+    #[test]
+    fn a_disabled_apic_delivers_nothing() {
+        let mut a = VLapic::new(0, true, TSC_HZ, BUS_HZ);
+        let p = Pending::new();
+        p.post(0x80);
+        a.sync(&p);
+        assert_eq!(a.deliverable(), None);
+        a.wrmsr(reg(REG_SVR), 0x1FF, 0).unwrap();
+        assert_eq!(a.deliverable(), Some(0x80));
+    }
+
+    #[test]
+    fn icr_writes_decode_to_ipis() {
+        let mut a = apic();
+        let send = |a: &mut VLapic, v: u64| a.wrmsr(reg(REG_ICR), v, 0).unwrap();
+        assert_eq!(
+            send(&mut a, (2 << 32) | 0x4000 | 0xF3),
+            Effect::SendIpi(Ipi::Fixed {
+                dest: Dest::Physical(2),
+                vector: 0xF3
+            })
+        );
+        assert_eq!(
+            send(&mut a, (1 << 32) | 0x4500),
+            Effect::SendIpi(Ipi::Init {
+                dest: Dest::Physical(1)
+            })
+        );
+        assert_eq!(send(&mut a, 0x8500), Effect::None, "INIT de-assert");
+        assert_eq!(
+            send(&mut a, (1 << 32) | 0x4608),
+            Effect::SendIpi(Ipi::Sipi {
+                dest: Dest::Physical(1),
+                vector: 8
+            })
+        );
+        assert_eq!(
+            send(&mut a, (3 << 18) | 0x20),
+            Effect::SendIpi(Ipi::Fixed {
+                dest: Dest::AllExcludingSelf,
+                vector: 0x20
+            })
+        );
+        assert_eq!(
+            send(&mut a, (0x1_0004u64 << 32) | 0x800 | 0x30),
+            Effect::SendIpi(Ipi::Fixed {
+                dest: Dest::Logical(0x1_0004),
+                vector: 0x30
+            })
+        );
+        assert_eq!(
+            a.wrmsr(reg(REG_ICR), 0x700, 0),
+            Err(GpFault),
+            "reserved delivery mode"
+        );
+        assert_eq!(a.rdmsr(reg(REG_ICR), 0), Ok(0x0001_0004_0000_0830));
+    }
+
+    #[test]
+    fn init_and_sipi_travel_through_pending() {
+        let p = Pending::new();
+        assert!(!p.any());
+        p.post_init();
+        p.post_sipi(0x9a);
+        assert!(p.any());
+        assert!(p.take_init());
+        assert!(!p.take_init());
+        assert_eq!(p.take_sipi(), Some(0x9a));
+        assert_eq!(p.take_sipi(), None);
+    }
+}

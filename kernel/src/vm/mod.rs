@@ -1,0 +1,7 @@
+//! Virtual machines: the platform every VM sees (pure parts host-tested here) and, on the
+//! target, the VM objects and the exit loop.
+
+pub mod cpuid;
+pub mod lapic;
+pub mod stats;
+pub mod uart;
