@@ -259,3 +259,82 @@ fn compare(a: &std::path::Path, b: &std::path::Path) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::main;
+    use std::path::Path;
+
+    fn run(args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        format!("{:?}", main(&args))
+    }
+
+    fn code(n: u8) -> String {
+        format!("{:?}", std::process::ExitCode::from(n))
+    }
+
+    fn p(d: &Path, name: &str) -> String {
+        d.join(name).to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn tool_exit_codes_and_outputs() {
+        let dir = std::env::temp_dir().join(format!("vhd-cli-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (base, child, raw, dynm, fixed) = (
+            p(&dir, "base.vhd"),
+            p(&dir, "child.vhd"),
+            p(&dir, "data.raw"),
+            p(&dir, "conv.vhd"),
+            p(&dir, "conv-fixed.vhd"),
+        );
+        assert_eq!(run(&["create", "-t", "dynamic", &base, "16M"]), code(0));
+        assert_eq!(
+            run(&["create", "-t", "diff", "--parent", &base, &child]),
+            code(0)
+        );
+        assert_eq!(run(&["info", "--output", "json", &child]), code(0));
+        assert_eq!(run(&["check", &child]), code(0));
+        assert_eq!(run(&["compare", &base, &child]), code(0));
+
+        let mut data = vec![0u8; 3 << 20];
+        data[12345..20000].fill(7);
+        std::fs::write(&raw, &data).unwrap();
+        assert_eq!(run(&["convert", "-O", "dynamic", &raw, &dynm]), code(0));
+        assert_eq!(run(&["convert", "-O", "fixed", &dynm, &fixed]), code(0));
+        assert_eq!(run(&["compare", &raw, &dynm]), code(0));
+        assert_eq!(run(&["compare", &fixed, &raw]), code(0));
+        assert_eq!(run(&["compare", &base, &dynm]), code(1));
+
+        // Damaged (end footer lost, copy at 0 intact) and unusable images.
+        let mut bytes = std::fs::read(&dynm).unwrap();
+        let n = bytes.len();
+        bytes[n - 512] ^= 0xff;
+        std::fs::write(&dynm, &bytes).unwrap();
+        assert_eq!(run(&["check", &dynm]), code(1));
+        bytes[0] ^= 0xff;
+        std::fs::write(&dynm, &bytes).unwrap();
+        assert_eq!(run(&["check", &dynm]), code(2));
+        assert_eq!(run(&["check", &p(&dir, "missing.vhd")]), code(2));
+
+        // A failed conversion leaves nothing behind, not even its temporary file.
+        std::fs::remove_file(&base).unwrap();
+        let out = p(&dir, "never.raw");
+        assert_eq!(run(&["convert", "-O", "raw", &child, &out]), code(1));
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("never"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            run(&["create", "-t", "fixed", &p(&dir, "x.vhd"), "12Q"]),
+            code(1)
+        );
+        assert_eq!(run(&["create", "-t", "diff", &p(&dir, "y.vhd")]), code(1));
+        assert_eq!(run(&["bogus"]), code(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

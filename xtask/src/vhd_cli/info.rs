@@ -210,6 +210,7 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(super::date(0), "2000-01-01 00:00:00 UTC");
-        assert_eq!(super::date(0x329a_5d3b), "2026-11-26 12:36:43 UTC");
+        assert_eq!(super::date(5_097_600), "2000-02-29 00:00:00 UTC");
+        assert_eq!(super::date(0x329a_5d3b), "2026-11-26 03:00:11 UTC");
     }
 }
