@@ -120,4 +120,10 @@ pub trait Personality {
     fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host);
     /// Whether a vCPU blocked by [`Action::Block`] has something to wake for.
     fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool;
+    /// A shutdown the guest asked for through an exit whose method cannot return an
+    /// [`Action`] (a WRMSR to a crash or reset register). The kernel asks after each
+    /// `wrmsr` the personality handled; `Some` ends the VM once the instruction is retired.
+    fn take_shutdown(&mut self) -> Option<ShutdownReason> {
+        None
+    }
 }
