@@ -1,0 +1,184 @@
+//! The synthetic interrupt controller of one virtual processor: its control MSRs, the
+//! message page (SIM) slots the hypervisor posts into, and SINT assertion.
+//!
+//! Messages are written through `GuestMemory`, which offers no atomic operations, while the
+//! guest empties slots with a compare-exchange on `message_type`. The protocol below keeps
+//! that safe: the hypervisor writes a slot only while it reads as empty and publishes the type
+//! last, and after flagging a busy slot as pending it looks again, so a slot freed in between
+//! is filled now instead of waiting for an EOM that the guest will not send.
+
+use vcpu::personality::Host;
+use vcpu::{Event, GuestMemory};
+
+pub const SINT_COUNT: usize = 16;
+pub const PAGE_SIZE: u64 = 4096;
+/// Bytes per SIM slot and per SIEF block.
+pub const SLOT_SIZE: u64 = 256;
+pub const MESSAGE_PAYLOAD_MAX: usize = 240;
+
+/// SINT register bits.
+pub mod sint {
+    pub const VECTOR: u64 = 0xff;
+    pub const MASKED: u64 = 1 << 16;
+    pub const AUTO_EOI: u64 = 1 << 17;
+    pub const POLLING: u64 = 1 << 18;
+    /// Architectural reset value: masked, vector 0.
+    pub const RESET: u64 = MASKED;
+}
+
+/// Vectors below this are exceptions; a SINT may not name one while unmasked.
+pub const FIRST_VALID_VECTOR: u64 = 0x10;
+
+/// Bit 0 of SCONTROL, SIMP, SIEFP (and of most overlay-page MSRs).
+pub const ENABLE: u64 = 1;
+const GPFN_MASK: u64 = !0xfff;
+
+/// Offsets in a message slot.
+mod slot {
+    pub const TYPE: u64 = 0;
+    pub const PAYLOAD_SIZE: u64 = 4;
+    pub const FLAGS: u64 = 5;
+    pub const PAYLOAD: u64 = 16;
+    /// `message_flags` bit: more messages are queued for this slot; the guest writes EOM.
+    pub const FLAG_PENDING: u8 = 1;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Post {
+    /// In the slot, SINT asserted.
+    Delivered,
+    /// The slot holds an unconsumed message; it is flagged pending and the guest will EOM.
+    Busy,
+    /// SynIC or the message page is disabled, or the page is not guest RAM.
+    Unavailable,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Synic {
+    pub scontrol: u64,
+    pub siefp: u64,
+    pub simp: u64,
+    pub sint: [u64; SINT_COUNT],
+}
+
+impl Default for Synic {
+    fn default() -> Self {
+        Synic {
+            scontrol: 0,
+            siefp: 0,
+            simp: 0,
+            sint: [sint::RESET; SINT_COUNT],
+        }
+    }
+}
+
+impl Synic {
+    pub fn enabled(&self) -> bool {
+        self.scontrol & ENABLE != 0
+    }
+
+    /// SIEFP/SIMP write. Enabling (or moving) a page clears it, because the guest treats a
+    /// fresh page as "no messages, no flags" and stale bytes there would be read as such.
+    pub fn write_page_msr(
+        current: &mut u64,
+        value: u64,
+        mem: &dyn GuestMemory,
+    ) -> Result<(), Event> {
+        let moved = (value & GPFN_MASK) != (*current & GPFN_MASK) || *current & ENABLE == 0;
+        if value & ENABLE != 0 && moved {
+            clear_page(mem, value & GPFN_MASK).map_err(|_| Event::GP0)?;
+        }
+        *current = value;
+        Ok(())
+    }
+
+    /// SINTx write; `index` is checked by the caller's decoding.
+    pub fn write_sint(&mut self, index: usize, value: u64) -> Result<(), Event> {
+        if value & sint::MASKED == 0 && value & sint::VECTOR < FIRST_VALID_VECTOR {
+            return Err(Event::GP0);
+        }
+        let slot = self.sint.get_mut(index).ok_or(Event::GP0)?;
+        *slot = value;
+        Ok(())
+    }
+
+    /// Interrupts the VP for `sint` as its register says: nothing while SynIC is off, the
+    /// SINT is masked (the message or flag stays for later) or in polling mode.
+    pub fn assert_sint(&self, vp: u32, index: usize, host: &mut dyn Host) -> bool {
+        let Some(&reg) = self.sint.get(index) else {
+            return false;
+        };
+        if !self.enabled() || reg & (sint::MASKED | sint::POLLING) != 0 {
+            return false;
+        }
+        let vector = (reg & sint::VECTOR) as u8;
+        host.raise_vector(vp, vector, reg & sint::AUTO_EOI == 0);
+        true
+    }
+
+    fn message_slot(&self, index: usize) -> Option<u64> {
+        if !self.enabled() || self.simp & ENABLE == 0 || index >= SINT_COUNT {
+            return None;
+        }
+        Some((self.simp & GPFN_MASK) + index as u64 * SLOT_SIZE)
+    }
+
+    /// Posts a message into slot `index` of this VP's SIM page and asserts the SINT.
+    pub fn post(
+        &self,
+        vp: u32,
+        index: usize,
+        message_type: u32,
+        payload: &[u8],
+        mem: &dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Post {
+        let Some(base) = self.message_slot(index) else {
+            return Post::Unavailable;
+        };
+        if payload.len() > MESSAGE_PAYLOAD_MAX {
+            return Post::Unavailable;
+        }
+        let Ok(current) = mem.read_u32(base + slot::TYPE) else {
+            return Post::Unavailable;
+        };
+        if current != 0 {
+            let Ok(flags) = mem.read_u8(base + slot::FLAGS) else {
+                return Post::Unavailable;
+            };
+            if mem
+                .write(base + slot::FLAGS, &[flags | slot::FLAG_PENDING])
+                .is_err()
+            {
+                return Post::Unavailable;
+            }
+            match mem.read_u32(base + slot::TYPE) {
+                Ok(0) => {}
+                Ok(_) => return Post::Busy,
+                Err(_) => return Post::Unavailable,
+            }
+        }
+        // payload_size, flags, reserved, then the 8-byte sender port (none: the hypervisor).
+        let mut header = [0u8; 12];
+        header[0] = payload.len() as u8;
+        let written = mem
+            .write(base + slot::PAYLOAD, payload)
+            .and_then(|()| mem.write(base + slot::PAYLOAD_SIZE, &header))
+            .and_then(|()| mem.write_u32(base + slot::TYPE, message_type));
+        if written.is_err() {
+            return Post::Unavailable;
+        }
+        self.assert_sint(vp, index, host);
+        Post::Delivered
+    }
+}
+
+fn clear_page(mem: &dyn GuestMemory, gpa: u64) -> Result<(), vcpu::MemError> {
+    let zeros = [0u8; 512];
+    let mut off = 0;
+    while off < PAGE_SIZE {
+        mem.write(gpa + off, &zeros)?;
+        off += zeros.len() as u64;
+    }
+    Ok(())
+}
