@@ -95,17 +95,15 @@ pub fn length(bytes: &[u8], insn: Insn, long_mode: bool) -> Option<usize> {
     Some(end)
 }
 
-/// Fetches the bytes at CS:RIP through the guest page tables and returns the length of
-/// `insn` there. Reads only as far as is mapped: the instruction may end before an unmapped
-/// page.
-pub fn at_rip(
+/// The bytes at CS:RIP, read through the guest page tables as far as they are mapped (at
+/// most [`MAX_LEN`]), and whether CS is a 64-bit code segment.
+pub fn fetch(
     mem: &(impl crate::GuestMemory + ?Sized),
     ctl: &crate::ControlRegs,
     cs: &crate::Segment,
     rip: u64,
     cpl: u8,
-    insn: Insn,
-) -> Result<u64, crate::Error> {
+) -> ([u8; MAX_LEN], usize, bool) {
     use crate::walk::{self, Access};
     let long = ctl.efer & crate::bits::EFER_LMA != 0 && cs.long();
     let la = if long {
@@ -134,6 +132,21 @@ pub fn at_rip(
         }
         n += 1;
     }
+    (bytes, n, long)
+}
+
+/// Fetches the bytes at CS:RIP through the guest page tables and returns the length of
+/// `insn` there. Reads only as far as is mapped: the instruction may end before an unmapped
+/// page.
+pub fn at_rip(
+    mem: &(impl crate::GuestMemory + ?Sized),
+    ctl: &crate::ControlRegs,
+    cs: &crate::Segment,
+    rip: u64,
+    cpl: u8,
+    insn: Insn,
+) -> Result<u64, crate::Error> {
+    let (bytes, n, long) = fetch(mem, ctl, cs, rip, cpl);
     length(&bytes[..n], insn, long)
         .map(|l| l as u64)
         .ok_or(crate::Error::UndecodableInstruction)

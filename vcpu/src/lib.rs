@@ -20,6 +20,7 @@ mod hostmem;
 mod hw;
 pub mod insn_len;
 mod memory;
+pub mod mmio;
 mod nested;
 pub mod personality;
 mod regs;

@@ -6,7 +6,7 @@
 //! The kernel asks the platform (x2APIC, UART, PM ports) first, then the personality, then
 //! falls back to architectural defaults (#GP for unknown MSRs, all-ones for unknown ports).
 
-use crate::{ControlRegs, Event, GuestMemory, GuestRegs};
+use crate::{ControlRegs, Event, GuestMemory, GuestRegs, MemError};
 
 /// Why a VM ends at its own request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +73,44 @@ pub trait Host {
     fn kick(&mut self, vcpu: u32);
     /// Bytes the guest wrote to the hypervisor console (prefixed with the VM name by the kernel).
     fn console_write(&mut self, bytes: &[u8]);
+
+    /// Atomically ORs `bits` into the 8-byte-aligned guest word at `gpa`; returns the old value.
+    ///
+    /// Guest-shared bitmaps (Xen event-channel pending/mask words, vcpu_info flags) are
+    /// updated by the guest's other vCPUs while the hypervisor sets bits, so a plain
+    /// read-modify-write loses their updates. The kernel overrides this with a locked RMW on
+    /// its mapping of guest RAM. The default goes through `mem` non-atomically: right for host
+    /// tests and for a guest whose vCPUs are all stopped while the personality runs.
+    fn guest_fetch_or_u64(
+        &mut self,
+        mem: &dyn GuestMemory,
+        gpa: u64,
+        bits: u64,
+    ) -> Result<u64, MemError> {
+        let old = mem.read_u64(gpa)?;
+        mem.write_u64(gpa, old | bits)?;
+        Ok(old)
+    }
+
+    /// Atomically ANDs `bits` into the 8-byte-aligned guest word at `gpa`; returns the old
+    /// value. Same contract as [`Host::guest_fetch_or_u64`].
+    fn guest_fetch_and_u64(
+        &mut self,
+        mem: &dyn GuestMemory,
+        gpa: u64,
+        bits: u64,
+    ) -> Result<u64, MemError> {
+        let old = mem.read_u64(gpa)?;
+        mem.write_u64(gpa, old & bits)?;
+        Ok(old)
+    }
+
+    /// Whether `vcpu` has been started (INIT/SIPI or boot) and not taken down; `None` when
+    /// the kernel does not track it (ABIs then report the query as unimplemented).
+    fn vcpu_is_up(&self, vcpu: u32) -> Option<bool> {
+        let _ = vcpu;
+        None
+    }
 }
 
 /// A guest-facing ABI.
