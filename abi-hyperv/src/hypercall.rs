@@ -114,7 +114,7 @@ fn check_form(c: &Control, f: Form) -> Result<(), HvStatus> {
 /// A parameter block at `gpa` of `len` bytes: 8-byte aligned, within one page and within
 /// guest RAM. The TLFS files all three failures under INVALID_ALIGNMENT.
 pub fn check_block(mem: &dyn GuestMemory, gpa: u64, len: u64) -> Result<(), HvStatus> {
-    if gpa % 8 != 0 || (gpa % PAGE_SIZE).saturating_add(len) > PAGE_SIZE {
+    if !gpa.is_multiple_of(8) || (gpa % PAGE_SIZE).saturating_add(len) > PAGE_SIZE {
         return Err(HvStatus::InvalidAlignment);
     }
     let len = usize::try_from(len).map_err(|_| HvStatus::InvalidAlignment)?;

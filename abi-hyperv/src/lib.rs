@@ -280,3 +280,6 @@ impl Personality for HyperV {
         self.shutdown.take()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,7 +86,7 @@ fn decode(msr: u32) -> Option<Msr> {
         SINT0..=SINT15 => Msr::Sint((msr - SINT0) as usize),
         STIMER0_CONFIG..=STIMER3_COUNT => {
             let n = (msr - STIMER0_CONFIG) as usize;
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 Msr::StimerConfig(n / 2)
             } else {
                 Msr::StimerCount(n / 2)
