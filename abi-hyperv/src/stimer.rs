@@ -63,12 +63,14 @@ impl Stimer {
         ((self.config & config::SINTX) >> config::SINTX_SHIFT) as usize
     }
 
-    /// CONFIG write. `Err(())` is a #GP: a direct-mode timer naming an exception vector,
-    /// which the guest could otherwise use to inject exceptions into itself.
+    /// CONFIG write. `Err(())` is a #GP: a direct-mode timer that is or may become enabled
+    /// (auto-enable) naming an exception vector, which the guest could otherwise use to
+    /// inject exceptions into itself.
     pub fn write_config(&mut self, value: u64, now: u64) -> Result<(), ()> {
         let direct = value & config::DIRECT != 0;
         let vector = (value & config::VECTOR) >> config::VECTOR_SHIFT;
-        if direct && value & config::ENABLE != 0 && vector < FIRST_VALID_VECTOR {
+        let may_run = value & (config::ENABLE | config::AUTO_ENABLE) != 0;
+        if direct && may_run && vector < FIRST_VALID_VECTOR {
             return Err(());
         }
         let mut value = value;
@@ -130,7 +132,9 @@ impl Stimer {
             self.config &= !config::ENABLE;
         }
         if self.direct() {
-            return Some(Fire::Vector(self.vector()));
+            // `write_config` keeps exception vectors out; this only guards that promise.
+            return (u64::from(self.vector()) >= FIRST_VALID_VECTOR)
+                .then_some(Fire::Vector(self.vector()));
         }
         if self.pending.is_some() {
             // The previous expiry is still undelivered; one message stands for both.

@@ -127,6 +127,12 @@ fn timers_of_one_vp_share_its_host_timer() {
 fn stimer_config_validation() {
     let mut rig = Rig::new();
     assert_eq!(rig.wr(0, CONFIG0, ENABLE | direct(0x0e)), Err(Event::GP0));
+    // Nor through auto-enable, which a COUNT write would turn on.
+    assert_eq!(
+        rig.wr(0, CONFIG0, AUTO_ENABLE | direct(0x06)),
+        Err(Event::GP0)
+    );
+    rig.wr_ok(0, CONFIG0, direct(0x06));
     // Message mode to SINT 0 is not allowed: the timer stays disabled.
     rig.wr_ok(0, CONFIG0, ENABLE);
     assert_eq!(rig.rd_ok(0, CONFIG0) & ENABLE, 0);
