@@ -1,3 +1,332 @@
-//! The Xen personality: a pure state machine over guest registers and guest memory.
+//! The Xen personality: a pure state machine over guest registers, guest memory and the
+//! kernel's [`Host`] services, enough for an unmodified Linux 6.1 PVH domU (detection, both
+//! hypercall transports, shared_info + pvclock, 2-level event channels with upcalls, VCPUOP
+//! timers, SCHEDOP, the PV console) and nothing it does not really implement: every other
+//! request answers `-ENOSYS` and is counted so the kernel can log it once.
+//!
+//! Driving it (see the crate README section in the report, and [`Xen`]):
+//! `Xen::new(Config::new(insn))`, then route CPUID/RDMSR/WRMSR/VMCALL/VMMCALL/port I/O and
+//! timer expiries through [`vcpu::personality::Personality`], and drain
+//! [`Xen::take_unimplemented`] after exits to log first-seen unimplemented calls.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+mod console;
+mod cpuid;
+mod errno;
+mod evtchn;
+mod guest;
+mod hvm;
+mod hypercall;
+mod hypercall_page;
+mod memory_op;
+mod pvclock;
+mod sched;
+mod shared_info;
+mod stats;
+mod timer;
+mod vcpu_op;
+mod version;
+
+pub use errno::{Errno, is_valid_return};
+pub use evtchn::PortStatus;
+pub use hypercall::nr as hypercall_nr;
+pub use pvclock::{TimeBase, scale_delta, scale_for};
+pub use stats::{Unimplemented, UnimplementedCount};
+
+use vcpu::personality::{Action, Host, Personality, VcpuView};
+use vcpu::{Event, GuestMemory, GuestRegs};
+
+/// vCPUs this personality serves: the vcpu_info slots of shared_info. Linux registers its own
+/// vcpu_info per CPU, but Xen guests above 32 vCPUs are out of scope.
+pub const MAX_VCPUS: u32 = 32;
+/// Event-channel ports (2-level ABI allows 4096; Linux allocates a handful per vCPU plus one
+/// per device ring, so 1024 bounds the table at 8 KiB).
+pub const MAX_PORTS: u32 = 1024;
+/// The console's pre-bound port (`HVM_PARAM_CONSOLE_EVTCHN`): Linux never binds it itself.
+pub const CONSOLE_PORT: u32 = 1;
+/// The xenstore's pre-bound port (`HVM_PARAM_STORE_EVTCHN`) when a store page is configured.
+pub const STORE_PORT: u32 = 2;
+/// The domain id guests use to mean themselves.
+pub const DOMID_SELF: u16 = 0x7FF0;
+/// Ports one `SCHEDOP_poll` waits on precisely; longer lists return at once (a spurious
+/// wake-up, which the ABI allows), so the bound never refuses a valid call.
+pub const MAX_POLL: usize = 4;
+
+/// Which instruction the hypercall page's stubs use: the one the host CPU executes natively
+/// (VMCALL on Intel VMX, VMMCALL on AMD SVM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum HypercallInsn {
+    Vmcall,
+    Vmmcall,
+}
+
+/// Per-VM settings, fixed at creation.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub insn: HypercallInsn,
+    /// This domain's id (reported by `EVTCHNOP_status` and CPUID; backends are domain 0).
+    pub domid: u16,
+    /// Reported Xen version (CPUID leaf 1 and `XENVER_version`). Linux assumes at least 4.0.
+    pub version: (u16, u16),
+    /// Guest frame of the PV console ring page (`HVM_PARAM_CONSOLE_PFN`); it must lie inside
+    /// guest memory (reserved in the guest's memory map). `None`: no hvc0.
+    pub console_pfn: Option<u64>,
+    /// Guest frame of the xenstore ring (`HVM_PARAM_STORE_PFN`), served by a backend outside
+    /// this crate; `None` disables xenbus in the guest.
+    pub store_pfn: Option<u64>,
+    /// UTC in nanoseconds at host time 0 (`Host::now_ns() == 0`): the shared_info wall clock.
+    pub boot_utc_ns: u64,
+    /// The host TSC is invariant and synchronised across pCPUs (`PVCLOCK_TSC_STABLE_BIT`).
+    pub tsc_stable: bool,
+    /// Advertise `XEN_HVM_CPUID_UPCALL_VECTOR`, steering Linux to per-vCPU LAPIC upcall
+    /// vectors (EOI'd) instead of the global callback vector. The hypercall works either way.
+    pub advertise_upcall_vector: bool,
+    /// `XENVER_guest_handle`: the domain's UUID.
+    pub handle: [u8; 16],
+}
+
+impl Config {
+    pub const fn new(insn: HypercallInsn) -> Self {
+        Config {
+            insn,
+            domid: 1,
+            version: (4, 15),
+            console_pfn: None,
+            store_pfn: None,
+            boot_utc_ns: 0,
+            tsc_stable: true,
+            advertise_upcall_vector: false,
+            handle: [0; 16],
+        }
+    }
+}
+
+/// What a blocked vCPU waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    None,
+    /// `SCHEDOP_block`: any event for this vCPU.
+    Events,
+    /// `SCHEDOP_poll`: one of these ports pending, or the timeout.
+    Poll {
+        ports: heapless::Vec<u16, MAX_POLL>,
+        timed_out: bool,
+    },
+}
+
+/// A guest area registered by virtual address, translated once: it may straddle a page, so
+/// it is kept as two physical pieces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Area {
+    pub first: u64,
+    pub first_len: u64,
+    pub rest: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct VcpuState {
+    pub vcpu_info: Option<u64>,
+    pub upcall_vector: Option<u8>,
+    pub runstate: Option<Area>,
+    pub time_area: Option<u64>,
+    pub timers: timer::Timers,
+    pub wait: Wait,
+}
+
+impl VcpuState {
+    const fn new() -> Self {
+        VcpuState {
+            vcpu_info: None,
+            upcall_vector: None,
+            runstate: None,
+            time_area: None,
+            timers: timer::Timers::new(),
+            wait: Wait::None,
+        }
+    }
+}
+
+/// The Xen personality of one VM.
+pub struct Xen {
+    pub(crate) cfg: Config,
+    pub(crate) clock: Option<TimeBase>,
+    pub(crate) shared_info: Option<u64>,
+    /// `HVM_PARAM_CALLBACK_IRQ` as the guest set it, and the vector it selects (type 2).
+    pub(crate) callback_raw: u64,
+    pub(crate) callback_vector: Option<u8>,
+    pub(crate) vcpus: [VcpuState; MAX_VCPUS as usize],
+    pub(crate) ports: evtchn::Ports,
+    pub(crate) hypercall_page: Option<u64>,
+    pub(crate) e9: heapless::Vec<u8, 120>,
+    pub(crate) stats: stats::Stats,
+}
+
+impl Xen {
+    /// A VM's Xen personality. It is a few tens of KiB: place it in the VM object, not on a
+    /// small stack.
+    pub fn new(cfg: Config) -> Self {
+        Xen {
+            cfg,
+            clock: None,
+            shared_info: None,
+            callback_raw: 0,
+            callback_vector: None,
+            vcpus: [const { VcpuState::new() }; MAX_VCPUS as usize],
+            ports: evtchn::Ports::new(&cfg),
+            hypercall_page: None,
+            e9: heapless::Vec::new(),
+            stats: stats::Stats::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// vCPUs of this VM that the ABI can address.
+    pub(crate) fn nr_vcpus(host: &dyn Host) -> u32 {
+        host.vcpu_count().min(MAX_VCPUS)
+    }
+
+    /// The pvclock tuple, taken from the host on first use.
+    pub(crate) fn clock(&mut self, host: &dyn Host) -> TimeBase {
+        if let Some(c) = self.clock {
+            return c;
+        }
+        let c = TimeBase::new(
+            host.tsc_hz(),
+            host.tsc(),
+            host.now_ns(),
+            self.cfg.tsc_stable,
+        );
+        self.clock = Some(c);
+        c
+    }
+
+    /// Xen system time now (the clock the guest reads and its timer deadlines use).
+    pub fn system_time(&mut self, host: &dyn Host) -> u64 {
+        self.clock(host).system_time_at(host.tsc())
+    }
+
+    /// Where `vcpu`'s vcpu_info lives now: where it registered one, else its legacy slot.
+    pub(crate) fn vcpu_info_gpa(&self, vcpu: u32) -> Option<u64> {
+        let st = self.vcpus.get(vcpu as usize)?;
+        st.vcpu_info.or_else(|| {
+            (vcpu < shared_info::LEGACY_VCPUS)
+                .then_some(())
+                .and(self.shared_info)
+                .map(|si| si + u64::from(vcpu) * shared_info::VCPU_INFO_SIZE)
+        })
+    }
+
+    /// Hypercall counts by number (index = hypercall number; the last slot collects numbers
+    /// beyond the table).
+    pub fn hypercall_counts(&self) -> &[u32; stats::NR_COUNTED] {
+        &self.stats.calls
+    }
+
+    /// Every (hypercall, sub-op) answered `-ENOSYS` so far, with counts.
+    pub fn unimplemented(&self) -> &[UnimplementedCount] {
+        &self.stats.unimpl
+    }
+
+    /// Unimplemented calls seen for the first time since the last call, oldest first: log each
+    /// once. A burst larger than the queue is counted in [`Xen::unimplemented_log_dropped`].
+    pub fn take_unimplemented(&mut self) -> Option<Unimplemented> {
+        self.stats.first_seen.pop_front()
+    }
+
+    pub fn unimplemented_log_dropped(&self) -> u32 {
+        self.stats.log_dropped
+    }
+
+    /// A port the guest notified whose other end is an in-hypervisor backend (xenstore,
+    /// blkback, netback); the console port is drained internally and never listed.
+    pub fn take_backend_kick(&mut self) -> Option<u32> {
+        self.ports.take_kick()
+    }
+
+    /// Binds an unbound port the guest allocated for `remote_dom` 0 (`EVTCHNOP_alloc_unbound`)
+    /// to the in-hypervisor backend, as the backend reads its `event-channel` key.
+    pub fn backend_bind(&mut self, port: u32) -> Result<(), Errno> {
+        self.ports.backend_bind(port)
+    }
+
+    /// Backend → guest: marks `port` pending and delivers the upcall.
+    pub fn notify_guest(
+        &mut self,
+        port: u32,
+        mem: &dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Result<(), Errno> {
+        if port == 0 || port >= MAX_PORTS || !self.ports.is_bound(port) {
+            return Err(Errno::EINVAL);
+        }
+        evtchn::set_pending(self, mem, host, port);
+        Ok(())
+    }
+
+    /// Writes out port-0xE9 bytes still waiting for a newline (call before the VM ends).
+    pub fn flush_console(&mut self, host: &mut dyn Host) {
+        console::flush_e9(self, host);
+    }
+}
+
+impl Personality for Xen {
+    fn cpuid(&mut self, vcpu: &VcpuView, leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+        cpuid::leaf(&self.cfg, vcpu.index, leaf, subleaf)
+    }
+
+    fn rdmsr(
+        &mut self,
+        _vcpu: &VcpuView,
+        msr: u32,
+        _mem: &mut dyn GuestMemory,
+        _host: &mut dyn Host,
+    ) -> Result<Option<u64>, Event> {
+        hypercall_page::rdmsr(self, msr)
+    }
+
+    fn wrmsr(
+        &mut self,
+        _vcpu: &VcpuView,
+        msr: u32,
+        value: u64,
+        mem: &mut dyn GuestMemory,
+        _host: &mut dyn Host,
+    ) -> Result<bool, Event> {
+        hypercall_page::wrmsr(self, msr, value, mem)
+    }
+
+    fn hypercall(
+        &mut self,
+        vcpu: &VcpuView,
+        regs: &mut GuestRegs,
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Action {
+        hypercall::dispatch(self, vcpu, regs, mem, host)
+    }
+
+    fn io(
+        &mut self,
+        _vcpu: &VcpuView,
+        port: u16,
+        size: u8,
+        write: bool,
+        data: &mut u32,
+        host: &mut dyn Host,
+    ) -> Action {
+        console::io(self, port, size, write, *data, host)
+    }
+
+    fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host) {
+        timer::expired(self, vcpu, mem, host);
+    }
+
+    fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool {
+        evtchn::has_pending_work(self, vcpu, mem)
+    }
+}
