@@ -174,3 +174,10 @@ impl Rig {
         b
     }
 }
+
+#[test]
+fn partition_state_stays_small() {
+    // The kernel keeps one per VM; it must fit comfortably in a kernel stack frame or arena.
+    let size = core::mem::size_of::<HyperV>();
+    assert!(size < 32 * 1024, "{size} bytes");
+}
