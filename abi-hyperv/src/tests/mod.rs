@@ -2,6 +2,7 @@
 
 mod cpuid;
 mod hypercalls;
+mod linux;
 mod msrs;
 mod stimers;
 mod synic;
