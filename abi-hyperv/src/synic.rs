@@ -1,11 +1,11 @@
 //! The synthetic interrupt controller of one virtual processor: its control MSRs, the
 //! message page (SIM) slots the hypervisor posts into, and SINT assertion.
 //!
-//! Messages are written through `GuestMemory`, which offers no atomic operations, while the
-//! guest empties slots with a compare-exchange on `message_type`. The protocol below keeps
-//! that safe: the hypervisor writes a slot only while it reads as empty and publishes the type
-//! last, and after flagging a busy slot as pending it looks again, so a slot freed in between
-//! is filled now instead of waiting for an EOM that the guest will not send.
+//! The guest empties a slot by clearing `message_type` and then writes EOM only if it sees
+//! `msg_pending`. So the hypervisor sets `msg_pending` and reads the type in one atomic
+//! operation on the slot's first qword (`Host::guest_fetch_or_u64`): either the slot was
+//! already free (fill it now) or the guest is certain to see the flag and send EOM. The type
+//! is published last, after payload and header.
 
 use vcpu::personality::Host;
 use vcpu::{Event, GuestMemory};
@@ -139,26 +139,14 @@ impl Synic {
         if payload.len() > MESSAGE_PAYLOAD_MAX {
             return Post::Unavailable;
         }
-        let Ok(current) = mem.read_u32(base + slot::TYPE) else {
-            return Post::Unavailable;
-        };
-        if current != 0 {
-            let Ok(flags) = mem.read_u8(base + slot::FLAGS) else {
-                return Post::Unavailable;
-            };
-            if mem
-                .write(base + slot::FLAGS, &[flags | slot::FLAG_PENDING])
-                .is_err()
-            {
-                return Post::Unavailable;
-            }
-            match mem.read_u32(base + slot::TYPE) {
-                Ok(0) => {}
-                Ok(_) => return Post::Busy,
-                Err(_) => return Post::Unavailable,
-            }
+        let pending = u64::from(slot::FLAG_PENDING) << (8 * slot::FLAGS);
+        match host.guest_fetch_or_u64(mem, base + slot::TYPE, pending) {
+            Ok(old) if old & 0xffff_ffff != 0 => return Post::Busy,
+            Ok(_) => {}
+            Err(_) => return Post::Unavailable,
         }
-        // payload_size, flags, reserved, then the 8-byte sender port (none: the hypervisor).
+        // payload_size, flags (clearing the pending bit set above), reserved, then the 8-byte
+        // sender port (none: the hypervisor).
         let mut header = [0u8; 12];
         header[0] = payload.len() as u8;
         let written = mem
