@@ -1,12 +1,14 @@
 //! Bring-up of the bootstrap CPU, the banner, and manifest intake.
 
-use crate::arch::{apic, cpu, exit, gdt, idt, pic, tsc};
+use crate::arch::{apic, cpu, exit, gdt, idt, pic, smp, tsc};
 use crate::bootinfo::BootContext;
 use crate::cmdline::{Options, SelfTest};
 use crate::manifest::{self, Manifest};
+use crate::vm::{machine, run};
 use crate::{console, mm, println};
 use boot::mbinfo::{IdentityMap, MachineInfo};
 use core::ops::Range;
+use core::sync::atomic::{AtomicBool, Ordering};
 use hermit_entry::boot_info::{BootInfo, RawBootInfo};
 use multiboot::information::Multiboot;
 
@@ -14,11 +16,13 @@ use multiboot::information::Multiboot;
 const LOADER_IDENTITY_LIMIT: u64 = 4 << 30;
 /// Timer interrupts the bring-up waits for to prove the host timer works.
 const TIMER_PROOF_TICKS: u64 = 5;
-const TIMER_PERIOD_MS: u32 = 10;
+/// The host tick: guest timers and time slices are checked at least this often.
+const TIMER_PERIOD_MS: u32 = 1;
 
 /// Entered from `_start` on the boot stack.
 pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     console::init();
+    mm::heap::init();
     gdt::init(0);
     idt::init(true);
     println!(
@@ -131,9 +135,88 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     let manifest = intake_manifest(&info);
     describe(&manifest, &info);
     defmt::info!("manifest: {=usize} VM(s) accepted", manifest.vms.len());
-    println!("janus: the vCPU layer is not built yet: the VMs above are validated, not started");
+
+    let Some(vendor) = virt else {
+        fatal(format_args!(
+            "this CPU offers neither VMX nor SVM with nested paging: no VM can run"
+        ))
+    };
+    VENDOR.call_once(|| vendor);
+    X2APIC.store(id.x2apic, Ordering::Release);
+    smp::set_apic_id(0, apic::id());
+    if let Err(e) = machine::enable_cpu(0, &vendor) {
+        fatal(format_args!("cannot enable hardware virtualization: {e:?}"))
+    }
+    let pcpus = match pick_trampoline_page(&info, &ctx) {
+        Some(page) => smp::start_aps(page, ap_entry),
+        None => {
+            println!(
+                "smp: no free page below 1 MiB for the AP trampoline; running on the BSP only"
+            );
+            1
+        }
+    };
+    println!("smp: {pcpus} pCPU(s) online");
+
+    let mut tag = 1u16;
+    let mut global_vcpu = 0usize;
+    for (i, spec) in manifest.vms.iter().enumerate() {
+        if let Err(e) = machine::create(i, spec, &info, &vendor, &mut tag, &mut global_vcpu) {
+            fatal(format_args!("VM '{}': {e}", spec.name))
+        }
+        machine::VM_COUNT.store(i + 1, Ordering::Release);
+    }
+    println!("janus: running {} VM(s)", manifest.vms.len());
+    smp::GO.store(true, Ordering::Release);
+    run::cpu_loop(0);
+    println!("janus: all VMs have stopped");
     println!("janus: done");
     exit::success()
+}
+
+static VENDOR: spin::Once<vcpu::Vendor> = spin::Once::new();
+static X2APIC: AtomicBool = AtomicBool::new(false);
+
+/// Where application processors arrive, in long mode on their own stacks.
+extern "C" fn ap_entry(index: usize) -> ! {
+    gdt::init(index);
+    idt::init(false);
+    apic::init(X2APIC.load(Ordering::Acquire), idt::VECTOR_SPURIOUS);
+    smp::set_apic_id(index, apic::id());
+    apic::start_periodic(idt::VECTOR_TIMER, TIMER_PERIOD_MS);
+    let Some(vendor) = VENDOR.get() else {
+        exit::halt_forever()
+    };
+    if let Err(e) = machine::enable_cpu(index, vendor) {
+        println!("smp: pCPU {index}: cannot enable virtualization: {e:?}");
+        exit::halt_forever()
+    }
+    smp::ONLINE.fetch_add(1, Ordering::AcqRel);
+    while !smp::GO.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    run::cpu_loop(index);
+    exit::halt_forever()
+}
+
+/// A page below 1 MiB that is RAM and holds nothing the boot loader gave us.
+fn pick_trampoline_page(info: &MachineInfo<'_>, ctx: &BootContext) -> Option<u64> {
+    let mut busy: heapless::Vec<Range<u64>, 80> = heapless::Vec::new();
+    let _ = busy.push(ctx.multiboot_info..ctx.multiboot_info + 4096);
+    for m in &info.modules {
+        let _ = busy.push(m.range());
+        let s = m.string.as_ptr() as u64;
+        let _ = busy.push(s..s + m.string.len() as u64 + 1);
+    }
+    let c = ctx.cmdline.as_ptr() as u64;
+    let _ = busy.push(c..c + ctx.cmdline.len() as u64 + 1);
+    (1..0x9F).map(|p| p * 0x1000).find(|&page| {
+        let end = page + 0x1000;
+        info.regions
+            .iter()
+            .any(|r| r.kind == boot::mbinfo::RegionKind::Usable && r.start <= page && end <= r.end)
+            && !busy.iter().any(|b| b.start < end && page < b.end)
+    })
 }
 
 fn wait_for_ticks(n: u64) -> u64 {

@@ -1,6 +1,6 @@
 //! What the kernel does with each interrupt vector.
 
-use crate::arch::idt::{TrapFrame, VECTOR_SPURIOUS, VECTOR_TIMER};
+use crate::arch::idt::{TrapFrame, VECTOR_KICK, VECTOR_SPURIOUS, VECTOR_TIMER};
 use crate::arch::{apic, exit, pic};
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,6 +53,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
             apic::eoi();
         }
         v if v == u64::from(VECTOR_SPURIOUS) => {}
+        // The kick's only job is the exit (or wake-up) it caused.
+        v if v == u64::from(VECTOR_KICK) => apic::eoi(),
         // A masked 8259 still raises these; they need no EOI.
         v if v == u64::from(pic::SPURIOUS_MASTER) || v == u64::from(pic::SPURIOUS_SLAVE) => {}
         v => {

@@ -107,3 +107,33 @@ pub fn start_periodic(vector: u8, period_ms: u32) {
     write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(vector));
     write(REG_TIMER_INIT, ticks.clamp(1, u64::from(u32::MAX)) as u32);
 }
+
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
+const ICR_PENDING: u32 = 1 << 12;
+
+/// A fixed, edge-triggered IPI with `vector` to the APIC `dest`.
+pub fn send_fixed_ipi(dest: u32, vector: u8) {
+    send_icr(dest, u32::from(vector) | (1 << 14));
+}
+
+/// Writes the ICR (destination first in xAPIC mode; one 64-bit MSR in x2APIC mode).
+pub fn send_icr(dest: u32, low: u32) {
+    if is_x2apic() {
+        // SAFETY: the x2APIC ICR MSR; sending an IPI has no memory effects here.
+        unsafe {
+            wrmsr(
+                X2APIC_MSR_BASE + (REG_ICR_LOW >> 4),
+                (u64::from(dest) << 32) | u64::from(low),
+            )
+        };
+    } else {
+        write(REG_ICR_HIGH, dest << 24);
+        write(REG_ICR_LOW, low);
+        let mut spins = 0;
+        while read(REG_ICR_LOW) & ICR_PENDING != 0 && spins < 1_000_000 {
+            core::hint::spin_loop();
+            spins += 1;
+        }
+    }
+}

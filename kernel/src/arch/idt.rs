@@ -15,6 +15,8 @@ use x86::segmentation::{BuildDescriptor, DescriptorBuilder, GateDescriptorBuilde
 
 pub const VECTOR_TIMER: u8 = 0x20;
 pub const VECTOR_SPURIOUS: u8 = 0xFF;
+/// Sent by one pCPU to make another leave guest mode and look at its run queue.
+pub const VECTOR_KICK: u8 = 0xF0;
 
 /// Registers as the stubs leave them on the stack, lowest address first.
 #[repr(C)]

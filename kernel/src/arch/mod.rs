@@ -6,4 +6,5 @@ pub mod exit;
 pub mod gdt;
 pub mod idt;
 pub mod pic;
+pub mod smp;
 pub mod tsc;

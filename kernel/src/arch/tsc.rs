@@ -92,3 +92,29 @@ fn cpuid_hz() -> Option<u64> {
     let info = cpuid.get_tsc_info()?;
     info.tsc_frequency()
 }
+
+/// Nanoseconds since calibration.
+pub fn now_ns() -> u64 {
+    ns_from_ticks(now().saturating_sub(BOOT_TSC.load(Ordering::Relaxed)))
+}
+
+pub fn ns_from_ticks(ticks: u64) -> u64 {
+    let hz = hz();
+    if hz == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(ticks) * 1_000_000_000 / u128::from(hz)).unwrap_or(u64::MAX)
+}
+
+/// The host TSC value at `ns` nanoseconds since calibration.
+pub fn tsc_at_ns(ns: u64) -> u64 {
+    let ticks = u128::from(ns) * u128::from(hz()) / 1_000_000_000;
+    BOOT_TSC
+        .load(Ordering::Relaxed)
+        .saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX))
+}
+
+/// Nanoseconds since calibration at host TSC `tsc`.
+pub fn ns_at_tsc(tsc: u64) -> u64 {
+    ns_from_ticks(tsc.saturating_sub(BOOT_TSC.load(Ordering::Relaxed)))
+}

@@ -2,6 +2,8 @@
 
 pub mod frame;
 #[cfg(target_os = "none")]
+pub mod heap;
+#[cfg(target_os = "none")]
 pub mod paging;
 #[cfg(target_os = "none")]
 pub mod phys;

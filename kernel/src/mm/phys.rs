@@ -68,3 +68,16 @@ pub fn free(pa: u64, count: u64) -> Result<(), FrameError> {
 pub fn free_bytes() -> u64 {
     FRAMES.lock().as_ref().map_or(0, FrameAllocator::free_bytes)
 }
+
+/// The allocator as the vCPU layer's frame source.
+pub struct Frames;
+
+impl vcpu::FrameSource for Frames {
+    fn alloc_zeroed_frame(&mut self) -> Option<u64> {
+        alloc_zeroed(1, FRAME_SIZE).ok()
+    }
+
+    fn alloc_zeroed_contiguous(&mut self, count: usize) -> Option<u64> {
+        alloc_zeroed(count as u64, FRAME_SIZE).ok()
+    }
+}

@@ -3,5 +3,11 @@
 
 pub mod cpuid;
 pub mod lapic;
+pub mod platform;
 pub mod stats;
 pub mod uart;
+
+#[cfg(target_os = "none")]
+pub mod machine;
+#[cfg(target_os = "none")]
+pub mod run;

@@ -65,6 +65,12 @@ pub struct ExitStats {
 }
 
 impl ExitStats {
+    pub const fn new() -> Self {
+        Self {
+            counts: [0; ExitKind::ALL.len()],
+        }
+    }
+
     pub fn count(&mut self, kind: ExitKind) {
         let slot = &mut self.counts[kind as usize];
         *slot = slot.saturating_add(1);

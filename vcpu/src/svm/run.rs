@@ -33,6 +33,11 @@ pub(crate) fn enable_svm(hsave: u64) -> Result<(), Error> {
 /// The VMCB page of one vCPU; only this vCPU touches it outside VMRUN.
 pub(crate) struct VmcbPage(NonNull<Vmcb>);
 
+// SAFETY: the page is owned by exactly one vCPU, which the kernel moves between pCPUs only
+// as a whole (behind its lock); nothing else holds the pointer, and SVM keeps no per-pCPU
+// state for a VMCB between VMRUNs.
+unsafe impl Send for VmcbPage {}
+
 impl VmcbPage {
     /// `pa` is a zeroed frame from the frame source, owned by the new vCPU from now on.
     pub(crate) fn new(pa: u64) -> Option<Self> {

@@ -1,0 +1,377 @@
+//! The VMs of this boot: their memory, nested tables and vCPUs, created once from the
+//! manifest and kept in fixed slots (no allocator in the hypervisor).
+#![allow(unsafe_code)]
+// UNSAFETY: boot modules (guest kernels, initrds) are read in place from reserved, identity-
+// mapped memory, and the void page is filled through its physical address.
+
+use super::lapic::{Pending, VLapic};
+use super::stats::ExitStats;
+use super::uart::Uart;
+use crate::manifest::{Personality, VmSpec};
+use crate::mm::phys::{self, Frames};
+use crate::sched::policy::{CpuQueue, VcpuRef, home_cpu};
+use boot::mbinfo::MachineInfo;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use spin::{Mutex, Once};
+use vcpu::{
+    AnyVcpu, GuestRam, HostTables, InitialState, NestedPageTable, Perm, RamRegion, Vcpu, VcpuConfig,
+};
+
+pub const MAX_VMS: usize = crate::manifest::MAX_VMS;
+pub const MAX_VCPUS: usize = crate::manifest::MAX_VCPUS as usize;
+pub const MAX_CPUS: usize = crate::arch::gdt::MAX_CPUS;
+/// Guest RAM must stay below the local APIC / IOAPIC / PCI hole.
+pub const MAX_LOW_RAM: u64 = 3 << 30;
+/// The APIC timer input clock the guest sees (CPUID 0x15 tells it on Intel, Hyper-V's APIC
+/// frequency MSR on that face); 1 GHz makes counts readable.
+pub const APIC_BUS_HZ: u64 = 1_000_000_000;
+const NOT_RUNNING: u8 = u8::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    PowerOff,
+    Reset,
+    TripleFault {
+        vcpu: u8,
+    },
+    /// The guest asked to crash (personality crash report) with its parameters.
+    Crash([u64; 5]),
+    /// An exit the hypervisor does not know how to continue from.
+    UnknownExit {
+        vcpu: u8,
+        reason: u64,
+        qualification: u64,
+        info: u64,
+    },
+    /// VM entry refused the guest state, or the vCPU layer failed.
+    VcpuError {
+        vcpu: u8,
+        error: vcpu::Error,
+    },
+    /// The guest did something the platform cannot continue from (named).
+    Unsupported {
+        vcpu: u8,
+        what: &'static str,
+        detail: u64,
+    },
+}
+
+impl core::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StopReason::PowerOff => f.write_str("powered off"),
+            StopReason::Reset => f.write_str("reset (a reset ends the VM)"),
+            StopReason::TripleFault { vcpu } => write!(f, "triple fault on vCPU {vcpu}"),
+            StopReason::Crash(p) => write!(
+                f,
+                "guest crash {:#x} {:#x} {:#x} {:#x} {:#x}",
+                p[0], p[1], p[2], p[3], p[4]
+            ),
+            StopReason::UnknownExit {
+                vcpu,
+                reason,
+                qualification,
+                info,
+            } => write!(
+                f,
+                "unhandled exit on vCPU {vcpu}: reason {reason:#x} qualification {qualification:#x} info {info:#x}"
+            ),
+            StopReason::VcpuError { vcpu, error } => write!(f, "vCPU {vcpu} cannot run: {error:?}"),
+            StopReason::Unsupported { vcpu, what, detail } => {
+                write!(f, "vCPU {vcpu}: {what} ({detail:#x})")
+            }
+        }
+    }
+}
+
+/// What never changes after creation.
+pub struct VmInfo {
+    pub name: heapless::String<{ crate::manifest::MAX_NAME }>,
+    pub personality: Personality,
+    pub ram: RamRegion,
+    pub vcpus: u8,
+}
+
+/// What the vCPUs of a VM share, behind the VM's lock (taken briefly inside exit handling).
+pub struct VmShared {
+    pub uart: Uart,
+    pub stats: ExitStats,
+    pub stop: Option<StopReason>,
+    /// vCPUs that have not yet left the scheduler after the stop.
+    pub vcpus_left: u8,
+    pub npt: Option<NestedPageTable>,
+    /// Host frame of 0xFF bytes mapped read-only where the VM reads memory that is not there.
+    pub void_page: u64,
+    pub void_maps: u32,
+}
+
+pub struct VcpuCell {
+    pub vcpu: AnyVcpu,
+    pub lapic: VLapic,
+    pub stats: ExitStats,
+    pub run_ns: u64,
+}
+
+pub struct VcpuSlot {
+    pub cell: Mutex<Option<VcpuCell>>,
+    pub pending: Pending,
+    pub home: AtomicU8,
+    /// The pCPU currently in guest mode for this vCPU, for kicks.
+    pub running_on: AtomicU8,
+}
+
+pub struct VmSlot {
+    pub info: Once<VmInfo>,
+    pub shared: Mutex<VmShared>,
+    pub live: AtomicBool,
+    pub vcpus: [VcpuSlot; MAX_VCPUS],
+}
+
+impl VmSlot {
+    const fn new() -> Self {
+        Self {
+            info: Once::new(),
+            shared: Mutex::new(VmShared {
+                uart: Uart::new(),
+                stats: ExitStats::new(),
+                stop: None,
+                vcpus_left: 0,
+                npt: None,
+                void_page: 0,
+                void_maps: 0,
+            }),
+            live: AtomicBool::new(false),
+            vcpus: [const {
+                VcpuSlot {
+                    cell: Mutex::new(None),
+                    pending: Pending::new(),
+                    home: AtomicU8::new(0),
+                    running_on: AtomicU8::new(NOT_RUNNING),
+                }
+            }; MAX_VCPUS],
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        !self.live.load(Ordering::Acquire)
+    }
+}
+
+pub static VMS: [VmSlot; MAX_VMS] = [const { VmSlot::new() }; MAX_VMS];
+pub static VM_COUNT: AtomicUsize = AtomicUsize::new(0);
+pub static LIVE_VMS: AtomicUsize = AtomicUsize::new(0);
+pub static QUEUES: [Mutex<CpuQueue>; MAX_CPUS] = [const { Mutex::new(CpuQueue::new()) }; MAX_CPUS];
+pub static PERCPU: [Once<vcpu::PerCpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+
+pub fn vm(index: u8) -> Option<&'static VmSlot> {
+    VMS.get(usize::from(index))
+        .filter(|_| usize::from(index) < VM_COUNT.load(Ordering::Acquire))
+}
+
+pub fn slot(r: VcpuRef) -> Option<&'static VcpuSlot> {
+    vm(r.vm)?.vcpus.get(usize::from(r.vcpu))
+}
+
+pub fn mark_running(r: VcpuRef, cpu: Option<usize>) {
+    if let Some(s) = slot(r) {
+        s.running_on
+            .store(cpu.map_or(NOT_RUNNING, |c| c as u8), Ordering::Release);
+    }
+}
+
+pub fn running_on(r: VcpuRef) -> Option<usize> {
+    let c = slot(r)?.running_on.load(Ordering::Acquire);
+    (c != NOT_RUNNING).then_some(usize::from(c))
+}
+
+#[derive(Debug)]
+pub enum CreateError {
+    TooMuchMemory {
+        mib: u32,
+    },
+    OutOfMemory {
+        what: &'static str,
+    },
+    MissingModule {
+        name: heapless::String<{ crate::manifest::MAX_FILE }>,
+    },
+    Guest(boot::guest::GuestLoadError),
+    TooManyVcpus {
+        asids: u32,
+    },
+    Vcpu(vcpu::Error),
+}
+
+impl core::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CreateError::TooMuchMemory { mib } => {
+                write!(
+                    f,
+                    "{mib} MiB of RAM: guests may have at most {} MiB for now",
+                    MAX_LOW_RAM >> 20
+                )
+            }
+            CreateError::OutOfMemory { what } => write!(f, "out of host memory for {what}"),
+            CreateError::MissingModule { name } => write!(f, "module '{name}' was not loaded"),
+            CreateError::Guest(e) => write!(f, "{e}"),
+            CreateError::TooManyVcpus { asids } => {
+                write!(
+                    f,
+                    "more vCPUs than this CPU has address-space tags ({asids})"
+                )
+            }
+            CreateError::Vcpu(e) => write!(f, "vCPU creation failed: {e:?}"),
+        }
+    }
+}
+
+/// Enables VMX/SVM on this pCPU and records its state.
+pub fn enable_cpu(cpu: usize, vendor: &vcpu::Vendor) -> Result<(), vcpu::Error> {
+    let percpu = vcpu::enable(vendor, cpu as u32, &mut Frames)?;
+    PERCPU[cpu].call_once(|| percpu);
+    Ok(())
+}
+
+/// Builds VM `index` from its manifest entry: RAM, nested tables, the guest image, vCPUs.
+/// Runs on the BSP before any pCPU schedules.
+pub fn create(
+    index: usize,
+    spec: &VmSpec,
+    info: &MachineInfo<'_>,
+    vendor: &vcpu::Vendor,
+    next_tag: &mut u16,
+    global_vcpu: &mut usize,
+) -> Result<(), CreateError> {
+    let size = u64::from(spec.memory_mib) << 20;
+    if size > MAX_LOW_RAM {
+        return Err(CreateError::TooMuchMemory {
+            mib: spec.memory_mib,
+        });
+    }
+    let hpa = phys::alloc_zeroed(size / 4096, 2 << 20)
+        .map_err(|_| CreateError::OutOfMemory { what: "guest RAM" })?;
+    let ram = RamRegion {
+        hpa_base: hpa,
+        size,
+    };
+    let mut npt = NestedPageTable::new(vendor.nested_format(), &mut HostTables(&mut Frames))
+        .map_err(CreateError::Vcpu)?;
+    npt.map(&mut HostTables(&mut Frames), 0, hpa, size, Perm::RWX)
+        .map_err(CreateError::Vcpu)?;
+    let void_page = phys::alloc_zeroed(1, 4096).map_err(|_| CreateError::OutOfMemory {
+        what: "the void page",
+    })?;
+    // SAFETY: a frame just allocated to us, identity mapped.
+    unsafe { core::ptr::write_bytes(void_page as *mut u8, 0xFF, 4096) };
+
+    let kernel = info
+        .module(&spec.kernel)
+        .ok_or_else(|| CreateError::MissingModule {
+            name: spec.kernel.clone(),
+        })?;
+    // SAFETY: module memory is reserved for ever and identity mapped.
+    let image =
+        unsafe { core::slice::from_raw_parts(kernel.start as *const u8, kernel.len() as usize) };
+    let initrd = match &spec.initrd {
+        Some(name) => {
+            let m = info
+                .module(name)
+                .ok_or_else(|| CreateError::MissingModule { name: name.clone() })?;
+            // SAFETY: as for the kernel module.
+            Some(unsafe { core::slice::from_raw_parts(m.start as *const u8, m.len() as usize) })
+        }
+        None => None,
+    };
+    let mem = GuestRam::new(ram);
+    let params = boot::guest::GuestParams {
+        vcpus: u32::from(spec.vcpus),
+        cmdline: spec.cmdline.as_bytes(),
+        kernel: image,
+        initrd,
+        acpi: boot::guest::AcpiOptions::default(),
+    };
+    let boot_entry = boot::guest::load_pvh(&mem, &params).map_err(CreateError::Guest)?;
+    crate::println!(
+        "vm {}: PVH entry {:#x}, start_info {:#x}, RSDP {:#x}, RAM at host {:#x}",
+        spec.name,
+        boot_entry.entry,
+        boot_entry.ebx,
+        boot_entry.rsdp,
+        hpa
+    );
+
+    let slot = &VMS[index];
+    slot.info.call_once(|| VmInfo {
+        name: spec.name.clone(),
+        personality: spec.personality,
+        ram,
+        vcpus: spec.vcpus,
+    });
+    {
+        let mut shared = slot.shared.lock();
+        shared.npt = Some(npt);
+        shared.void_page = void_page;
+        shared.vcpus_left = spec.vcpus;
+    }
+    let nested_root = slot
+        .shared
+        .lock()
+        .npt
+        .as_ref()
+        .map_or(0, NestedPageTable::root);
+    let asids = match vendor {
+        vcpu::Vendor::Svm(c) => c.asids,
+        vcpu::Vendor::Vmx(_) => u32::from(u16::MAX),
+    };
+    let pcpus = crate::arch::smp::ONLINE.load(Ordering::Acquire);
+    let percpu = PERCPU[0]
+        .get()
+        .ok_or(CreateError::Vcpu(vcpu::Error::Unsupported))?;
+    for v in 0..spec.vcpus {
+        if u32::from(*next_tag) >= asids {
+            return Err(CreateError::TooManyVcpus { asids });
+        }
+        let initial = if v == 0 {
+            boot_entry.initial_state()
+        } else {
+            InitialState::WaitForSipi
+        };
+        let cfg = VcpuConfig {
+            ram,
+            nested_root,
+            tag: *next_tag,
+            initial,
+        };
+        *next_tag += 1;
+        let mut vcpu = AnyVcpu::new(percpu, &mut Frames, &cfg).map_err(CreateError::Vcpu)?;
+        // Guests see the hypervisor's ports and MSRs only where the platform emulates them;
+        // everything exits by default, which is what we want.
+        vcpu.unload();
+        let lapic = VLapic::new(u32::from(v), v == 0, crate::arch::tsc::hz(), APIC_BUS_HZ);
+        let vs = &slot.vcpus[usize::from(v)];
+        *vs.cell.lock() = Some(VcpuCell {
+            vcpu,
+            lapic,
+            stats: ExitStats::new(),
+            run_ns: 0,
+        });
+        let home = home_cpu(*global_vcpu, pcpus);
+        *global_vcpu += 1;
+        vs.home.store(home as u8, Ordering::Release);
+        let r = VcpuRef {
+            vm: index as u8,
+            vcpu: v,
+        };
+        let mut q = QUEUES[home].lock();
+        let queued = if v == 0 {
+            q.push_ready(r)
+        } else {
+            q.block(r, None)
+        };
+        queued.map_err(|_| CreateError::TooManyVcpus { asids })?;
+    }
+    slot.live.store(true, Ordering::Release);
+    LIVE_VMS.fetch_add(1, Ordering::AcqRel);
+    Ok(())
+}

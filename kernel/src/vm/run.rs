@@ -1,0 +1,543 @@
+//! The exit loop: each pCPU takes vCPUs from its run queue, enters them, and services their
+//! exits — platform first (x2APIC, UART, power ports), then the personality, then the
+//! architectural default — until the vCPU blocks, its slice ends or its VM stops.
+
+use super::cpuid::{self, CpuidCtx};
+use super::lapic::{Dest, Effect, Ipi};
+use super::machine::{self, LIVE_VMS, QUEUES, StopReason, VMS, VcpuCell, VmSlot};
+use super::platform::{self, PortEffect};
+use super::stats::{ExitKind, ExitStats};
+use super::uart;
+use crate::arch::{cpu, tsc};
+use crate::sched::policy::{VcpuRef, slice_over};
+use crate::{println, trap};
+use core::sync::atomic::Ordering;
+use vcpu::{Event, Exit, GuestMemory, NestedFault, Perm, Vcpu};
+
+/// What ended a vCPU's turn on the pCPU.
+enum Turn {
+    /// Back to the ready queue.
+    Preempted,
+    /// Parked until an event, or until the host time (ns) given.
+    Blocked(Option<u64>),
+    /// Its VM stopped.
+    Gone,
+}
+
+/// The scheduler loop of pCPU `cpu`. Returns when no VM is left running.
+pub fn cpu_loop(cpu: usize) {
+    loop {
+        if LIVE_VMS.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let now = tsc::now_ns();
+        let next = {
+            let mut q = QUEUES[cpu].lock();
+            q.wake(now, wants_wake);
+            q.next()
+        };
+        let Some(r) = next else {
+            // Nothing to run: sleep until the host tick (or a kick) and look again.
+            cpu::wait_for_interrupt();
+            cpu::disable_interrupts();
+            continue;
+        };
+        match run_turn(cpu, r) {
+            Turn::Preempted => {
+                let _ = QUEUES[cpu].lock().push_ready(r);
+            }
+            Turn::Blocked(at) => {
+                let _ = QUEUES[cpu].lock().block(r, at);
+            }
+            Turn::Gone => leave(r),
+        }
+    }
+}
+
+/// A parked vCPU must run again: something was posted to it, or its VM stopped.
+fn wants_wake(r: VcpuRef) -> bool {
+    let Some(vm) = machine::vm(r.vm) else {
+        return true;
+    };
+    vm.stopped()
+        || vm
+            .vcpus
+            .get(usize::from(r.vcpu))
+            .is_none_or(|s| s.pending.any())
+}
+
+fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
+    let Some(vm) = machine::vm(r.vm) else {
+        return Turn::Gone;
+    };
+    let Some(info) = vm.info.get() else {
+        return Turn::Gone;
+    };
+    let Some(slot) = vm.vcpus.get(usize::from(r.vcpu)) else {
+        return Turn::Gone;
+    };
+    let Some(percpu) = machine::PERCPU[cpu].get() else {
+        return Turn::Gone;
+    };
+    let mut guard = slot.cell.lock();
+    let Some(cell) = guard.as_mut() else {
+        return Turn::Gone;
+    };
+    let started = tsc::now_ns();
+    let turn = loop {
+        if vm.stopped() {
+            break Turn::Gone;
+        }
+        if slot.pending.take_init() {
+            cell.vcpu.init();
+        }
+        if let Some(v) = slot.pending.take_sipi() {
+            if cell.vcpu.waiting_for_sipi() {
+                if let Err(e) = cell.vcpu.sipi(v) {
+                    stop(
+                        vm,
+                        StopReason::VcpuError {
+                            vcpu: r.vcpu,
+                            error: e,
+                        },
+                    );
+                    break Turn::Gone;
+                }
+            }
+        }
+        if cell.vcpu.waiting_for_sipi() {
+            break Turn::Blocked(None);
+        }
+        prepare_interrupts(cell, &slot.pending);
+
+        slot.running_on.store(cpu as u8, Ordering::Release);
+        let entered = tsc::now_ns();
+        let exit = cell.vcpu.run(percpu);
+        cell.run_ns += tsc::now_ns().saturating_sub(entered);
+        slot.running_on.store(u8::MAX, Ordering::Release);
+
+        let exit = match exit {
+            Ok(e) => e,
+            Err(e) => {
+                stop(
+                    vm,
+                    StopReason::VcpuError {
+                        vcpu: r.vcpu,
+                        error: e,
+                    },
+                );
+                break Turn::Gone;
+            }
+        };
+        cell.stats.count(kind_of(&exit));
+        match handle(vm, info, r, cell, exit) {
+            Step::Continue => {}
+            Step::Block => {
+                let deadline = cell.lapic.next_deadline().map(tsc::ns_at_tsc);
+                break Turn::Blocked(deadline);
+            }
+            Step::Stop(reason) => {
+                stop(vm, reason);
+                break Turn::Gone;
+            }
+        }
+        if slice_over(started, tsc::now_ns(), QUEUES[cpu].lock().has_ready()) {
+            break Turn::Preempted;
+        }
+    };
+    if matches!(turn, Turn::Gone) {
+        let mut shared = vm.shared.lock();
+        shared.stats.add(&cell.stats);
+        cell.stats = ExitStats::new();
+    }
+    turn
+}
+
+/// Folds posted interrupts and expired timers into the APIC and injects what is deliverable,
+/// or asks for the window in which it can be.
+fn prepare_interrupts(cell: &mut VcpuCell, pending: &super::lapic::Pending) {
+    cell.lapic.sync(pending);
+    cell.lapic.tick(tsc::now());
+    if cell.vcpu.event_pending() {
+        return;
+    }
+    match cell.lapic.deliverable() {
+        Some(v) if cell.vcpu.interrupt_window_open() => {
+            if cell.vcpu.inject(Event::ExternalInterrupt(v)).is_ok() {
+                cell.lapic.delivered(v);
+                cell.vcpu.request_interrupt_window(false);
+            }
+        }
+        Some(_) => cell.vcpu.request_interrupt_window(true),
+        None => cell.vcpu.request_interrupt_window(false),
+    }
+}
+
+enum Step {
+    Continue,
+    Block,
+    Stop(StopReason),
+}
+
+fn kind_of(exit: &Exit) -> ExitKind {
+    match exit {
+        Exit::Cpuid { .. } => ExitKind::Cpuid,
+        Exit::Rdmsr { .. } => ExitKind::Rdmsr,
+        Exit::Wrmsr { .. } => ExitKind::Wrmsr,
+        Exit::Io(_) => ExitKind::Io,
+        Exit::Hypercall => ExitKind::Hypercall,
+        Exit::NestedPageFault(_) => ExitKind::NestedPageFault,
+        Exit::Hlt => ExitKind::Hlt,
+        Exit::InterruptWindow => ExitKind::InterruptWindow,
+        Exit::ExternalInterrupt => ExitKind::ExternalInterrupt,
+        Exit::Nmi => ExitKind::Nmi,
+        Exit::Exception { .. } => ExitKind::Exception,
+        Exit::Init => ExitKind::Init,
+        Exit::Sipi { .. } => ExitKind::Sipi,
+        Exit::TripleFault => ExitKind::TripleFault,
+        Exit::Unknown { .. } => ExitKind::Unknown,
+    }
+}
+
+/// Retires the exiting instruction; a guest that rewrote it under us gets #UD.
+fn retire(cell: &mut VcpuCell) {
+    if cell.vcpu.advance_rip().is_err() {
+        let _ = cell.vcpu.inject(Event::UD);
+    }
+}
+
+fn handle(
+    vm: &VmSlot,
+    info: &machine::VmInfo,
+    r: VcpuRef,
+    cell: &mut VcpuCell,
+    exit: Exit,
+) -> Step {
+    match exit {
+        Exit::Cpuid { leaf, subleaf } => {
+            let host = x86::cpuid::cpuid!(leaf, subleaf);
+            let ctx = CpuidCtx {
+                vcpu: u32::from(r.vcpu),
+                vcpus: u32::from(info.vcpus),
+                guest_osxsave: cell.vcpu.control_regs().cr4 & (1 << 18) != 0,
+            };
+            let [a, b, c, d] = cpuid::filter(
+                leaf,
+                subleaf,
+                [host.eax, host.ebx, host.ecx, host.edx],
+                &ctx,
+            );
+            cell.vcpu.regs_mut().set_cpuid(a, b, c, d);
+            retire(cell);
+        }
+        Exit::Rdmsr { msr } => {
+            let value = if platform::is_lapic_msr(msr) {
+                cell.lapic.rdmsr(msr, tsc::now()).ok()
+            } else if msr == 0x10 {
+                Some(tsc::now())
+            } else {
+                platform::rdmsr(msr)
+            };
+            match value {
+                Some(v) => {
+                    cell.vcpu.regs_mut().set_edx_eax(v);
+                    retire(cell);
+                }
+                None => {
+                    let _ = cell.vcpu.inject(Event::GP0);
+                }
+            }
+        }
+        Exit::Wrmsr { msr, value } => {
+            let ok = if platform::is_lapic_msr(msr) {
+                match cell.lapic.wrmsr(msr, value, tsc::now()) {
+                    Ok(Effect::None) => true,
+                    Ok(Effect::SendIpi(ipi)) => {
+                        send_ipi(vm, info, r, ipi);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                platform::wrmsr(msr, value).is_some()
+            };
+            if ok {
+                retire(cell);
+            } else {
+                let _ = cell.vcpu.inject(Event::GP0);
+            }
+        }
+        Exit::Io(io) => {
+            if io.string {
+                // REP INS/OUTS to devices is not emulated; real guests use it for disks only.
+                return Step::Stop(StopReason::Unsupported {
+                    vcpu: r.vcpu,
+                    what: "string port I/O",
+                    detail: u64::from(io.port),
+                });
+            }
+            let mut data = 0xFFFF_FFFFu32 & io.mask();
+            if uart::PORTS.contains(&io.port) {
+                let offset = io.port - uart::COM1_BASE;
+                let mut shared = vm.shared.lock();
+                if io.write {
+                    let name = info.name.as_str();
+                    shared.uart.write(offset, io.value as u8, &mut |line| {
+                        println!(
+                            "[{}] {}",
+                            name,
+                            core::str::from_utf8(line).unwrap_or("<binary>")
+                        );
+                    });
+                } else {
+                    data = u32::from(shared.uart.read(offset));
+                }
+            } else if let Some(effect) = platform::power_port(io.port, io.write, io.value) {
+                match effect {
+                    PortEffect::PowerOff => {
+                        retire(cell);
+                        return Step::Stop(StopReason::PowerOff);
+                    }
+                    PortEffect::Reset => return Step::Stop(StopReason::Reset),
+                    PortEffect::None => data = 0,
+                }
+            }
+            // Every other port is an empty bus: writes vanish, reads float high.
+            if !io.write {
+                let rax = cell.vcpu.regs().rax;
+                cell.vcpu.regs_mut().rax = io.merge_in(rax, data);
+            }
+            retire(cell);
+        }
+        Exit::Hypercall => {
+            // No personality: VMCALL/VMMCALL is an invalid opcode, as on bare metal.
+            let _ = cell.vcpu.inject(Event::UD);
+        }
+        Exit::NestedPageFault(f) => return empty_bus(vm, info, r, cell, f),
+        Exit::Hlt => {
+            retire(cell);
+            if let Some(s) = machine::slot(r) {
+                cell.lapic.sync(&s.pending);
+            }
+            cell.lapic.tick(tsc::now());
+            if cell.lapic.deliverable().is_none() {
+                return Step::Block;
+            }
+        }
+        Exit::InterruptWindow => cell.vcpu.request_interrupt_window(false),
+        Exit::ExternalInterrupt | Exit::Nmi => {
+            // The host interrupt is pending: let its handler run, then carry on.
+            cpu::enable_interrupts();
+            core::hint::spin_loop();
+            cpu::disable_interrupts();
+        }
+        Exit::Exception { vector, .. } => {
+            return Step::Stop(StopReason::Unsupported {
+                vcpu: r.vcpu,
+                what: "unexpected intercepted exception",
+                detail: u64::from(vector),
+            });
+        }
+        Exit::Init | Exit::Sipi { .. } => {}
+        Exit::TripleFault => return Step::Stop(StopReason::TripleFault { vcpu: r.vcpu }),
+        Exit::Unknown {
+            reason,
+            qualification,
+            info: i,
+        } => {
+            return Step::Stop(StopReason::UnknownExit {
+                vcpu: r.vcpu,
+                reason,
+                qualification,
+                info: i,
+            });
+        }
+    }
+    Step::Continue
+}
+
+/// A guest-physical access outside RAM and devices behaves as on a real board with nothing
+/// at that address: reads return all ones, writes are dropped. Both are emulated from the
+/// decoded instruction so no mapping is created per address the guest probes.
+fn empty_bus(
+    vm: &VmSlot,
+    info: &machine::VmInfo,
+    r: VcpuRef,
+    cell: &mut VcpuCell,
+    f: NestedFault,
+) -> Step {
+    let _ = (vm, Perm::R);
+    if f.gpa < info.ram.size {
+        // Inside RAM every page is mapped RWX; a fault here is a nested-table bug.
+        return Step::Stop(StopReason::Unsupported {
+            vcpu: r.vcpu,
+            what: "nested fault inside guest RAM",
+            detail: f.gpa,
+        });
+    }
+    let ctl = cell.vcpu.control_regs();
+    let cs = cell.vcpu.segment(vcpu::SegReg::Cs);
+    let rip = cell.vcpu.regs().rip;
+    let cpl = cell.vcpu.cpl();
+    let (bytes, n, long) = vcpu::insn_len::fetch(cell.vcpu.memory(), &ctl, &cs, rip, cpl);
+    let mode = if long {
+        vcpu::mmio::CodeSize::Bits64
+    } else if cs.default_big() {
+        vcpu::mmio::CodeSize::Bits32
+    } else {
+        vcpu::mmio::CodeSize::Bits16
+    };
+    let Some(insn) = vcpu::mmio::decode(&bytes[..n], mode) else {
+        return Step::Stop(StopReason::Unsupported {
+            vcpu: r.vcpu,
+            what: "unemulated access to unbacked memory",
+            detail: f.gpa,
+        });
+    };
+    let regs = cell.vcpu.regs_mut();
+    if let vcpu::mmio::Access::Load {
+        reg,
+        high_byte,
+        dest_size,
+    } = insn.access
+    {
+        let old = regs.gpr(reg).unwrap_or(0);
+        let ones = if insn.size >= 8 {
+            u64::MAX
+        } else {
+            (1u64 << (8 * u32::from(insn.size))) - 1
+        };
+        regs.set_gpr(reg, vcpu::mmio::merge_load(old, ones, dest_size, high_byte));
+    }
+    regs.rip = regs.rip.wrapping_add(u64::from(insn.len));
+    let _ = cell.vcpu.memory().size();
+    Step::Continue
+}
+
+fn send_ipi(vm: &VmSlot, info: &machine::VmInfo, from: VcpuRef, ipi: Ipi) {
+    let (dest, what) = match ipi {
+        Ipi::Fixed { dest, vector } => (dest, Some(vector)),
+        Ipi::Init { dest } => (dest, None),
+        Ipi::Sipi { dest, .. } => (dest, None),
+        // NMIs between vCPUs are not delivered (Linux uses them only for backtraces).
+        Ipi::Nmi { .. } => return,
+    };
+    for v in 0..info.vcpus {
+        let hit = match dest {
+            Dest::Physical(id) => id == u32::from(v),
+            Dest::Logical(mask) => {
+                (mask >> 16) == u32::from(v >> 4) && mask & (1 << (v & 0xF)) != 0
+            }
+            Dest::SelfOnly => v == from.vcpu,
+            Dest::AllIncludingSelf => true,
+            Dest::AllExcludingSelf => v != from.vcpu,
+        };
+        if !hit {
+            continue;
+        }
+        let Some(target) = vm.vcpus.get(usize::from(v)) else {
+            continue;
+        };
+        match (ipi, what) {
+            (Ipi::Fixed { .. }, Some(vector)) => target.pending.post(vector),
+            (Ipi::Init { .. }, _) => target.pending.post_init(),
+            (Ipi::Sipi { vector, .. }, _) => target.pending.post_sipi(vector),
+            _ => {}
+        }
+        kick(VcpuRef {
+            vm: from.vm,
+            vcpu: v,
+        });
+    }
+}
+
+/// Makes a vCPU notice what was posted to it: a vCPU in guest mode on another pCPU is forced
+/// out by a host IPI; a parked one is found by its pCPU's next look at the queue.
+pub fn kick(r: VcpuRef) {
+    if let Some(cpu) = machine::running_on(r) {
+        crate::arch::smp::kick_cpu(cpu);
+    } else if let Some(home) = machine::slot(r).map(|s| usize::from(s.home.load(Ordering::Acquire)))
+    {
+        crate::arch::smp::kick_cpu(home);
+    }
+}
+
+/// Ends `vm` with `reason` (the first reason wins) and makes its vCPUs leave.
+pub fn stop(vm: &VmSlot, reason: StopReason) {
+    let first = {
+        let mut shared = vm.shared.lock();
+        let first = shared.stop.is_none();
+        if first {
+            shared.stop = Some(reason);
+        }
+        first
+    };
+    if !first {
+        return;
+    }
+    vm.live.store(false, Ordering::Release);
+    let index = VMS.iter().position(|s| core::ptr::eq(s, vm)).unwrap_or(0) as u8;
+    if let Some(info) = vm.info.get() {
+        for v in 0..info.vcpus {
+            kick(VcpuRef { vm: index, vcpu: v });
+        }
+    }
+}
+
+/// A vCPU of a stopped VM left the scheduler; the last one reports the VM's end.
+fn leave(r: VcpuRef) {
+    let Some(vm) = machine::vm(r.vm) else { return };
+    let Some(info) = vm.info.get() else { return };
+    let (last, reason, stats) = {
+        let mut shared = vm.shared.lock();
+        if let Some(cell) = vm
+            .vcpus
+            .get(usize::from(r.vcpu))
+            .and_then(|s| s.cell.try_lock())
+        {
+            if let Some(c) = cell.as_ref() {
+                shared.stats.add(&c.stats);
+            }
+        }
+        shared.vcpus_left = shared.vcpus_left.saturating_sub(1);
+        let name = info.name.as_str();
+        shared.uart.flush(&mut |line| {
+            println!(
+                "[{}] {}",
+                name,
+                core::str::from_utf8(line).unwrap_or("<binary>")
+            );
+        });
+        (shared.vcpus_left == 0, shared.stop, shared.stats)
+    };
+    if !last {
+        return;
+    }
+    let reason = reason.unwrap_or(StopReason::PowerOff);
+    println!("vm {}: stopped: {}", info.name, reason);
+    println!("vm {}: {} exits:", info.name, stats.total());
+    for (kind, n) in stats.nonzero() {
+        println!("  {:<14} {}", kind.name(), n);
+    }
+    for v in 0..info.vcpus {
+        if let Some(cell) = vm.vcpus.get(usize::from(v)).and_then(|s| s.cell.try_lock()) {
+            if let Some(c) = cell.as_ref() {
+                let regs = c.vcpu.regs();
+                let ctl = c.vcpu.control_regs();
+                println!(
+                    "  vcpu {}: ran {} us; rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} efer {:#x}",
+                    v,
+                    c.run_ns / 1000,
+                    regs.rip,
+                    regs.rsp,
+                    ctl.cr0,
+                    ctl.cr3,
+                    ctl.efer
+                );
+            }
+        }
+    }
+    defmt::info!("vm stopped after {=u64} exits", stats.total());
+    LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
+    let _ = trap::timer_ticks();
+}
