@@ -51,7 +51,10 @@ impl Decoder {
                         if echo {
                             println!("[defmt] (malformed frame skipped)");
                         }
-                        lines.lock().map_err(|_| anyhow!("poisoned"))?.push("malformed".into());
+                        lines
+                            .lock()
+                            .map_err(|_| anyhow!("poisoned"))?
+                            .push("malformed".into());
                     }
                 }
             }

@@ -36,7 +36,10 @@ impl BuildOpts {
     fn kernel_features(&self) -> Result<Vec<String>> {
         for f in &self.features {
             if !KNOWN_FEATURES.contains(&f.as_str()) {
-                bail!("unknown feature '{f}' (known: {})", KNOWN_FEATURES.join(", "));
+                bail!(
+                    "unknown feature '{f}' (known: {})",
+                    KNOWN_FEATURES.join(", ")
+                );
             }
         }
         let mut features = self.features.clone();
@@ -61,7 +64,17 @@ pub fn build(opts: &BuildOpts) -> Result<Images> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", shown(&out)))?;
 
     let mut boot = cargo();
-    boot.args(["rustc", "-p", "boot", "--bin", "janus-boot", "--features", "loader", "--target", TARGET]);
+    boot.args([
+        "rustc",
+        "-p",
+        "boot",
+        "--bin",
+        "janus-boot",
+        "--features",
+        "loader",
+        "--target",
+        TARGET,
+    ]);
     if opts.release {
         boot.arg("--release");
     }
@@ -69,7 +82,15 @@ pub fn build(opts: &BuildOpts) -> Result<Images> {
     run(&mut boot)?;
 
     let mut kernel = cargo();
-    kernel.args(["build", "-p", "kernel", "--bin", "janus-kernel", "--target", TARGET]);
+    kernel.args([
+        "build",
+        "-p",
+        "kernel",
+        "--bin",
+        "janus-kernel",
+        "--target",
+        TARGET,
+    ]);
     if opts.release {
         kernel.arg("--release");
     }
@@ -81,10 +102,16 @@ pub fn build(opts: &BuildOpts) -> Result<Images> {
         kernel.args(["--features", &features.join(",")]);
     }
     // defmt drops everything below `error` unless told otherwise at build time.
-    kernel.env("DEFMT_LOG", std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into()));
+    kernel.env(
+        "DEFMT_LOG",
+        std::env::var("DEFMT_LOG").unwrap_or_else(|_| "info".into()),
+    );
     run(&mut kernel)?;
 
-    let images = Images { boot: out.join("janus-boot"), kernel: out.join("janus-kernel") };
+    let images = Images {
+        boot: out.join("janus-boot"),
+        kernel: out.join("janus-kernel"),
+    };
     // QEMU's multiboot loader takes only 32-bit ELF; the 64-bit code inside is unchanged.
     run(Command::new("objcopy")
         .args(["-O", "elf32-i386"])
@@ -93,7 +120,10 @@ pub fn build(opts: &BuildOpts) -> Result<Images> {
     std::fs::copy(target_dir.join("janus-kernel"), &images.kernel)
         .with_context(|| format!("cannot copy the kernel to {}", shown(&images.kernel)))?;
     check_kernel(&images.kernel)?;
-    for (what, path) in [("janus-boot", &images.boot), ("janus-kernel", &images.kernel)] {
+    for (what, path) in [
+        ("janus-boot", &images.boot),
+        ("janus-kernel", &images.kernel),
+    ] {
         let len = std::fs::metadata(path)?.len();
         println!("{what}: {} ({len} bytes)", shown(path));
     }
@@ -109,7 +139,9 @@ fn check_kernel(path: &PathBuf) -> Result<()> {
     });
     match parsed {
         Ok(Ok((None, _))) => Ok(()),
-        Ok(Ok((Some(addr), _))) => bail!("{}: linked at {addr:#x}, must be relocatable", shown(path)),
+        Ok(Ok((Some(addr), _))) => {
+            bail!("{}: linked at {addr:#x}, must be relocatable", shown(path))
+        }
         Ok(Err(e)) => bail!("{}: {e}", shown(path)),
         Err(_) => bail!("{}: malformed ELF", shown(path)),
     }

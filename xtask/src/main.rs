@@ -20,7 +20,10 @@ use std::time::Duration;
 use util::{out_dir, root, shown};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, run and test the Janus hypervisor")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run and test the Janus hypervisor"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -99,16 +102,36 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
             image::build(&opts)?;
             Ok(true)
         }
-        Cmd::Run { manifest, emulator, timeout, cmdline, build } => {
-            run(manifest, emulator, timeout, cmdline, &build)
-        }
+        Cmd::Run {
+            manifest,
+            emulator,
+            timeout,
+            cmdline,
+            build,
+        } => run(manifest, emulator, timeout, cmdline, &build),
         Cmd::Test(opts) => testsuite::test(&opts),
-        Cmd::Iso { manifest, output, cmdline, build } => {
+        Cmd::Iso {
+            manifest,
+            output,
+            cmdline,
+            build,
+        } => {
             let images = image::build(&build)?;
             let staged = stage(manifest, &build)?;
             let out = output.unwrap_or_else(|| out_dir().join("janus.iso"));
-            iso::make(&images.boot, &images.kernel, &staged.modules, &cmdline, &out_dir().join("iso"), &out)?;
-            println!("iso: {} ({} bytes)", shown(&out), std::fs::metadata(&out)?.len());
+            iso::make(
+                &images.boot,
+                &images.kernel,
+                &staged.modules,
+                &cmdline,
+                &out_dir().join("iso"),
+                &out,
+            )?;
+            println!(
+                "iso: {} ({} bytes)",
+                shown(&out),
+                std::fs::metadata(&out)?.len()
+            );
             Ok(true)
         }
         Cmd::Bench { what, .. } if what == "size" => bench_size(),
@@ -133,7 +156,13 @@ fn run(
     let images = image::build(build)?;
     let staged = stage(manifest, build)?;
     for vm in &staged.manifest.vms {
-        println!("xtask: vm {} ({}, {} MiB, {} vCPU)", vm.name, vm.personality.as_str(), vm.memory_mib, vm.vcpus);
+        println!(
+            "xtask: vm {} ({}, {} MiB, {} vCPU)",
+            vm.name,
+            vm.personality.as_str(),
+            vm.memory_mib,
+            vm.vcpus
+        );
     }
     let spec = RunSpec {
         boot: images.boot,
@@ -168,10 +197,19 @@ fn bench_size() -> Result<bool> {
     ];
     let mut default_size = 0;
     for (name, features, no_default) in sets {
-        let opts = BuildOpts { release: true, features, no_default_features: no_default };
+        let opts = BuildOpts {
+            release: true,
+            features,
+            no_default_features: no_default,
+        };
         let images = image::build(&opts)?;
         let stripped = out_dir().join(format!("janus-kernel.{name}.stripped"));
-        util::run(std::process::Command::new("objcopy").arg("--strip-all").arg(&images.kernel).arg(&stripped))?;
+        util::run(
+            std::process::Command::new("objcopy")
+                .arg("--strip-all")
+                .arg(&images.kernel)
+                .arg(&stripped),
+        )?;
         let kernel = std::fs::metadata(&stripped)?.len();
         let boot = std::fs::metadata(&images.boot)?.len();
         println!("size {name}: kernel {kernel} B stripped, janus-boot {boot} B");

@@ -76,7 +76,11 @@ fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result
         bail!("manifest {file}: {}", km::Rule::NoVms.describe());
     }
     if parsed.vm.len() > km::MAX_VMS {
-        bail!("manifest {file}: {} VMs, at most {} are supported", parsed.vm.len(), km::MAX_VMS);
+        bail!(
+            "manifest {file}: {} VMs, at most {} are supported",
+            parsed.vm.len(),
+            km::MAX_VMS
+        );
     }
     if stage_dir.exists() {
         std::fs::remove_dir_all(stage_dir)
@@ -93,15 +97,25 @@ fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result
         let at = format!("manifest {file}: vm[{i}] '{}'", vm.name);
         let bad = |key: &str, why: &str| anyhow!("{at}: key `{key}`: {why}");
         if vm.name.is_empty() || vm.name.len() > km::MAX_NAME - 1 {
-            return Err(bad("name", &format!("must be 1 to {} characters", km::MAX_NAME - 1)));
+            return Err(bad(
+                "name",
+                &format!("must be 1 to {} characters", km::MAX_NAME - 1),
+            ));
         }
-        if !vm.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !vm
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(bad("name", "may hold only letters, digits, '-' and '_'"));
         }
         let personality = Personality::parse(&vm.personality)
             .ok_or_else(|| bad("personality", "must be one of xen, hyperv, none"))?;
         if vm.cmdline.len() > km::MAX_CMDLINE {
-            return Err(bad("cmdline", &format!("longer than {} bytes", km::MAX_CMDLINE)));
+            return Err(bad(
+                "cmdline",
+                &format!("longer than {} bytes", km::MAX_CMDLINE),
+            ));
         }
         let mut stage = |key: &str, rel: &str, kinds: &[FileKind]| -> Result<String> {
             let src = base.join(rel);
@@ -111,7 +125,10 @@ fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result
                 return Err(bad(key, &format!("{} is empty", shown(&src))));
             }
             if !kinds.is_empty() && !kinds.contains(&file_kind(&bytes)) {
-                return Err(bad(key, &format!("{} is neither an ELF nor a Linux bzImage", shown(&src))));
+                return Err(bad(
+                    key,
+                    &format!("{} is neither an ELF nor a Linux bzImage", shown(&src)),
+                ));
             }
             let canon = src.canonicalize().unwrap_or(src.clone());
             if let Some(name) = staged_by_source.get(&canon) {
@@ -127,17 +144,36 @@ fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result
             Ok(name)
         };
         let kernel = stage("kernel", &vm.kernel, &[FileKind::Elf, FileKind::BzImage])?;
-        let initrd = vm.initrd.as_deref().map(|p| stage("initrd", p, &[])).transpose()?;
+        let initrd = vm
+            .initrd
+            .as_deref()
+            .map(|p| stage("initrd", p, &[]))
+            .transpose()?;
         let spec = VmSpec {
-            name: vm.name.as_str().try_into().map_err(|_| bad("name", "too long"))?,
+            name: vm
+                .name
+                .as_str()
+                .try_into()
+                .map_err(|_| bad("name", "too long"))?,
             personality,
             memory_mib: vm.memory_mib,
             vcpus: vm.vcpus,
-            kernel: kernel.as_str().try_into().map_err(|_| bad("kernel", "staged name too long"))?,
+            kernel: kernel
+                .as_str()
+                .try_into()
+                .map_err(|_| bad("kernel", "staged name too long"))?,
             initrd: initrd
-                .map(|n| n.as_str().try_into().map_err(|_| bad("initrd", "staged name too long")))
+                .map(|n| {
+                    n.as_str()
+                        .try_into()
+                        .map_err(|_| bad("initrd", "staged name too long"))
+                })
                 .transpose()?,
-            cmdline: vm.cmdline.as_str().try_into().map_err(|_| bad("cmdline", "too long"))?,
+            cmdline: vm
+                .cmdline
+                .as_str()
+                .try_into()
+                .map_err(|_| bad("cmdline", "too long"))?,
         };
         if let Err(rule) = spec.check() {
             let key = match rule {
@@ -146,31 +182,53 @@ fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result
                 km::Rule::EmptyKernel => "kernel",
                 _ => "name",
             };
-            return Err(bad(key, rule.describe().split(": ").last().unwrap_or("invalid")));
+            return Err(bad(
+                key,
+                rule.describe().split(": ").last().unwrap_or("invalid"),
+            ));
         }
         if manifest.vms.iter().any(|other| other.name == spec.name) {
             return Err(bad("name", km::Rule::DuplicateName.describe()));
         }
         guest_memory_mib += u64::from(spec.memory_mib);
         max_vcpus = max_vcpus.max(spec.vcpus);
-        manifest.vms.push(spec).map_err(|_| anyhow!("{at}: too many VMs"))?;
+        manifest
+            .vms
+            .push(spec)
+            .map_err(|_| anyhow!("{at}: too many VMs"))?;
     }
 
     let mut buf = vec![0u8; km::MAX_ENCODED];
-    let encoded = manifest.encode(&mut buf).map_err(|e| anyhow!("manifest {file}: cannot encode: {e}"))?;
+    let encoded = manifest
+        .encode(&mut buf)
+        .map_err(|e| anyhow!("manifest {file}: cannot encode: {e}"))?;
     let bin = stage_dir.join(km::MODULE_NAME);
     std::fs::write(&bin, encoded).with_context(|| format!("cannot write {}", shown(&bin)))?;
     modules.push((bin, km::MODULE_NAME.to_string()));
-    Ok(Staged { modules, manifest, guest_memory_mib, max_vcpus })
+    Ok(Staged {
+        modules,
+        manifest,
+        guest_memory_mib,
+        max_vcpus,
+    })
 }
 
 /// A module name every loader passes through intact: `vmI-KEY-basename`, restricted to
 /// [A-Za-z0-9._-] and to the kernel's name bound.
 fn module_name(vm: usize, key: &str, src: &Path) -> String {
-    let base = src.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = src
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let clean: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut name = format!("vm{vm}-{key}-{clean}");
     name.truncate(km::MAX_FILE);
@@ -185,7 +243,8 @@ mod tests {
 
     impl Scratch {
         fn new(tag: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!("janus-xtask-{tag}-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("janus-xtask-{tag}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("guest.elf"), b"\x7fELF\x02\x01\x01rest").unwrap();
@@ -229,7 +288,14 @@ kernel = "guest.elf"
         let s = Scratch::new("good");
         let staged = s.manifest(GOOD).unwrap();
         let names: Vec<_> = staged.modules.iter().map(|(_, n)| n.as_str()).collect();
-        assert_eq!(names, ["vm0-kernel-guest.elf", "vm0-initrd-initrd.cpio", "manifest.bin"]);
+        assert_eq!(
+            names,
+            [
+                "vm0-kernel-guest.elf",
+                "vm0-initrd-initrd.cpio",
+                "manifest.bin"
+            ]
+        );
         assert_eq!(staged.guest_memory_mib, 384);
         assert_eq!(staged.max_vcpus, 2);
         let bytes = std::fs::read(&staged.modules[2].0).unwrap();
@@ -250,22 +316,52 @@ kernel = "guest.elf"
         let base = "[[vm]]\nname = \"a\"\npersonality = \"xen\"\nmemory_mib = 64\nkernel = \"guest.elf\"\n";
         let cases: &[(&str, &[&str])] = &[
             ("", &["m.toml", "no [[vm]]"]),
-            (&base.replace("64", "0"), &["vm[0] 'a'", "`memory_mib`", "between 1 and 65536"]),
-            (&format!("{base}vcpus = 9\n"), &["`vcpus`", "between 1 and 8"]),
-            (&base.replace("xen", "kvm"), &["`personality`", "xen, hyperv, none"]),
-            (&base.replace("guest.elf", "missing.elf"), &["`kernel`", "cannot read", "missing.elf"]),
-            (&base.replace("guest.elf", "notes.txt"), &["`kernel`", "neither an ELF nor a Linux bzImage"]),
-            (&base.replace("\"a\"", "\"a b\""), &["`name`", "letters, digits"]),
-            (&format!("{base}memroy = 1\n"), &["m.toml", "unknown field `memroy`"]),
-            (&base.replace("kernel = \"guest.elf\"\n", ""), &["m.toml", "missing field `kernel`"]),
-            (&format!("{base}{base}"), &["vm[1] 'a'", "`name`", "used by another VM"]),
+            (
+                &base.replace("64", "0"),
+                &["vm[0] 'a'", "`memory_mib`", "between 1 and 65536"],
+            ),
+            (
+                &format!("{base}vcpus = 9\n"),
+                &["`vcpus`", "between 1 and 8"],
+            ),
+            (
+                &base.replace("xen", "kvm"),
+                &["`personality`", "xen, hyperv, none"],
+            ),
+            (
+                &base.replace("guest.elf", "missing.elf"),
+                &["`kernel`", "cannot read", "missing.elf"],
+            ),
+            (
+                &base.replace("guest.elf", "notes.txt"),
+                &["`kernel`", "neither an ELF nor a Linux bzImage"],
+            ),
+            (
+                &base.replace("\"a\"", "\"a b\""),
+                &["`name`", "letters, digits"],
+            ),
+            (
+                &format!("{base}memroy = 1\n"),
+                &["m.toml", "unknown field `memroy`"],
+            ),
+            (
+                &base.replace("kernel = \"guest.elf\"\n", ""),
+                &["m.toml", "missing field `kernel`"],
+            ),
+            (
+                &format!("{base}{base}"),
+                &["vm[1] 'a'", "`name`", "used by another VM"],
+            ),
             (&base.replace("64", "-1"), &["m.toml", "memory_mib"]),
             ("[[vm]\n", &["m.toml"]),
         ];
         for (body, wants) in cases {
             let e = error_of(body);
             for w in *wants {
-                assert!(e.contains(w), "error {e:?} lacks {w:?} for manifest:\n{body}");
+                assert!(
+                    e.contains(w),
+                    "error {e:?} lacks {w:?} for manifest:\n{body}"
+                );
             }
         }
     }

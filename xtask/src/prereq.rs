@@ -13,26 +13,56 @@ pub struct Tool {
     pub packages: &'static [&'static str],
 }
 
-pub const QEMU: Tool = Tool { binary: "qemu-system-x86_64", packages: &["qemu-system-x86"] };
-pub const QEMU_IMG: Tool = Tool { binary: "qemu-img", packages: &["qemu-utils"] };
-pub const BOCHS: Tool = Tool { binary: "bochs", packages: &["bochs", "bochsbios", "vgabios", "bochs-term"] };
-pub const GRUB_ISO: Tool =
-    Tool { binary: "grub-mkrescue", packages: &["grub-pc-bin", "grub-common", "xorriso", "mtools"] };
-pub const XORRISO: Tool = Tool { binary: "xorriso", packages: &["xorriso"] };
-pub const MFORMAT: Tool = Tool { binary: "mformat", packages: &["mtools"] };
-pub const OBJCOPY: Tool = Tool { binary: "objcopy", packages: &["binutils"] };
+pub const QEMU: Tool = Tool {
+    binary: "qemu-system-x86_64",
+    packages: &["qemu-system-x86"],
+};
+pub const QEMU_IMG: Tool = Tool {
+    binary: "qemu-img",
+    packages: &["qemu-utils"],
+};
+pub const BOCHS: Tool = Tool {
+    binary: "bochs",
+    packages: &["bochs", "bochsbios", "vgabios", "bochs-term"],
+};
+pub const GRUB_ISO: Tool = Tool {
+    binary: "grub-mkrescue",
+    packages: &["grub-pc-bin", "grub-common", "xorriso", "mtools"],
+};
+pub const XORRISO: Tool = Tool {
+    binary: "xorriso",
+    packages: &["xorriso"],
+};
+pub const MFORMAT: Tool = Tool {
+    binary: "mformat",
+    packages: &["mtools"],
+};
+pub const OBJCOPY: Tool = Tool {
+    binary: "objcopy",
+    packages: &["binutils"],
+};
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 pub fn rust_target() -> Result<()> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     match out {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET) => Ok(()),
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) =>
+        {
+            Ok(())
+        }
         Ok(_) => {
             eprintln!("xtask: installing the {TARGET} Rust target");
             run(Command::new("rustup").args(["target", "add", TARGET]))
         }
-        Err(_) => bail!("rustup is not installed: add the Rust target with `rustup target add {TARGET}`"),
+        Err(_) => {
+            bail!("rustup is not installed: add the Rust target with `rustup target add {TARGET}`")
+        }
     }
 }
 
@@ -59,7 +89,8 @@ pub fn tools(tools: &[&Tool]) -> Result<()> {
         let _ = run(Command::new("apt-get").args(["update", "-q"]));
     }
     let mut cmd = Command::new("apt-get");
-    cmd.args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing);
+    cmd.args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing);
     cmd.env("DEBIAN_FRONTEND", "noninteractive");
     run(&mut cmd)
 }
@@ -70,5 +101,8 @@ fn grub_pc_present() -> bool {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }

@@ -18,12 +18,17 @@ pub fn out_dir() -> PathBuf {
 /// A path as the user should see it: relative to the workspace root when inside it.
 pub fn shown(path: &Path) -> String {
     let root = root();
-    path.strip_prefix(&root).unwrap_or(path).display().to_string()
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// Runs `cmd` to completion with inherited stdio; an error names the command.
 pub fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {}", describe(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", describe(cmd)))?;
     if !status.success() {
         bail!("{} failed with {status}", describe(cmd));
     }

@@ -57,7 +57,14 @@ pub fn run(emulator: Emulator, spec: &RunSpec) -> Result<Outcome> {
     });
     std::fs::create_dir_all(&dir)?;
     let iso = dir.join("janus.iso");
-    crate::iso::make(&spec.boot, &spec.kernel, &spec.modules, &spec.cmdline, &dir.join("iso"), &iso)?;
+    crate::iso::make(
+        &spec.boot,
+        &spec.kernel,
+        &spec.modules,
+        &spec.cmdline,
+        &dir.join("iso"),
+        &iso,
+    )?;
     for f in ["com1.txt", "com2.bin", "bochs.log"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
@@ -66,7 +73,12 @@ pub fn run(emulator: Emulator, spec: &RunSpec) -> Result<Outcome> {
     let cont = dir.join("continue.rc");
     std::fs::write(&cont, "c\nquit\n")?;
     if spec.echo {
-        eprintln!("xtask: bochs -q -f {} -rc {} ({} model)", shown(&rc), shown(&cont), model(emulator));
+        eprintln!(
+            "xtask: bochs -q -f {} -rc {} ({} model)",
+            shown(&rc),
+            shown(&cont),
+            model(emulator)
+        );
     }
     let console = File::create(dir.join("bochs.out"))?;
     let mut child = Command::new(prereq::BOCHS.binary)
@@ -110,7 +122,11 @@ pub fn run(emulator: Emulator, spec: &RunSpec) -> Result<Outcome> {
     let defmt = defmt.lock().map(|l| l.clone()).unwrap_or_default();
     let (frames, _) = split_frames(&com2);
     if frames.len() != defmt.len() && spec.echo {
-        eprintln!("xtask: COM2 held {} frames, {} decoded", frames.len(), defmt.len());
+        eprintln!(
+            "xtask: COM2 held {} frames, {} decoded",
+            frames.len(),
+            defmt.len()
+        );
     }
 
     let exit = match status.map(|s| s.code()) {
@@ -122,7 +138,11 @@ pub fn run(emulator: Emulator, spec: &RunSpec) -> Result<Outcome> {
         )),
     };
     let verdict = judge(exit, &com1);
-    Ok(Outcome { verdict, com1, defmt })
+    Ok(Outcome {
+        verdict,
+        com1,
+        defmt,
+    })
 }
 
 /// Follows a file Bochs appends to, echoing new bytes; returns everything read.

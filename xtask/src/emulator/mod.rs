@@ -52,7 +52,9 @@ pub fn judge(exit_said_pass: Result<(), String>, com1: &str) -> Result<(), Strin
     if com1.lines().any(|l| l.trim_end() == COMPLETION_LINE) {
         Ok(())
     } else {
-        Err(format!("the exit device said pass but COM1 lacks '{COMPLETION_LINE}'"))
+        Err(format!(
+            "the exit device said pass but COM1 lacks '{COMPLETION_LINE}'"
+        ))
     }
 }
 

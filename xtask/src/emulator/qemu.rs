@@ -28,12 +28,25 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
     }
     let mut cmd = Command::new(prereq::QEMU.binary);
     cmd.args(["-machine", "q35", "-cpu", "max", "-accel", "tcg"])
-        .args(["-m", &spec.memory_mib.to_string(), "-smp", &spec.cpus.to_string()])
+        .args([
+            "-m",
+            &spec.memory_mib.to_string(),
+            "-smp",
+            &spec.cpus.to_string(),
+        ])
         .args(["-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .args(["-chardev", "stdio,id=com1,signal=off", "-serial", "chardev:com1"])
+        .args([
+            "-chardev",
+            "stdio,id=com1,signal=off",
+            "-serial",
+            "chardev:com1",
+        ])
         .arg("-chardev")
-        .arg(format!("socket,id=com2,path={},server=on,wait=on", socket.display()))
+        .arg(format!(
+            "socket,id=com2,path={},server=on,wait=on",
+            socket.display()
+        ))
         .args(["-serial", "chardev:com2"])
         .arg("-kernel")
         .arg(&spec.boot)
@@ -124,18 +137,27 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     }
     let _ = std::fs::remove_file(&socket);
 
-    let com1 = String::from_utf8_lossy(&com1.lock().map(|c| c.clone()).unwrap_or_default()).into_owned();
+    let com1 =
+        String::from_utf8_lossy(&com1.lock().map(|c| c.clone()).unwrap_or_default()).into_owned();
     let exit = match status.map(|s| s.code()) {
         None => Err(format!("timeout after {} s", spec.timeout.as_secs())),
         Some(Some(PASS_STATUS)) => Ok(()),
         Some(Some(FAIL_STATUS)) => Err("the hypervisor reported failure (exit status 35)".into()),
         Some(Some(code)) => Err(format!(
             "QEMU exited with status {code} (a triple fault or reset ends the run with 0){}",
-            if qemu_err.trim().is_empty() { String::new() } else { format!(": {}", qemu_err.trim()) }
+            if qemu_err.trim().is_empty() {
+                String::new()
+            } else {
+                format!(": {}", qemu_err.trim())
+            }
         )),
         Some(None) => Err("QEMU was killed by a signal".into()),
     };
     let verdict = judge(exit, &com1);
     let defmt = defmt_lines.lock().map(|l| l.clone()).unwrap_or_default();
-    Ok(Outcome { verdict, com1, defmt })
+    Ok(Outcome {
+        verdict,
+        com1,
+        defmt,
+    })
 }
