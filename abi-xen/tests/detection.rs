@@ -79,7 +79,7 @@ fn hypercall_msr_refuses_bad_values() {
     let mut e = Env::new();
     let v = e.view(0);
     // A page index other than 0, a page outside RAM, an overflowing address.
-    for bad in [0x5001, RAM as u64, u64::MAX & !0xfff] {
+    for bad in [0x5001, RAM as u64, !0xfffu64] {
         assert_eq!(
             e.xen.wrmsr(&v, 0x4000_0000, bad, &mut e.mem, &mut e.host),
             Err(Event::GP0),
