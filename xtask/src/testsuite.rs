@@ -47,23 +47,77 @@ const BANNER: &[&str] = &[
     "tsc: ",
     "apic: ",
     "modules: ",
-    "vm probe: personality none",
+    "smp: 2 pCPU(s) online",
+];
+/// The demo's probe VM: every check passed, its vCPUs ran, it powered itself off.
+const PROBE_OK: &[&str] = &[
+    "vm probe: personality none, 32 MiB, 2 vCPU(s)",
+    "[probe] probe: check smp-aps-started ... ok",
+    "[probe] probe: check every-vcpu-made-progress ... ok",
+    "[probe] probe: 17 passed, 0 failed",
+    "[probe] probe: verdict: PASS",
+    "vm probe: stopped: powered off",
+    "janus: all VMs have stopped",
 ];
 
 fn cases(inject_failure: bool) -> Vec<Case> {
+    let probe = |name, emulator, com1: &'static [&'static str]| Case {
+        name,
+        emulator,
+        manifest: "manifests/demo.toml",
+        cmdline: "",
+        pass: true,
+        com1,
+        defmt: &[
+            "info janus 0.1.0: host timer running",
+            "info manifest: 1 VM(s) accepted",
+            "info vm stopped after",
+        ],
+        timeout_s: 300,
+    };
     let mut v = vec![
+        probe(
+            "qemu-svm-probe",
+            Emulator::Qemu,
+            &["virtualization: AMD SVM", "NPT yes", "NRIP save no"],
+        ),
         Case {
-            name: "qemu-svm-boot",
+            name: "qemu-svm-three-vms-on-two-pcpus",
             emulator: Emulator::Qemu,
-            manifest: "manifests/demo.toml",
+            manifest: "manifests/smp3.toml",
             cmdline: "",
             pass: true,
-            com1: &["virtualization: AMD SVM", "NPT yes"],
-            defmt: &[
-                "info janus 0.1.0: host timer running",
-                "info manifest: 1 VM(s) accepted",
+            com1: &[
+                "[alpha] probe: check every-vcpu-made-progress ... ok",
+                "[beta] probe: check every-vcpu-made-progress ... ok",
+                "[gamma] probe: check every-vcpu-made-progress ... ok",
+                "[alpha] probe: verdict: PASS",
+                "[beta] probe: verdict: PASS",
+                "[gamma] probe: verdict: PASS",
+                "vm alpha: stopped: powered off",
+                "vm beta: stopped: powered off",
+                "vm gamma: stopped: powered off",
+                "vm alpha: ",
+                " exits:",
+                "  io ",
             ],
-            timeout_s: 60,
+            defmt: &[],
+            timeout_s: 300,
+        },
+        Case {
+            name: "qemu-svm-triple-fault-stops-one-vm",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/triple-fault.toml",
+            cmdline: "",
+            pass: true,
+            com1: &[
+                "[crasher] probe: triple faulting on purpose",
+                "vm crasher: stopped: triple fault on vCPU 0",
+                "[survivor] probe: verdict: PASS",
+                "vm survivor: stopped: powered off",
+            ],
+            defmt: &[],
+            timeout_s: 300,
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -85,20 +139,20 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             defmt: &[],
             timeout_s: 60,
         },
-        Case {
-            name: "bochs-vmx-boot",
-            emulator: Emulator::Bochs,
-            manifest: "manifests/demo.toml",
-            cmdline: "",
-            pass: true,
-            com1: &[
+        probe(
+            "bochs-vmx-probe",
+            Emulator::Bochs,
+            &[
                 "virtualization: Intel VMX",
                 "EPT yes",
                 "unrestricted guest yes",
             ],
-            defmt: &["info janus 0.1.0: host timer running"],
-            timeout_s: 240,
-        },
+        ),
+        probe(
+            "bochs-svm-probe",
+            Emulator::BochsSvm,
+            &["virtualization: AMD SVM", "NRIP save yes"],
+        ),
     ];
     if inject_failure {
         v.push(Case {
@@ -213,7 +267,17 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         _ => {}
     }
     let com1: Vec<&str> = if case.pass {
-        BANNER.iter().chain(case.com1).copied().collect()
+        let probe = if case.manifest.ends_with("demo.toml") {
+            PROBE_OK
+        } else {
+            &[]
+        };
+        BANNER
+            .iter()
+            .chain(probe)
+            .chain(case.com1)
+            .copied()
+            .collect()
     } else {
         case.com1.to_vec()
     };

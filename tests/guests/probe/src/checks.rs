@@ -17,6 +17,7 @@ const UNBACKED: u64 = 0xB000_0000;
 static PASSED: AtomicU32 = AtomicU32::new(0);
 static FAILED: AtomicU32 = AtomicU32::new(0);
 static APS_UP: AtomicU32 = AtomicU32::new(0);
+static APS_DONE: AtomicU32 = AtomicU32::new(0);
 static SPIN_MS: AtomicU64 = AtomicU64::new(0);
 static SPIN_UNTIL: AtomicU64 = AtomicU64::new(0);
 static COUNTERS: [AtomicU64; arch::MAX_VCPUS] = [const { AtomicU64::new(0) }; arch::MAX_VCPUS];
@@ -233,9 +234,7 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     if opts.spin_ms > 0 {
         spin(0);
         let t0 = arch::rdtsc();
-        while APS_UP.load(Ordering::Acquire) < 2 * (vcpus - 1)
-            && arch::rdtsc() - t0 < 50_000_000_000
-        {
+        while APS_DONE.load(Ordering::Acquire) < vcpus - 1 && arch::rdtsc() - t0 < 50_000_000_000 {
             core::hint::spin_loop();
         }
         let counts: [u64; arch::MAX_VCPUS] =
@@ -284,9 +283,7 @@ extern "C" fn probe_ap_main(id: u32) -> ! {
     say!("vCPU {} up", id);
     APS_UP.fetch_add(1, Ordering::AcqRel);
     spin((id as usize).min(arch::MAX_VCPUS - 1));
-    if SPIN_MS.load(Ordering::Acquire) > 0 {
-        APS_UP.fetch_add(1, Ordering::AcqRel);
-    }
+    APS_DONE.fetch_add(1, Ordering::AcqRel);
     loop {
         arch::sti_hlt();
     }
