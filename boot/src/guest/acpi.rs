@@ -303,7 +303,7 @@ const _: () = {
     assert!(size_of::<MadtIoApic>() == 12);
     assert!(size_of::<MadtLocalX2Apic>() == 16);
     // The RSDP sits where a legacy BIOS-area scan finds it.
-    assert!(ACPI_START % 16 == 0 && ACPI_START >= 0xE_0000 && ACPI_END <= 0x10_0000);
+    assert!(ACPI_START.is_multiple_of(16) && ACPI_START >= 0xE_0000 && ACPI_END <= 0x10_0000);
     // The largest MADT fits with everything else.
     assert!(
         (ACPI_START + 0x1000) + (44 + 12 + MAX_MADT_ENTRY * layout::MAX_VCPUS as usize) as u64

@@ -186,10 +186,10 @@ fn pvh_entry<F: FileHeader<Endian = Endianness>>(
 ) -> Result<Option<u32>, GuestLoadError> {
     let malformed = |why| move |_| GuestLoadError::MalformedElf(why);
     for ph in phdrs {
-        if let Some(mut notes) = ph.notes(endian, data).map_err(malformed(BAD_NOTES))? {
-            if let Some(entry) = find_entry::<F>(&mut notes, endian)? {
-                return Ok(Some(entry));
-            }
+        if let Some(mut notes) = ph.notes(endian, data).map_err(malformed(BAD_NOTES))?
+            && let Some(entry) = find_entry::<F>(&mut notes, endian)?
+        {
+            return Ok(Some(entry));
         }
     }
     let sections = hdr
@@ -199,10 +199,10 @@ fn pvh_entry<F: FileHeader<Endian = Endianness>>(
         if sh.sh_type(endian) != SHT_NOTE {
             continue;
         }
-        if let Some(mut notes) = sh.notes(endian, data).map_err(malformed(BAD_NOTES))? {
-            if let Some(entry) = find_entry::<F>(&mut notes, endian)? {
-                return Ok(Some(entry));
-            }
+        if let Some(mut notes) = sh.notes(endian, data).map_err(malformed(BAD_NOTES))?
+            && let Some(entry) = find_entry::<F>(&mut notes, endian)?
+        {
+            return Ok(Some(entry));
         }
     }
     Ok(None)

@@ -80,7 +80,7 @@ pub const MAX_VCPUS: u32 = 256;
 pub const INITRD_ALIGN: u64 = PAGE;
 
 const _: () = {
-    assert!(CMDLINE + CMDLINE_MAX as u64 + 1 <= BOOT_DATA_END);
+    assert!(CMDLINE + (CMDLINE_MAX as u64) < BOOT_DATA_END);
     assert!(BOOT_DATA_END <= LOW_RAM_END);
     assert!(LOW_RAM_END <= ACPI_START && ACPI_END == HIGH_RAM_START);
     assert!(MAX_RAM <= IOAPIC_BASE && IOAPIC_BASE < LAPIC_BASE);
@@ -174,7 +174,7 @@ impl VmLayout {
                 max: MAX_RAM,
             });
         }
-        if ram_size % PAGE != 0 {
+        if !ram_size.is_multiple_of(PAGE) {
             return Err(GuestLoadError::RamNotPageAligned { size: ram_size });
         }
         if vcpus == 0 || vcpus > MAX_VCPUS {
@@ -289,7 +289,7 @@ pub(crate) fn write_cmdline<M: GuestMemory + ?Sized>(
 pub const fn align_up(v: u64, a: u64) -> u64 {
     match v.checked_add(a - 1) {
         Some(x) => x & !(a - 1),
-        None => u64::MAX & !(a - 1),
+        None => !(a - 1),
     }
 }
 
