@@ -64,7 +64,10 @@ pub(crate) fn drain_ring(x: &Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
     let Some(pfn) = x.cfg.console_pfn else {
         return;
     };
-    let Some(ring) = pfn.checked_mul(0x1000) else {
+    let Some(ring) = pfn
+        .checked_mul(0x1000)
+        .filter(|r| r.checked_add(0x1000).is_some())
+    else {
         return;
     };
     let (Ok(mut cons), Ok(prod)) = (mem.read_u32(ring + OUT_CONS), mem.read_u32(ring + OUT_PROD))

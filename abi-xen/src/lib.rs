@@ -4,10 +4,12 @@
 //! timers, SCHEDOP, the PV console) and nothing it does not really implement: every other
 //! request answers `-ENOSYS` and is counted so the kernel can log it once.
 //!
-//! Driving it (see the crate README section in the report, and [`Xen`]):
-//! `Xen::new(Config::new(insn))`, then route CPUID/RDMSR/WRMSR/VMCALL/VMMCALL/port I/O and
-//! timer expiries through [`vcpu::personality::Personality`], and drain
-//! [`Xen::take_unimplemented`] after exits to log first-seen unimplemented calls.
+//! Driving it: `Xen::new(Config::new(insn))` per VM, then route CPUID 0x4000_00xx,
+//! RDMSR/WRMSR, VMCALL/VMMCALL, unclaimed port I/O and host-timer expiries through
+//! [`vcpu::personality::Personality`]; block a vCPU on [`Action::Block`] until
+//! `has_pending_work` (or a kick); drain [`Xen::take_unimplemented`] after exits to log each
+//! first-seen unimplemented call once. The kernel's [`Host`] should override the atomic
+//! guest-word updates for SMP guests.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

@@ -116,7 +116,7 @@ fn register_vcpu_info(x: &mut Xen, cx: &mut Cx<'_>, vcpu: u32, arg: u64) -> Resu
     }
     let gpa = gfn
         .checked_mul(PAGE_SIZE)
-        .map(|g| g + offset)
+        .and_then(|g| g.checked_add(offset))
         .filter(|g| {
             g.checked_add(VCPU_INFO_SIZE)
                 .is_some_and(|e| e <= cx.mem.size())
