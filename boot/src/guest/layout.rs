@@ -54,12 +54,10 @@ pub const HIGH_RAM_START: u64 = 0x10_0000;
 pub const MMIO_HOLE_START: u64 = 0xC000_0000;
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
-/// Xen's "special pages" (`0xFF000 - 8 + n` pfns): console ring at pfn 0xFEFFF, xenstore at
-/// 0xFEFFC. Outside RAM, typed reserved in the PVH map so Linux never claims them.
-pub const XEN_SPECIAL_PAGES: GuestRange = GuestRange {
-    start: 0xFEFF_8000,
-    end: 0xFF00_0000,
-};
+/// Pages at the top of RAM the hypervisor keeps for itself (Xen's console and xenstore
+/// rings): reserved in every memory map, never given to the kernel or the initrd. Inside RAM
+/// so that the personality reaches them through ordinary guest-memory access.
+pub const HV_PAGES: u64 = 8;
 /// Guest-physical pages that must stay unmapped in the nested page tables so that accesses
 /// exit to the platform's device models.
 pub const UNMAPPED_MMIO: [GuestRange; 2] = [
@@ -84,8 +82,7 @@ const _: () = {
     assert!(BOOT_DATA_END <= LOW_RAM_END);
     assert!(LOW_RAM_END <= ACPI_START && ACPI_END == HIGH_RAM_START);
     assert!(MAX_RAM <= IOAPIC_BASE && IOAPIC_BASE < LAPIC_BASE);
-    assert!(MAX_RAM <= XEN_SPECIAL_PAGES.start);
-    assert!(MIN_RAM > HIGH_RAM_START);
+    assert!(MIN_RAM > HIGH_RAM_START + HV_PAGES * PAGE);
 };
 
 /// The APIC ID (and ACPI processor UID) of vCPU `index`. The kernel's virtual x2APIC, CPUID
@@ -186,8 +183,17 @@ impl VmLayout {
         Ok(VmLayout { ram_size, vcpus })
     }
 
+    /// End of the RAM the guest may use: the hypervisor pages are above it.
     pub const fn ram_end(&self) -> u64 {
-        self.ram_size
+        self.ram_size - HV_PAGES * PAGE
+    }
+
+    /// The hypervisor's pages at the top of RAM (see [`HV_PAGES`]).
+    pub const fn hv_pages(&self) -> GuestRange {
+        GuestRange {
+            start: self.ram_end(),
+            end: self.ram_size,
+        }
     }
 
     pub const fn vcpus(&self) -> u32 {
@@ -198,12 +204,13 @@ impl VmLayout {
     pub const fn kernel_window(&self) -> GuestRange {
         GuestRange {
             start: HIGH_RAM_START,
-            end: self.ram_size,
+            end: self.ram_end(),
         }
     }
 
-    /// The e820 / PVH memory map. `xen` adds the Xen special pages as reserved.
-    pub fn memory_map(&self, xen: bool) -> MemoryMap {
+    /// The e820 / PVH memory map; the hypervisor pages are reserved in both (`_xen` is kept
+    /// for callers that distinguish the two maps).
+    pub fn memory_map(&self, _xen: bool) -> MemoryMap {
         let r = |start, end, kind| MemRegion {
             range: GuestRange { start, end },
             kind,
@@ -213,18 +220,11 @@ impl VmLayout {
                 r(0, LOW_RAM_END, MemType::Ram),
                 r(LOW_RAM_END, ACPI_START, MemType::Reserved),
                 r(ACPI_START, ACPI_END, MemType::Acpi),
-                r(HIGH_RAM_START, self.ram_size, MemType::Ram),
-                r(
-                    XEN_SPECIAL_PAGES.start,
-                    XEN_SPECIAL_PAGES.end,
-                    MemType::Reserved,
-                ),
+                r(HIGH_RAM_START, self.ram_end(), MemType::Ram),
+                r(self.ram_end(), self.ram_size, MemType::Reserved),
             ],
-            len: 4,
+            len: 5,
         };
-        if xen {
-            map.len = 5;
-        }
         map
     }
 
@@ -240,7 +240,7 @@ impl VmLayout {
         if size == 0 {
             return Ok(None);
         }
-        let top = limit_end.min(self.ram_size);
+        let top = limit_end.min(self.ram_end());
         let lowest = align_up(lowest.max(HIGH_RAM_START), INITRD_ALIGN);
         let room = top.saturating_sub(lowest);
         if size > room {

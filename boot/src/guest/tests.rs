@@ -136,7 +136,7 @@ fn memory_map_is_sorted_disjoint_and_typed() {
     for xen in [false, true] {
         let map = l.memory_map(xen);
         let regions = map.as_slice();
-        assert_eq!(regions.len(), if xen { 5 } else { 4 });
+        assert_eq!(regions.len(), 5);
         for w in regions.windows(2) {
             assert!(w[0].range.end <= w[1].range.start, "{w:?}");
         }
@@ -161,10 +161,12 @@ fn memory_map_is_sorted_disjoint_and_typed() {
             regions[3].range,
             GuestRange {
                 start: MIB,
-                end: 256 * MIB
+                end: 256 * MIB - layout::HV_PAGES * layout::PAGE
             }
         );
         assert_eq!(regions[3].kind, MemType::Ram);
+        assert_eq!(regions[4].range, l.hv_pages());
+        assert_eq!(regions[4].kind, MemType::Reserved);
         // Nothing the map calls RAM may cover the MMIO pages that must stay unmapped.
         for r in regions.iter().filter(|r| r.kind == MemType::Ram) {
             for mmio in layout::UNMAPPED_MMIO {
@@ -181,10 +183,7 @@ fn memory_map_is_sorted_disjoint_and_typed() {
             end: layout::BOOT_DATA_END
         }));
     }
-    assert_eq!(
-        l.memory_map(true).as_slice()[4].range,
-        layout::XEN_SPECIAL_PAGES
-    );
+    assert_eq!(l.hv_pages().end, 256 * MIB);
 }
 
 #[test]
@@ -193,24 +192,22 @@ fn initrd_goes_to_the_top_aligned() {
     assert_eq!(l.place_initrd(0, 2 * MIB, u64::MAX), Ok(None));
     assert_eq!(
         l.place_initrd(0x1234, 2 * MIB, u64::MAX),
-        Ok(Some(64 * MIB - 0x2000))
+        Ok(Some(l.ram_end() - 0x2000))
     );
     assert_eq!(l.place_initrd(MIB, 2 * MIB, 32 * MIB), Ok(Some(31 * MIB)));
     // Exactly the room between the kernel's end and the top.
+    let room = l.ram_end() - 2 * MIB;
+    assert_eq!(l.place_initrd(room, 2 * MIB, u64::MAX), Ok(Some(2 * MIB)));
     assert_eq!(
-        l.place_initrd(62 * MIB, 2 * MIB, u64::MAX),
-        Ok(Some(2 * MIB))
-    );
-    assert_eq!(
-        l.place_initrd(62 * MIB + 1, 2 * MIB, u64::MAX),
+        l.place_initrd(room + 1, 2 * MIB, u64::MAX),
         Err(GuestLoadError::InitrdTooBig {
-            size: 62 * MIB + 1,
-            max: 62 * MIB
+            size: room + 1,
+            max: room
         })
     );
     // A kernel ending in the middle of a page pushes the floor up to the next page.
     assert_eq!(
-        l.place_initrd(62 * MIB - 0x1000, 2 * MIB + 1, u64::MAX),
+        l.place_initrd(room - 0x1000, 2 * MIB + 1, u64::MAX),
         Ok(Some(2 * MIB + 0x1000))
     );
 }
@@ -299,7 +296,8 @@ fn pvh_boot_end_to_end() {
     let ird = e.initrd.unwrap();
     assert_eq!(ird.start % layout::PAGE, 0);
     assert_eq!(ird.len(), initrd.len() as u64);
-    assert!(ird.end <= 64 * MIB && 64 * MIB - ird.end < layout::PAGE);
+    let top = 64 * MIB - layout::HV_PAGES * layout::PAGE;
+    assert!(ird.end <= top && top - ird.end < layout::PAGE);
     assert_eq!(read(&m, ird.start, initrd.len()), initrd);
 
     // hvm_start_info.
