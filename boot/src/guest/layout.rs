@@ -215,7 +215,7 @@ impl VmLayout {
             range: GuestRange { start, end },
             kind,
         };
-        let mut map = MemoryMap {
+        MemoryMap {
             regions: [
                 r(0, LOW_RAM_END, MemType::Ram),
                 r(LOW_RAM_END, ACPI_START, MemType::Reserved),
@@ -224,8 +224,7 @@ impl VmLayout {
                 r(self.ram_end(), self.ram_size, MemType::Reserved),
             ],
             len: 5,
-        };
-        map
+        }
     }
 
     /// Highest `INITRD_ALIGN`-aligned start for `size` bytes with the end at or below

@@ -48,6 +48,10 @@ const TIMER_TSC_DEADLINE: u32 = 2 << 17;
 /// Interrupt requests posted to a vCPU from anywhere; drained into IRR by its owner.
 pub struct Pending {
     bits: [AtomicU64; 4],
+    /// Vectors whose ABI says the guest does not EOI them (they skip ISR).
+    no_eoi: [AtomicU64; 4],
+    /// Something other than an interrupt wants the vCPU to look again (an ABI event).
+    kicked: AtomicBool,
     init: AtomicBool,
     sipi: AtomicU8,
     sipi_valid: AtomicBool,
@@ -57,6 +61,8 @@ impl Pending {
     pub const fn new() -> Self {
         Self {
             bits: [const { AtomicU64::new(0) }; 4],
+            no_eoi: [const { AtomicU64::new(0) }; 4],
+            kicked: AtomicBool::new(false),
             init: AtomicBool::new(false),
             sipi: AtomicU8::new(0),
             sipi_valid: AtomicBool::new(false),
@@ -65,6 +71,19 @@ impl Pending {
 
     pub fn post(&self, vector: u8) {
         self.bits[usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+    }
+
+    pub fn post_no_eoi(&self, vector: u8) {
+        self.no_eoi[usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+        self.post(vector);
+    }
+
+    pub fn kick(&self) {
+        self.kicked.store(true, Ordering::Release);
+    }
+
+    pub fn take_kick(&self) -> bool {
+        self.kicked.swap(false, Ordering::AcqRel)
     }
 
     pub fn post_init(&self) {
@@ -88,11 +107,15 @@ impl Pending {
 
     pub fn any(&self) -> bool {
         self.bits.iter().any(|w| w.load(Ordering::Acquire) != 0)
+            || self.kicked.load(Ordering::Acquire)
             || self.init.load(Ordering::Acquire)
             || self.sipi_valid.load(Ordering::Acquire)
     }
 
-    fn drain_into(&self, irr: &mut [u64; 4]) {
+    fn drain_into(&self, irr: &mut [u64; 4], no_eoi: &mut [u64; 4]) {
+        for (w, dst) in self.no_eoi.iter().zip(no_eoi.iter_mut()) {
+            *dst |= w.swap(0, Ordering::AcqRel);
+        }
         for (w, dst) in self.bits.iter().zip(irr.iter_mut()) {
             *dst |= w.swap(0, Ordering::AcqRel);
         }
@@ -147,6 +170,7 @@ pub struct VLapic {
     isr: [u64; 4],
     irr: [u64; 4],
     tmr: [u64; 4],
+    no_eoi: [u64; 4],
     timer_div_reg: u32,
     timer_init: u32,
     /// Host TSC when the current count was loaded.
@@ -204,6 +228,7 @@ impl VLapic {
             isr: [0; 4],
             irr: [0; 4],
             tmr: [0; 4],
+            no_eoi: [0; 4],
             timer_div_reg: 0,
             timer_init: 0,
             timer_start: 0,
@@ -295,7 +320,7 @@ impl VLapic {
     /// Folds interrupts posted from elsewhere into IRR.
     pub fn sync(&mut self, pending: &Pending) {
         let mut posted = [0u64; 4];
-        pending.drain_into(&mut posted);
+        pending.drain_into(&mut posted, &mut self.no_eoi);
         for (i, w) in posted.iter().enumerate() {
             let mut w = *w;
             while w != 0 {
@@ -328,15 +353,15 @@ impl VLapic {
         highest(&self.irr).is_some()
     }
 
-    /// The vector was injected: IRR -> ISR.
+    /// The vector was injected: IRR -> ISR, unless its ABI delivers it without an EOI.
     pub fn delivered(&mut self, vector: u8) {
         set_bit(&mut self.irr, vector, false);
-        set_bit(&mut self.isr, vector, true);
-    }
-
-    /// A vector the ABI delivers without EOI (e.g. Xen's upcall vector): IRR cleared only.
-    pub fn delivered_no_eoi(&mut self, vector: u8) {
-        set_bit(&mut self.irr, vector, false);
+        let w = &mut self.no_eoi[usize::from(vector / 64)];
+        if *w & (1 << (vector % 64)) != 0 {
+            *w &= !(1 << (vector % 64));
+        } else {
+            set_bit(&mut self.isr, vector, true);
+        }
     }
 
     pub fn rdmsr(&self, msr: u32, now: u64) -> Result<u64, GpFault> {
@@ -610,6 +635,24 @@ mod tests {
             Ok(1 << 6),
             "illegal vector reported, not queued"
         );
+    }
+
+    #[test]
+    fn no_eoi_vectors_skip_the_isr() {
+        let mut a = apic();
+        let p = Pending::new();
+        p.post_no_eoi(0xF3);
+        a.sync(&p);
+        assert_eq!(a.deliverable(), Some(0xF3));
+        a.delivered(0xF3);
+        assert_eq!(a.rdmsr(reg(REG_ISR0 + 7), 0), Ok(0), "not in service");
+        p.post(0x50);
+        a.sync(&p);
+        assert_eq!(a.deliverable(), Some(0x50), "nothing blocks lower vectors");
+        p.kick();
+        assert!(p.any());
+        assert!(p.take_kick());
+        assert!(!p.any());
     }
 
     #[test]

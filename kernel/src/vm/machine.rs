@@ -11,7 +11,7 @@ use crate::manifest::{Personality, VmSpec};
 use crate::mm::phys::{self, Frames};
 use crate::sched::policy::{CpuQueue, VcpuRef, home_cpu};
 use boot::mbinfo::MachineInfo;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 use vcpu::{
     AnyVcpu, GuestRam, HostTables, InitialState, NestedPageTable, Perm, RamRegion, Vcpu, VcpuConfig,
@@ -94,6 +94,9 @@ pub struct VmInfo {
 
 /// What the vCPUs of a VM share, behind the VM's lock (taken briefly inside exit handling).
 pub struct VmShared {
+    pub face: super::face::Face,
+    /// The personality's console (Xen hvc0), gathered into lines.
+    pub console: super::uart::LineBuf,
     pub uart: Uart,
     pub stats: ExitStats,
     pub stop: Option<StopReason>,
@@ -118,6 +121,10 @@ pub struct VcpuSlot {
     pub home: AtomicU8,
     /// The pCPU currently in guest mode for this vCPU, for kicks.
     pub running_on: AtomicU8,
+    /// The personality's one-shot timer for this vCPU: host ns, 0 = none.
+    pub face_deadline: AtomicU64,
+    /// Started (boot vCPU, or SIPI'd) and not stopped.
+    pub started: AtomicBool,
 }
 
 pub struct VmSlot {
@@ -132,6 +139,8 @@ impl VmSlot {
         Self {
             info: Once::new(),
             shared: Mutex::new(VmShared {
+                face: super::face::Face::None,
+                console: super::uart::LineBuf::new(),
                 uart: Uart::new(),
                 stats: ExitStats::new(),
                 stop: None,
@@ -147,6 +156,8 @@ impl VmSlot {
                     pending: Pending::new(),
                     home: AtomicU8::new(0),
                     running_on: AtomicU8::new(NOT_RUNNING),
+                    face_deadline: AtomicU64::new(0),
+                    started: AtomicBool::new(false),
                 }
             }; MAX_VCPUS],
         }
@@ -200,6 +211,7 @@ pub enum CreateError {
         asids: u32,
     },
     Vcpu(vcpu::Error),
+    Face(&'static str),
 }
 
 impl core::fmt::Display for CreateError {
@@ -222,6 +234,7 @@ impl core::fmt::Display for CreateError {
                 )
             }
             CreateError::Vcpu(e) => write!(f, "vCPU creation failed: {e:?}"),
+            CreateError::Face(why) => write!(f, "personality: {why}"),
         }
     }
 }
@@ -284,14 +297,24 @@ pub fn create(
         None => None,
     };
     let mem = GuestRam::new(ram);
+    let acpi = match spec.personality {
+        Personality::Xen => boot::guest::AcpiOptions::xen(),
+        _ => boot::guest::AcpiOptions::default(),
+    };
     let params = boot::guest::GuestParams {
         vcpus: u32::from(spec.vcpus),
         cmdline: spec.cmdline.as_bytes(),
         kernel: image,
         initrd,
-        acpi: boot::guest::AcpiOptions::default(),
+        acpi,
     };
-    let boot_entry = boot::guest::load_pvh(&mem, &params).map_err(CreateError::Guest)?;
+    // An ELF boots through PVH, a bzImage through the Linux protocol (xtask checked it is one).
+    let boot_entry = if image.starts_with(b"\x7fELF") {
+        boot::guest::load_pvh(&mem, &params)
+    } else {
+        boot::guest::load_linux(&mem, &params)
+    }
+    .map_err(CreateError::Guest)?;
     crate::println!(
         "vm {}: PVH entry {:#x}, start_info {:#x}, RSDP {:#x}, RAM at host {:#x}",
         spec.name,
@@ -302,14 +325,16 @@ pub fn create(
     );
 
     let slot = &VMS[index];
-    slot.info.call_once(|| VmInfo {
+    let info = slot.info.call_once(|| VmInfo {
         name: spec.name.clone(),
         personality: spec.personality,
         ram,
         vcpus: spec.vcpus,
     });
+    let face = make_face(index as u8, slot, info, vendor)?;
     {
         let mut shared = slot.shared.lock();
+        shared.face = face;
         shared.npt = Some(npt);
         shared.void_page = void_page;
         shared.vcpus_left = spec.vcpus;
@@ -350,6 +375,7 @@ pub fn create(
         vcpu.unload();
         let lapic = VLapic::new(u32::from(v), v == 0, crate::arch::tsc::hz(), APIC_BUS_HZ);
         let vs = &slot.vcpus[usize::from(v)];
+        vs.started.store(v == 0, Ordering::Release);
         *vs.cell.lock() = Some(VcpuCell {
             vcpu,
             lapic,
@@ -374,4 +400,60 @@ pub fn create(
     slot.live.store(true, Ordering::Release);
     LIVE_VMS.fetch_add(1, Ordering::AcqRel);
     Ok(())
+}
+
+/// The VM's personality, configured for this host and this VM's memory.
+fn make_face(
+    index: u8,
+    slot: &'static VmSlot,
+    info: &'static VmInfo,
+    vendor: &vcpu::Vendor,
+) -> Result<super::face::Face, CreateError> {
+    let amd = matches!(vendor, vcpu::Vendor::Svm(_));
+    let _ = (index, slot, amd);
+    match info.personality {
+        Personality::None => Ok(super::face::Face::None),
+        #[cfg(feature = "xen")]
+        Personality::Xen => {
+            let insn = if amd {
+                abi_xen::HypercallInsn::Vmmcall
+            } else {
+                abi_xen::HypercallInsn::Vmcall
+            };
+            let mut cfg = abi_xen::Config::new(insn);
+            let layout = boot::guest::VmLayout::new(info.ram.size, u32::from(info.vcpus))
+                .map_err(|_| CreateError::Face("guest memory layout"))?;
+            // The console ring lives in the hypervisor pages at the top of guest RAM.
+            cfg.console_pfn = Some(layout.hv_pages().start >> 12);
+            cfg.domid = u16::from(index) + 1;
+            Ok(super::face::Face::Xen(abi_xen::Xen::new(cfg)))
+        }
+        #[cfg(feature = "hyperv")]
+        Personality::HyperV => {
+            let insn = if amd {
+                abi_hyperv::HypercallInsn::Vmmcall
+            } else {
+                abi_hyperv::HypercallInsn::Vmcall
+            };
+            let cfg = abi_hyperv::Config {
+                insn,
+                apic_hz: Some(APIC_BUS_HZ),
+                tsc_offset: 0,
+            };
+            let mut console = super::uart::LineBuf::new();
+            let host = super::face::KernelHost {
+                vm_index: index,
+                vm: slot,
+                info,
+                console: &mut console,
+            };
+            abi_hyperv::HyperV::new(cfg, &host)
+                .map(super::face::Face::HyperV)
+                .map_err(|_| CreateError::Face("Hyper-V: unsupported vCPU count"))
+        }
+        #[allow(unreachable_patterns)]
+        _ => Err(CreateError::Face(
+            "this image was built without that personality",
+        )),
+    }
 }

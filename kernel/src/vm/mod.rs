@@ -8,6 +8,10 @@ pub mod stats;
 pub mod uart;
 
 #[cfg(target_os = "none")]
+pub mod face;
+#[cfg(target_os = "none")]
+pub mod guest_atomic;
+#[cfg(target_os = "none")]
 pub mod machine;
 #[cfg(target_os = "none")]
 pub mod run;

@@ -3,14 +3,9 @@
 
 use super::lapic;
 
-/// ACPI fixed-hardware PM1a control block and reset register, matching the guest FADT.
-pub const PM1A_CNT_PORT: u16 = 0x604;
-pub const RESET_PORT: u16 = 0xCF9;
-/// The sleep type the guest's DSDT gives S5 (soft off).
-pub const SLP_TYP_S5: u16 = 5;
-const SLP_EN: u16 = 1 << 13;
-/// POST diagnostics and Linux's I/O delay port: writes vanish, reads float.
-pub const POST_PORT: u16 = 0x80;
+use boot::guest::acpi::{
+    RESET_PORT, RESET_VALUE, S5_SLP_TYP, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT, sleep_request,
+};
 
 /// What a port access asks of the VM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,25 +15,23 @@ pub enum PortEffect {
     Reset,
 }
 
-/// PM1a control and the reset control register. `None`: not a platform power port.
+/// The hardware-reduced ACPI sleep registers and the reset register the guest FADT names.
+/// `None`: not a platform power port.
 pub fn power_port(port: u16, write: bool, value: u32) -> Option<PortEffect> {
     match (port, write) {
-        (PM1A_CNT_PORT, true) => {
-            let v = value as u16;
-            let typ = (v >> 10) & 7;
-            Some(if v & SLP_EN != 0 && typ == SLP_TYP_S5 {
-                PortEffect::PowerOff
-            } else {
-                PortEffect::None
-            })
-        }
-        // Bit 2 starts the reset; bits 1 and 3 pick its kind, all of which end the VM.
+        (SLEEP_CONTROL_PORT, true) => Some(match sleep_request(value as u8) {
+            Some(S5_SLP_TYP) => PortEffect::PowerOff,
+            _ => PortEffect::None,
+        }),
+        (RESET_PORT, true) if value as u8 == RESET_VALUE => Some(PortEffect::Reset),
+        // Other reset-control bits (soft reset without bit 2) do nothing, as on the chipset.
         (RESET_PORT, true) => Some(if value & 0x4 != 0 {
             PortEffect::Reset
         } else {
             PortEffect::None
         }),
-        (PM1A_CNT_PORT | RESET_PORT, false) => Some(PortEffect::None),
+        // The sleep status register: wake status never set; writes clear nothing.
+        (SLEEP_CONTROL_PORT | SLEEP_STATUS_PORT | RESET_PORT, _) => Some(PortEffect::None),
         _ => None,
     }
 }
@@ -80,14 +73,24 @@ mod tests {
 
     #[test]
     fn poweroff_and_reset_ports() {
+        // What Linux writes for S5 through a hardware-reduced FADT.
         assert_eq!(
-            power_port(PM1A_CNT_PORT, true, u32::from(SLP_EN | (SLP_TYP_S5 << 10))),
+            power_port(SLEEP_CONTROL_PORT, true, 0x34),
             Some(PortEffect::PowerOff)
         );
         assert_eq!(
-            power_port(PM1A_CNT_PORT, true, u32::from(SLP_EN)),
+            power_port(SLEEP_CONTROL_PORT, true, 0x14),
             Some(PortEffect::None),
-            "S0 is not off"
+            "no SLP_EN"
+        );
+        assert_eq!(
+            power_port(SLEEP_CONTROL_PORT, true, 0x2C),
+            Some(PortEffect::None),
+            "S3 is not off"
+        );
+        assert_eq!(
+            power_port(SLEEP_STATUS_PORT, false, 0),
+            Some(PortEffect::None)
         );
         assert_eq!(power_port(RESET_PORT, true, 0x6), Some(PortEffect::Reset));
         assert_eq!(power_port(RESET_PORT, true, 0x2), Some(PortEffect::None));

@@ -7,7 +7,7 @@ use super::lapic::{Dest, Effect, Ipi};
 use super::machine::{self, LIVE_VMS, QUEUES, StopReason, VMS, VcpuCell, VmSlot};
 use super::platform::{self, PortEffect};
 use super::stats::{ExitKind, ExitStats};
-use super::uart;
+use super::{face, uart};
 use crate::arch::{cpu, tsc};
 use crate::sched::policy::{VcpuRef, slice_over};
 use crate::{println, trap};
@@ -108,6 +108,15 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         if cell.vcpu.waiting_for_sipi() {
             break Turn::Blocked(None);
         }
+        slot.started.store(true, Ordering::Release);
+        slot.pending.take_kick();
+        let due = slot.face_deadline.load(Ordering::Acquire);
+        if due != 0 && tsc::now_ns() >= due {
+            slot.face_deadline.store(0, Ordering::Release);
+            face::with_face(vm, r.vm, info, |p, ram, host| {
+                p.timer_expired(u32::from(r.vcpu), ram, host)
+            });
+        }
         prepare_interrupts(cell, &slot.pending);
 
         slot.running_on.store(cpu as u8, Ordering::Release);
@@ -133,9 +142,21 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         match handle(vm, info, r, cell, exit) {
             Step::Continue => {}
             Step::Block => {
-                let deadline = cell.lapic.next_deadline().map(tsc::ns_at_tsc);
+                if slot.pending.any() || face_has_work(vm, r, info) {
+                    continue;
+                }
+                let lapic = cell.lapic.next_deadline().map(tsc::ns_at_tsc);
+                let face = match slot.face_deadline.load(Ordering::Acquire) {
+                    0 => None,
+                    d => Some(d),
+                };
+                let deadline = match (lapic, face) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
                 break Turn::Blocked(deadline);
             }
+            Step::Yield => break Turn::Preempted,
             Step::Stop(reason) => {
                 stop(vm, reason);
                 break Turn::Gone;
@@ -176,6 +197,7 @@ fn prepare_interrupts(cell: &mut VcpuCell, pending: &super::lapic::Pending) {
 enum Step {
     Continue,
     Block,
+    Yield,
     Stop(StopReason),
 }
 
@@ -206,6 +228,38 @@ fn retire(cell: &mut VcpuCell) {
     }
 }
 
+/// Applies a personality's answer to the exiting instruction.
+fn after_face(cell: &mut VcpuCell, outcome: face::Outcome) -> Step {
+    match outcome {
+        // A hypercall nobody implements is an invalid opcode, as on bare metal.
+        face::Outcome::NotMine => {
+            let _ = cell.vcpu.inject(Event::UD);
+            Step::Continue
+        }
+        face::Outcome::Done => {
+            retire(cell);
+            Step::Continue
+        }
+        face::Outcome::Retry => Step::Continue,
+        face::Outcome::Fault(e) => {
+            let _ = cell.vcpu.inject(e);
+            Step::Continue
+        }
+        face::Outcome::Block => {
+            retire(cell);
+            Step::Block
+        }
+        face::Outcome::Yield => {
+            retire(cell);
+            Step::Yield
+        }
+        face::Outcome::Stop(reason) => {
+            retire(cell);
+            Step::Stop(reason)
+        }
+    }
+}
+
 fn handle(
     vm: &VmSlot,
     info: &machine::VmInfo,
@@ -215,6 +269,14 @@ fn handle(
 ) -> Step {
     match exit {
         Exit::Cpuid { leaf, subleaf } => {
+            let v = face::view(r.vcpu, &cell.vcpu);
+            let owned =
+                face::with_face(vm, r.vm, info, |p, _, _| p.cpuid(&v, leaf, subleaf)).flatten();
+            if let Some([a, b, c, d]) = owned {
+                cell.vcpu.regs_mut().set_cpuid(a, b, c, d);
+                retire(cell);
+                return Step::Continue;
+            }
             let host = x86::cpuid::cpuid!(leaf, subleaf);
             let ctx = CpuidCtx {
                 vcpu: u32::from(r.vcpu),
@@ -231,12 +293,20 @@ fn handle(
             retire(cell);
         }
         Exit::Rdmsr { msr } => {
+            let v = face::view(r.vcpu, &cell.vcpu);
             let value = if platform::is_lapic_msr(msr) {
                 cell.lapic.rdmsr(msr, tsc::now()).ok()
             } else if msr == 0x10 {
                 Some(tsc::now())
             } else {
-                platform::rdmsr(msr)
+                match face::with_face(vm, r.vm, info, |p, ram, host| p.rdmsr(&v, msr, ram, host)) {
+                    Some(Ok(Some(value))) => Some(value),
+                    Some(Err(event)) => {
+                        let _ = cell.vcpu.inject(event);
+                        return Step::Continue;
+                    }
+                    _ => platform::rdmsr(msr),
+                }
             };
             match value {
                 Some(v) => {
@@ -259,7 +329,29 @@ fn handle(
                     Err(_) => false,
                 }
             } else {
-                platform::wrmsr(msr, value).is_some()
+                let v = face::view(r.vcpu, &cell.vcpu);
+                let answer = face::with_face(vm, r.vm, info, |p, ram, host| {
+                    p.wrmsr(&v, msr, value, ram, host)
+                        .map(|mine| (mine, p.take_shutdown()))
+                });
+                match answer {
+                    Some(Ok((true, shutdown))) => {
+                        retire(cell);
+                        if let Some(reason) = shutdown {
+                            if let face::Outcome::Stop(stop) =
+                                face::map_action(vcpu::personality::Action::Shutdown(reason))
+                            {
+                                return Step::Stop(stop);
+                            }
+                        }
+                        return Step::Continue;
+                    }
+                    Some(Err(event)) => {
+                        let _ = cell.vcpu.inject(event);
+                        return Step::Continue;
+                    }
+                    _ => platform::wrmsr(msr, value).is_some(),
+                }
             };
             if ok {
                 retire(cell);
@@ -301,6 +393,19 @@ fn handle(
                     PortEffect::Reset => return Step::Stop(StopReason::Reset),
                     PortEffect::None => data = 0,
                 }
+            } else {
+                let v = face::view(r.vcpu, &cell.vcpu);
+                let mut value = io.value;
+                let answer = face::with_face(vm, r.vm, info, |p, _, host| {
+                    p.io(&v, io.port, io.size, io.write, &mut value, host)
+                });
+                if let Some(a) = answer {
+                    match face::map_action(a) {
+                        face::Outcome::NotMine => {}
+                        face::Outcome::Done => data = value,
+                        other => return after_face(cell, other),
+                    }
+                }
             }
             // Every other port is an empty bus: writes vanish, reads float high.
             if !io.write {
@@ -310,8 +415,18 @@ fn handle(
             retire(cell);
         }
         Exit::Hypercall => {
-            // No personality: VMCALL/VMMCALL is an invalid opcode, as on bare metal.
-            let _ = cell.vcpu.inject(Event::UD);
+            let v = face::view(r.vcpu, &cell.vcpu);
+            let mut regs = *cell.vcpu.regs();
+            match face::hypercall(vm, r.vm, info, &v, &mut regs) {
+                Some(a) => {
+                    *cell.vcpu.regs_mut() = regs;
+                    return after_face(cell, face::map_action(a));
+                }
+                // No personality: VMCALL/VMMCALL is an invalid opcode, as on bare metal.
+                None => {
+                    let _ = cell.vcpu.inject(Event::UD);
+                }
+            }
         }
         Exit::NestedPageFault(f) => return empty_bus(vm, info, r, cell, f),
         Exit::Hlt => {
@@ -540,4 +655,12 @@ fn leave(r: VcpuRef) {
     defmt::info!("vm stopped after {=u64} exits", stats.total());
     LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
     let _ = trap::timer_ticks();
+}
+
+/// Whether the personality has an event for a vCPU that asked to block.
+fn face_has_work(vm: &VmSlot, r: VcpuRef, info: &machine::VmInfo) -> bool {
+    face::with_face(vm, r.vm, info, |p, ram, _| {
+        p.has_pending_work(u32::from(r.vcpu), ram)
+    })
+    .unwrap_or(false)
 }

@@ -24,7 +24,50 @@ pub struct Uart {
     dlm: u8,
     /// A THR-empty interrupt is owed (set by a write or by enabling it, cleared by IIR read).
     thri_owed: bool,
+    line: LineBuf,
+}
+
+/// Console output gathered into lines, so each line can carry its VM's name.
+pub struct LineBuf {
     line: heapless::Vec<u8, LINE_MAX>,
+}
+
+impl Default for LineBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LineBuf {
+    pub const fn new() -> Self {
+        Self {
+            line: heapless::Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, b: u8, line_out: &mut dyn FnMut(&[u8])) {
+        match b {
+            b'\r' => {}
+            b'\n' => {
+                line_out(&self.line);
+                self.line.clear();
+            }
+            _ => {
+                // An overlong line is printed in pieces rather than dropped.
+                if self.line.is_full() {
+                    self.flush(line_out);
+                }
+                let _ = self.line.push(b);
+            }
+        }
+    }
+
+    pub fn flush(&mut self, line_out: &mut dyn FnMut(&[u8])) {
+        if !self.line.is_empty() {
+            line_out(&self.line);
+            self.line.clear();
+        }
+    }
 }
 
 impl Default for Uart {
@@ -44,7 +87,7 @@ impl Uart {
             dll: 1,
             dlm: 0,
             thri_owed: false,
-            line: heapless::Vec::new(),
+            line: LineBuf::new(),
         }
     }
 
@@ -74,10 +117,7 @@ impl Uart {
 
     /// Hands out what is buffered (e.g. when the VM stops mid-line).
     pub fn flush(&mut self, line_out: &mut dyn FnMut(&[u8])) {
-        if !self.line.is_empty() {
-            line_out(&self.line);
-            self.line.clear();
-        }
+        self.line.flush(line_out);
     }
 
     pub fn read(&mut self, offset: u16) -> u8 {
@@ -113,20 +153,7 @@ impl Uart {
     }
 
     fn push(&mut self, b: u8, line_out: &mut dyn FnMut(&[u8])) {
-        match b {
-            b'\r' => {}
-            b'\n' => {
-                line_out(&self.line);
-                self.line.clear();
-            }
-            _ => {
-                // An overlong line is printed in pieces rather than dropped.
-                if self.line.is_full() {
-                    self.flush(line_out);
-                }
-                let _ = self.line.push(b);
-            }
-        }
+        self.line.push(b, line_out);
     }
 }
 

@@ -14,11 +14,6 @@ pub fn outb(port: u16, v: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack)) }
 }
 
-pub fn outw(port: u16, v: u16) {
-    // SAFETY: as for outb.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") v, options(nomem, nostack)) }
-}
-
 pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: port input.
@@ -71,9 +66,10 @@ macro_rules! say {
     ($($arg:tt)*) => { $crate::io::print(format_args!("probe: {}\n", format_args!($($arg)*))) };
 }
 
-/// ACPI S5 through the PM1a control block Janus's FADT describes.
+/// ACPI S5 through the hardware-reduced sleep control register Janus's FADT describes
+/// (SLP_TYP 5 in bits 2-4, SLP_EN bit 5).
 pub fn power_off() -> ! {
-    outw(0x604, (5 << 10) | (1 << 13));
+    outb(0x604, (5 << 2) | (1 << 5));
     loop {
         // SAFETY: nothing left to do if the platform ignored the request.
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };
