@@ -98,6 +98,8 @@ pub struct VmShared {
     /// The personality's console (Xen hvc0), gathered into lines.
     pub console: super::uart::LineBuf,
     pub uart: Uart,
+    /// Present when the VM's ACPI tables announce one (the Hyper-V face).
+    pub ioapic: Option<super::ioapic::IoApic>,
     pub stats: ExitStats,
     pub stop: Option<StopReason>,
     /// vCPUs that have not yet left the scheduler after the stop.
@@ -142,6 +144,7 @@ impl VmSlot {
                 face: super::face::Face::None,
                 console: super::uart::LineBuf::new(),
                 uart: Uart::new(),
+                ioapic: None,
                 stats: ExitStats::new(),
                 stop: None,
                 vcpus_left: 0,
@@ -299,8 +302,10 @@ pub fn create(
     let mem = GuestRam::new(ram);
     let acpi = match spec.personality {
         Personality::Xen => boot::guest::AcpiOptions::xen(),
-        _ => boot::guest::AcpiOptions::default(),
+        Personality::HyperV => boot::guest::AcpiOptions::hyperv(),
+        Personality::None => boot::guest::AcpiOptions::default(),
     };
+    let has_ioapic = spec.personality == Personality::HyperV;
     let params = boot::guest::GuestParams {
         vcpus: u32::from(spec.vcpus),
         cmdline: spec.cmdline.as_bytes(),
@@ -335,6 +340,7 @@ pub fn create(
     {
         let mut shared = slot.shared.lock();
         shared.face = face;
+        shared.ioapic = has_ioapic.then(super::ioapic::IoApic::new);
         shared.npt = Some(npt);
         shared.void_page = void_page;
         shared.vcpus_left = spec.vcpus;

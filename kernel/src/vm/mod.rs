@@ -2,6 +2,7 @@
 //! target, the VM objects and the exit loop.
 
 pub mod cpuid;
+pub mod ioapic;
 pub mod lapic;
 pub mod platform;
 pub mod stats;

@@ -7,12 +7,15 @@ use super::lapic::{Dest, Effect, Ipi};
 use super::machine::{self, LIVE_VMS, QUEUES, StopReason, VMS, VcpuCell, VmSlot};
 use super::platform::{self, PortEffect};
 use super::stats::{ExitKind, ExitStats};
-use super::{face, uart};
+use super::{face, ioapic, uart};
+
+/// COM1's ISA interrupt line, as the guest ACPI tables route it.
+const COM1_IRQ: usize = 4;
 use crate::arch::{cpu, tsc};
 use crate::sched::policy::{VcpuRef, slice_over};
 use crate::{println, trap};
 use core::sync::atomic::Ordering;
-use vcpu::{Event, Exit, GuestMemory, NestedFault, Perm, Vcpu};
+use vcpu::{Event, Exit, NestedFault, Vcpu};
 
 /// What ended a vCPU's turn on the pCPU.
 enum Turn {
@@ -384,6 +387,8 @@ fn handle(
                 } else {
                     data = u32::from(shared.uart.read(offset));
                 }
+                drop(shared);
+                uart_irq(vm, info, r.vm);
             } else if let Some(effect) = platform::power_port(io.port, io.write, io.value) {
                 match effect {
                     PortEffect::PowerOff => {
@@ -428,7 +433,7 @@ fn handle(
                 }
             }
         }
-        Exit::NestedPageFault(f) => return empty_bus(vm, info, r, cell, f),
+        Exit::NestedPageFault(f) => return mmio(vm, info, r, cell, f),
         Exit::Hlt => {
             retire(cell);
             if let Some(s) = machine::slot(r) {
@@ -471,17 +476,17 @@ fn handle(
     Step::Continue
 }
 
-/// A guest-physical access outside RAM and devices behaves as on a real board with nothing
-/// at that address: reads return all ones, writes are dropped. Both are emulated from the
-/// decoded instruction so no mapping is created per address the guest probes.
-fn empty_bus(
+/// A guest-physical access the nested tables refused: device memory (the IOAPIC of VMs that
+/// have one) is emulated; anything else outside RAM behaves as on a real board with nothing at
+/// that address — reads return all ones, writes are dropped. Both come from the decoded
+/// instruction, so no mapping is created per address the guest probes.
+fn mmio(
     vm: &VmSlot,
     info: &machine::VmInfo,
     r: VcpuRef,
     cell: &mut VcpuCell,
     f: NestedFault,
 ) -> Step {
-    let _ = (vm, Perm::R);
     if f.gpa < info.ram.size {
         // Inside RAM every page is mapped RWX; a fault here is a nested-table bug.
         return Step::Stop(StopReason::Unsupported {
@@ -505,28 +510,105 @@ fn empty_bus(
     let Some(insn) = vcpu::mmio::decode(&bytes[..n], mode) else {
         return Step::Stop(StopReason::Unsupported {
             vcpu: r.vcpu,
-            what: "unemulated access to unbacked memory",
+            what: "unemulated instruction touching device or unbacked memory",
             detail: f.gpa,
         });
     };
+    let ioapic_offset = f.gpa.wrapping_sub(ioapic::BASE);
+    let is_ioapic = ioapic_offset < 0x1000 && vm.shared.lock().ioapic.is_some();
     let regs = cell.vcpu.regs_mut();
-    if let vcpu::mmio::Access::Load {
-        reg,
-        high_byte,
-        dest_size,
-    } = insn.access
-    {
-        let old = regs.gpr(reg).unwrap_or(0);
-        let ones = if insn.size >= 8 {
-            u64::MAX
-        } else {
-            (1u64 << (8 * u32::from(insn.size))) - 1
-        };
-        regs.set_gpr(reg, vcpu::mmio::merge_load(old, ones, dest_size, high_byte));
+    match insn.access {
+        vcpu::mmio::Access::Load {
+            reg,
+            high_byte,
+            dest_size,
+        } => {
+            let ones = if insn.size >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * u32::from(insn.size))) - 1
+            };
+            let value = if is_ioapic {
+                vm.shared
+                    .lock()
+                    .ioapic
+                    .as_ref()
+                    .map_or(ones, |io| u64::from(io.read(ioapic_offset)))
+            } else {
+                ones
+            };
+            let old = regs.gpr(reg).unwrap_or(0);
+            regs.set_gpr(
+                reg,
+                vcpu::mmio::merge_load(old, value, dest_size, high_byte),
+            );
+        }
+        vcpu::mmio::Access::StoreReg { reg, high_byte } => {
+            let value = vcpu::mmio::store_value(regs.gpr(reg).unwrap_or(0), insn.size, high_byte);
+            if is_ioapic {
+                ioapic_write(vm, info, r.vm, ioapic_offset, value as u32);
+            }
+        }
+        vcpu::mmio::Access::StoreImm(value) => {
+            if is_ioapic {
+                ioapic_write(vm, info, r.vm, ioapic_offset, value as u32);
+            }
+        }
     }
+    let regs = cell.vcpu.regs_mut();
     regs.rip = regs.rip.wrapping_add(u64::from(insn.len));
-    let _ = cell.vcpu.memory().size();
     Step::Continue
+}
+
+fn ioapic_write(vm: &VmSlot, info: &machine::VmInfo, vm_index: u8, offset: u64, value: u32) {
+    let delivery = vm
+        .shared
+        .lock()
+        .ioapic
+        .as_mut()
+        .and_then(|io| io.write(offset, value));
+    if let Some(d) = delivery {
+        deliver_irq(vm, info, vm_index, d);
+    }
+}
+
+/// Hands an IOAPIC interrupt to the vCPUs its destination names.
+pub fn deliver_irq(vm: &VmSlot, info: &machine::VmInfo, vm_index: u8, d: ioapic::Delivery) {
+    for v in 0..info.vcpus {
+        let hit = if d.logical {
+            // x2APIC logical cluster 0: one bit per APIC id 0-15.
+            (d.dest >> 16) == 0 && d.dest & (1 << (v & 0xF)) != 0
+        } else {
+            d.dest == u32::from(v) || d.dest == 0xFF
+        };
+        if !hit {
+            continue;
+        }
+        if let Some(s) = vm.vcpus.get(usize::from(v)) {
+            s.pending.post(d.vector);
+            kick(VcpuRef {
+                vm: vm_index,
+                vcpu: v,
+            });
+        }
+        // Fixed/lowest-priority to a set: one recipient is enough for an edge.
+        return;
+    }
+}
+
+/// After a UART access: its interrupt line drives IOAPIC pin 4 (COM1's ISA IRQ).
+fn uart_irq(vm: &VmSlot, info: &machine::VmInfo, vm_index: u8) {
+    let delivery = {
+        let mut shared = vm.shared.lock();
+        let level = shared.uart.irq_pending();
+        shared
+            .ioapic
+            .as_mut()
+            .and_then(|io| io.set_line(COM1_IRQ, level))
+    };
+    if let Some(d) = delivery {
+        deliver_irq(vm, info, vm_index, d);
+    }
 }
 
 fn send_ipi(vm: &VmSlot, info: &machine::VmInfo, from: VcpuRef, ipi: Ipi) {
