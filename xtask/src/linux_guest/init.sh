@@ -1,0 +1,112 @@
+#!/bin/busybox sh
+# /init of the Janus test guest (busybox ash). Its job comes from the kernel command line:
+#   janus.face=xen|hyperv|none   which platform checks to run (none: a plain QEMU boot)
+#   janus.vcpus=N                how many CPUs the guest must see
+#   janus.clockwait=S            seconds between the two clock samples (default 5)
+# Every line a host test reads starts with JANUS- and is written with one write(2) to
+# /dev/console, which the kernel's console= option points at hvc0 or ttyS0.
+echo JANUS-GUEST-MARKER
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+
+face=
+vcpus=
+clockwait=5
+for word in $(cat /proc/cmdline); do
+    case "$word" in
+        janus.face=*) face=${word#janus.face=} ;;
+        janus.vcpus=*) vcpus=${word#janus.vcpus=} ;;
+        janus.clockwait=*) clockwait=${word#janus.clockwait=} ;;
+    esac
+done
+
+fail=0
+# check NAME ok|FAIL DETAIL...
+check() {
+    name=$1
+    status=$2
+    shift 2
+    [ "$status" = ok ] || { status=FAIL; fail=1; }
+    echo "JANUS-CHECK $name $status $*"
+}
+# expect NAME ACTUAL WANTED
+expect() {
+    if [ "$2" = "$3" ]; then check "$1" ok "$2"; else check "$1" FAIL "'$2' (want '$3')"; fi
+}
+# in_log NAME TEXT: the kernel log holds TEXT.
+in_log() {
+    if dmesg | grep -qF "$2"; then check "$1" ok "$2"; else check "$1" FAIL "no '$2' in the kernel log"; fi
+}
+
+# CLOCK_MONOTONIC in ns into $ns (source in $src). The "now at N nsecs" line at the top of
+# /proc/timer_list is ktime_get(), which is CLOCK_MONOTONIC, to the nanosecond; the shell's
+# own `read` takes it without a fork. busybox 1.35 has no applet that prints the monotonic
+# clock (date is CLOCK_REALTIME, /proc/uptime has 10 ms steps), so uptime is only the fallback.
+mono_ns() {
+    ns=
+    if [ -r /proc/timer_list ]; then
+        while read -r w1 w2 w3 w4; do
+            if [ "$w1 $w2 $w4" = "now at nsecs" ]; then
+                ns=$w3
+                src=timer_list
+                break
+            fi
+        done </proc/timer_list
+    fi
+    if [ -z "$ns" ]; then
+        read -r up idle </proc/uptime
+        # "1${cs} - 100" keeps a leading zero from reading as octal.
+        ns=$(( ${up%.*} * 1000000000 + (1${up#*.} - 100) * 10000000 ))
+        src=uptime
+    fi
+}
+clock() {
+    mono_ns
+    printf 'JANUS-CLOCK %s %d.%09d %s\n' "$1" $((ns / 1000000000)) $((ns % 1000000000)) "$src"
+}
+
+read -r clocksource </sys/devices/system/clocksource/clocksource0/current_clocksource
+clockevents=
+for f in /sys/devices/system/clockevents/clockevent[0-9]*/current_device; do
+    read -r dev <"$f"
+    clockevents="$clockevents${clockevents:+,}$dev"
+done
+echo "JANUS-INFO face=$face clocksource=$clocksource clockevents=$clockevents kernel=$(uname -r)"
+
+case "$face" in
+    xen)
+        in_log platform "Booting paravirtualized kernel on Xen PVH"
+        expect clocksource "$clocksource" xen
+        ;;
+    hyperv)
+        in_log platform "Hypervisor detected: Microsoft Hyper-V"
+        expect clocksource "$clocksource" hyperv_clocksource_tsc_page
+        # One per CPU; every one must be the direct-mode synthetic timer.
+        others=$(echo "$clockevents" | tr , '\n' | grep -vxF "Hyper-V clockevent" | tr '\n' ' ')
+        if [ -n "$clockevents" ] && [ -z "$others" ]; then
+            check clockevent ok "$clockevents"
+        else
+            check clockevent FAIL "'$clockevents' (want Hyper-V clockevent on every CPU)"
+        fi
+        ;;
+    none) ;;
+    *) check face FAIL "janus.face='$face' (want xen, hyperv or none)" ;;
+esac
+
+if [ -n "$vcpus" ]; then
+    expect nproc "$(nproc)" "$vcpus"
+else
+    check nproc FAIL "no janus.vcpus= on the kernel command line"
+fi
+
+# Sample 0 only warms the paths (under TCG, code runs slowly the first time it is translated),
+# so that samples 1 and 2 take the same time from reading the clock to reaching the host.
+clock 0
+clock 1
+sleep "$clockwait"
+clock 2
+
+if [ "$fail" = 0 ]; then echo "JANUS-GUEST-DONE ok"; else echo "JANUS-GUEST-DONE FAIL"; fi
+poweroff -f

@@ -1,0 +1,241 @@
+//! The guest's initramfs: busybox-static, a few applet links, `/init` (init.sh beside this
+//! file) and the mount points, as a gzip-compressed newc cpio. The newc records are written
+//! by the `cpio` crate; the archive is deterministic (fixed inode numbers, mtime 0), so the
+//! same busybox gives the same bytes.
+
+use anyhow::{Context, Result};
+use cpio::newc::{Builder, ModeFileType};
+use std::io::Write;
+
+/// The guest's /init.
+pub const INIT_SCRIPT: &str = include_str!("init.sh");
+
+/// Applets reached through `/bin/<name> -> busybox` (the script's and a debugging shell's).
+const APPLETS: &[&str] = &[
+    "sh", "ash", "cat", "dmesg", "echo", "grep", "head", "insmod", "ls", "mkdir", "mount", "nproc",
+    "poweroff", "printf", "reboot", "sed", "sleep", "tr", "umount", "uname",
+];
+
+/// Linux's character device numbers for /dev/console (5, 1), so the kernel can open the
+/// initial console before /init mounts devtmpfs.
+const CONSOLE_DEV: (u32, u32) = (5, 1);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File { data: Vec<u8>, executable: bool },
+    Symlink(String),
+    CharDev { major: u32, minor: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Path inside the archive, without a leading '/'.
+    pub path: String,
+    pub node: Node,
+}
+
+impl Entry {
+    fn new(path: &str, node: Node) -> Self {
+        Entry {
+            path: path.to_string(),
+            node,
+        }
+    }
+}
+
+/// The tree of the guest's root file system.
+pub fn entries(busybox: &[u8]) -> Vec<Entry> {
+    let mut v = vec![
+        Entry::new("bin", Node::Dir),
+        Entry::new(
+            "bin/busybox",
+            Node::File {
+                data: busybox.to_vec(),
+                executable: true,
+            },
+        ),
+    ];
+    v.extend(
+        APPLETS
+            .iter()
+            .map(|a| Entry::new(&format!("bin/{a}"), Node::Symlink("busybox".into()))),
+    );
+    for dir in ["dev", "proc", "sys", "tmp", "root"] {
+        v.push(Entry::new(dir, Node::Dir));
+    }
+    v.push(Entry::new(
+        "dev/console",
+        Node::CharDev {
+            major: CONSOLE_DEV.0,
+            minor: CONSOLE_DEV.1,
+        },
+    ));
+    v.push(Entry::new(
+        "init",
+        Node::File {
+            data: INIT_SCRIPT.as_bytes().to_vec(),
+            executable: true,
+        },
+    ));
+    v
+}
+
+/// Writes `entries` as a newc archive with its trailer.
+pub fn newc(entries: &[Entry]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let (kind, perm, body): (ModeFileType, u32, &[u8]) = match &e.node {
+            Node::Dir => (ModeFileType::Directory, 0o755, &[]),
+            Node::File { data, executable } => (
+                ModeFileType::Regular,
+                if *executable { 0o755 } else { 0o644 },
+                data,
+            ),
+            Node::Symlink(target) => (ModeFileType::Symlink, 0o777, target.as_bytes()),
+            Node::CharDev { .. } => (ModeFileType::Char, 0o600, &[]),
+        };
+        let size = u32::try_from(body.len())
+            .with_context(|| format!("initramfs: {} is larger than 4 GiB", e.path))?;
+        let mut b = Builder::new(&e.path)
+            .ino(i as u32 + 1)
+            .mode(perm)
+            .set_mode_file_type(kind)
+            .nlink(if matches!(e.node, Node::Dir) { 2 } else { 1 });
+        if let Node::CharDev { major, minor } = e.node {
+            b = b.rdev_major(major).rdev_minor(minor);
+        }
+        let mut w = b.write(&mut out, size);
+        w.write_all(body)
+            .with_context(|| format!("initramfs: writing {}", e.path))?;
+        w.finish()
+            .with_context(|| format!("initramfs: finishing {}", e.path))?;
+    }
+    cpio::newc::trailer(&mut out).context("initramfs: trailer")?;
+    Ok(out)
+}
+
+/// The gzip-compressed initramfs for `busybox` (the static binary's bytes).
+pub fn build(busybox: &[u8]) -> Result<Vec<u8>> {
+    let archive = newc(&entries(busybox))?;
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    gz.write_all(&archive)?;
+    Ok(gz.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// (name, mode, (rdev major, minor), data) of one record.
+    type Record = (String, u32, (u32, u32), Vec<u8>);
+
+    /// An independent newc reader for the tests.
+    fn parse_newc(mut b: &[u8]) -> Vec<Record> {
+        let mut out = Vec::new();
+        let total = b.len();
+        loop {
+            assert_eq!((total - b.len()) % 4, 0, "record not 4-aligned");
+            assert_eq!(&b[..6], b"070701", "bad magic");
+            let field = |i: usize| {
+                u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
+                    .unwrap()
+            };
+            let (mode, size, rmaj, rmin, namesize) =
+                (field(1), field(6), field(9), field(10), field(11));
+            let name_end = 110 + namesize as usize;
+            assert_eq!(b[name_end - 1], 0, "name not NUL-terminated");
+            let name = String::from_utf8(b[110..name_end - 1].to_vec()).unwrap();
+            let data_at = name_end.next_multiple_of(4);
+            let data = b[data_at..data_at + size as usize].to_vec();
+            b = &b[(data_at + size as usize).next_multiple_of(4)..];
+            if name == "TRAILER!!!" {
+                assert!(b.is_empty(), "bytes after the trailer");
+                return out;
+            }
+            out.push((name, mode, (rmaj, rmin), data));
+        }
+    }
+
+    #[test]
+    fn the_archive_reads_back_entry_by_entry() {
+        let busybox = b"\x7fELF pretend busybox of odd length".to_vec();
+        let parsed = parse_newc(&newc(&entries(&busybox)).unwrap());
+        let get = |name: &str| {
+            parsed
+                .iter()
+                .find(|e| e.0 == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let bb = get("bin/busybox");
+        assert_eq!((bb.1, &bb.3), (0o100755, &busybox));
+        let init = get("init");
+        assert_eq!(init.1, 0o100755);
+        assert_eq!(init.3, INIT_SCRIPT.as_bytes());
+        let console = get("dev/console");
+        assert_eq!((console.1, console.2), (0o020600, (5, 1)));
+        for a in APPLETS {
+            let link = get(&format!("bin/{a}"));
+            assert_eq!((link.1, link.3.as_slice()), (0o120777, &b"busybox"[..]));
+        }
+        for d in ["bin", "dev", "proc", "sys"] {
+            assert_eq!(get(d).1, 0o040755);
+        }
+        // Parents come before children, so the kernel can create every path.
+        let pos = |n: &str| parsed.iter().position(|e| e.0 == n).unwrap();
+        assert!(pos("bin") < pos("bin/busybox") && pos("dev") < pos("dev/console"));
+    }
+
+    #[test]
+    fn the_gzip_image_is_deterministic_and_holds_the_archive() {
+        let a = build(b"bb").unwrap();
+        assert_eq!(a, build(b"bb").unwrap());
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(a.as_slice())
+            .read_to_end(&mut raw)
+            .unwrap();
+        assert_eq!(raw, newc(&entries(b"bb")).unwrap());
+    }
+
+    #[test]
+    fn the_init_script_prints_the_contract() {
+        assert!(INIT_SCRIPT.starts_with("#!/bin/busybox sh\n"));
+        let first_cmd = INIT_SCRIPT
+            .lines()
+            .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .unwrap();
+        assert_eq!(first_cmd, "echo JANUS-GUEST-MARKER");
+        for needle in [
+            "JANUS-CHECK $name $status",
+            "JANUS-CLOCK %s %d.%09d",
+            "JANUS-GUEST-DONE ok",
+            "Booting paravirtualized kernel on Xen PVH",
+            "Hypervisor detected: Microsoft Hyper-V",
+            "hyperv_clocksource_tsc_page",
+            "Hyper-V clockevent",
+            "poweroff -f",
+        ] {
+            assert!(INIT_SCRIPT.contains(needle), "{needle}");
+        }
+    }
+
+    /// The script parses with the host's busybox, when there is one.
+    #[test]
+    fn the_init_script_is_valid_ash() {
+        let Ok(out) = std::process::Command::new("busybox")
+            .args(["sh", "-n", "-c", INIT_SCRIPT])
+            .output()
+        else {
+            eprintln!("no busybox on this host: syntax not checked");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
