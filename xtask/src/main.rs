@@ -4,6 +4,7 @@ mod defmt_rx;
 mod emulator;
 mod image;
 mod iso;
+mod linux_guest;
 mod manifest;
 mod prereq;
 mod testsuite;
@@ -72,6 +73,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The Debian Linux test guest: `prepare`, or `boot` it directly under QEMU.
+    #[command(hide = true, disable_help_flag = true)]
+    LinuxGuest {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The VHD host tool (create, info, check, convert, compare).
     #[command(disable_help_flag = true)]
     Vhd {
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Vhd { args } => vhd_cli::main(&args),
+        Cmd::LinuxGuest { args } => linux_guest::main(&args),
         Cmd::Bench { what, args } if what == "vhd" => vhd_cli::bench(&args),
         other => match dispatch(other) {
             Ok(true) => ExitCode::SUCCESS,
@@ -136,7 +144,7 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
         }
         Cmd::Bench { what, .. } if what == "size" => bench_size(),
         Cmd::Bench { what, .. } => bail!("unknown benchmark '{what}' (known: vhd, size)"),
-        Cmd::Vhd { .. } => unreachable!("handled before dispatch"),
+        Cmd::Vhd { .. } | Cmd::LinuxGuest { .. } => unreachable!("handled before dispatch"),
     }
 }
 
