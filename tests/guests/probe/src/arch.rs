@@ -4,7 +4,7 @@
 // UNSAFETY: mode switches, descriptor tables and the instructions under test.
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Where the BSP copies the AP trampoline (free low RAM in Janus's guest memory map).
 pub const TRAMPOLINE: u64 = 0x10000;
@@ -197,6 +197,33 @@ static FAULTED: AtomicU8 = AtomicU8::new(0xFF);
 static SKIP: AtomicU64 = AtomicU64::new(0);
 pub static TIMER_HITS: AtomicU64 = AtomicU64::new(0);
 pub const TIMER_VECTOR: u8 = 0x40;
+/// Vectors an ABI check announced (bit per vector), and those of them whose source expects
+/// an EOI (a Xen callback vector bypasses the LAPIC and gets none). Any other vector is fatal.
+static EXPECTED: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+static WANTS_EOI: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+/// Per vector: how often it arrived, and the TSC at its latest arrival.
+static HITS: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
+static HIT_TSC: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+
+/// Lets `vector` arrive from now on; `eoi` says whether the handler must EOI it.
+pub fn expect_vector(vector: u8, eoi: bool) {
+    let (w, b) = (usize::from(vector / 64), 1u64 << (vector % 64));
+    if eoi {
+        WANTS_EOI[w].fetch_or(b, Ordering::AcqRel);
+    } else {
+        WANTS_EOI[w].fetch_and(!b, Ordering::AcqRel);
+    }
+    EXPECTED[w].fetch_or(b, Ordering::AcqRel);
+}
+
+/// How often `vector` arrived, and the TSC when it last did.
+pub fn vector_hits(vector: u8) -> (u32, u64) {
+    let v = usize::from(vector);
+    (
+        HITS[v].load(Ordering::Acquire),
+        HIT_TSC[v].load(Ordering::Acquire),
+    )
+}
 
 #[repr(C)]
 struct Frame {
@@ -294,6 +321,15 @@ extern "C" fn probe_trap(f: &mut Frame) {
         wrmsr(0x80B, 0); // EOI
         return;
     }
+    let (w, b) = (usize::from(v / 64), 1u64 << (v % 64));
+    if v >= 32 && EXPECTED[w].load(Ordering::Acquire) & b != 0 {
+        HIT_TSC[usize::from(v)].store(rdtsc(), Ordering::Release);
+        HITS[usize::from(v)].fetch_add(1, Ordering::AcqRel);
+        if WANTS_EOI[w].load(Ordering::Acquire) & b != 0 {
+            wrmsr(0x80B, 0);
+        }
+        return;
+    }
     let skip = SKIP.swap(0, Ordering::AcqRel);
     if v < 32 && skip != 0 {
         FAULTED.store(v, Ordering::Release);
@@ -319,6 +355,26 @@ pub fn catching(len: u64, f: impl FnOnce()) -> Option<u8> {
     SKIP.store(0, Ordering::Release);
     let v = FAULTED.load(Ordering::Acquire);
     (v != 0xFF).then_some(v)
+}
+
+/// TSC cycles to wait for an expected interrupt: well under a second at QEMU's GHz TSC,
+/// 10 s at Bochs's 100 MHz; only a missing interrupt ever waits that long.
+pub const WATCHDOG: u64 = 1_000_000_000;
+
+/// Halts until `vector` has arrived more than `before` times, or until a TSC-deadline
+/// watchdog `cycles` away fires (a halted vCPU with nothing coming would sleep for ever).
+/// Returns the hit count and the TSC at the latest arrival.
+pub fn wait_vector(vector: u8, before: u32, cycles: u64) -> (u32, u64) {
+    const LVT_TIMER: u32 = 0x832;
+    const TSC_DEADLINE: u32 = 0x6E0;
+    wrmsr(LVT_TIMER, u64::from(TIMER_VECTOR) | (2 << 17));
+    let dog = TIMER_HITS.load(Ordering::Acquire);
+    wrmsr(TSC_DEADLINE, rdtsc() + cycles);
+    while vector_hits(vector).0 == before && TIMER_HITS.load(Ordering::Acquire) == dog {
+        sti_hlt();
+    }
+    wrmsr(TSC_DEADLINE, 0);
+    vector_hits(vector)
 }
 
 pub fn cpuid(leaf: u32, sub: u32) -> [u32; 4] {

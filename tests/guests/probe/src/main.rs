@@ -3,7 +3,8 @@
 //!
 //! Command line words (PVH `hvm_start_info`): `probe.spin=MS` makes every vCPU count for
 //! MS milliseconds and report its counter (scheduler fairness); `probe.triple_fault` ends the
-//! VM with a triple fault after the checks instead of powering off.
+//! VM with a triple fault after the checks instead of powering off; `probe.face=xen` or
+//! `probe.face=hyperv` adds the checks of that hypervisor ABI.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
@@ -11,7 +12,11 @@ mod arch;
 #[cfg(target_os = "none")]
 mod checks;
 #[cfg(target_os = "none")]
+mod hyperv;
+#[cfg(target_os = "none")]
 mod io;
+#[cfg(target_os = "none")]
+mod xen;
 
 #[cfg(not(target_os = "none"))]
 fn main() {
