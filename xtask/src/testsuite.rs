@@ -59,6 +59,34 @@ const PROBE_OK: &[&str] = &[
     "vm probe: stopped: powered off",
     "janus: all VMs have stopped",
 ];
+/// The probe on the Xen face (manifests/probe-xen.toml): the ABI checks of issue 5.
+const PROBE_XEN_OK: &[&str] = &[
+    "vm probe-xen: personality xen, 32 MiB, 2 vCPU(s)",
+    "[probe-xen] probe: check xen-cpuid-signature ... ok",
+    "[probe-xen] probe: check xen-hypercall-page ... ok",
+    "[probe-xen] probe: check xen-pvclock-monotonic ... ok",
+    "[probe-xen] probe: check xen-evtchn-loopback-send ... ok",
+    "[probe-xen] probe: check xen-timer-not-early ... ok",
+    "[probe-xen] probe: check xen-bad-hypercall-number-enosys ... ok",
+    "[probe-xen] probe: check xen-bad-pointer-efault ... ok",
+    "[probe-xen] probe: 44 passed, 0 failed",
+    "[probe-xen] probe: verdict: PASS",
+    "vm probe-xen: stopped: powered off",
+];
+/// The probe on the Hyper-V face (manifests/probe-hyperv.toml): the ABI checks of issue 6.
+const PROBE_HYPERV_OK: &[&str] = &[
+    "vm probe-hyperv: personality hyperv, 32 MiB, 2 vCPU(s)",
+    "[probe-hyperv] probe: check hv-cpuid-features ... ok",
+    "[probe-hyperv] probe: check hv-hypercall-page ... ok",
+    "[probe-hyperv] probe: check hv-tsc-page-matches-ref-counter ... ok",
+    "[probe-hyperv] probe: check hv-stimer-not-early ... ok",
+    "[probe-hyperv] probe: check hv-status-unknown-code ... ok",
+    "[probe-hyperv] probe: check hv-status-rep-count-on-simple-call ... ok",
+    "[probe-hyperv] probe: check hv-status-bad-input-gpa ... ok",
+    "[probe-hyperv] probe: 44 passed, 0 failed",
+    "[probe-hyperv] probe: verdict: PASS",
+    "vm probe-hyperv: stopped: powered off",
+];
 
 fn cases(inject_failure: bool) -> Vec<Case> {
     let probe = |name, emulator, com1: &'static [&'static str]| Case {
@@ -154,6 +182,41 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             &["virtualization: AMD SVM", "NRIP save yes"],
         ),
     ];
+    let face = |name, emulator, manifest, com1| Case {
+        name,
+        emulator,
+        manifest,
+        cmdline: "",
+        pass: true,
+        com1,
+        defmt: &[],
+        timeout_s: 300,
+    };
+    for (emulator, xen, hyperv) in [
+        (
+            Emulator::Qemu,
+            "qemu-svm-probe-xen",
+            "qemu-svm-probe-hyperv",
+        ),
+        (
+            Emulator::Bochs,
+            "bochs-vmx-probe-xen",
+            "bochs-vmx-probe-hyperv",
+        ),
+    ] {
+        v.push(face(
+            xen,
+            emulator,
+            "manifests/probe-xen.toml",
+            PROBE_XEN_OK,
+        ));
+        v.push(face(
+            hyperv,
+            emulator,
+            "manifests/probe-hyperv.toml",
+            PROBE_HYPERV_OK,
+        ));
+    }
     if inject_failure {
         v.push(Case {
             name: "injected-failure",
