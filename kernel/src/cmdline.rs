@@ -13,6 +13,8 @@ pub enum SelfTest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     pub selftest: SelfTest,
+    /// `janus.watch`: print every vCPU's state every few seconds (for a guest that hangs).
+    pub watch: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,17 +26,19 @@ impl Options {
     pub fn parse(cmdline: &str) -> Result<Self, UnknownOption<'_>> {
         let mut opts = Options {
             selftest: SelfTest::None,
+            watch: false,
         };
         for word in cmdline
             .split_ascii_whitespace()
             .filter(|w| w.starts_with("janus."))
         {
-            opts.selftest = match word {
-                "janus.selftest=none" => SelfTest::None,
-                "janus.selftest=panic" => SelfTest::Panic,
-                "janus.selftest=fault" => SelfTest::Fault,
+            match word {
+                "janus.selftest=none" => opts.selftest = SelfTest::None,
+                "janus.selftest=panic" => opts.selftest = SelfTest::Panic,
+                "janus.selftest=fault" => opts.selftest = SelfTest::Fault,
+                "janus.watch" => opts.watch = true,
                 _ => return Err(UnknownOption(word)),
-            };
+            }
         }
         Ok(opts)
     }
@@ -48,6 +52,8 @@ mod tests {
     fn parses_known_words_and_ignores_the_loaders() {
         let o = Options::parse("tftp://10.0.2.2/janus-boot janus.selftest=fault").unwrap();
         assert_eq!(o.selftest, SelfTest::Fault);
+        assert!(!o.watch);
+        assert!(Options::parse("janus.watch").unwrap().watch);
         assert_eq!(Options::parse("").unwrap().selftest, SelfTest::None);
     }
 

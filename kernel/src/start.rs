@@ -167,6 +167,7 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         machine::VM_COUNT.store(i + 1, Ordering::Release);
     }
     println!("janus: running {} VM(s)", manifest.vms.len());
+    run::WATCH.store(opts.watch, Ordering::Relaxed);
     smp::GO.store(true, Ordering::Release);
     run::cpu_loop(0);
     println!("janus: all VMs have stopped");

@@ -26,6 +26,8 @@ mod bits {
     pub const L1_EDX_HTT: u32 = 1 << 28;
     pub const E1_ECX_SVM: u32 = 1 << 2;
     pub const E1_ECX_CMP_LEGACY: u32 = 1 << 1;
+    pub const E1_EDX_RDTSCP: u32 = 1 << 27;
+    pub const L7_ECX_RDPID: u32 = 1 << 22;
 }
 
 /// Topology bits needed to number `n` logical processors.
@@ -77,7 +79,10 @@ pub fn filter(leaf: u32, subleaf: u32, host: [u32; 4], ctx: &CpuidCtx) -> [u32; 
         l if (HV_BASE..=HV_LAST).contains(&l) => return [0; 4],
         0x8000_0001 => {
             c &= !(bits::E1_ECX_SVM | bits::E1_ECX_CMP_LEGACY);
+            // TSC_AUX is not switched per vCPU, so the instructions that read it are hidden.
+            d &= !bits::E1_EDX_RDTSCP;
         }
+        7 if subleaf == 0 => c &= !bits::L7_ECX_RDPID,
         // SVM features, and the extended APIC/topology leaves that would describe host cores.
         0x8000_000A | 0x8000_001E => return [0; 4],
         0x8000_0008 => {

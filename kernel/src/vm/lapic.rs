@@ -48,7 +48,7 @@ const TIMER_TSC_DEADLINE: u32 = 2 << 17;
 /// Interrupt requests posted to a vCPU from anywhere; drained into IRR by its owner.
 pub struct Pending {
     bits: [AtomicU64; 4],
-    /// Vectors whose ABI says the guest does not EOI them (they skip ISR).
+    /// Vectors whose ABI says the guest does not EOI them (they skip ISR); sticky.
     no_eoi: [AtomicU64; 4],
     /// Something other than an interrupt wants the vCPU to look again (an ABI event).
     kicked: AtomicBool,
@@ -114,7 +114,7 @@ impl Pending {
 
     fn drain_into(&self, irr: &mut [u64; 4], no_eoi: &mut [u64; 4]) {
         for (w, dst) in self.no_eoi.iter().zip(no_eoi.iter_mut()) {
-            *dst |= w.swap(0, Ordering::AcqRel);
+            *dst |= w.load(Ordering::Acquire);
         }
         for (w, dst) in self.bits.iter().zip(irr.iter_mut()) {
             *dst |= w.swap(0, Ordering::AcqRel);
@@ -356,10 +356,9 @@ impl VLapic {
     /// The vector was injected: IRR -> ISR, unless its ABI delivers it without an EOI.
     pub fn delivered(&mut self, vector: u8) {
         set_bit(&mut self.irr, vector, false);
-        let w = &mut self.no_eoi[usize::from(vector / 64)];
-        if *w & (1 << (vector % 64)) != 0 {
-            *w &= !(1 << (vector % 64));
-        } else {
+        // The no-EOI property belongs to the vector, not to one posting: a per-posting flag
+        // races with a second posting from another pCPU and strands the vector in ISR.
+        if self.no_eoi[usize::from(vector / 64)] & (1 << (vector % 64)) == 0 {
             set_bit(&mut self.isr, vector, true);
         }
     }

@@ -27,11 +27,18 @@ enum Turn {
     Gone,
 }
 
+/// Set by `janus.watch`: the BSP prints every vCPU's state every [`WATCH_NS`].
+pub static WATCH: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+const WATCH_NS: u64 = 5_000_000_000;
+
 /// The scheduler loop of pCPU `cpu`. Returns when no VM is left running.
 pub fn cpu_loop(cpu: usize) {
     loop {
         if LIVE_VMS.load(Ordering::Acquire) == 0 {
             return;
+        }
+        if cpu == 0 && WATCH.load(Ordering::Relaxed) {
+            watch_tick(None);
         }
         let now = tsc::now_ns();
         let next = {
@@ -164,6 +171,9 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
                 stop(vm, reason);
                 break Turn::Gone;
             }
+        }
+        if cpu == 0 && WATCH.load(Ordering::Relaxed) {
+            watch_tick(Some((r, cell)));
         }
         if slice_over(started, tsc::now_ns(), QUEUES[cpu].lock().has_ready()) {
             break Turn::Preempted;
@@ -445,12 +455,15 @@ fn handle(
             }
         }
         Exit::InterruptWindow => cell.vcpu.request_interrupt_window(false),
-        Exit::ExternalInterrupt | Exit::Nmi => {
-            // The host interrupt is pending: let its handler run, then carry on.
-            cpu::enable_interrupts();
-            core::hint::spin_loop();
+        Exit::ExternalInterrupt => {
+            // The host interrupt is pending: `sti; hlt` takes it (the handler returns past
+            // the hlt). A shorter window is not enough for emulators that only look for
+            // interrupts between translated blocks; the cost is at most one host tick if the
+            // interrupt was withdrawn meanwhile.
+            cpu::wait_for_interrupt();
             cpu::disable_interrupts();
         }
+        Exit::Nmi => {}
         Exit::Exception { vector, .. } => {
             return Step::Stop(StopReason::Unsupported {
                 vcpu: r.vcpu,
@@ -745,4 +758,77 @@ fn face_has_work(vm: &VmSlot, r: VcpuRef, info: &machine::VmInfo) -> bool {
         p.has_pending_work(u32::from(r.vcpu), ram)
     })
     .unwrap_or(false)
+}
+
+static LAST_WATCH: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Prints the watch lines when they are due; `current` is the vCPU this pCPU holds.
+fn watch_tick(current: Option<(VcpuRef, &VcpuCell)>) {
+    let now = tsc::now_ns();
+    if now.saturating_sub(LAST_WATCH.load(Ordering::Relaxed)) < WATCH_NS {
+        return;
+    }
+    LAST_WATCH.store(now, Ordering::Relaxed);
+    if let Some((r, c)) = current {
+        print_vcpu(r, c);
+    }
+    watch();
+}
+
+fn print_vcpu(r: VcpuRef, c: &VcpuCell) {
+    let regs = c.vcpu.regs();
+    let ctl = c.vcpu.control_regs();
+    println!(
+        "watch: vm {} vcpu {}: rip {:#x} rsp {:#x} rflags {:#x} cr0 {:#x} sipi-wait {} exits {} irr {} deliverable {:?}",
+        r.vm,
+        r.vcpu,
+        regs.rip,
+        regs.rsp,
+        regs.rflags,
+        ctl.cr0,
+        c.vcpu.waiting_for_sipi(),
+        c.stats.total(),
+        c.lapic.has_irr(),
+        c.lapic.deliverable()
+    );
+    for (kind, n) in c.stats.nonzero().iter().take(6) {
+        println!("watch:   {} {}", kind.name(), n);
+    }
+}
+
+/// One line per vCPU: where it is and what it last did (vCPUs in guest mode are skipped).
+fn watch() {
+    for (i, vm) in VMS
+        .iter()
+        .enumerate()
+        .take(machine::VM_COUNT.load(Ordering::Acquire))
+    {
+        let Some(info) = vm.info.get() else { continue };
+        for v in 0..info.vcpus {
+            let Some(slot) = vm.vcpus.get(usize::from(v)) else {
+                continue;
+            };
+            let Some(guard) = slot.cell.try_lock() else {
+                println!("watch: vm {} vcpu {}: running", info.name, v);
+                continue;
+            };
+            if let Some(c) = guard.as_ref() {
+                let regs = c.vcpu.regs();
+                let ctl = c.vcpu.control_regs();
+                println!(
+                    "watch: vm {} ({}) vcpu {}: rip {:#x} rflags {:#x} cr0 {:#x} sipi-wait {} exits {} irr {} pending {}",
+                    info.name,
+                    i,
+                    v,
+                    regs.rip,
+                    regs.rflags,
+                    ctl.cr0,
+                    c.vcpu.waiting_for_sipi(),
+                    c.stats.total(),
+                    c.lapic.has_irr(),
+                    slot.pending.any()
+                );
+            }
+        }
+    }
 }

@@ -82,6 +82,9 @@ unsafe extern "sysv64" fn svm_vmrun(_regs: *mut GuestRegs, _vmcb: u64, _host_sav
         "push rdi",
         "push rdx",
         "clgi",
+        // With V_INTR_MASKING the host's IF decides whether a physical interrupt exits the
+        // guest; GIF=0 keeps it from being taken here before VMRUN.
+        "sti",
         "mov rax, rdx",
         "vmsave rax",
         "mov rax, rsi",
@@ -120,6 +123,8 @@ unsafe extern "sysv64" fn svm_vmrun(_regs: *mut GuestRegs, _vmcb: u64, _host_sav
         "pop qword ptr [rdi + {rdi}]",
         "pop rax",
         "vmload rax",
+        // The pending host interrupt is taken at the kernel's next `sti`, not here.
+        "cli",
         "stgi",
         "add rsp, 8",
         "pop r15",

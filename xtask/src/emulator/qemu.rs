@@ -34,7 +34,16 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
             "-smp",
             &spec.cpus.to_string(),
         ])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-display", "none", "-no-reboot"])
+        // JANUS_QEMU_MONITOR=PATH opens QEMU's monitor on a UNIX socket (info registers -a
+        // shows where each pCPU is when a run hangs).
+        .args(match std::env::var("JANUS_QEMU_MONITOR") {
+            Ok(path) => [
+                "-monitor".to_string(),
+                format!("unix:{path},server=on,wait=off"),
+            ],
+            Err(_) => ["-monitor".to_string(), "none".to_string()],
+        })
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args([
             "-chardev",
