@@ -30,7 +30,7 @@ struct Cli {
     cmd: Cmd,
 }
 
-const DEFAULT_MANIFEST: &str = "manifests/demo.toml";
+const DEFAULT_MANIFEST: &str = "manifests/default.toml";
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -38,7 +38,7 @@ enum Cmd {
     Build(BuildOpts),
     /// Boot Janus with a manifest's VMs under an emulator; exit 0 only on success.
     Run {
-        /// The VMs to run (TOML); default: manifests/demo.toml.
+        /// The VMs to run (TOML); default: manifests/default.toml (Linux on both faces).
         #[arg(long)]
         manifest: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "qemu")]
@@ -150,6 +150,10 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
 
 fn stage(manifest: Option<PathBuf>, build: &BuildOpts) -> Result<manifest::Staged> {
     let path = manifest.unwrap_or_else(|| root().join(DEFAULT_MANIFEST));
+    // The Debian guest is fetched and the test guests built when a manifest names them.
+    if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("target/linux/")) {
+        linux_guest::prepare()?;
+    }
     // The test guests are built from source when a manifest names one.
     if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("guests/probe")) {
         image::build_guest("probe", build.release)?;

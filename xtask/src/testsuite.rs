@@ -38,6 +38,8 @@ struct Case {
     /// Each must appear among the decoded defmt lines.
     defmt: &'static [&'static str],
     timeout_s: u64,
+    /// Linux guests (VM name, face) whose init.sh report must be clean.
+    linux: &'static [(&'static str, &'static str)],
 }
 
 const BANNER: &[&str] = &[
@@ -102,6 +104,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             "info vm stopped after",
         ],
         timeout_s: 300,
+        linux: &[],
     };
     let mut v = vec![
         probe(
@@ -131,6 +134,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ],
             defmt: &[],
             timeout_s: 300,
+            linux: &[],
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
@@ -146,6 +150,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ],
             defmt: &[],
             timeout_s: 300,
+            linux: &[],
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -156,6 +161,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             com1: &["janus: PANIC: ", "deliberate panic"],
             defmt: &[],
             timeout_s: 60,
+            linux: &[],
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -166,6 +172,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             com1: &["FATAL host exception #6 (invalid opcode)"],
             defmt: &[],
             timeout_s: 60,
+            linux: &[],
         },
         probe(
             "bochs-vmx-probe",
@@ -191,6 +198,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         com1,
         defmt: &[],
         timeout_s: 300,
+        linux: &[],
     };
     for (emulator, xen, hyperv) in [
         (
@@ -217,6 +225,40 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             PROBE_HYPERV_OK,
         ));
     }
+    // Debian's kernel on each face, then both side by side (what `cargo xtask run` boots).
+    // Only under QEMU: Bochs's clock is its own, and a Linux boot there outlasts CI.
+    let linux = |name, manifest, com1, linux| Case {
+        name,
+        emulator: Emulator::Qemu,
+        manifest,
+        cmdline: "",
+        pass: true,
+        com1,
+        defmt: &[],
+        timeout_s: 600,
+        linux,
+    };
+    v.push(linux(
+        "qemu-svm-xen-linux",
+        "manifests/xen-linux.toml",
+        &["vm xen-linux: stopped: powered off"],
+        &[("xen-linux", "xen")],
+    ));
+    v.push(linux(
+        "qemu-svm-hyperv-linux",
+        "manifests/hyperv-linux.toml",
+        &["vm hyperv-linux: stopped: powered off"],
+        &[("hyperv-linux", "hyperv")],
+    ));
+    v.push(linux(
+        "qemu-svm-both-faces-side-by-side",
+        "manifests/default.toml",
+        &[
+            "vm xen: stopped: powered off",
+            "vm hyperv: stopped: powered off",
+        ],
+        &[("xen", "xen"), ("hyperv", "hyperv")],
+    ));
     if inject_failure {
         v.push(Case {
             name: "injected-failure",
@@ -227,6 +269,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             com1: &[],
             defmt: &[],
             timeout_s: 60,
+            linux: &[],
         });
     }
     v
@@ -262,7 +305,18 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
 
     let images = image::build(&BuildOpts::default())?;
     image::build_guest("probe", false)?;
-    for case in cases(opts.inject_failure) {
+    let cases = cases(opts.inject_failure);
+    let wanted = |c: &Case| {
+        !(opts.no_bochs && c.emulator != Emulator::Qemu)
+            && opts
+                .filter
+                .as_ref()
+                .is_none_or(|f| c.name.contains(f.as_str()))
+    };
+    if cases.iter().any(|c| wanted(c) && !c.linux.is_empty()) {
+        crate::linux_guest::prepare()?;
+    }
+    for case in cases {
         if opts.no_bochs && case.emulator != Emulator::Qemu {
             continue;
         }
@@ -355,6 +409,19 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
                 "defmt lacks {want:?} (decoded: {:?})",
                 outcome.defmt
             ));
+        }
+    }
+    for (vm, face) in case.linux {
+        let report = crate::linux_guest::parse_console(&outcome.lines, Some(vm));
+        let problems = report.problems(face);
+        if !problems.is_empty() {
+            return Err(format!(
+                "Linux guest '{vm}' ({face} face): {}",
+                problems.join("; ")
+            ));
+        }
+        if let Some(r) = report.clock_ratio() {
+            println!("{vm}: guest clock / host clock = {r:.4}");
         }
     }
     Ok(())

@@ -39,6 +39,8 @@ pub struct RunSpec {
 pub struct Outcome {
     pub verdict: Result<(), String>,
     pub com1: String,
+    /// COM1 split into lines stamped with their arrival time on the host.
+    pub lines: Vec<crate::linux_guest::TimedLine>,
     pub defmt: Vec<String>,
 }
 

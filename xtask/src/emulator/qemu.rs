@@ -83,15 +83,20 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         .context("cannot start qemu-system-x86_64")?;
 
     let com1 = Arc::new(Mutex::new(Vec::<u8>::new()));
+    let lines = Arc::new(Mutex::new(Vec::new()));
     let mut stdout = child.stdout.take().context("no QEMU stdout")?;
     let echo = spec.echo;
     let com1_sink = Arc::clone(&com1);
+    let lines_sink = Arc::clone(&lines);
+    let started = Instant::now();
     let com1_thread = std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
+        let mut clock = crate::linux_guest::LineClock::default();
         while let Ok(n) = stdout.read(&mut buf) {
             if n == 0 {
                 break;
             }
+            let timed = clock.feed(&buf[..n], started.elapsed());
             if echo {
                 let _ = std::io::stdout().write_all(&buf[..n]);
                 let _ = std::io::stdout().flush();
@@ -99,6 +104,12 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
             if let Ok(mut c) = com1_sink.lock() {
                 c.extend_from_slice(&buf[..n]);
             }
+            if let Ok(mut l) = lines_sink.lock() {
+                l.extend(timed);
+            }
+        }
+        if let (Some(last), Ok(mut l)) = (clock.finish(started.elapsed()), lines_sink.lock()) {
+            l.push(last);
         }
     });
     let mut stderr = child.stderr.take().context("no QEMU stderr")?;
@@ -164,9 +175,11 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     };
     let verdict = judge(exit, &com1);
     let defmt = defmt_lines.lock().map(|l| l.clone()).unwrap_or_default();
+    let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(Outcome {
         verdict,
         com1,
+        lines,
         defmt,
     })
 }

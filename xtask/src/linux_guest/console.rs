@@ -273,10 +273,7 @@ mod tests {
         (100, "[    0.000000] Linux version 6.1.0"),
         (1800, "JANUS-GUEST-MARKER"),
         (1850, "JANUS-INFO face=xen clocksource=xen"),
-        (
-            1900,
-            "JANUS-CHECK platform ok Booting paravirtualized kernel on Xen PVH",
-        ),
+        (1900, "JANUS-CHECK platform ok Booting kernel on Xen PVH"),
         (1901, "JANUS-CHECK clocksource ok xen"),
         (1902, "JANUS-CHECK nproc ok 2"),
         (2000, "JANUS-CLOCK 1 1.500000000 timer_list"),
@@ -291,7 +288,7 @@ mod tests {
         assert_eq!(r.checks.len(), 3);
         assert_eq!(
             r.check("platform").unwrap().detail,
-            "Booting paravirtualized kernel on Xen PVH"
+            "Booting kernel on Xen PVH"
         );
         assert_eq!(r.clocks[0].guest_ns, 1_500_000_000);
         assert_eq!(r.clocks[1].source, "timer_list");

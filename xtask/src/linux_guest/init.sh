@@ -77,7 +77,7 @@ echo "JANUS-INFO face=$face clocksource=$clocksource clockevents=$clockevents ke
 
 case "$face" in
     xen)
-        in_log platform "Booting paravirtualized kernel on Xen PVH"
+        in_log platform "Booting kernel on Xen PVH"
         expect clocksource "$clocksource" xen
         ;;
     hyperv)

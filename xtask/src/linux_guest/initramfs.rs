@@ -212,7 +212,7 @@ mod tests {
             "JANUS-CHECK $name $status",
             "JANUS-CLOCK %s %d.%09d",
             "JANUS-GUEST-DONE ok",
-            "Booting paravirtualized kernel on Xen PVH",
+            "Booting kernel on Xen PVH",
             "Hypervisor detected: Microsoft Hyper-V",
             "hyperv_clocksource_tsc_page",
             "Hyper-V clockevent",
