@@ -151,8 +151,11 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         cell.stats.count(kind_of(&exit));
         match handle(vm, info, r, cell, exit) {
             Step::Continue => {}
-            Step::Block => {
-                if slot.pending.any() || face_has_work(vm, r, info) {
+            step @ (Step::Block | Step::Halt) => {
+                // HLT waits for an interrupt only; an ABI block (SCHEDOP_block) also ends
+                // when the personality has an event for the vCPU.
+                let abi_block = matches!(step, Step::Block);
+                if slot.pending.any() || (abi_block && face_has_work(vm, r, info)) {
                     continue;
                 }
                 let lapic = cell.lapic.next_deadline().map(tsc::ns_at_tsc);
@@ -209,6 +212,9 @@ fn prepare_interrupts(cell: &mut VcpuCell, pending: &super::lapic::Pending) {
 
 enum Step {
     Continue,
+    /// HLT: park until an interrupt is pending.
+    Halt,
+    /// The personality blocked the vCPU until an event or interrupt.
     Block,
     Yield,
     Stop(StopReason),
@@ -451,7 +457,7 @@ fn handle(
             }
             cell.lapic.tick(tsc::now());
             if cell.lapic.deliverable().is_none() {
-                return Step::Block;
+                return Step::Halt;
             }
         }
         Exit::InterruptWindow => cell.vcpu.request_interrupt_window(false),
