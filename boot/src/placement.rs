@@ -58,7 +58,7 @@ mod tests {
     #[test]
     fn skips_a_region_too_small_and_honours_the_limit() {
         let regions = [usable(MIB, 9 * MIB), usable(16 * MIB, 64 * MIB)];
-        let used = [MIB..5 * MIB];
+        let used = [MIB..5 * MIB, 0..MIB];
         assert_eq!(
             place_above(&regions, &used, 6 * MIB, 2 * MIB, 4096 * MIB),
             Some(16 * MIB)
@@ -88,7 +88,7 @@ mod tests {
         assert_eq!(
             place_above(
                 &[usable(0, u64::MAX)],
-                &[u64::MAX - 5..u64::MAX],
+                &[u64::MAX - 5..u64::MAX, 0..1],
                 MIB,
                 4096,
                 u64::MAX

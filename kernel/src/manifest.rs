@@ -272,7 +272,8 @@ mod tests {
 
     #[test]
     fn decode_enforces_the_rules() {
-        let cases: [(fn(&mut VmSpec), Rule); 4] = [
+        type Mutation = fn(&mut VmSpec);
+        let cases: [(Mutation, Rule); 4] = [
             (|v| v.name.clear(), Rule::EmptyName),
             (|v| v.memory_mib = 0, Rule::MemoryRange),
             (|v| v.vcpus = 9, Rule::VcpuRange),

@@ -76,23 +76,37 @@ impl GuestMemory for GuestRam {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let off = check_range(self.region.size, gpa, buf.len())?;
         let src = host_ptr(self.region.hpa_base).wrapping_add(off);
-        for (i, b) in buf.iter_mut().enumerate() {
-            // SAFETY: check_range proved [off, off+len) lies inside the guest block, which the
-            // kernel keeps mapped for the VM's lifetime. Byte-wise volatile reads: the guest
-            // may be writing concurrently, and we must not assume a stable value.
-            *b = unsafe { core::ptr::read_volatile(src.add(i)) };
-        }
+        // SAFETY: check_range proved [off, off+len) lies inside the guest block, which the
+        // kernel keeps mapped for the VM's lifetime; `buf` is ours and does not overlap it.
+        unsafe { opaque_copy(buf.as_mut_ptr(), src, buf.len()) };
         Ok(())
     }
 
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
         let off = check_range(self.region.size, gpa, data.len())?;
         let dst = host_ptr(self.region.hpa_base).wrapping_add(off);
-        for (i, b) in data.iter().enumerate() {
-            // SAFETY: as in `read`.
-            unsafe { core::ptr::write_volatile(dst.add(i), *b) };
-        }
+        // SAFETY: as in `read`.
+        unsafe { opaque_copy(dst, data.as_ptr(), data.len()) };
         Ok(())
+    }
+}
+
+/// Copies `len` bytes with one `rep movsb`. The compiler sees only an opaque instruction, so
+/// like a volatile access it assumes nothing about memory a running guest may change, and it
+/// is one instruction instead of a byte loop (loading a 50 MiB kernel under an emulator).
+///
+/// # Safety
+/// Both ranges must be valid for `len` bytes and must not overlap.
+unsafe fn opaque_copy(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: upheld by the caller; DF is clear in the kernel and in Rust code generally.
+    unsafe {
+        core::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rdi") dst => _,
+            inout("rsi") src => _,
+            options(nostack, preserves_flags)
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Host orchestration for Janus: build, run, test, iso, bench, vhd.
 
+mod bench_boot;
 mod defmt_rx;
 mod emulator;
 mod image;
@@ -66,7 +67,7 @@ enum Cmd {
         #[command(flatten)]
         build: BuildOpts,
     },
-    /// Benchmarks: `vhd`, `size`.
+    /// Benchmarks: `boot`, `vhd`, `size`.
     Bench {
         /// Which figure: vhd | size | boot.
         what: String,
@@ -143,7 +144,8 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
             Ok(true)
         }
         Cmd::Bench { what, .. } if what == "size" => bench_size(),
-        Cmd::Bench { what, .. } => bail!("unknown benchmark '{what}' (known: vhd, size)"),
+        Cmd::Bench { what, args } if what == "boot" => bench_boot::bench(&args),
+        Cmd::Bench { what, .. } => bail!("unknown benchmark '{what}' (known: boot, vhd, size)"),
         Cmd::Vhd { .. } | Cmd::LinuxGuest { .. } => unreachable!("handled before dispatch"),
     }
 }

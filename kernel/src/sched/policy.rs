@@ -59,7 +59,7 @@ impl CpuQueue {
     }
 
     /// The next vCPU to run (round robin: it goes back with `push_ready` after its slice).
-    pub fn next(&mut self) -> Option<VcpuRef> {
+    pub fn pop_next(&mut self) -> Option<VcpuRef> {
         self.ready.pop_front()
     }
 
@@ -88,10 +88,10 @@ impl CpuQueue {
         self.blocked.retain(|(r, _)| !pred(*r));
         let n = self.ready.len();
         for _ in 0..n {
-            if let Some(r) = self.ready.pop_front() {
-                if !pred(r) {
-                    let _ = self.ready.push_back(r);
-                }
+            if let Some(r) = self.ready.pop_front()
+                && !pred(r)
+            {
+                let _ = self.ready.push_back(r);
             }
         }
     }
@@ -132,7 +132,7 @@ mod tests {
         }
         let mut order = std::vec::Vec::new();
         for _ in 0..6 {
-            let x = q.next().unwrap();
+            let x = q.pop_next().unwrap();
             order.push(x.vm);
             q.push_ready(x).unwrap();
         }
@@ -147,12 +147,12 @@ mod tests {
         q.block(r(1, 0), Some(50)).unwrap();
         assert_eq!(q.next_deadline(), Some(50));
         q.wake(60, |_| false);
-        assert_eq!(q.next(), Some(r(1, 0)));
-        assert_eq!(q.next(), None);
+        assert_eq!(q.pop_next(), Some(r(1, 0)));
+        assert_eq!(q.pop_next(), None);
         q.wake(60, |x| x == r(0, 1));
-        assert_eq!(q.next(), Some(r(0, 1)));
+        assert_eq!(q.pop_next(), Some(r(0, 1)));
         q.wake(100, |_| false);
-        assert_eq!(q.next(), Some(r(0, 0)));
+        assert_eq!(q.pop_next(), Some(r(0, 0)));
         assert!(q.is_empty());
     }
 
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!(q.push_ready(r(9, 9)), Err(QueueFull));
         q.remove(|x| x.vm == 1);
         assert_eq!(q.len(), QUEUE_CAP - QUEUE_CAP / 4);
-        while let Some(x) = q.next() {
+        while let Some(x) = q.pop_next() {
             assert_ne!(x.vm, 1);
         }
     }

@@ -10,7 +10,9 @@ use core::sync::atomic::Ordering;
 use vcpu::personality::{Action, Host, Personality, VcpuView};
 use vcpu::{Event, GuestMemory, GuestRegs, MemError};
 
-/// The personality of one VM, chosen by the manifest.
+/// The personality of one VM, chosen by the manifest. It lives in the VM's static slot and
+/// never moves after creation, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Face {
     None,
     #[cfg(feature = "xen")]
@@ -67,15 +69,6 @@ impl KernelHost<'_> {
             .vcpus
             .get(vcpu as usize)
             .filter(|_| vcpu < u32::from(self.info.vcpus))
-    }
-
-    /// The host pointer of the 8-byte guest word at `gpa`, when it lies in RAM and is aligned.
-    fn word(&self, gpa: u64) -> Result<*mut u64, MemError> {
-        let err = MemError { gpa, len: 8 };
-        if gpa % 8 != 0 || gpa.checked_add(8).is_none_or(|e| e > self.info.ram.size) {
-            return Err(err);
-        }
-        Ok(vcpu::host_ptr(self.info.ram.hpa_base + gpa).cast::<u64>())
     }
 }
 
@@ -151,8 +144,7 @@ impl Host for KernelHost<'_> {
         gpa: u64,
         bits: u64,
     ) -> Result<u64, MemError> {
-        let p = self.word(gpa)?;
-        Ok(super::guest_atomic::fetch_or(p, bits))
+        super::guest_atomic::fetch_or(self.info.ram, gpa, bits)
     }
 
     fn guest_fetch_and_u64(
@@ -161,8 +153,7 @@ impl Host for KernelHost<'_> {
         gpa: u64,
         bits: u64,
     ) -> Result<u64, MemError> {
-        let p = self.word(gpa)?;
-        Ok(super::guest_atomic::fetch_and(p, bits))
+        super::guest_atomic::fetch_and(self.info.ram, gpa, bits)
     }
 
     fn vcpu_is_up(&self, vcpu: u32) -> Option<bool> {

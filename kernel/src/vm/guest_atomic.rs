@@ -1,18 +1,29 @@
 //! Locked read-modify-write of guest words shared with running vCPUs (Xen's event-channel
 //! bitmaps): a copy in and out would lose the guest's concurrent updates.
 #![allow(unsafe_code)]
-// UNSAFETY: the pointer is into guest RAM, which the host identity-maps for the VM's life.
+// UNSAFETY: the word is in guest RAM, which the host identity-maps for the VM's life.
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use vcpu::{MemError, RamRegion};
 
-/// `p` must be 8-byte aligned and inside a VM's RAM (checked by the caller).
-pub fn fetch_or(p: *mut u64, bits: u64) -> u64 {
-    // SAFETY: aligned, in guest RAM that lives as long as the kernel; every access to the
-    // word from this side is atomic, and the guest's own are the CPU's.
-    unsafe { AtomicU64::from_ptr(p) }.fetch_or(bits, Ordering::AcqRel)
+/// The host address of the aligned 8-byte guest word at `gpa`, if it lies inside `ram`.
+fn word(ram: RamRegion, gpa: u64) -> Result<*mut u64, MemError> {
+    let err = MemError { gpa, len: 8 };
+    if !gpa.is_multiple_of(8) || gpa.checked_add(8).is_none_or(|e| e > ram.size) {
+        return Err(err);
+    }
+    Ok(vcpu::host_ptr(ram.hpa_base + gpa).cast::<u64>())
 }
 
-pub fn fetch_and(p: *mut u64, bits: u64) -> u64 {
+pub fn fetch_or(ram: RamRegion, gpa: u64, bits: u64) -> Result<u64, MemError> {
+    let p = word(ram, gpa)?;
+    // SAFETY: aligned and inside guest RAM, which lives as long as the kernel; every access
+    // to the word from this side is atomic, and the guest's own are the CPU's.
+    Ok(unsafe { AtomicU64::from_ptr(p) }.fetch_or(bits, Ordering::AcqRel))
+}
+
+pub fn fetch_and(ram: RamRegion, gpa: u64, bits: u64) -> Result<u64, MemError> {
+    let p = word(ram, gpa)?;
     // SAFETY: as in `fetch_or`.
-    unsafe { AtomicU64::from_ptr(p) }.fetch_and(bits, Ordering::AcqRel)
+    Ok(unsafe { AtomicU64::from_ptr(p) }.fetch_and(bits, Ordering::AcqRel))
 }

@@ -511,7 +511,7 @@ impl VLapic {
 fn word(set: &[u64; 4], idx: u32) -> u32 {
     let i = idx as usize;
     let w = set[(i / 2).min(3)];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         w as u32
     } else {
         (w >> 32) as u32

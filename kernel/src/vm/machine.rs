@@ -2,7 +2,7 @@
 //! manifest and kept in fixed slots (no allocator in the hypervisor).
 #![allow(unsafe_code)]
 // UNSAFETY: boot modules (guest kernels, initrds) are read in place from reserved, identity-
-// mapped memory, and the void page is filled through its physical address.
+// mapped memory.
 
 use super::lapic::{Pending, VLapic};
 use super::stats::ExitStats;
@@ -105,9 +105,6 @@ pub struct VmShared {
     /// vCPUs that have not yet left the scheduler after the stop.
     pub vcpus_left: u8,
     pub npt: Option<NestedPageTable>,
-    /// Host frame of 0xFF bytes mapped read-only where the VM reads memory that is not there.
-    pub void_page: u64,
-    pub void_maps: u32,
 }
 
 pub struct VcpuCell {
@@ -149,8 +146,6 @@ impl VmSlot {
                 stop: None,
                 vcpus_left: 0,
                 npt: None,
-                void_page: 0,
-                void_maps: 0,
             }),
             live: AtomicBool::new(false),
             vcpus: [const {
@@ -275,11 +270,6 @@ pub fn create(
         .map_err(CreateError::Vcpu)?;
     npt.map(&mut HostTables(&mut Frames), 0, hpa, size, Perm::RWX)
         .map_err(CreateError::Vcpu)?;
-    let void_page = phys::alloc_zeroed(1, 4096).map_err(|_| CreateError::OutOfMemory {
-        what: "the void page",
-    })?;
-    // SAFETY: a frame just allocated to us, identity mapped.
-    unsafe { core::ptr::write_bytes(void_page as *mut u8, 0xFF, 4096) };
 
     let kernel = info
         .module(&spec.kernel)
@@ -342,7 +332,6 @@ pub fn create(
         shared.face = face;
         shared.ioapic = has_ioapic.then(super::ioapic::IoApic::new);
         shared.npt = Some(npt);
-        shared.void_page = void_page;
         shared.vcpus_left = spec.vcpus;
     }
     let nested_root = slot

@@ -44,7 +44,7 @@ pub fn cpu_loop(cpu: usize) {
         let next = {
             let mut q = QUEUES[cpu].lock();
             q.wake(now, wants_wake);
-            q.next()
+            q.pop_next()
         };
         let Some(r) = next else {
             // Nothing to run: sleep until the host tick (or a kick) and look again.
@@ -101,19 +101,18 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         if slot.pending.take_init() {
             cell.vcpu.init();
         }
-        if let Some(v) = slot.pending.take_sipi() {
-            if cell.vcpu.waiting_for_sipi() {
-                if let Err(e) = cell.vcpu.sipi(v) {
-                    stop(
-                        vm,
-                        StopReason::VcpuError {
-                            vcpu: r.vcpu,
-                            error: e,
-                        },
-                    );
-                    break Turn::Gone;
-                }
-            }
+        if let Some(v) = slot.pending.take_sipi()
+            && cell.vcpu.waiting_for_sipi()
+            && let Err(e) = cell.vcpu.sipi(v)
+        {
+            stop(
+                vm,
+                StopReason::VcpuError {
+                    vcpu: r.vcpu,
+                    error: e,
+                },
+            );
+            break Turn::Gone;
         }
         if cell.vcpu.waiting_for_sipi() {
             break Turn::Blocked(None);
@@ -356,12 +355,11 @@ fn handle(
                 match answer {
                     Some(Ok((true, shutdown))) => {
                         retire(cell);
-                        if let Some(reason) = shutdown {
-                            if let face::Outcome::Stop(stop) =
+                        if let Some(reason) = shutdown
+                            && let face::Outcome::Stop(stop) =
                                 face::map_action(vcpu::personality::Action::Shutdown(reason))
-                            {
-                                return Step::Stop(stop);
-                            }
+                        {
+                            return Step::Stop(stop);
                         }
                         return Step::Continue;
                     }
@@ -387,7 +385,7 @@ fn handle(
                     detail: u64::from(io.port),
                 });
             }
-            let mut data = 0xFFFF_FFFFu32 & io.mask();
+            let mut data = io.mask();
             if uart::PORTS.contains(&io.port) {
                 let offset = io.port - uart::COM1_BASE;
                 let mut shared = vm.shared.lock();
@@ -710,10 +708,9 @@ fn leave(r: VcpuRef) {
             .vcpus
             .get(usize::from(r.vcpu))
             .and_then(|s| s.cell.try_lock())
+            && let Some(c) = cell.as_ref()
         {
-            if let Some(c) = cell.as_ref() {
-                shared.stats.add(&c.stats);
-            }
+            shared.stats.add(&c.stats);
         }
         shared.vcpus_left = shared.vcpus_left.saturating_sub(1);
         let name = info.name.as_str();
@@ -736,21 +733,21 @@ fn leave(r: VcpuRef) {
         println!("  {:<14} {}", kind.name(), n);
     }
     for v in 0..info.vcpus {
-        if let Some(cell) = vm.vcpus.get(usize::from(v)).and_then(|s| s.cell.try_lock()) {
-            if let Some(c) = cell.as_ref() {
-                let regs = c.vcpu.regs();
-                let ctl = c.vcpu.control_regs();
-                println!(
-                    "  vcpu {}: ran {} us; rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} efer {:#x}",
-                    v,
-                    c.run_ns / 1000,
-                    regs.rip,
-                    regs.rsp,
-                    ctl.cr0,
-                    ctl.cr3,
-                    ctl.efer
-                );
-            }
+        if let Some(cell) = vm.vcpus.get(usize::from(v)).and_then(|s| s.cell.try_lock())
+            && let Some(c) = cell.as_ref()
+        {
+            let regs = c.vcpu.regs();
+            let ctl = c.vcpu.control_regs();
+            println!(
+                "  vcpu {}: ran {} us; rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} efer {:#x}",
+                v,
+                c.run_ns / 1000,
+                regs.rip,
+                regs.rsp,
+                ctl.cr0,
+                ctl.cr3,
+                ctl.efer
+            );
         }
     }
     defmt::info!("vm stopped after {=u64} exits", stats.total());

@@ -97,7 +97,7 @@ impl ExitStats {
             .map(|&k| (k, self.get(k)))
             .filter(|&(_, n)| n > 0)
             .collect();
-        v.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        v.sort_unstable_by_key(|&(_, n)| core::cmp::Reverse(n));
         v
     }
 }

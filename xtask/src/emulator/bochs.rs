@@ -159,17 +159,17 @@ fn tail_file(path: &Path, done: &AtomicBool, echo: bool) -> String {
     let mut pos = 0u64;
     loop {
         let finished = done.load(Ordering::Relaxed);
-        if let Ok(mut f) = File::open(path) {
-            if f.seek(SeekFrom::Start(pos)).is_ok() {
-                let mut chunk = Vec::new();
-                if f.read_to_end(&mut chunk).is_ok() && !chunk.is_empty() {
-                    pos += chunk.len() as u64;
-                    if echo {
-                        let _ = std::io::stdout().write_all(&chunk);
-                        let _ = std::io::stdout().flush();
-                    }
-                    all.extend(chunk);
+        if let Ok(mut f) = File::open(path)
+            && f.seek(SeekFrom::Start(pos)).is_ok()
+        {
+            let mut chunk = Vec::new();
+            if f.read_to_end(&mut chunk).is_ok() && !chunk.is_empty() {
+                pos += chunk.len() as u64;
+                if echo {
+                    let _ = std::io::stdout().write_all(&chunk);
+                    let _ = std::io::stdout().flush();
                 }
+                all.extend(chunk);
             }
         }
         if finished {

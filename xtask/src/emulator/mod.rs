@@ -60,6 +60,14 @@ pub fn judge(exit_said_pass: Result<(), String>, com1: &str) -> Result<(), Strin
     }
 }
 
+/// Runs `spec` under `emulator`.
+pub fn run(emulator: Emulator, spec: &RunSpec) -> anyhow::Result<Outcome> {
+    match emulator {
+        Emulator::Qemu => qemu::run(spec),
+        Emulator::Bochs | Emulator::BochsSvm => bochs::run(emulator, spec),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,13 +78,5 @@ mod tests {
         assert!(judge(Ok(()), "banner\r\njanus: done\r\n").is_ok());
         assert!(judge(Ok(()), "banner\n").is_err());
         assert!(judge(Err("status 35".into()), "janus: done\n").is_err());
-    }
-}
-
-/// Runs `spec` under `emulator`.
-pub fn run(emulator: Emulator, spec: &RunSpec) -> anyhow::Result<Outcome> {
-    match emulator {
-        Emulator::Qemu => qemu::run(spec),
-        Emulator::Bochs | Emulator::BochsSvm => bochs::run(emulator, spec),
     }
 }

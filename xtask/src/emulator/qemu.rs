@@ -150,10 +150,10 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     };
     let _ = com1_thread.join();
     let qemu_err = stderr_thread.join().unwrap_or_default();
-    if let Some(t) = defmt_thread {
-        if let Ok(Err(e)) = t.join() {
-            eprintln!("xtask: defmt decoding stopped: {e:#}");
-        }
+    if let Some(t) = defmt_thread
+        && let Ok(Err(e)) = t.join()
+    {
+        eprintln!("xtask: defmt decoding stopped: {e:#}");
     }
     let _ = std::fs::remove_file(&socket);
 

@@ -1,0 +1,170 @@
+//! `cargo xtask bench boot`: Debian's kernel booted to its initramfs marker under Janus, on
+//! each face, against the same kernel and initramfs booted directly by QEMU — all in one
+//! invocation on this machine, medians of a few runs, plus the VM exits per boot by reason.
+
+use crate::emulator::{self, Emulator, RunSpec};
+use crate::image::{self, BuildOpts};
+use crate::linux_guest::{self, DirectBoot, Entry, MARKER};
+use crate::manifest;
+use crate::util::{out_dir, root};
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+const RUNS: usize = 3;
+const VCPUS: u8 = 2;
+const MEMORY_MIB: u32 = 256;
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+struct Face {
+    name: &'static str,
+    manifest: &'static str,
+    vm: &'static str,
+    direct: Entry,
+}
+
+const FACES: [Face; 2] = [
+    Face {
+        name: "xen",
+        manifest: "manifests/xen-linux.toml",
+        vm: "xen-linux",
+        direct: Entry::Pvh,
+    },
+    Face {
+        name: "hyperv",
+        manifest: "manifests/hyperv-linux.toml",
+        vm: "hyperv-linux",
+        direct: Entry::Bzimage,
+    },
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The "vm NAME: N exits:" block the hypervisor prints when a VM ends.
+fn exits_by_reason(com1: &str, vm: &str) -> BTreeMap<String, u64> {
+    let head = format!("vm {vm}: ");
+    let mut out = BTreeMap::new();
+    let mut inside = false;
+    for line in com1.lines() {
+        let line = line.trim_end();
+        if line.starts_with(&head) && line.ends_with(" exits:") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            let mut words = line.split_whitespace();
+            match (
+                line.starts_with("  "),
+                words.next(),
+                words.next(),
+                words.next(),
+            ) {
+                (true, Some(kind), Some(n), None) if n.parse::<u64>().is_ok() => {
+                    out.insert(kind.to_string(), n.parse().unwrap_or(0));
+                }
+                _ => inside = false,
+            }
+        }
+    }
+    out
+}
+
+pub fn bench(_args: &[String]) -> Result<bool> {
+    let guest = linux_guest::prepare()?;
+    let images = image::build(&BuildOpts {
+        release: true,
+        ..Default::default()
+    })?;
+    let mut janus_ratios = Vec::new();
+    let mut janus_medians = Vec::new();
+    for face in &FACES {
+        let mut direct = Vec::new();
+        for _ in 0..RUNS {
+            let opts = DirectBoot {
+                entry: face.direct,
+                ..DirectBoot::pvh(VCPUS, MEMORY_MIB, TIMEOUT)
+            };
+            let report = linux_guest::direct_boot(&guest, &opts)?;
+            let t = report
+                .time_to_marker()
+                .context("the direct boot never reached the marker")?;
+            direct.push(t.as_secs_f64());
+        }
+        let stage = out_dir().join("bench-stage").join(face.name);
+        let staged = manifest::load(&root().join(face.manifest), &stage)?;
+        let mut janus = Vec::new();
+        let mut exits = BTreeMap::new();
+        for _ in 0..RUNS {
+            let spec = RunSpec {
+                boot: images.boot.clone(),
+                kernel: images.kernel.clone(),
+                modules: staged.modules.clone(),
+                cmdline: String::new(),
+                timeout: TIMEOUT,
+                memory_mib: 512 + staged.guest_memory_mib,
+                cpus: 2,
+                echo: false,
+            };
+            let outcome = emulator::run(Emulator::Qemu, &spec)?;
+            if let Err(why) = &outcome.verdict {
+                bail!("{} under Janus: {why}", face.vm);
+            }
+            let marker = format!("[{}] {MARKER}", face.vm);
+            let at = outcome
+                .lines
+                .iter()
+                .find(|l| l.text.trim_end() == marker)
+                .with_context(|| format!("{} never printed its marker", face.vm))?
+                .at;
+            janus.push(at.as_secs_f64());
+            exits = exits_by_reason(&outcome.com1, face.vm);
+        }
+        let (d, j) = (median(direct), median(janus));
+        let ratio = j / d;
+        println!(
+            "boot {}: direct QEMU {d:.3} s, Janus {j:.3} s (median of {RUNS})",
+            face.name
+        );
+        let total: u64 = exits.values().sum();
+        let by_reason: Vec<String> = exits.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        println!(
+            "boot {} exits per boot: {total} ({})",
+            face.name,
+            by_reason.join(", ")
+        );
+        println!("boot janus/direct {}: {ratio:.3}", face.name);
+        janus_ratios.push(ratio);
+        janus_medians.push(j);
+    }
+    println!(
+        "boot personalities xen/hyperv: {:.3}",
+        janus_medians[0] / janus_medians[1]
+    );
+    let worst = janus_ratios.iter().copied().fold(0.0, f64::max);
+    println!("boot janus/direct: {worst:.3}");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_tables_are_read_per_vm() {
+        let com1 = "vm a: stopped: powered off\nvm a: 12 exits:\n  io             10\n  hlt            2\n  vcpu 0: ran 5 us; rip 0x1\nvm b: 3 exits:\n  cpuid 3\n";
+        let a = exits_by_reason(com1, "a");
+        assert_eq!(a.get("io"), Some(&10));
+        assert_eq!(a.get("hlt"), Some(&2));
+        assert_eq!(a.len(), 2);
+        let b = exits_by_reason(com1, "b");
+        assert_eq!(b.get("cpuid"), Some(&3));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+}
