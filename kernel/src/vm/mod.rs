@@ -4,6 +4,7 @@
 pub mod cpuid;
 pub mod ioapic;
 pub mod lapic;
+pub mod pit;
 pub mod platform;
 pub mod stats;
 pub mod uart;
