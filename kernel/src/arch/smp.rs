@@ -187,7 +187,7 @@ pub fn start_aps(page: u64, entry: extern "C" fn(usize) -> !) -> usize {
     // Emulators can take a while to start a CPU thread; wait until the count stops growing.
     let mut last = ONLINE.load(Ordering::Acquire);
     let mut quiet = 0;
-    while quiet < 20 {
+    while quiet < 5 {
         tsc::spin_micros(10_000);
         let now = ONLINE.load(Ordering::Acquire);
         if now == last {

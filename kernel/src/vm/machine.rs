@@ -98,6 +98,7 @@ pub struct VmShared {
     /// The personality's console (Xen hvc0), gathered into lines.
     pub console: super::uart::LineBuf,
     pub uart: Uart,
+    pub pit: super::pit::Pit,
     /// Present when the VM's ACPI tables announce one (the Hyper-V face).
     pub ioapic: Option<super::ioapic::IoApic>,
     pub stats: ExitStats,
@@ -141,6 +142,7 @@ impl VmSlot {
                 face: super::face::Face::None,
                 console: super::uart::LineBuf::new(),
                 uart: Uart::new(),
+                pit: super::pit::Pit::new(),
                 ioapic: None,
                 stats: ExitStats::new(),
                 stop: None,

@@ -403,6 +403,8 @@ fn handle(
                 }
                 drop(shared);
                 uart_irq(vm, info, r.vm);
+            } else if let Some(claimed) = pit_access(vm, io.port, io.write, io.value) {
+                data = claimed;
             } else if let Some(effect) = platform::power_port(io.port, io.write, io.value) {
                 match effect {
                     PortEffect::PowerOff => {
@@ -610,6 +612,18 @@ pub fn deliver_irq(vm: &VmSlot, info: &machine::VmInfo, vm_index: u8, d: ioapic:
         }
         // Fixed/lowest-priority to a set: one recipient is enough for an edge.
         return;
+    }
+}
+
+/// The legacy PIT (ports 0x40-0x43, 0x61), on the host TSC. `None`: not a PIT port.
+fn pit_access(vm: &VmSlot, port: u16, write: bool, value: u32) -> Option<u32> {
+    let hz = tsc::hz().max(1);
+    let ticks = (u128::from(tsc::now()) * u128::from(super::pit::TICK_HZ) / u128::from(hz)) as u64;
+    let mut shared = vm.shared.lock();
+    if write {
+        shared.pit.write(port, value as u8, ticks).then_some(0)
+    } else {
+        shared.pit.read(port, ticks).map(u32::from)
     }
 }
 
