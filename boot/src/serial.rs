@@ -20,8 +20,11 @@ const LINE_CTRL: u16 = 3;
 const MODEM_CTRL: u16 = 4;
 const LINE_STATUS: u16 = 5;
 const LSR_THR_EMPTY: u8 = 1 << 5;
-/// Bounded wait for the transmitter: a missing UART reads 0xFF and must not hang the boot.
-const SPIN_LIMIT: u32 = 100_000;
+/// Bounded wait for a slow transmitter (an emulator's UART under load can take a while):
+/// long enough not to drop bytes, short enough that a wedged UART cannot hang the machine.
+const SPIN_LIMIT: u32 = 20_000_000;
+/// What the line status register of a port with no UART behind it reads.
+const NO_UART: u8 = 0xFF;
 
 pub struct Uart {
     base: u16,
@@ -57,6 +60,9 @@ impl Uart {
     }
 
     pub fn write_byte(&self, byte: u8) {
+        if self.status() == NO_UART {
+            return;
+        }
         let mut spins = 0;
         while self.status() & LSR_THR_EMPTY == 0 && spins < SPIN_LIMIT {
             core::hint::spin_loop();
@@ -79,18 +85,6 @@ impl embedded_io::Write for Uart {
     }
 
     fn flush(&mut self) -> Result<(), Infallible> {
-        Ok(())
-    }
-}
-
-impl core::fmt::Write for Uart {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        for b in s.bytes() {
-            if b == b'\n' {
-                self.write_byte(b'\r');
-            }
-            self.write_byte(b);
-        }
         Ok(())
     }
 }

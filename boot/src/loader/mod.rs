@@ -3,7 +3,7 @@ mod heap;
 mod load;
 
 use boot::serial::{COM1, Uart};
-use core::fmt::Write;
+use embedded_io::Write;
 
 /// What real hardware and emulators accept as "the multiboot1 loader called us".
 const MULTIBOOT_MAGIC: u32 = 0x2BAD_B002;

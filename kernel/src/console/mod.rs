@@ -3,7 +3,7 @@
 pub mod logger;
 
 use boot::serial::{COM1, COM2, Uart};
-use core::fmt::Write;
+use embedded_io::Write;
 use spin::Mutex;
 
 static COM1_OUT: Mutex<Option<Uart>> = Mutex::new(None);
