@@ -177,7 +177,15 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         if cpu == 0 && WATCH.load(Ordering::Relaxed) {
             watch_tick(Some((r, cell)));
         }
-        if slice_over(started, tsc::now_ns(), QUEUES[cpu].lock().has_ready()) {
+        // Parked vCPUs of this pCPU may have been kicked or reached their deadline while this
+        // one ran: they must be able to take the pCPU at the end of the slice.
+        let now = tsc::now_ns();
+        let others_ready = {
+            let mut q = QUEUES[cpu].lock();
+            q.wake(now, wants_wake);
+            q.has_ready()
+        };
+        if slice_over(started, now, others_ready) {
             break Turn::Preempted;
         }
     };
