@@ -20,6 +20,7 @@ const LINE_CTRL: u16 = 3;
 const MODEM_CTRL: u16 = 4;
 const LINE_STATUS: u16 = 5;
 const LSR_THR_EMPTY: u8 = 1 << 5;
+const LSR_TX_IDLE: u8 = 1 << 6;
 /// Bounded wait for a slow transmitter (an emulator's UART under load can take a while):
 /// long enough not to drop bytes, short enough that a wedged UART cannot hang the machine.
 const SPIN_LIMIT: u32 = 20_000_000;
@@ -59,6 +60,18 @@ impl Uart {
         unsafe { inb(self.base + LINE_STATUS) }
     }
 
+    /// Waits (bounded) until the transmitter is idle.
+    pub fn drain(&self) {
+        if self.status() == NO_UART {
+            return;
+        }
+        let mut spins = 0;
+        while self.status() & LSR_TX_IDLE == 0 && spins < SPIN_LIMIT {
+            core::hint::spin_loop();
+            spins += 1;
+        }
+    }
+
     pub fn write_byte(&self, byte: u8) {
         if self.status() == NO_UART {
             return;
@@ -84,7 +97,10 @@ impl embedded_io::Write for Uart {
         Ok(buf.len())
     }
 
+    /// Waits until the last byte has left the shift register: an emulator that ends the run
+    /// right after would otherwise drop what is still in its FIFO.
     fn flush(&mut self) -> Result<(), Infallible> {
+        self.drain();
         Ok(())
     }
 }

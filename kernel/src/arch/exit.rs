@@ -13,6 +13,7 @@ const QEMU_FAIL: u32 = 0x11;
 const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
 
 pub fn success() -> ! {
+    drain_consoles();
     // SAFETY: the exit device port is unclaimed by anything else; `xchg bx, bx` is a no-op
     // outside Bochs.
     unsafe {
@@ -23,6 +24,7 @@ pub fn success() -> ! {
 }
 
 pub fn failure() -> ! {
+    drain_consoles();
     // SAFETY: as in `success`; the shutdown port is Bochs' own unmapped-device hook.
     unsafe {
         x86::io::outl(QEMU_EXIT_PORT, QEMU_FAIL);
@@ -31,6 +33,12 @@ pub fn failure() -> ! {
         }
     }
     halt_forever()
+}
+
+/// Lets the last lines leave both UARTs before the emulator is told to stop.
+fn drain_consoles() {
+    boot::serial::Uart::attach(boot::serial::COM1).drain();
+    boot::serial::Uart::attach(boot::serial::COM2).drain();
 }
 
 pub fn halt_forever() -> ! {
