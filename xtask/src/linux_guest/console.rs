@@ -186,7 +186,13 @@ pub fn rate_ratio(a: &ClockSample, b: &ClockSample) -> Option<f64> {
 pub fn expected_checks(face: &str) -> &'static [&'static str] {
     match face {
         "xen" => &["platform", "clocksource", "nproc"],
-        "hyperv" => &["platform", "clocksource", "clockevent", "nproc"],
+        "hyperv" => &[
+            "platform",
+            "clocksource",
+            "clockevent",
+            "serial-irq",
+            "nproc",
+        ],
         _ => &["nproc"],
     }
 }

@@ -90,6 +90,18 @@ case "$face" in
         else
             check clockevent FAIL "'$clockevents' (want Hyper-V clockevent on every CPU)"
         fi
+        # ttyS0 is interrupt driven through the IOAPIC: its line in /proc/interrupts counts
+        # the interrupts this very output raised.
+        serial=$(grep -m1 'ttyS0' /proc/interrupts)
+        irqs=0
+        for n in $serial; do
+            case "$n" in *:) ;; *[!0-9]*) break ;; *) irqs=$((irqs + n)) ;; esac
+        done
+        if [ "$irqs" -gt 0 ]; then
+            check serial-irq ok "$irqs interrupts: $serial"
+        else
+            check serial-irq FAIL "no ttyS0 interrupts: '$serial'"
+        fi
         ;;
     none) ;;
     *) check face FAIL "janus.face='$face' (want xen, hyperv or none)" ;;
