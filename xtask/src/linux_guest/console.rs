@@ -302,8 +302,11 @@ mod tests {
         let ratio = r.clock_ratio().unwrap();
         assert!((ratio - 1.002).abs() < 1e-9, "{ratio}");
         assert_eq!(r.problems("xen"), Vec::<String>::new());
-        // Hyper-V would also need the clockevent check.
-        assert_eq!(r.problems("hyperv"), vec!["no JANUS-CHECK clockevent"]);
+        // Hyper-V would also need the clockevent and serial interrupt checks.
+        assert_eq!(
+            r.problems("hyperv"),
+            vec!["no JANUS-CHECK clockevent", "no JANUS-CHECK serial-irq"]
+        );
     }
 
     #[test]
