@@ -100,6 +100,9 @@ impl Vcpu for AnyVcpu {
     fn regs_mut(&mut self) -> &mut GuestRegs {
         each!(self, v => v.regs_mut())
     }
+    fn xcr0(&self) -> u64 {
+        each!(self, v => v.xcr0())
+    }
     fn control_regs(&self) -> ControlRegs {
         each!(self, v => v.control_regs())
     }

@@ -91,18 +91,23 @@ impl GuestMemory for GuestRam {
     }
 }
 
-/// Copies `len` bytes with one `rep movsb`. The compiler sees only an opaque instruction, so
+/// Copies `len` bytes with `rep movs`. The compiler sees only an opaque instruction, so
 /// like a volatile access it assumes nothing about memory a running guest may change, and it
 /// is one instruction instead of a byte loop (loading a 50 MiB kernel under an emulator).
 ///
 /// # Safety
 /// Both ranges must be valid for `len` bytes and must not overlap.
 unsafe fn opaque_copy(dst: *mut u8, src: *const u8, len: usize) {
+    // Quadwords first, then the odd bytes: emulators run string instructions one element at
+    // a time, so eight bytes a step is eight times fewer steps.
     // SAFETY: upheld by the caller; DF is clear in the kernel and in Rust code generally.
     unsafe {
         core::arch::asm!(
+            "rep movsq",
+            "mov rcx, {tail}",
             "rep movsb",
-            inout("rcx") len => _,
+            tail = in(reg) len % 8,
+            inout("rcx") len / 8 => _,
             inout("rdi") dst => _,
             inout("rsi") src => _,
             options(nostack, preserves_flags)

@@ -86,6 +86,8 @@ pub trait Vcpu {
     fn regs_mut(&mut self) -> &mut GuestRegs;
     /// CR0/CR2/CR3/CR4/EFER as the guest sees them.
     fn control_regs(&self) -> ControlRegs;
+    /// The guest's XCR0 (switched in for every entry; what CPUID leaf 0xD must describe).
+    fn xcr0(&self) -> u64;
     fn segment(&self, seg: SegReg) -> Segment;
     /// Current privilege level (0..=3).
     fn cpl(&self) -> u8;

@@ -10,6 +10,10 @@ const SIGNATURE: [u8; 12] = *b"Janus\0\0\0\0\0\0\0";
 pub struct CpuidCtx {
     pub vcpu: u32,
     pub vcpus: u32,
+    /// The end of the highest XSAVE component the guest's XCR0 enables (offset + size, from
+    /// the host's leaf 0xD sub-leaves): leaf 0xD's sizes must describe the guest's XCR0, not
+    /// the host's, or the guest's save buffers are too small.
+    pub xsave_end: u32,
     /// Guest CR4.OSXSAVE, which CPUID.1:ECX[27] mirrors.
     pub guest_osxsave: bool,
 }
@@ -50,6 +54,14 @@ pub fn filter(leaf: u32, subleaf: u32, host: [u32; 4], ctx: &CpuidCtx) -> [u32; 
                 c |= bits::L1_ECX_OSXSAVE;
             }
             d |= bits::L1_EDX_APIC | bits::L1_EDX_HTT;
+        }
+        0xD if subleaf == 0 => b = ctx.xsave_end.max(576),
+        // Supervisor states (XSAVES, IA32_XSS) are not switched, so they are not offered.
+        0xD if subleaf == 1 => {
+            a &= !(1 << 3);
+            b = ctx.xsave_end.max(576);
+            c = 0;
+            d = 0;
         }
         // MONITOR/MWAIT, thermal/power and the PMU are not offered.
         5 | 6 | 0xA => return [0; 4],
@@ -103,6 +115,7 @@ mod tests {
             vcpu,
             vcpus,
             guest_osxsave: false,
+            xsave_end: 576,
         }
     }
 
@@ -148,6 +161,18 @@ mod tests {
         }
         assert_eq!(&sig[..5], b"Janus");
         assert_eq!(filter(HV_BASE + 1, 0, [7; 4], &ctx(0, 1)), [0; 4]);
+    }
+
+    #[test]
+    fn xsave_sizes_follow_the_guest_xcr0() {
+        let c = CpuidCtx {
+            xsave_end: 832,
+            ..ctx(0, 1)
+        };
+        assert_eq!(filter(0xD, 0, [7, 2696, 2696, 0], &c)[1], 832);
+        assert_eq!(filter(0xD, 0, [7, 2696, 2696, 0], &ctx(0, 1))[1], 576);
+        let [a, b, cx, d] = filter(0xD, 1, [0xF, 2700, 0x100, 0], &c);
+        assert_eq!((a & 8, b, cx, d), (0, 832, 0, 0), "no XSAVES");
     }
 
     #[test]

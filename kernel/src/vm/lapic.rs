@@ -53,6 +53,7 @@ pub struct Pending {
     /// Something other than an interrupt wants the vCPU to look again (an ABI event).
     kicked: AtomicBool,
     init: AtomicBool,
+    nmi: AtomicBool,
     sipi: AtomicU8,
     sipi_valid: AtomicBool,
 }
@@ -64,6 +65,7 @@ impl Pending {
             no_eoi: [const { AtomicU64::new(0) }; 4],
             kicked: AtomicBool::new(false),
             init: AtomicBool::new(false),
+            nmi: AtomicBool::new(false),
             sipi: AtomicU8::new(0),
             sipi_valid: AtomicBool::new(false),
         }
@@ -84,6 +86,14 @@ impl Pending {
 
     pub fn take_kick(&self) -> bool {
         self.kicked.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn post_nmi(&self) {
+        self.nmi.store(true, Ordering::Release);
+    }
+
+    pub fn take_nmi(&self) -> bool {
+        self.nmi.swap(false, Ordering::AcqRel)
     }
 
     pub fn post_init(&self) {
@@ -108,6 +118,7 @@ impl Pending {
     pub fn any(&self) -> bool {
         self.bits.iter().any(|w| w.load(Ordering::Acquire) != 0)
             || self.kicked.load(Ordering::Acquire)
+            || self.nmi.load(Ordering::Acquire)
             || self.init.load(Ordering::Acquire)
             || self.sipi_valid.load(Ordering::Acquire)
     }

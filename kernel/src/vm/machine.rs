@@ -26,6 +26,8 @@ pub const MAX_LOW_RAM: u64 = 3 << 30;
 /// frequency MSR on that face); 1 GHz makes counts readable.
 pub const APIC_BUS_HZ: u64 = 1_000_000_000;
 const NOT_RUNNING: u8 = u8::MAX;
+/// Exceptions intercepted only to be handed back to the guest (#DB, #AC).
+pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
@@ -110,6 +112,8 @@ pub struct VmShared {
 
 pub struct VcpuCell {
     pub vcpu: AnyVcpu,
+    /// FPU/SSE/AVX and DR0-3, which the vCPU layer leaves to the kernel.
+    pub ext: crate::arch::fpu::ExtState,
     pub lapic: VLapic,
     pub stats: ExitStats,
     pub run_ns: u64,
@@ -242,6 +246,7 @@ impl core::fmt::Display for CreateError {
 /// Enables VMX/SVM on this pCPU and records its state.
 pub fn enable_cpu(cpu: usize, vendor: &vcpu::Vendor) -> Result<(), vcpu::Error> {
     let percpu = vcpu::enable(vendor, cpu as u32, &mut Frames)?;
+    crate::arch::fpu::init_cpu();
     PERCPU[cpu].call_once(|| percpu);
     Ok(())
 }
@@ -368,13 +373,21 @@ pub fn create(
         *next_tag += 1;
         let mut vcpu = AnyVcpu::new(percpu, &mut Frames, &cfg).map_err(CreateError::Vcpu)?;
         // Guests see the hypervisor's ports and MSRs only where the platform emulates them;
-        // everything exits by default, which is what we want.
+        // everything exits by default, which is what we want. #DB and #AC exit too: a guest
+        // whose IDT makes either re-fault would otherwise lock the pCPU inside the CPU's
+        // event delivery, with no exit ever taken; the exit loop reflects them.
+        vcpu.set_exception_intercepts(REFLECTED_EXCEPTIONS);
         vcpu.unload();
         let lapic = VLapic::new(u32::from(v), v == 0, crate::arch::tsc::hz(), APIC_BUS_HZ);
         let vs = &slot.vcpus[usize::from(v)];
         vs.started.store(v == 0, Ordering::Release);
+        let area_frames = crate::arch::fpu::area_bytes().div_ceil(4096);
+        let area = phys::alloc_zeroed(area_frames, 4096).map_err(|_| CreateError::OutOfMemory {
+            what: "a vCPU's register save area",
+        })?;
         *vs.cell.lock() = Some(VcpuCell {
             vcpu,
+            ext: crate::arch::fpu::ExtState::new(area),
             lapic,
             stats: ExitStats::new(),
             run_ns: 0,

@@ -93,6 +93,7 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
     let Some(cell) = guard.as_mut() else {
         return Turn::Gone;
     };
+    cell.ext.load();
     let started = tsc::now_ns();
     let turn = loop {
         if vm.stopped() {
@@ -189,6 +190,7 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
             break Turn::Preempted;
         }
     };
+    cell.ext.save();
     if matches!(turn, Turn::Gone) {
         let mut shared = vm.shared.lock();
         shared.stats.add(&cell.stats);
@@ -203,6 +205,12 @@ fn prepare_interrupts(cell: &mut VcpuCell, pending: &super::lapic::Pending) {
     cell.lapic.sync(pending);
     cell.lapic.tick(tsc::now());
     if cell.vcpu.event_pending() {
+        return;
+    }
+    // NMI blocking (until the guest's IRET) is not modelled: an NMI IPI is delivered as soon
+    // as nothing else is being injected.
+    if pending.take_nmi() {
+        let _ = cell.vcpu.inject(Event::Nmi);
         return;
     }
     match cell.lapic.deliverable() {
@@ -245,6 +253,18 @@ fn kind_of(exit: &Exit) -> ExitKind {
         Exit::TripleFault => ExitKind::TripleFault,
         Exit::Unknown { .. } => ExitKind::Unknown,
     }
+}
+
+/// Where the last XSAVE component enabled in `xcr0` ends in the standard format.
+fn xsave_end(xcr0: u64) -> u32 {
+    (2..63u32)
+        .filter(|i| xcr0 & (1 << i) != 0)
+        .map(|i| {
+            let r = x86::cpuid::cpuid!(0xD, i);
+            r.ebx.saturating_add(r.eax)
+        })
+        .max()
+        .unwrap_or(576)
 }
 
 /// Retires the exiting instruction; a guest that rewrote it under us gets #UD.
@@ -308,6 +328,7 @@ fn handle(
                 vcpu: u32::from(r.vcpu),
                 vcpus: u32::from(info.vcpus),
                 guest_osxsave: cell.vcpu.control_regs().cr4 & (1 << 18) != 0,
+                xsave_end: xsave_end(cell.vcpu.xcr0()),
             };
             let [a, b, c, d] = cpuid::filter(
                 leaf,
@@ -464,7 +485,10 @@ fn handle(
                 cell.lapic.sync(&s.pending);
             }
             cell.lapic.tick(tsc::now());
-            if cell.lapic.deliverable().is_none() {
+            // With interrupts masked a halted CPU stays halted: park it rather than let it
+            // spin through HLT on an interrupt it cannot take.
+            let if_set = cell.vcpu.regs().rflags & (1 << 9) != 0;
+            if cell.lapic.deliverable().is_none() || !if_set {
                 return Step::Halt;
             }
         }
@@ -478,6 +502,12 @@ fn handle(
             cpu::disable_interrupts();
         }
         Exit::Nmi => {}
+        Exit::Exception { vector, error_code }
+            if machine::REFLECTED_EXCEPTIONS & (1 << (vector & 31)) != 0 =>
+        {
+            // Each delivery now passes through an exit, so a guest looping on it still yields.
+            let _ = cell.vcpu.inject(Event::Exception { vector, error_code });
+        }
         Exit::Exception { vector, .. } => {
             return Step::Stop(StopReason::Unsupported {
                 vcpu: r.vcpu,
@@ -519,6 +549,23 @@ fn mmio(
         return Step::Stop(StopReason::Unsupported {
             vcpu: r.vcpu,
             what: "nested fault inside guest RAM",
+            detail: f.gpa,
+        });
+    }
+    // Only a data access by the instruction at RIP can be emulated from its decoding: a
+    // fault in the guest's own page walk, an instruction fetch, or the delivery of an event
+    // would make us emulate the wrong thing.
+    if f.during_walk || f.exec || cell.vcpu.event_pending() {
+        let what = if f.exec {
+            "instruction fetch from unbacked memory"
+        } else if f.during_walk {
+            "guest page tables in unbacked memory"
+        } else {
+            "event delivery through unbacked memory"
+        };
+        return Step::Stop(StopReason::Unsupported {
+            vcpu: r.vcpu,
+            what,
             detail: f.gpa,
         });
     }
@@ -655,12 +702,12 @@ fn send_ipi(vm: &VmSlot, info: &machine::VmInfo, from: VcpuRef, ipi: Ipi) {
         Ipi::Fixed { dest, vector } => (dest, Some(vector)),
         Ipi::Init { dest } => (dest, None),
         Ipi::Sipi { dest, .. } => (dest, None),
-        // NMIs between vCPUs are not delivered (Linux uses them only for backtraces).
-        Ipi::Nmi { .. } => return,
+        Ipi::Nmi { dest } => (dest, None),
     };
     for v in 0..info.vcpus {
         let hit = match dest {
-            Dest::Physical(id) => id == u32::from(v),
+            // 0xFFFFFFFF is the x2APIC physical broadcast.
+            Dest::Physical(id) => id == u32::from(v) || id == u32::MAX,
             Dest::Logical(mask) => {
                 (mask >> 16) == u32::from(v >> 4) && mask & (1 << (v & 0xF)) != 0
             }
@@ -678,6 +725,7 @@ fn send_ipi(vm: &VmSlot, info: &machine::VmInfo, from: VcpuRef, ipi: Ipi) {
             (Ipi::Fixed { .. }, Some(vector)) => target.pending.post(vector),
             (Ipi::Init { .. }, _) => target.pending.post_init(),
             (Ipi::Sipi { vector, .. }, _) => target.pending.post_sipi(vector),
+            (Ipi::Nmi { .. }, _) => target.pending.post_nmi(),
             _ => {}
         }
         kick(VcpuRef {

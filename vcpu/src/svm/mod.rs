@@ -431,6 +431,10 @@ impl Vcpu for SvmVcpu {
         &mut self.regs
     }
 
+    fn xcr0(&self) -> u64 {
+        self.guest_xcr0
+    }
+
     fn control_regs(&self) -> ControlRegs {
         let s = &self.vmcb.get().save;
         ControlRegs {

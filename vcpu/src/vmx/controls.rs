@@ -27,7 +27,7 @@ pub struct Controls {
 }
 
 /// Chooses controls: external-interrupt and NMI exiting (no ack on exit), HLT, I/O and MSR
-/// bitmaps, TSC offsetting, MONITOR/MWAIT exiting; EPT, VPID and unrestricted guest where
+/// bitmaps, TSC offsetting, MONITOR/MWAIT and CR8 exiting; EPT, VPID and unrestricted guest where
 /// present; 64-bit host with EFER (and PAT where possible) switched by the CPU.
 pub fn choose(c: &VmxCaps) -> Option<Controls> {
     let pin_need =
@@ -40,7 +40,11 @@ pub fn choose(c: &VmxCaps) -> Option<Controls> {
         | PrimaryControls::SECONDARY_CONTROLS
         | PrimaryControls::USE_TSC_OFFSETTING
         | PrimaryControls::MWAIT_EXITING
-        | PrimaryControls::MONITOR_EXITING)
+        | PrimaryControls::MONITOR_EXITING
+        // Without these a guest's MOV to CR8 writes the physical APIC's TPR, masking the
+        // host's timer and kicks (the guest would then never exit).
+        | PrimaryControls::CR8_LOAD_EXITING
+        | PrimaryControls::CR8_STORE_EXITING)
         .bits();
     let mut proc = adjust(c.proc, proc_need, proc_need)?;
     // CR3 load/store exiting is default-1 without the TRUE MSRs; EPT makes it unnecessary,
@@ -55,8 +59,9 @@ pub fn choose(c: &VmxCaps) -> Option<Controls> {
     if c.vpid() {
         want2 |= SecondaryControls::ENABLE_VPID.bits();
     }
-    want2 |= (SecondaryControls::ENABLE_RDTSCP | SecondaryControls::ENABLE_INVPCID).bits()
-        & (c.proc2 >> 32) as u32;
+    // RDTSCP stays disabled (it #UDs in the guest): TSC_AUX is the host's and is not
+    // switched, and the platform CPUID hides RDTSCP accordingly.
+    want2 |= SecondaryControls::ENABLE_INVPCID.bits() & (c.proc2 >> 32) as u32;
     let proc2 = adjust(c.proc2, want2, SecondaryControls::ENABLE_EPT.bits())?;
 
     let exit_need = (ExitControls::HOST_ADDRESS_SPACE_SIZE

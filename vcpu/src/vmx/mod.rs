@@ -607,6 +607,10 @@ impl Vcpu for VmxVcpu {
         &mut self.regs
     }
 
+    fn xcr0(&self) -> u64 {
+        self.guest_xcr0
+    }
+
     fn control_regs(&self) -> ControlRegs {
         self.cur();
         let f = &self.fixed;
