@@ -18,7 +18,8 @@ pub const MAX_NAME: usize = 32;
 pub const MAX_FILE: usize = 64;
 pub const MAX_CMDLINE: usize = 1024;
 pub const MIN_MEMORY_MIB: u32 = 1;
-pub const MAX_MEMORY_MIB: u32 = 64 * 1024;
+/// Guest RAM lies below the 3 GiB MMIO hole for now (no split around it yet).
+pub const MAX_MEMORY_MIB: u32 = 3 * 1024;
 /// The largest encoded manifest the kernel accepts.
 pub const MAX_ENCODED: usize = MAX_VMS * (MAX_NAME + 2 * MAX_FILE + MAX_CMDLINE + 32) + 16;
 
@@ -98,7 +99,7 @@ impl Rule {
             Rule::NoVms => "the manifest lists no [[vm]]",
             Rule::EmptyName => "`name` must not be empty",
             Rule::DuplicateName => "`name` is used by another VM",
-            Rule::MemoryRange => "`memory_mib` must be between 1 and 65536",
+            Rule::MemoryRange => "`memory_mib` must be between 1 and 3072",
             Rule::VcpuRange => "`vcpus` must be between 1 and 8",
             Rule::EmptyKernel => "`kernel` must name a file",
         }

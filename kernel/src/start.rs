@@ -41,9 +41,10 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     let mut mem = IdentityMap {
         limit: LOADER_IDENTITY_LIMIT,
     };
-    // SAFETY-free: the multiboot crate's reads go through IdentityMap, which bounds them.
+    // UNSAFETY: the multiboot block is raw physical memory handed over by the loader.
     #[allow(unsafe_code)]
-    // SAFETY: the loader passed the address of the multiboot block it was given.
+    // SAFETY: the loader passed the address of the multiboot block it was given, and every
+    // read the crate makes through it is bounded by IdentityMap.
     let mb = unsafe { Multiboot::from_ptr(ctx.multiboot_info, &mut mem) };
     let Some(mb) = mb else {
         fatal(format_args!("multiboot block is not readable"))
@@ -239,6 +240,7 @@ fn run_selftest(test: SelfTest) {
         SelfTest::None => {}
         SelfTest::Panic => panic!("deliberate panic requested by janus.selftest=panic"),
         SelfTest::Fault => {
+            // UNSAFETY: a deliberate invalid opcode can only be written in assembly.
             #[allow(unsafe_code)]
             // SAFETY: raises #UD on purpose; the trap handler ends the run.
             unsafe {
@@ -255,6 +257,7 @@ fn intake_manifest(info: &MachineInfo<'_>) -> Manifest {
             manifest::MODULE_NAME
         ))
     };
+    // UNSAFETY: boot modules are raw physical memory.
     #[allow(unsafe_code)]
     // SAFETY: module memory is reserved in the frame allocator and identity mapped.
     let bytes =

@@ -70,7 +70,56 @@ pub fn load(path: &Path, stage_dir: &Path) -> Result<Staged> {
     check(path, base, parsed, stage_dir)
 }
 
+/// Marks a directory xtask staged, so that only such a directory is ever replaced.
+const STAGE_MARKER: &str = ".janus-stage";
+
+/// Removes `dir` if it is one xtask made (or empty); refuses anything else.
+fn clear_stage(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    // xtask's own `target/janus` is always its to replace; elsewhere (a `JANUS_STAGE`
+    // pointing at someone's files) only what it marked as staged.
+    let ours = dir.starts_with(crate::util::out_dir()) || dir.join(STAGE_MARKER).exists();
+    if !empty && !ours {
+        bail!(
+            "refusing to replace {}: it is not a Janus staging directory",
+            shown(dir)
+        );
+    }
+    std::fs::remove_dir_all(dir).with_context(|| format!("cannot empty {}", shown(dir)))
+}
+
+/// Checks the manifest and stages its files. They are staged next to `stage_dir` first and
+/// moved into place only when everything checked out, so a bad manifest never leaves a
+/// half-staged directory behind.
 fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result<Staged> {
+    let partial = stage_dir.with_extension("partial");
+    clear_stage(&partial)?;
+    std::fs::create_dir_all(&partial)
+        .with_context(|| format!("cannot create {}", shown(&partial)))?;
+    std::fs::write(partial.join(STAGE_MARKER), b"")?;
+    let staged = stage_into(path, base, parsed, &partial);
+    let mut staged = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e);
+        }
+    };
+    clear_stage(stage_dir)?;
+    std::fs::rename(&partial, stage_dir)
+        .with_context(|| format!("cannot move the staged files to {}", shown(stage_dir)))?;
+    for (file, name) in &mut staged.modules {
+        *file = stage_dir.join(name.as_str());
+    }
+    Ok(staged)
+}
+
+fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result<Staged> {
     let file = shown(path);
     if parsed.vm.is_empty() {
         bail!("manifest {file}: {}", km::Rule::NoVms.describe());
@@ -82,11 +131,6 @@ fn check(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> Result
             km::MAX_VMS
         );
     }
-    if stage_dir.exists() {
-        std::fs::remove_dir_all(stage_dir)
-            .with_context(|| format!("cannot empty {}", shown(stage_dir)))?;
-    }
-    std::fs::create_dir_all(stage_dir)?;
 
     let mut staged_by_source: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut modules = Vec::new();
@@ -318,7 +362,7 @@ kernel = "guest.elf"
             ("", &["m.toml", "no [[vm]]"]),
             (
                 &base.replace("64", "0"),
-                &["vm[0] 'a'", "`memory_mib`", "between 1 and 65536"],
+                &["vm[0] 'a'", "`memory_mib`", "between 1 and 3072"],
             ),
             (
                 &format!("{base}vcpus = 9\n"),
@@ -364,6 +408,34 @@ kernel = "guest.elf"
                 );
             }
         }
+    }
+
+    #[test]
+    fn staging_replaces_only_its_own_directories_and_never_half() {
+        let s = Scratch::new("stage");
+        let good = s.manifest(GOOD).unwrap();
+        assert!(
+            good.modules
+                .iter()
+                .all(|(f, _)| f.exists() && f.starts_with(s.0.join("stage")))
+        );
+        // A bad manifest leaves the previous staging as it was and no partial directory.
+        let bad =
+            "[[vm]]\nname = \"a\"\npersonality = \"xen\"\nmemory_mib = 0\nkernel = \"guest.elf\"\n";
+        assert!(s.manifest(bad).is_err());
+        assert!(good.modules.iter().all(|(f, _)| f.exists()));
+        assert!(!s.0.join("stage.partial").exists());
+        // A directory that xtask did not make is never replaced.
+        let foreign = s.0.join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        std::fs::write(foreign.join("precious"), b"keep").unwrap();
+        std::fs::write(s.0.join("m.toml"), GOOD).unwrap();
+        let e = load(&s.0.join("m.toml"), &foreign).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not a Janus staging directory"),
+            "{e:#}"
+        );
+        assert!(foreign.join("precious").exists());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use embedded_io::Write;
 /// What real hardware and emulators accept as "the multiboot1 loader called us".
 const MULTIBOOT_MAGIC: u32 = 0x2BAD_B002;
 
+// UNSAFETY: an exported symbol is how the entry assembly reaches Rust.
 // SAFETY: the entry assembly calls this by name; nothing else defines it.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]

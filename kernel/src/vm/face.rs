@@ -61,6 +61,8 @@ pub struct KernelHost<'a> {
     pub vm: &'a VmSlot,
     pub info: &'a VmInfo,
     pub console: &'a mut LineBuf,
+    /// Console lines finished during this call, printed after the VM's lock is released.
+    pub outbox: super::uart::Outbox,
 }
 
 impl KernelHost<'_> {
@@ -127,14 +129,9 @@ impl Host for KernelHost<'_> {
 
     fn console_write(&mut self, bytes: &[u8]) {
         let name = self.info.name.as_str();
+        let outbox = &mut self.outbox;
         for &b in bytes {
-            self.console.push(b, &mut |line| {
-                println!(
-                    "[{}] {}",
-                    name,
-                    core::str::from_utf8(line).unwrap_or("<binary>")
-                );
-            });
+            self.console.push(b, &mut |line| outbox.keep(name, line));
         }
     }
 
@@ -222,9 +219,13 @@ pub fn with_face<R>(
         vm,
         info,
         console,
+        outbox: super::uart::Outbox::new(),
     };
     let r = f(personality, &mut ram, &mut host);
+    let mut outbox = core::mem::take(&mut host.outbox);
     face.drain_notices(info.name.as_str());
+    drop(shared);
+    outbox.print(info.name.as_str());
     Some(r)
 }
 

@@ -17,8 +17,10 @@ fn word(ram: RamRegion, gpa: u64) -> Result<*mut u64, MemError> {
 
 pub fn fetch_or(ram: RamRegion, gpa: u64, bits: u64) -> Result<u64, MemError> {
     let p = word(ram, gpa)?;
-    // SAFETY: aligned and inside guest RAM, which lives as long as the kernel; every access
-    // to the word from this side is atomic, and the guest's own are the CPU's.
+    // SAFETY: aligned and inside guest RAM, which lives as long as the kernel. The guest's
+    // vCPUs update the word with their own locked instructions; the personality's plain
+    // copies of the same page (reads of the bitmaps) may see a stale value but cannot lose
+    // an update made here, which is what the lock prefix is for.
     Ok(unsafe { AtomicU64::from_ptr(p) }.fetch_or(bits, Ordering::AcqRel))
 }
 

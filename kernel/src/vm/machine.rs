@@ -456,6 +456,7 @@ fn make_face(
                 vm: slot,
                 info,
                 console: &mut console,
+                outbox: super::uart::Outbox::new(),
             };
             abi_hyperv::HyperV::new(cfg, &host)
                 .map(super::face::Face::HyperV)

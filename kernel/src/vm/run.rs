@@ -418,19 +418,20 @@ fn handle(
             if uart::PORTS.contains(&io.port) {
                 let offset = io.port - uart::COM1_BASE;
                 let mut shared = vm.shared.lock();
+                let mut finished: Option<uart::Line> = None;
                 if io.write {
-                    let name = info.name.as_str();
                     shared.uart.write(offset, io.value as u8, &mut |line| {
-                        println!(
-                            "[{}] {}",
-                            name,
-                            core::str::from_utf8(line).unwrap_or("<binary>")
-                        );
+                        let mut l = uart::Line::new();
+                        let _ = l.extend_from_slice(line);
+                        finished = Some(l);
                     });
                 } else {
                     data = u32::from(shared.uart.read(offset));
                 }
                 drop(shared);
+                if let Some(line) = finished {
+                    uart::print_line(info.name.as_str(), &line);
+                }
                 uart_irq(vm, info, r.vm);
             } else if let Some(claimed) = pit_access(vm, io.port, io.write, io.value) {
                 data = claimed;
@@ -784,14 +785,14 @@ fn leave(r: VcpuRef) {
         }
         shared.vcpus_left = shared.vcpus_left.saturating_sub(1);
         let name = info.name.as_str();
-        shared.uart.flush(&mut |line| {
-            println!(
-                "[{}] {}",
-                name,
-                core::str::from_utf8(line).unwrap_or("<binary>")
-            );
-        });
-        (shared.vcpus_left == 0, shared.stop, shared.stats)
+        let mut outbox = uart::Outbox::new();
+        let super::machine::VmShared { uart, console, .. } = &mut *shared;
+        uart.flush(&mut |line| outbox.keep(name, line));
+        console.flush(&mut |line| outbox.keep(name, line));
+        let result = (shared.vcpus_left == 0, shared.stop, shared.stats);
+        drop(shared);
+        outbox.print(name);
+        result
     };
     if !last {
         return;

@@ -1,6 +1,8 @@
 //! The guest ACPI tables: checksums, parsed back with the `acpi` crate, and the DSDT's AML
 //! compared with what `acpi_tables` encodes for the same objects.
 #![allow(unsafe_code)]
+// UNSAFETY: the `acpi` crate's handler interface maps physical regions through raw pointers;
+// the test maps them onto its own in-memory guest.
 
 use core::ptr::NonNull;
 

@@ -89,6 +89,7 @@ fn cmdline(start_info: u32) -> Cmdline {
     c
 }
 
+// UNSAFETY: an exported symbol is how the entry assembly reaches Rust.
 // SAFETY: the entry assembly calls this by name; nothing else defines it.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
@@ -300,6 +301,7 @@ fn spin(vcpu: usize) {
     }
 }
 
+// UNSAFETY: as for probe_bsp_main.
 // SAFETY: as for probe_bsp_main.
 #[allow(unsafe_code)]
 #[unsafe(no_mangle)]
