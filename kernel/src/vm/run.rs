@@ -883,24 +883,21 @@ fn watch() {
                 continue;
             };
             let Some(guard) = slot.cell.try_lock() else {
-                println!("watch: vm {} vcpu {}: running", info.name, v);
+                println!(
+                    "watch: vm {} vcpu {}: running (pending {})",
+                    i,
+                    v,
+                    slot.pending.any()
+                );
                 continue;
             };
             if let Some(c) = guard.as_ref() {
-                let regs = c.vcpu.regs();
-                let ctl = c.vcpu.control_regs();
-                println!(
-                    "watch: vm {} ({}) vcpu {}: rip {:#x} rflags {:#x} cr0 {:#x} sipi-wait {} exits {} irr {} pending {}",
-                    info.name,
-                    i,
-                    v,
-                    regs.rip,
-                    regs.rflags,
-                    ctl.cr0,
-                    c.vcpu.waiting_for_sipi(),
-                    c.stats.total(),
-                    c.lapic.has_irr(),
-                    slot.pending.any()
+                print_vcpu(
+                    VcpuRef {
+                        vm: i as u8,
+                        vcpu: v,
+                    },
+                    c,
                 );
             }
         }

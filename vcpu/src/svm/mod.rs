@@ -196,43 +196,13 @@ impl SvmVcpu {
 
     fn set_initial(&mut self, st: InitialState) -> Result<(), Error> {
         let flat = |sel, attr| Segment::new(sel, 0, 0xffff_ffff, attr);
-        let (cr0, cr4, efer, cs) = match st {
-            InitialState::WaitForSipi => {
-                self.waiting_for_sipi = true;
-                return Ok(());
-            }
-            InitialState::Flat32 { entry, ebx, esi } => {
-                self.regs = GuestRegs {
-                    rip: entry.into(),
-                    rbx: ebx.into(),
-                    rsi: esi.into(),
-                    ..Default::default()
-                };
-                (CR0_PE | CR0_ET, 0, 0, flat(0x8, Segment::CODE32))
-            }
-            InitialState::Long64 {
-                entry,
-                cr3,
-                rsp,
-                rdi,
-                rsi,
-            } => {
-                self.regs = GuestRegs {
-                    rip: entry,
-                    rsp,
-                    rdi,
-                    rsi,
-                    ..Default::default()
-                };
-                self.vmcb.get_mut().save.cr3 = cr3;
-                (
-                    CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
-                    CR4_PAE | (1 << 9) | (1 << 10),
-                    EFER_LME | EFER_LMA | EFER_NXE,
-                    flat(0x8, Segment::CODE64),
-                )
-            }
+        let Some(e) = st.entry_state() else {
+            self.waiting_for_sipi = true;
+            return Ok(());
         };
+        self.regs = e.regs;
+        self.vmcb.get_mut().save.cr3 = e.cr3;
+        let (cr0, cr4, efer, cs) = (e.cr0, e.cr4, e.efer, e.cs);
         self.regs.rflags = RFLAGS_FIXED;
         self.waiting_for_sipi = false;
         let data = flat(0x10, Segment::DATA);

@@ -16,6 +16,8 @@ mod hyperv;
 #[cfg(target_os = "none")]
 mod io;
 #[cfg(target_os = "none")]
+mod page;
+#[cfg(target_os = "none")]
 mod xen;
 
 #[cfg(not(target_os = "none"))]

@@ -10,8 +10,9 @@
 
 use crate::arch;
 use crate::checks::check;
+use crate::page::Page;
 use core::arch::asm;
-use core::sync::atomic::{AtomicU64, Ordering, fence};
+use core::sync::atomic::{Ordering, fence};
 
 const BASE: u32 = 0x4000_0000;
 
@@ -67,28 +68,6 @@ const W_TIME: usize = 4;
 const W_PENDING: usize = 2048 / 8;
 const W_MASK: usize = 2560 / 8;
 const W_WALLCLOCK: usize = 3072 / 8;
-
-/// A guest page the hypervisor writes into; atomics because another agent changes it.
-#[repr(C, align(4096))]
-struct Page([AtomicU64; 512]);
-
-impl Page {
-    const fn new() -> Self {
-        Page([const { AtomicU64::new(0) }; 512])
-    }
-
-    fn addr(&self) -> u64 {
-        self as *const Page as u64
-    }
-
-    fn word(&self, i: usize) -> u64 {
-        self.0[i].load(Ordering::Acquire)
-    }
-
-    fn byte(&self, off: usize) -> u8 {
-        self.word(off / 8).to_le_bytes()[off % 8]
-    }
-}
 
 static HYPERCALL_PAGE: Page = Page::new();
 static SHARED_INFO: Page = Page::new();
