@@ -101,6 +101,22 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
             "cannot calibrate the TSC (no PIT, no CPUID 0x15)"
         )),
     }
+    let wall = crate::arch::cmos::unix_time();
+    if let Some(t) = wall {
+        tsc::set_boot_unix(t);
+    }
+    println!(
+        "rtc: {}",
+        match wall {
+            Some(t) => {
+                let (y, m, d) = crate::vm::rtc::civil_from_days((t / 86_400) as i64);
+                let s = t % 86_400;
+                heapless::format!(40; "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC", s / 3600, (s / 60) % 60, s % 60).unwrap_or_default()
+            }
+            None => heapless::String::try_from("unreadable; guests start at the epoch")
+                .unwrap_or_default(),
+        }
+    );
     pic::remap_and_mask();
     apic::init(id.x2apic, idt::VECTOR_SPURIOUS);
     let per_ms = apic::calibrate_timer();

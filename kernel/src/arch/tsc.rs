@@ -7,6 +7,24 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86::io::{inb, outb};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// Unix time (s) at calibration, from the host RTC; 0 when it could not be read.
+static BOOT_UNIX: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_boot_unix(secs: u64) {
+    BOOT_UNIX.store(secs, Ordering::Relaxed);
+}
+
+/// Wall-clock time: the host RTC at boot plus the TSC since.
+pub fn unix_secs() -> u64 {
+    BOOT_UNIX.load(Ordering::Relaxed) + micros() / 1_000_000
+}
+
+/// Wall-clock nanoseconds at host time 0 (calibration), for the Xen wall clock.
+pub fn boot_unix_ns() -> u64 {
+    BOOT_UNIX
+        .load(Ordering::Relaxed)
+        .saturating_mul(1_000_000_000)
+}
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 
 const PIT_HZ: u64 = 1_193_182;

@@ -101,6 +101,7 @@ pub struct VmShared {
     pub console: super::uart::LineBuf,
     pub uart: Uart,
     pub pit: super::pit::Pit,
+    pub rtc: super::rtc::Rtc,
     /// Present when the VM's ACPI tables announce one (the Hyper-V face).
     pub ioapic: Option<super::ioapic::IoApic>,
     pub stats: ExitStats,
@@ -147,6 +148,7 @@ impl VmSlot {
                 console: super::uart::LineBuf::new(),
                 uart: Uart::new(),
                 pit: super::pit::Pit::new(),
+                rtc: super::rtc::Rtc::new(),
                 ioapic: None,
                 stats: ExitStats::new(),
                 stop: None,
@@ -436,6 +438,7 @@ fn make_face(
             // The console ring lives in the hypervisor pages at the top of guest RAM.
             cfg.console_pfn = Some(layout.hv_pages().start >> 12);
             cfg.domid = u16::from(index) + 1;
+            cfg.boot_utc_ns = crate::arch::tsc::boot_unix_ns();
             Ok(super::face::Face::Xen(abi_xen::Xen::new(cfg)))
         }
         #[cfg(feature = "hyperv")]

@@ -6,6 +6,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod pit;
 pub mod platform;
+pub mod rtc;
 pub mod stats;
 pub mod uart;
 

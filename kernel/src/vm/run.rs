@@ -435,6 +435,8 @@ fn handle(
                 uart_irq(vm, info, r.vm);
             } else if let Some(claimed) = pit_access(vm, io.port, io.write, io.value) {
                 data = claimed;
+            } else if let Some(claimed) = rtc_access(vm, io.port, io.write, io.value) {
+                data = claimed;
             } else if let Some(effect) = platform::power_port(io.port, io.write, io.value) {
                 match effect {
                     PortEffect::PowerOff => {
@@ -680,6 +682,16 @@ fn pit_access(vm: &VmSlot, port: u16, write: bool, value: u32) -> Option<u32> {
         shared.pit.write(port, value as u8, ticks).then_some(0)
     } else {
         shared.pit.read(port, ticks).map(u32::from)
+    }
+}
+
+/// The CMOS clock (ports 0x70/0x71). `None`: not an RTC port.
+fn rtc_access(vm: &VmSlot, port: u16, write: bool, value: u32) -> Option<u32> {
+    let mut shared = vm.shared.lock();
+    if write {
+        shared.rtc.write(port, value as u8).then_some(0)
+    } else {
+        shared.rtc.read(port, tsc::unix_secs()).map(u32::from)
     }
 }
 
