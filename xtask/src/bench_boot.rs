@@ -113,13 +113,20 @@ pub fn bench(_args: &[String]) -> Result<bool> {
             if let Err(why) = &outcome.verdict {
                 bail!("{} under Janus: {why}", face.vm);
             }
-            let marker = format!("[{}] {MARKER}", face.vm);
-            let at = outcome
+            let prefix = format!("[{}] ", face.vm);
+            let Some(at) = outcome
                 .lines
                 .iter()
-                .find(|l| l.text.trim_end() == marker)
-                .with_context(|| format!("{} never printed its marker", face.vm))?
-                .at;
+                .find(|l| l.text.starts_with(&prefix) && l.text.trim_end().ends_with(MARKER))
+                .map(|l| l.at)
+            else {
+                let tail: Vec<&str> = outcome.com1.lines().rev().take(15).collect();
+                bail!(
+                    "{} never printed its marker; COM1 ended with:\n{}",
+                    face.vm,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            };
             janus.push(at.as_secs_f64());
             // Where Janus's own share ends: the VMs are built and about to run.
             if let Some(start) = outcome

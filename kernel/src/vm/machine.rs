@@ -118,6 +118,8 @@ pub struct VcpuCell {
     pub lapic: VLapic,
     pub stats: ExitStats,
     pub run_ns: u64,
+    /// NMI IPIs sent to this vCPU and not delivered (see the exit loop).
+    pub nmis_dropped: u32,
 }
 
 pub struct VcpuSlot {
@@ -393,6 +395,7 @@ pub fn create(
             lapic,
             stats: ExitStats::new(),
             run_ns: 0,
+            nmis_dropped: 0,
         });
         let home = home_cpu(*global_vcpu, pcpus);
         *global_vcpu += 1;

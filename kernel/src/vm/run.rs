@@ -12,8 +12,8 @@ use super::{face, ioapic, uart};
 /// COM1's ISA interrupt line, as the guest ACPI tables route it.
 const COM1_IRQ: usize = 4;
 use crate::arch::{cpu, tsc};
+use crate::println;
 use crate::sched::policy::{VcpuRef, slice_over};
-use crate::{println, trap};
 use core::sync::atomic::Ordering;
 use vcpu::{Event, Exit, NestedFault, Vcpu};
 
@@ -207,11 +207,11 @@ fn prepare_interrupts(cell: &mut VcpuCell, pending: &super::lapic::Pending) {
     if cell.vcpu.event_pending() {
         return;
     }
-    // NMI blocking (until the guest's IRET) is not modelled: an NMI IPI is delivered as soon
-    // as nothing else is being injected.
+    // NMI IPIs are not delivered: without NMI-window exits the guest's NMI blocking (until
+    // its IRET) cannot be honoured, and an NMI inside its NMI handler corrupts the guest.
+    // They are counted and reported when the VM ends.
     if pending.take_nmi() {
-        let _ = cell.vcpu.inject(Event::Nmi);
-        return;
+        cell.nmis_dropped = cell.nmis_dropped.saturating_add(1);
     }
     match cell.lapic.deliverable() {
         Some(v) if cell.vcpu.interrupt_window_open() => {
@@ -831,11 +831,16 @@ fn leave(r: VcpuRef) {
                 ctl.cr3,
                 ctl.efer
             );
+            if c.nmis_dropped > 0 {
+                println!(
+                    "  vcpu {}: {} NMI IPIs not delivered (NMIs are not modelled)",
+                    v, c.nmis_dropped
+                );
+            }
         }
     }
     defmt::info!("vm stopped after {=u64} exits", stats.total());
     LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
-    let _ = trap::timer_ticks();
 }
 
 /// Whether the personality has an event for a vCPU that asked to block.
