@@ -831,6 +831,30 @@ fn leave(r: VcpuRef) {
                 ctl.cr3,
                 ctl.efer
             );
+            if matches!(reason, StopReason::TripleFault { .. }) {
+                // What a triple fault usually comes down to: the stack, the TSS, the IDT path.
+                let seg = |s: vcpu::SegReg| c.vcpu.segment(s);
+                let (cs, ss, tr) = (
+                    seg(vcpu::SegReg::Cs),
+                    seg(vcpu::SegReg::Ss),
+                    seg(vcpu::SegReg::Tr),
+                );
+                println!(
+                    "  vcpu {}: rflags {:#x} cr2 {:#x} cr4 {:#x} cs {:#x}/{:#x} ss {:#x}/{:#x} tr {:#x} base {:#x} limit {:#x} cpl {}",
+                    v,
+                    regs.rflags,
+                    ctl.cr2,
+                    ctl.cr4,
+                    cs.selector,
+                    cs.attr,
+                    ss.selector,
+                    ss.attr,
+                    tr.selector,
+                    tr.base,
+                    tr.limit,
+                    c.vcpu.cpl()
+                );
+            }
             if c.nmis_dropped > 0 {
                 println!(
                     "  vcpu {}: {} NMI IPIs not delivered (NMIs are not modelled)",
