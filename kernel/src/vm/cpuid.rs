@@ -32,6 +32,7 @@ mod bits {
     pub const E1_ECX_CMP_LEGACY: u32 = 1 << 1;
     pub const E1_EDX_RDTSCP: u32 = 1 << 27;
     pub const L7_ECX_RDPID: u32 = 1 << 22;
+    pub const L7_ECX_LA57: u32 = 1 << 16;
 }
 
 /// Topology bits needed to number `n` logical processors.
@@ -94,7 +95,9 @@ pub fn filter(leaf: u32, subleaf: u32, host: [u32; 4], ctx: &CpuidCtx) -> [u32; 
             // TSC_AUX is not switched per vCPU, so the instructions that read it are hidden.
             d &= !bits::E1_EDX_RDTSCP;
         }
-        7 if subleaf == 0 => c &= !bits::L7_ECX_RDPID,
+        // 5-level paging is not offered: guests have at most 3 GiB, and one paging depth
+        // is one less thing for every backend (and emulator) to get right.
+        7 if subleaf == 0 => c &= !(bits::L7_ECX_RDPID | bits::L7_ECX_LA57),
         // SVM features, and the extended APIC/topology leaves that would describe host cores.
         0x8000_000A | 0x8000_001E => return [0; 4],
         0x8000_0008 => {
@@ -161,6 +164,17 @@ mod tests {
         }
         assert_eq!(&sig[..5], b"Janus");
         assert_eq!(filter(HV_BASE + 1, 0, [7; 4], &ctx(0, 1)), [0; 4]);
+    }
+
+    #[test]
+    fn leaf_7_hides_rdpid_and_five_level_paging() {
+        let c = filter(7, 0, [0, u32::MAX, u32::MAX, u32::MAX], &ctx(0, 1))[2];
+        assert_eq!(c & (bits::L7_ECX_RDPID | bits::L7_ECX_LA57), 0);
+        assert_eq!(
+            filter(7, 1, [1, 2, 3, 4], &ctx(0, 1)),
+            [1, 2, 3, 4],
+            "other sub-leaves pass"
+        );
     }
 
     #[test]
