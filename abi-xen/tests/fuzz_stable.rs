@@ -5,24 +5,15 @@
 #[path = "../fuzz/src/lib.rs"]
 mod body;
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+use vcpu::XorShift;
 
 #[test]
 fn seeded_scripts_never_misbehave() {
     let seed_dir = std::env::var_os("ABI_XEN_FUZZ_SEED_DIR").map(std::path::PathBuf::from);
     let mut rng = XorShift(0x243f_6a88_85a3_08d3);
     for i in 0..4000 {
-        let len = (rng.next() % 1024) as usize;
-        let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let len = (rng.next_u64() % 1024) as usize;
+        let mut data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         // Half the scripts get a console ring inside RAM and a sane TSC frequency.
         if i % 2 == 0
             && let Some(b) = data.first_mut()

@@ -41,6 +41,20 @@ pub use exit::{Event, Exit, IoExit, NestedFault, vector};
 pub use hostmem::{GuestRam, HostTables, host_ptr};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::VecMemory;
+
+/// A tiny deterministic generator for the seeded fuzz tests of the crates built on this one.
+#[cfg(any(test, feature = "test-util"))]
+pub struct XorShift(pub u64);
+
+#[cfg(any(test, feature = "test-util"))]
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
 pub use memory::{GuestMemory, MemError, check_range};
 pub use nested::{NestedFormat, NestedPageTable, Perm, SIZE_2M, SIZE_4K, TableMemory};
 pub use regs::{ControlRegs, GuestRegs, SegReg, Segment, bits};
