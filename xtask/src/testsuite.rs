@@ -334,17 +334,16 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
             guest_triple_fault: true,
             why,
         }) = &result
+            && !case.linux.is_empty()
         {
-            if !case.linux.is_empty() {
-                // Known open bug (README, "Known issues"): a Linux guest on the SVM path
-                // triple-faults now and then (a few percent of boots, IDT unmapped under a user
-                // CR3). Not hidden: the failure is printed and the case runs once more.
-                println!(
-                    "test {} ... RETRYING after a Linux guest triple fault (known issue): {why}",
-                    case.name
-                );
-                result = run_case(&case, &images);
-            }
+            // Known open bug (README, "Known issues"): a Linux guest on the SVM path
+            // triple-faults now and then (a few percent of boots, IDT unmapped under a user
+            // CR3). Not hidden: the failure is printed and the case runs once more.
+            println!(
+                "test {} ... RETRYING after a Linux guest triple fault (known issue): {why}",
+                case.name
+            );
+            result = run_case(&case, &images);
         }
         let result = result.map_err(|f| f.why);
         let why = match &result {

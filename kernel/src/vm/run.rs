@@ -854,6 +854,7 @@ fn leave(r: VcpuRef) {
                     tr.limit,
                     c.vcpu.cpl()
                 );
+                report_walk(v, &vcpu::GuestRam::new(info.ram), &ctl, ctl.cr2);
             }
             if c.nmis_dropped > 0 {
                 println!(
@@ -865,6 +866,36 @@ fn leave(r: VcpuRef) {
     }
     defmt::info!("vm stopped after {=u64} exits", stats.total());
     LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// How the vCPU's own page tables map `la` (usually CR2 after a triple fault): each level's
+/// entry as read from guest RAM, so a zeroed or overwritten table shows up in the report.
+fn report_walk(v: u8, mem: &vcpu::GuestRam, ctl: &vcpu::ControlRegs, la: u64) {
+    use vcpu::GuestMemory;
+    if vcpu::walk::mode(ctl) != vcpu::walk::Mode::Level4 {
+        return;
+    }
+    let mut table = ctl.cr3 & 0x000f_ffff_ffff_f000;
+    for (level, shift) in [(4, 39u32), (3, 30), (2, 21), (1, 12)] {
+        let gpa = table + ((la >> shift) & 0x1ff) * 8;
+        let Ok(entry) = mem.read_u64(gpa) else {
+            println!("  vcpu {v}: walk {la:#x}: L{level} table at {table:#x} outside RAM");
+            return;
+        };
+        println!("  vcpu {v}: walk {la:#x}: L{level} entry at {gpa:#x} = {entry:#x}");
+        if entry & 1 == 0 {
+            // A wholly zeroed table points at memory reuse rather than one bad entry.
+            let live = (0..512u64)
+                .filter(|i| mem.read_u64(table + i * 8).is_ok_and(|e| e != 0))
+                .count();
+            println!("  vcpu {v}: walk {la:#x}: not present; {live} of 512 entries there non-zero");
+            return;
+        }
+        if level > 1 && entry & 0x80 != 0 {
+            return;
+        }
+        table = entry & 0x000f_ffff_ffff_f000;
+    }
 }
 
 /// Whether the personality has an event for a vCPU that asked to block.
