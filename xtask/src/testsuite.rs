@@ -145,6 +145,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             com1: &[
                 "[crasher] probe: triple faulting on purpose",
                 "vm crasher: stopped: triple fault on vCPU 0",
+                // The report walks CR2 through the crasher's own page tables.
+                "vcpu 0: walk 0x0: L4 entry at ",
+                "vcpu 0: walk 0x0: L2 entry at ",
                 "[survivor] probe: verdict: PASS",
                 "vm survivor: stopped: powered off",
             ],

@@ -519,6 +519,17 @@ mod tests {
         u16::from_le_bytes([low, high])
     }
 
+    /// Counter 0's (count, OUT) at t = 1..=last, latched together by read-back each time.
+    fn counter0_samples(pit: &mut Pit, last: u64) -> Vec<(u16, bool)> {
+        (1..=last)
+            .map(|t| {
+                pit.write(PORT_COMMAND, 0xE2, t);
+                let out = pit.read(0x40, t).unwrap() & 0x80 != 0;
+                (word(pit, 0x40, t), out)
+            })
+            .collect()
+    }
+
     fn out2(pit: &mut Pit, t: u64) -> bool {
         pit.read(PORT_B, t).unwrap() & PORT_B_OUT2 != 0
     }
@@ -674,13 +685,7 @@ mod tests {
     fn mode2_rate_generator() {
         let mut pit = Pit::new();
         program(&mut pit, 0x34, 4, 0);
-        let samples: Vec<(u16, bool)> = (1..=9)
-            .map(|t| {
-                pit.write(PORT_COMMAND, 0xE2, t);
-                let out = pit.read(0x40, t).unwrap() & 0x80 != 0;
-                (word(&mut pit, 0x40, t), out)
-            })
-            .collect();
+        let samples = counter0_samples(&mut pit, 9);
         assert_eq!(
             samples,
             [
@@ -723,13 +728,7 @@ mod tests {
         let mut pit = Pit::new();
         // Even count: three clocks high, three low, decrementing by two.
         program(&mut pit, 0x36, 6, 0);
-        let samples: Vec<(u16, bool)> = (1..=7)
-            .map(|t| {
-                pit.write(PORT_COMMAND, 0xE2, t);
-                let out = pit.read(0x40, t).unwrap() & 0x80 != 0;
-                (word(&mut pit, 0x40, t), out)
-            })
-            .collect();
+        let samples = counter0_samples(&mut pit, 7);
         assert_eq!(
             samples,
             [
