@@ -56,7 +56,7 @@ const PROBE_OK: &[&str] = &[
     "vm probe: personality none, 32 MiB, 2 vCPU(s)",
     "[probe] probe: check smp-aps-started ... ok",
     "[probe] probe: check every-vcpu-made-progress ... ok",
-    "[probe] probe: 17 passed, 0 failed",
+    "[probe] probe: 18 passed, 0 failed",
     "[probe] probe: verdict: PASS",
     "vm probe: stopped: powered off",
     "janus: all VMs have stopped",

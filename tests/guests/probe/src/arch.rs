@@ -76,7 +76,7 @@ probe_start32:
     mov eax, offset probe_pml4
     mov cr3, eax
     mov eax, cr4
-    or eax, 0x20
+    or eax, 0x220
     mov cr4, eax
     mov ecx, 0xC0000080
     rdmsr
@@ -147,7 +147,7 @@ probe_tramp_start:
     mov ds, ax
     lgdt [32]
     mov eax, cr4
-    or eax, 0x20
+    or eax, 0x220
     mov cr4, eax
     mov eax, offset probe_pml4
     mov cr3, eax
@@ -399,6 +399,25 @@ pub fn wrmsr(msr: u32, v: u64) {
 pub fn rdtsc() -> u64 {
     // SAFETY: rdtsc has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Puts `v` in XMM7 and DR0: registers the hypervisor must keep per vCPU.
+pub fn set_private_regs(v: u64) {
+    // SAFETY: CR4.OSFXSR is set at entry, so SSE moves are defined; DR0 at CPL 0 with DR7 left
+    // clear arms no breakpoint. The compiler (soft-float) never uses XMM7 itself.
+    unsafe {
+        asm!("movq xmm7, {v}", "mov dr0, {v}", v = in(reg) v, options(nomem, nostack));
+    }
+}
+
+/// XMM7 and DR0 as `set_private_regs` left them, unless something else changed them.
+pub fn private_regs() -> (u64, u64) {
+    let (x, d): (u64, u64);
+    // SAFETY: as in `set_private_regs`; both reads have no side effects.
+    unsafe {
+        asm!("movq {x}, xmm7", "mov {d}, dr0", x = out(reg) x, d = out(reg) d, options(nomem, nostack));
+    }
+    (x, d)
 }
 
 pub fn sti_hlt() {

@@ -20,6 +20,8 @@ static APS_UP: AtomicU32 = AtomicU32::new(0);
 static APS_DONE: AtomicU32 = AtomicU32::new(0);
 static SPIN_MS: AtomicU64 = AtomicU64::new(0);
 static SPIN_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// vCPUs whose XMM7/DR0 changed under them while they spun (preempted by other vCPUs/VMs).
+static REGS_LOST: AtomicU32 = AtomicU32::new(0);
 static COUNTERS: [AtomicU64; arch::MAX_VCPUS] = [const { AtomicU64::new(0) }; arch::MAX_VCPUS];
 
 pub(crate) fn check(name: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
@@ -266,6 +268,12 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
             all,
             format_args!("{:?}", &counts[..vcpus as usize]),
         );
+        let lost = REGS_LOST.load(Ordering::Acquire);
+        check(
+            "xmm-and-dr-kept-across-preemption",
+            lost == 0,
+            format_args!("{lost} vCPU(s) saw XMM7/DR0 change"),
+        );
     }
 
     match opts.face {
@@ -296,8 +304,14 @@ fn spin(vcpu: usize) {
     // 1 ms is taken as 1e6 cycles: only relative progress matters.
     let until = arch::rdtsc() + ms * 1_000_000;
     SPIN_UNTIL.store(until, Ordering::Release);
+    // A value no other vCPU of any VM picks: the TSC differs per start, the low bits per vCPU.
+    let mine = (arch::rdtsc() << 8) | vcpu as u64;
+    arch::set_private_regs(mine);
     while arch::rdtsc() < until {
         COUNTERS[vcpu].fetch_add(1, Ordering::Relaxed);
+    }
+    if arch::private_regs() != (mine, mine) {
+        REGS_LOST.fetch_add(1, Ordering::AcqRel);
     }
 }
 
