@@ -157,4 +157,7 @@ impl Vcpu for AnyVcpu {
     fn unload(&mut self) {
         each!(self, v => v.unload())
     }
+    fn last_transition(&self) -> crate::Transition {
+        each!(self, v => v.last_transition())
+    }
 }

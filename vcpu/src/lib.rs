@@ -25,6 +25,7 @@ mod nested;
 pub mod personality;
 mod regs;
 mod state;
+mod transition;
 pub mod walk;
 
 #[cfg(feature = "svm")]
@@ -59,6 +60,7 @@ pub use memory::{GuestMemory, MemError, check_range};
 pub use nested::{NestedFormat, NestedPageTable, Perm, SIZE_2M, SIZE_4K, TableMemory};
 pub use regs::{ControlRegs, GuestRegs, SegReg, Segment, bits};
 pub use state::{InitialState, RamRegion, VcpuConfig};
+pub use transition::Transition;
 
 /// Where the crate gets its 4 KiB frames (VMXON region, VMCS/VMCB, bitmaps, nested tables).
 pub trait FrameSource {
@@ -148,4 +150,7 @@ pub trait Vcpu {
     /// Before the vCPU next runs on another pCPU: flush what this pCPU holds of it (VMCLEAR on
     /// VMX; nothing on SVM). Call it on the pCPU the vCPU last ran on.
     fn unload(&mut self);
+
+    /// What the last entry injected and the last exit reported, raw.
+    fn last_transition(&self) -> Transition;
 }

@@ -120,6 +120,8 @@ pub struct VcpuCell {
     pub run_ns: u64,
     /// NMI IPIs sent to this vCPU and not delivered (see the exit loop).
     pub nmis_dropped: u32,
+    /// The last entries and exits, for the triple-fault report.
+    pub trace: super::trace::Trace,
 }
 
 pub struct VcpuSlot {
@@ -396,6 +398,7 @@ pub fn create(
             stats: ExitStats::new(),
             run_ns: 0,
             nmis_dropped: 0,
+            trace: super::trace::Trace::new(),
         });
         let home = home_cpu(*global_vcpu, pcpus);
         *global_vcpu += 1;

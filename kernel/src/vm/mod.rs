@@ -8,6 +8,7 @@ pub mod pit;
 pub mod platform;
 pub mod rtc;
 pub mod stats;
+pub mod trace;
 pub mod uart;
 
 #[cfg(target_os = "none")]

@@ -7,7 +7,7 @@ use super::lapic::{Dest, Effect, Ipi};
 use super::machine::{self, LIVE_VMS, QUEUES, StopReason, VMS, VcpuCell, VmSlot};
 use super::platform::{self, PortEffect};
 use super::stats::{ExitKind, ExitStats};
-use super::{face, ioapic, uart};
+use super::{face, ioapic, trace, uart};
 
 /// COM1's ISA interrupt line, as the guest ACPI tables route it.
 const COM1_IRQ: usize = 4;
@@ -134,6 +134,15 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         let exit = cell.vcpu.run(percpu);
         cell.run_ns += tsc::now_ns().saturating_sub(entered);
         slot.running_on.store(u8::MAX, Ordering::Release);
+        cell.trace.record(trace::Record {
+            entered_ns: entered,
+            cpu: cpu as u8,
+            rip: cell.vcpu.regs().rip,
+            cr3: cell.vcpu.control_regs().cr3,
+            cpl: cell.vcpu.cpl(),
+            rflags: cell.vcpu.regs().rflags,
+            raw: cell.vcpu.last_transition(),
+        });
 
         let exit = match exit {
             Ok(e) => e,
@@ -855,6 +864,10 @@ fn leave(r: VcpuRef) {
                     c.vcpu.cpl()
                 );
                 report_walk(v, &vcpu::GuestRam::new(info.ram), &ctl, ctl.cr2);
+                let now = tsc::now_ns();
+                for line in c.trace.lines(now) {
+                    println!("  vcpu {v}: trace {line}");
+                }
             }
             if c.nmis_dropped > 0 {
                 println!(

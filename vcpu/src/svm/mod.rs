@@ -15,7 +15,7 @@ use crate::bits::*;
 use crate::insn_len::{self, Insn};
 use crate::{
     ControlRegs, Error, Event, Exit, FrameSource, GuestRam, GuestRegs, InitialState, PerCpu,
-    SegReg, Segment, SvmCaps, Vcpu, VcpuConfig, Vendor, hostmem, hw,
+    SegReg, Segment, SvmCaps, Transition, Vcpu, VcpuConfig, Vendor, hostmem, hw,
 };
 use exit::{Decoded, code};
 use run::VmcbPage;
@@ -90,6 +90,7 @@ pub struct SvmVcpu {
     last_exit: (u64, u64),
     window_requested: bool,
     exception_mask: u32,
+    last: Transition,
 }
 
 fn seg(s: &Segment) -> VmcbSegment {
@@ -157,6 +158,7 @@ impl SvmVcpu {
             last_exit: (0, 0),
             window_requested: false,
             exception_mask: 0,
+            last: Transition::default(),
         };
         for m in PASSTHROUGH_MSRS {
             v.set_msr_intercept(m, false, false);
@@ -369,6 +371,7 @@ impl Vcpu for SvmVcpu {
                 self.last_cpu = Some(cpu.cpu_id);
             }
             self.sync_to_vmcb();
+            let injected = self.vmcb.get().control.event_inj;
             let host_xcr0 = hw::xcr0();
             hw::set_xcr0(self.guest_xcr0);
             run::vmrun(&mut self.vmcb, cpu.host_save, &mut self.regs);
@@ -384,6 +387,13 @@ impl Vcpu for SvmVcpu {
                 c.event_inj = c.exit_int_info;
             }
             let (code, i1, i2) = (c.exit_code, c.exit_info1, c.exit_info2);
+            self.last = Transition {
+                injected,
+                reason: code,
+                info1: i1,
+                info2: i2,
+                vectoring: c.exit_int_info,
+            };
             self.last_exit = (code, i2);
             let d = exit::decode(code, i1, i2, self.regs.rax, self.regs.rcx, self.regs.rdx);
             if let Some(e) = self.handle(d)? {
@@ -576,6 +586,10 @@ impl Vcpu for SvmVcpu {
     }
 
     fn unload(&mut self) {}
+
+    fn last_transition(&self) -> Transition {
+        self.last
+    }
 }
 
 #[cfg(test)]

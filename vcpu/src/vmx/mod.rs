@@ -16,7 +16,8 @@ mod vmcs;
 use crate::bits::*;
 use crate::{
     ControlRegs, Error, Event, Exit, FrameSource, GuestMemory, GuestRam, GuestRegs, InitialState,
-    NestedFormat, PerCpu, SegReg, Segment, Vcpu, VcpuConfig, Vendor, VmxCaps, hostmem, hw,
+    NestedFormat, PerCpu, SegReg, Segment, Transition, Vcpu, VcpuConfig, Vendor, VmxCaps, hostmem,
+    hw,
 };
 use controls::{Controls, CrFixed};
 use exit::{CrAccess, Decoded};
@@ -95,6 +96,7 @@ pub struct VmxVcpu {
     guest_cr2: u64,
     exit_insn_len: u64,
     pending_event: bool,
+    last: Transition,
 }
 
 fn w(field: u32, v: u64) -> Result<(), Error> {
@@ -170,6 +172,7 @@ impl VmxVcpu {
             guest_cr2: 0,
             exit_insn_len: 0,
             pending_event: false,
+            last: Transition::default(),
         };
         for m in PASSTHROUGH_MSRS {
             v.set_msr_intercept(m, false, false);
@@ -521,6 +524,11 @@ impl Vcpu for VmxVcpu {
             if hw::cr2() != self.guest_cr2 {
                 hw::write_cr2(self.guest_cr2);
             }
+            let injected = if self.pending_event {
+                vmcs::read_or0(ctl::VMENTRY_INTERRUPTION_INFO_FIELD)
+            } else {
+                0
+            };
             let entered = run::enter(&mut self.regs, self.launched);
             self.guest_cr2 = hw::cr2();
             if let Some(x) = host_xcr0 {
@@ -559,6 +567,13 @@ impl Vcpu for VmxVcpu {
             let info = vmcs::read_or0(ro::VMEXIT_INTERRUPTION_INFO) as u32;
             let err = vmcs::read_or0(ro::VMEXIT_INTERRUPTION_ERR_CODE) as u32;
             let gpa = vmcs::read_or0(ro::GUEST_PHYSICAL_ADDR_FULL);
+            self.last = Transition {
+                injected,
+                reason: u64::from(raw),
+                info1: qual,
+                info2: gpa,
+                vectoring: u64::from(idt),
+            };
             let d = exit::decode(
                 raw,
                 qual,
@@ -760,6 +775,10 @@ impl Vcpu for VmxVcpu {
         let _ = vmcs::clear(self.vmcs);
         self.launched = false;
         self.last_cpu = None;
+    }
+
+    fn last_transition(&self) -> Transition {
+        self.last
     }
 }
 

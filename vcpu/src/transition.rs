@@ -1,0 +1,19 @@
+//! The raw facts of a vCPU's last guest entry and exit, kept for post-mortem reports (a triple
+//! fault is explained by what was injected and what was being delivered, not by the exit kind).
+
+/// One entry/exit pair as the hardware described it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transition {
+    /// Event injected at entry: SVM EVENTINJ, VMX VM-entry interruption information
+    /// (bit 31 valid, then type and vector); 0 when none.
+    pub injected: u64,
+    /// SVM exit code, VMX basic exit reason.
+    pub reason: u64,
+    /// SVM EXITINFO1, VMX exit qualification.
+    pub info1: u64,
+    /// SVM EXITINFO2, VMX guest-physical address.
+    pub info2: u64,
+    /// The event whose delivery the exit interrupted: SVM EXITINTINFO, VMX IDT-vectoring
+    /// information (bit 31 valid); the backend injects it again.
+    pub vectoring: u64,
+}
