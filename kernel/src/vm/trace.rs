@@ -104,8 +104,16 @@ mod tests {
         }
         let lines: Vec<_> = t.lines(30_000).map(|l| l.to_string()).collect();
         assert_eq!(lines.len(), DEPTH);
-        assert!(lines[0].starts_with("-25 us cpu1 inject 0x800000ec exit 0x60"), "{}", lines[0]);
-        assert!(lines[DEPTH - 1].starts_with("-10 us cpu0 "), "{}", lines[DEPTH - 1]);
+        assert!(
+            lines[0].starts_with("-25 us cpu1 inject 0x800000ec exit 0x60"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[DEPTH - 1].starts_with("-10 us cpu0 "),
+            "{}",
+            lines[DEPTH - 1]
+        );
         assert!(lines[DEPTH - 1].ends_with("rip 0x1014 cr3 0x5000 cpl 3 if 1"));
     }
 
