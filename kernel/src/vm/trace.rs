@@ -73,7 +73,6 @@ impl fmt::Display for Line {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
     use super::*;
     use std::string::ToString;
     use std::vec::Vec;
