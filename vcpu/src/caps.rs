@@ -98,6 +98,13 @@ impl SvmCaps {
     pub fn vgif(&self) -> bool {
         self.features & (1 << 16) != 0
     }
+    /// Whether external interrupts reach the guest through V_IRQ rather than EVENTINJ. Both
+    /// are architectural; EVENTINJ is the default. An SVM without NRIP save is QEMU's TCG
+    /// emulation (every AMD CPU since 2009 has it, and so does Bochs), whose EVENTINJ
+    /// interrupt can be delivered a second time (see `svm::SvmVcpu::offer`).
+    pub fn interrupts_via_v_irq(&self) -> bool {
+        !self.nrip_save()
+    }
 }
 
 impl Vendor {
@@ -125,13 +132,18 @@ impl fmt::Display for Vendor {
             ),
             Vendor::Svm(c) => write!(
                 f,
-                "AMD SVM rev {}: NPT {}, NRIP save {}, {} ASIDs, flush-by-ASID {}, decode assists {}",
+                "AMD SVM rev {}: NPT {}, NRIP save {}, {} ASIDs, flush-by-ASID {}, decode assists {}, interrupts by {}",
                 c.revision,
                 yn(c.npt()),
                 yn(c.nrip_save()),
                 c.asids,
                 yn(c.flush_by_asid()),
-                yn(c.decode_assists())
+                yn(c.decode_assists()),
+                if c.interrupts_via_v_irq() {
+                    "V_IRQ"
+                } else {
+                    "EVENTINJ"
+                }
             ),
         }
     }
@@ -279,5 +291,11 @@ pub(crate) mod tests {
         assert!(b.npt() && b.nrip_save() && b.flush_by_asid() && !b.decode_assists());
         let s = format!("{}", Vendor::Svm(q));
         assert!(s.contains("NRIP save no") && s.contains("16 ASIDs"), "{s}");
+        assert!(
+            q.interrupts_via_v_irq() && s.ends_with("interrupts by V_IRQ"),
+            "{s}"
+        );
+        assert!(!b.interrupts_via_v_irq());
+        assert!(format!("{}", Vendor::Svm(b)).ends_with("interrupts by EVENTINJ"));
     }
 }

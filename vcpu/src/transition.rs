@@ -4,7 +4,8 @@
 /// One entry/exit pair as the hardware described it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Transition {
-    /// Event injected at entry: SVM EVENTINJ, VMX VM-entry interruption information
+    /// Event injected at entry: SVM EVENTINJ (an interrupt offered through V_IRQ shows as
+    /// the EVENTINJ form of an external interrupt), VMX VM-entry interruption information
     /// (bit 31 valid, then type and vector); 0 when none.
     pub injected: u64,
     /// SVM exit code, VMX basic exit reason.

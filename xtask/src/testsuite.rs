@@ -110,7 +110,12 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         probe(
             "qemu-svm-probe",
             Emulator::Qemu,
-            &["virtualization: AMD SVM", "NPT yes", "NRIP save no"],
+            &[
+                "virtualization: AMD SVM",
+                "NPT yes",
+                "NRIP save no",
+                "interrupts by V_IRQ",
+            ],
         ),
         Case {
             name: "qemu-svm-three-vms-on-two-pcpus",
@@ -191,7 +196,11 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         probe(
             "bochs-svm-probe",
             Emulator::BochsSvm,
-            &["virtualization: AMD SVM", "NRIP save yes"],
+            &[
+                "virtualization: AMD SVM",
+                "NRIP save yes",
+                "interrupts by EVENTINJ",
+            ],
         ),
     ];
     let face = |name, emulator, manifest, com1| Case {

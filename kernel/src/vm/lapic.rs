@@ -193,6 +193,9 @@ pub struct VLapic {
     /// scaled to the host TSC (set by the kernel from its calibration).
     tsc_per_bus_tick_num: u64,
     tsc_per_bus_tick_den: u64,
+    /// EOIs written with nothing in service. A correct guest never does that; a count here
+    /// means it took an interrupt twice or one it was never given.
+    pub unmatched_eois: u32,
 }
 
 /// Index into `lvt` for LVT registers 0x32–0x37 (timer, thermal, perf, LINT0, LINT1, error).
@@ -247,6 +250,7 @@ impl VLapic {
             tsc_deadline: 0,
             tsc_per_bus_tick_num: tsc_hz.max(1),
             tsc_per_bus_tick_den: bus_hz.max(1),
+            unmatched_eois: 0,
         }
     }
 
@@ -447,8 +451,9 @@ impl VLapic {
                 if low != 0 {
                     return Err(GpFault);
                 }
-                if let Some(v) = highest(&self.isr) {
-                    set_bit(&mut self.isr, v, false);
+                match highest(&self.isr) {
+                    Some(v) => set_bit(&mut self.isr, v, false),
+                    None => self.unmatched_eois = self.unmatched_eois.saturating_add(1),
                 }
             }
             REG_SVR => self.svr = low & 0x11FF,
@@ -621,6 +626,20 @@ mod tests {
         a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
         a.wrmsr(TSC_DEADLINE_MSR, 7, 6000).unwrap();
         assert_eq!(a.deliverable(), Some(0x42));
+    }
+
+    #[test]
+    fn an_eoi_with_nothing_in_service_is_counted() {
+        let mut a = apic();
+        a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+        assert_eq!(a.unmatched_eois, 1);
+        let p = Pending::new();
+        p.post(0x40);
+        a.sync(&p);
+        let v = a.deliverable().unwrap();
+        a.delivered(v);
+        a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+        assert_eq!(a.unmatched_eois, 1);
     }
 
     #[test]

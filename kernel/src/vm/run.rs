@@ -869,6 +869,12 @@ fn leave(r: VcpuRef) {
                     println!("  vcpu {v}: trace {line}");
                 }
             }
+            if c.lapic.unmatched_eois > 0 {
+                println!(
+                    "  vcpu {}: {} EOIs with no interrupt in service",
+                    v, c.lapic.unmatched_eois
+                );
+            }
             if c.nmis_dropped > 0 {
                 println!(
                     "  vcpu {}: {} NMI IPIs not delivered (NMIs are not modelled)",

@@ -185,9 +185,59 @@ pub fn encode_event(ev: crate::Event) -> Option<u64> {
     })
 }
 
+/// EVENTINJ for the event an exit interrupted (EXITINTINFO), 0 when there is none.
+/// QEMU records an external interrupt it was delivering as an exception of its vector (which
+/// hardware never reports, and which VMRUN refuses for vectors of 32 and up): that is put
+/// back as the external interrupt it was, and an NMI recorded that way as an NMI.
+pub fn reinjection(exit_int_info: u64) -> u64 {
+    use event::*;
+    if exit_int_info & VALID == 0 {
+        return 0;
+    }
+    let vector = exit_int_info & 0xff;
+    let kind = exit_int_info & (7 << 8);
+    if kind == TYPE_EXCEPTION && vector >= 32 {
+        return VALID | TYPE_INTR | vector;
+    }
+    if kind == TYPE_EXCEPTION && vector == 2 {
+        return VALID | TYPE_NMI | 2;
+    }
+    exit_int_info
+}
+
+/// The vector of an EVENTINJ value that is an external interrupt.
+pub fn external_interrupt(event_inj: u64) -> Option<u8> {
+    (event_inj & event::VALID != 0 && event_inj & (7 << 8) == event::TYPE_INTR)
+        .then_some((event_inj & 0xff) as u8)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reinjection_keeps_real_events_and_mends_qemus_interrupts() {
+        assert_eq!(reinjection(0), 0);
+        assert_eq!(reinjection(0x0000_0403), 0, "not valid");
+        let pf = (0x2u64 << 32) | event::VALID | event::ERROR_VALID | event::TYPE_EXCEPTION | 14;
+        assert_eq!(reinjection(pf), pf);
+        let intr = event::VALID | event::TYPE_INTR | 0xec;
+        assert_eq!(reinjection(intr), intr);
+        let soft = event::VALID | (4 << 8) | 3;
+        assert_eq!(reinjection(soft), soft);
+        assert_eq!(
+            reinjection(event::VALID | event::TYPE_EXCEPTION | 0xec),
+            intr,
+            "QEMU's record of an interrupt in delivery"
+        );
+        assert_eq!(external_interrupt(intr), Some(0xec));
+        assert_eq!(external_interrupt(pf), None);
+        assert_eq!(external_interrupt(0xec), None, "not valid");
+        assert_eq!(
+            reinjection(event::VALID | event::TYPE_EXCEPTION | 2),
+            event::VALID | event::TYPE_NMI | 2
+        );
+    }
 
     #[test]
     fn ioio_qemu_and_bochs_agree() {

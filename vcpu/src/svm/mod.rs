@@ -91,6 +91,8 @@ pub struct SvmVcpu {
     window_requested: bool,
     exception_mask: u32,
     last: Transition,
+    /// An external interrupt offered through V_IRQ that the guest has not taken yet.
+    offered: Option<u8>,
 }
 
 fn seg(s: &Segment) -> VmcbSegment {
@@ -159,6 +161,7 @@ impl SvmVcpu {
             window_requested: false,
             exception_mask: 0,
             last: Transition::default(),
+            offered: None,
         };
         for m in PASSTHROUGH_MSRS {
             v.set_msr_intercept(m, false, false);
@@ -253,6 +256,23 @@ impl SvmVcpu {
         }
         c.event_inj = raw;
         Ok(())
+    }
+
+    /// Hands an external interrupt to the guest through V_IRQ, which the CPU delivers at the
+    /// guest's first open interrupt window. EVENTINJ would work on hardware too, but QEMU
+    /// (7.2 TCG) keeps an EVENTINJ interrupt's vector as its pending exception index and, if
+    /// its vCPU thread is kicked before anything else replaces it, delivers the vector a
+    /// second time, regardless of RFLAGS.IF, wherever the guest has got to.
+    fn offer(&mut self, vector: u8) {
+        let c = &mut self.vmcb.get_mut().control;
+        c.int_control = (c.int_control & !(int_ctl::V_INTR_VECTOR | int_ctl::V_INTR_PRIO))
+            | int_ctl::V_IRQ
+            | int_ctl::V_INTR_PRIO
+            | (u64::from(vector) << int_ctl::V_INTR_VECTOR_SHIFT);
+        // The window exit is for the kernel's own waiting; an offered vector needs none.
+        c.intercept_misc1 &= !misc1::VINTR;
+        self.window_requested = false;
+        self.offered = Some(vector);
     }
 
     /// Length of the instruction at CS:RIP, confirmed to be `insn`.
@@ -371,7 +391,11 @@ impl Vcpu for SvmVcpu {
                 self.last_cpu = Some(cpu.cpu_id);
             }
             self.sync_to_vmcb();
-            let injected = self.vmcb.get().control.event_inj;
+            // An interrupt offered through V_IRQ shows as the external-interrupt event it is.
+            let injected = match self.offered {
+                Some(v) => exit::encode_event(Event::ExternalInterrupt(v)).unwrap_or(0),
+                None => self.vmcb.get().control.event_inj,
+            };
             let host_xcr0 = hw::xcr0();
             hw::set_xcr0(self.guest_xcr0);
             run::vmrun(&mut self.vmcb, cpu.host_save, &mut self.regs);
@@ -381,18 +405,29 @@ impl Vcpu for SvmVcpu {
             self.sync_from_vmcb();
             let c = &mut self.vmcb.get_mut().control;
             c.tlb_control = tlb::NONE;
-            c.event_inj = 0;
+            let taken = c.int_control & int_ctl::V_IRQ == 0;
             // An exit in the middle of delivering an event: deliver it again.
-            if c.exit_int_info & exit::event::VALID != 0 {
-                c.event_inj = c.exit_int_info;
+            c.event_inj = exit::reinjection(c.exit_int_info);
+            let again =
+                exit::external_interrupt(c.event_inj).filter(|_| self.caps.interrupts_via_v_irq());
+            if again.is_some() {
+                c.event_inj = 0;
             }
             let (code, i1, i2) = (c.exit_code, c.exit_info1, c.exit_info2);
+            let vectoring = c.exit_int_info;
+            if taken {
+                // If the exit cut its delivery short, EXITINTINFO has it (offered again below).
+                self.offered = None;
+            }
+            if let Some(v) = again {
+                self.offer(v);
+            }
             self.last = Transition {
                 injected,
                 reason: code,
                 info1: i1,
                 info2: i2,
-                vectoring: c.exit_int_info,
+                vectoring,
             };
             self.last_exit = (code, i2);
             let d = exit::decode(code, i1, i2, self.regs.rax, self.regs.rcx, self.regs.rdx);
@@ -475,11 +510,21 @@ impl Vcpu for SvmVcpu {
     }
 
     fn inject(&mut self, event: Event) -> Result<(), Error> {
-        self.queue(event)
+        match event {
+            Event::ExternalInterrupt(v) if self.caps.interrupts_via_v_irq() => {
+                exit::encode_event(event).ok_or(Error::BadEvent)?;
+                if self.event_pending() {
+                    return Err(Error::EventPending);
+                }
+                self.offer(v);
+                Ok(())
+            }
+            _ => self.queue(event),
+        }
     }
 
     fn event_pending(&self) -> bool {
-        self.vmcb.get().control.event_inj & exit::event::VALID != 0
+        self.vmcb.get().control.event_inj & exit::event::VALID != 0 || self.offered.is_some()
     }
 
     fn interrupt_window_open(&self) -> bool {
@@ -489,6 +534,10 @@ impl Vcpu for SvmVcpu {
     }
 
     fn request_interrupt_window(&mut self, on: bool) {
+        if self.offered.is_some() {
+            // V_IRQ carries the offered vector; the CPU takes it when the window opens.
+            return;
+        }
         self.window_requested = on;
         let c = &mut self.vmcb.get_mut().control;
         if on {
@@ -536,9 +585,13 @@ impl Vcpu for SvmVcpu {
 
     fn init(&mut self) {
         self.waiting_for_sipi = true;
+        self.offered = None;
+        self.window_requested = false;
         let c = &mut self.vmcb.get_mut().control;
         c.event_inj = 0;
         c.int_state = 0;
+        c.int_control &= !int_ctl::V_IRQ;
+        c.intercept_misc1 &= !misc1::VINTR;
     }
 
     fn sipi(&mut self, vector: u8) -> Result<(), Error> {

@@ -215,6 +215,11 @@ pub mod misc2 {
 /// `int_control` bits.
 pub mod int_ctl {
     pub const V_IRQ: u64 = 1 << 8;
+    /// V_INTR_PRIO, bits 19:16.
+    pub const V_INTR_PRIO: u64 = 0xf << 16;
+    /// V_INTR_VECTOR, the byte at 0x64.
+    pub const V_INTR_VECTOR_SHIFT: u32 = 32;
+    pub const V_INTR_VECTOR: u64 = 0xff << V_INTR_VECTOR_SHIFT;
     pub const V_IGN_TPR: u64 = 1 << 20;
     pub const V_INTR_MASKING: u64 = 1 << 24;
 }

@@ -26,8 +26,12 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
         initrd.push(',');
         initrd.push_str(&p);
     }
+    // JANUS_QEMU_ACCEL=tcg,tb-size=8 shrinks QEMU's translation cache so that it is flushed
+    // (and every vCPU thread kicked) all the time: the stress that exposed QEMU's double
+    // delivery of EVENTINJ interrupts (vcpu::svm, `offer`).
+    let accel = std::env::var("JANUS_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
     let mut cmd = Command::new(prereq::QEMU.binary);
-    cmd.args(["-machine", "q35", "-cpu", "max", "-accel", "tcg"])
+    cmd.args(["-machine", "q35", "-cpu", "max", "-accel", &accel])
         .args([
             "-m",
             &spec.memory_mib.to_string(),
