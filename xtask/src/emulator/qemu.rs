@@ -31,6 +31,10 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
     // delivery of EVENTINJ interrupts (vcpu::svm, `offer`).
     let accel = std::env::var("JANUS_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
     let mut cmd = Command::new(prereq::QEMU.binary);
+    // JANUS_QEMU_LOG=PATH: QEMU logs each CPU reset with the CPU state, and triple faults.
+    if let Ok(path) = std::env::var("JANUS_QEMU_LOG") {
+        cmd.args(["-d", "cpu_reset,guest_errors", "-D", &path]);
+    }
     cmd.args(["-machine", "q35", "-cpu", "max", "-accel", &accel])
         .args([
             "-m",
