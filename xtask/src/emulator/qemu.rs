@@ -31,9 +31,12 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
     // delivery of EVENTINJ interrupts (vcpu::svm, `offer`).
     let accel = std::env::var("JANUS_QEMU_ACCEL").unwrap_or_else(|_| "tcg".into());
     let mut cmd = Command::new(prereq::QEMU.binary);
-    // JANUS_QEMU_LOG=PATH: QEMU logs each CPU reset with the CPU state, and triple faults.
+    // JANUS_QEMU_LOG=PATH: QEMU logs each CPU reset with the CPU state, and triple faults;
+    // JANUS_QEMU_LOG_ITEMS replaces the `-d` list (e.g. `int,cpu_reset` with a FIFO at PATH).
     if let Ok(path) = std::env::var("JANUS_QEMU_LOG") {
-        cmd.args(["-d", "cpu_reset,guest_errors", "-D", &path]);
+        let items = std::env::var("JANUS_QEMU_LOG_ITEMS")
+            .unwrap_or_else(|_| "cpu_reset,guest_errors".into());
+        cmd.args(["-d", &items, "-D", &path]);
     }
     cmd.args(["-machine", "q35", "-cpu", "max", "-accel", &accel])
         .args([
