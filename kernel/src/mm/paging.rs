@@ -50,7 +50,37 @@ pub fn init(info: &MachineInfo<'_>) -> Result<u64, PagingError> {
     // SAFETY: the new tables map everything the old ones did (the low 4 GiB, identity), so
     // every live pointer stays valid across the switch.
     unsafe { x86::controlregs::cr3_write(pml4_pa) };
+    SPAN.store(span, core::sync::atomic::Ordering::Release);
     Ok(span)
+}
+
+static SPAN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Walks the live host tables: how many 2 MiB pages no longer map themselves, and the first.
+/// Nothing changes them after `init`, so any is damage.
+pub fn damaged() -> (u64, Option<u64>) {
+    let span = SPAN.load(core::sync::atomic::Ordering::Acquire);
+    // SAFETY: reading CR3 has no side effects.
+    let root = unsafe { x86::controlregs::cr3() } & !0xfff;
+    let entry = |table: u64, i: u64| -> u64 {
+        // SAFETY: every table the walk reaches was built by `init` in identity-mapped frames
+        // owned for ever; entries are read, not written.
+        unsafe { core::ptr::read_volatile((table as *const u64).add(i as usize)) }
+    };
+    let addr = |e: u64| e & 0x000f_ffff_ffff_f000;
+    let mut bad = 0;
+    let mut first = None;
+    for va in (0..span).step_by(LARGE as usize) {
+        let l4 = entry(root, (va >> 39) & 0x1ff);
+        let l3 = if l4 & 1 != 0 { entry(addr(l4), (va >> 30) & 0x1ff) } else { 0 };
+        let l2 = if l3 & 1 != 0 { entry(addr(l3), (va >> 21) & 0x1ff) } else { 0 };
+        let ok = l2 & 0x81 == 0x81 && (l2 & 0x000f_ffff_ffe0_0000) == va;
+        if !ok {
+            bad += 1;
+            first.get_or_insert(va);
+        }
+    }
+    (bad, first)
 }
 
 fn is_ram(info: &MachineInfo<'_>, start: u64, end: u64) -> bool {

@@ -820,6 +820,14 @@ fn leave(r: VcpuRef) {
     }
     let reason = reason.unwrap_or(StopReason::PowerOff);
     println!("vm {}: stopped: {}", info.name, reason);
+    report_nested(vm, info);
+    match crate::mm::paging::damaged() {
+        (0, _) => {}
+        (n, first) => println!(
+            "janus: host page tables CHANGED: {} 2 MiB pages wrong, first {:?}",
+            n, first
+        ),
+    }
     println!("vm {}: {} exits:", info.name, stats.total());
     for (kind, n) in stats.nonzero() {
         println!("  {:<14} {}", kind.name(), n);
@@ -885,6 +893,40 @@ fn leave(r: VcpuRef) {
     }
     defmt::info!("vm stopped after {=u64} exits", stats.total());
     LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Checks, when a VM ends, that its nested tables still map every guest page to its own
+/// frame and nothing else: the tables never change after the VM is built, so a difference
+/// means something wrote over them.
+fn report_nested(vm: &VmSlot, info: &machine::VmInfo) {
+    let shared = vm.shared.lock();
+    let Some(npt) = shared.npt.as_ref() else {
+        return;
+    };
+    let mut frames = crate::mm::phys::Frames;
+    let tables = vcpu::HostTables(&mut frames);
+    let size = info.ram.size;
+    let mut bad = 0u64;
+    let mut first = None;
+    for gpa in (0..size + (2 << 20)).step_by(4096) {
+        let want = (gpa < size).then(|| info.ram.hpa_base + gpa);
+        let got = npt.translate(&tables, gpa).map(|(hpa, _)| hpa);
+        if got != want {
+            bad += 1;
+            first.get_or_insert((gpa, got));
+        }
+    }
+    match first {
+        None => println!(
+            "vm {}: nested tables intact ({} MiB mapped 1:1 onto its RAM)",
+            info.name,
+            size >> 20
+        ),
+        Some((gpa, got)) => println!(
+            "vm {}: nested tables CHANGED: {} pages wrong, first gpa {:#x} -> {:?}",
+            info.name, bad, gpa, got
+        ),
+    }
 }
 
 /// How the vCPU's own page tables map `la` (usually CR2 after a triple fault): each level's
