@@ -72,8 +72,16 @@ pub fn damaged() -> (u64, Option<u64>) {
     let mut first = None;
     for va in (0..span).step_by(LARGE as usize) {
         let l4 = entry(root, (va >> 39) & 0x1ff);
-        let l3 = if l4 & 1 != 0 { entry(addr(l4), (va >> 30) & 0x1ff) } else { 0 };
-        let l2 = if l3 & 1 != 0 { entry(addr(l3), (va >> 21) & 0x1ff) } else { 0 };
+        let l3 = if l4 & 1 != 0 {
+            entry(addr(l4), (va >> 30) & 0x1ff)
+        } else {
+            0
+        };
+        let l2 = if l3 & 1 != 0 {
+            entry(addr(l3), (va >> 21) & 0x1ff)
+        } else {
+            0
+        };
         let ok = l2 & 0x81 == 0x81 && (l2 & 0x000f_ffff_ffe0_0000) == va;
         if !ok {
             bad += 1;
