@@ -17,4 +17,7 @@ pub struct Transition {
     /// The event whose delivery the exit interrupted: SVM EXITINTINFO, VMX IDT-vectoring
     /// information (bit 31 valid); the backend injects it again.
     pub vectoring: u64,
+    /// Guest CR3 and CPL at the exit, read where the backend has them at hand.
+    pub cr3: u64,
+    pub cpl: u8,
 }

@@ -138,8 +138,6 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
             entered_ns: entered,
             cpu: cpu as u8,
             rip: cell.vcpu.regs().rip,
-            cr3: cell.vcpu.control_regs().cr3,
-            cpl: cell.vcpu.cpl(),
             rflags: cell.vcpu.regs().rflags,
             raw: cell.vcpu.last_transition(),
         });

@@ -16,10 +16,8 @@ pub struct Record {
     pub entered_ns: u64,
     /// The pCPU that ran it.
     pub cpu: u8,
-    /// Guest state at the exit.
+    /// Guest state at the exit (CR3 and CPL are in `raw`).
     pub rip: u64,
-    pub cr3: u64,
-    pub cpl: u8,
     pub rflags: u64,
     pub raw: Transition,
 }
@@ -64,8 +62,8 @@ impl fmt::Display for Line {
             t.info2,
             t.vectoring,
             r.rip,
-            r.cr3,
-            r.cpl,
+            t.cr3,
+            t.cpl,
             (r.rflags >> 9) & 1
         )
     }
@@ -82,8 +80,6 @@ mod tests {
             entered_ns: i * 1000,
             cpu: (i % 2) as u8,
             rip: 0x1000 + i,
-            cr3: 0x5000,
-            cpl: 3,
             rflags: 0x202,
             raw: Transition {
                 injected: 0x8000_00ec,
@@ -91,6 +87,8 @@ mod tests {
                 info1: 0,
                 info2: 0,
                 vectoring: 0,
+                cr3: 0x5000,
+                cpl: 3,
             },
         }
     }

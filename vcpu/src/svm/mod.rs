@@ -422,12 +422,15 @@ impl Vcpu for SvmVcpu {
             if let Some(v) = again {
                 self.offer(v);
             }
+            let save = &self.vmcb.get().save;
             self.last = Transition {
                 injected,
                 reason: code,
                 info1: i1,
                 info2: i2,
                 vectoring,
+                cr3: save.cr3,
+                cpl: save.cpl & 3,
             };
             self.last_exit = (code, i2);
             let d = exit::decode(code, i1, i2, self.regs.rax, self.regs.rcx, self.regs.rdx);
@@ -512,7 +515,6 @@ impl Vcpu for SvmVcpu {
     fn inject(&mut self, event: Event) -> Result<(), Error> {
         match event {
             Event::ExternalInterrupt(v) if self.caps.interrupts_via_v_irq() => {
-                exit::encode_event(event).ok_or(Error::BadEvent)?;
                 if self.event_pending() {
                     return Err(Error::EventPending);
                 }

@@ -573,6 +573,9 @@ impl Vcpu for VmxVcpu {
                 info1: qual,
                 info2: gpa,
                 vectoring: u64::from(idt),
+                cr3: vmcs::read_or0(g::CR3),
+                // SS.DPL is the CPL.
+                cpl: ((vmcs::read_or0(g::SS_ACCESS_RIGHTS) >> 5) & 3) as u8,
             };
             let d = exit::decode(
                 raw,
