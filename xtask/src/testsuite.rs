@@ -434,6 +434,15 @@ fn run_case(case: &Case, images: &Images) -> Result<(), CaseFailure> {
     })
 }
 
+/// End-of-VM findings that fail any run that otherwise passes: an EOI with nothing in
+/// service (an interrupt delivered twice, or never given), and damage to tables that are
+/// built once (a VM's nested tables, the host's own).
+const MUST_NOT_APPEAR: &[&str] = &[
+    "EOIs with no interrupt in service",
+    "nested tables CHANGED",
+    "host page tables CHANGED",
+];
+
 fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
     match (&outcome.verdict, case.pass) {
         (Ok(()), false) => return Err("the run passed but must fail".into()),
@@ -459,6 +468,11 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         if !outcome.com1.contains(want) {
             return Err(format!("COM1 lacks {want:?}"));
         }
+    }
+    if case.pass
+        && let Some(bad) = MUST_NOT_APPEAR.iter().find(|b| outcome.com1.contains(*b))
+    {
+        return Err(format!("COM1 reports {bad:?}"));
     }
     for want in case.defmt {
         if !outcome.defmt.iter().any(|l| l.contains(want)) {

@@ -62,27 +62,26 @@ pub fn damaged() -> (u64, Option<u64>) {
     let span = SPAN.load(core::sync::atomic::Ordering::Acquire);
     // SAFETY: reading CR3 has no side effects.
     let root = unsafe { x86::controlregs::cr3() } & !0xfff;
-    let entry = |table: u64, i: u64| -> u64 {
-        // SAFETY: every table the walk reaches was built by `init` in identity-mapped frames
-        // owned for ever; entries are read, not written.
-        unsafe { core::ptr::read_volatile((table as *const u64).add(i as usize)) }
-    };
-    let addr = |e: u64| e & 0x000f_ffff_ffff_f000;
+    // Every table the walk reaches was built by `init` in identity-mapped frames owned for
+    // ever, and nothing writes them; they are only read here ("see above" below).
+    // SAFETY: see above.
+    let pml4 = unsafe { &*(root as *const PML4) };
     let mut bad = 0;
     let mut first = None;
     for va in (0..span).step_by(LARGE as usize) {
-        let l4 = entry(root, (va >> 39) & 0x1ff);
-        let l3 = if l4 & 1 != 0 {
-            entry(addr(l4), (va >> 30) & 0x1ff)
-        } else {
-            0
+        let v = x86::bits64::paging::VAddr::from(va);
+        let l4 = pml4[x86::bits64::paging::pml4_index(v)];
+        let ok = l4.is_present() && {
+            // SAFETY: see above.
+            let pdpt = unsafe { &*(l4.address().as_u64() as *const PDPT) };
+            let l3 = pdpt[x86::bits64::paging::pdpt_index(v)];
+            l3.is_present() && {
+                // SAFETY: see above.
+                let pd = unsafe { &*(l3.address().as_u64() as *const PD) };
+                let l2 = pd[x86::bits64::paging::pd_index(v)];
+                l2.is_present() && l2.is_page() && l2.address() == PAddr(va)
+            }
         };
-        let l2 = if l3 & 1 != 0 {
-            entry(addr(l3), (va >> 21) & 0x1ff)
-        } else {
-            0
-        };
-        let ok = l2 & 0x81 == 0x81 && (l2 & 0x000f_ffff_ffe0_0000) == va;
         if !ok {
             bad += 1;
             first.get_or_insert(va);
