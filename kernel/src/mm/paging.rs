@@ -56,9 +56,9 @@ pub fn init(info: &MachineInfo<'_>) -> Result<u64, PagingError> {
 
 static SPAN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Walks the live host tables: how many 2 MiB pages no longer map themselves, and the first.
-/// Nothing changes them after `init`, so any is damage.
-pub fn damaged() -> (u64, Option<u64>) {
+/// Walks the live host tables and compares them with the identity map `init` built, 2 MiB
+/// page by page; nothing changes them afterwards, so any mismatch is damage.
+pub fn damaged() -> super::mapcheck::Mismatches {
     let span = SPAN.load(core::sync::atomic::Ordering::Acquire);
     // SAFETY: reading CR3 has no side effects.
     let root = unsafe { x86::controlregs::cr3() } & !0xfff;
@@ -66,28 +66,24 @@ pub fn damaged() -> (u64, Option<u64>) {
     // ever, and nothing writes them; they are only read here ("see above" below).
     // SAFETY: see above.
     let pml4 = unsafe { &*(root as *const PML4) };
-    let mut bad = 0;
-    let mut first = None;
-    for va in (0..span).step_by(LARGE as usize) {
+    let walk = |va: u64| -> Option<u64> {
         let v = x86::bits64::paging::VAddr::from(va);
         let l4 = pml4[x86::bits64::paging::pml4_index(v)];
-        let ok = l4.is_present() && {
-            // SAFETY: see above.
-            let pdpt = unsafe { &*(l4.address().as_u64() as *const PDPT) };
-            let l3 = pdpt[x86::bits64::paging::pdpt_index(v)];
-            l3.is_present() && {
-                // SAFETY: see above.
-                let pd = unsafe { &*(l3.address().as_u64() as *const PD) };
-                let l2 = pd[x86::bits64::paging::pd_index(v)];
-                l2.is_present() && l2.is_page() && l2.address() == PAddr(va)
-            }
-        };
-        if !ok {
-            bad += 1;
-            first.get_or_insert(va);
+        if !l4.is_present() {
+            return None;
         }
-    }
-    (bad, first)
+        // SAFETY: see above.
+        let pdpt = unsafe { &*(l4.address().as_u64() as *const PDPT) };
+        let l3 = pdpt[x86::bits64::paging::pdpt_index(v)];
+        if !l3.is_present() {
+            return None;
+        }
+        // SAFETY: see above.
+        let pd = unsafe { &*(l3.address().as_u64() as *const PD) };
+        let l2 = pd[x86::bits64::paging::pd_index(v)];
+        (l2.is_present() && l2.is_page()).then(|| l2.address().as_u64())
+    };
+    super::mapcheck::compare(0..span, LARGE, Some, walk)
 }
 
 fn is_ram(info: &MachineInfo<'_>, start: u64, end: u64) -> bool {

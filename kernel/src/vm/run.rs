@@ -819,12 +819,12 @@ fn leave(r: VcpuRef) {
     let reason = reason.unwrap_or(StopReason::PowerOff);
     println!("vm {}: stopped: {}", info.name, reason);
     report_nested(vm, info);
-    match crate::mm::paging::damaged() {
-        (0, _) => {}
-        (n, first) => println!(
-            "janus: host page tables CHANGED: {} 2 MiB pages wrong, first {:?}",
-            n, first
-        ),
+    let host = crate::mm::paging::damaged();
+    if let Some((va, got)) = host.first {
+        println!(
+            "janus: host page tables CHANGED: {} 2 MiB pages wrong, first {:#x} -> {:?}",
+            host.count, va, got
+        );
     }
     println!("vm {}: {} exits:", info.name, stats.total());
     for (kind, n) in stats.nonzero() {
@@ -903,26 +903,23 @@ fn report_nested(vm: &VmSlot, info: &machine::VmInfo) {
     };
     let mut frames = crate::mm::phys::Frames;
     let tables = vcpu::HostTables(&mut frames);
-    let size = info.ram.size;
-    let mut bad = 0u64;
-    let mut first = None;
-    for gpa in (0..size + (2 << 20)).step_by(4096) {
-        let want = (gpa < size).then(|| info.ram.hpa_base + gpa);
-        let got = npt.translate(&tables, gpa).map(|(hpa, _)| hpa);
-        if got != want {
-            bad += 1;
-            first.get_or_insert((gpa, got));
-        }
-    }
-    match first {
+    let ram = info.ram;
+    // RAM, plus 2 MiB beyond it that must stay unmapped.
+    let m = crate::mm::mapcheck::compare(
+        0..ram.size + (2 << 20),
+        4096,
+        |gpa| (gpa < ram.size).then(|| ram.hpa_base + gpa),
+        |gpa| npt.translate(&tables, gpa).map(|(hpa, _)| hpa),
+    );
+    match m.first {
         None => println!(
             "vm {}: nested tables intact ({} MiB mapped 1:1 onto its RAM)",
             info.name,
-            size >> 20
+            ram.size >> 20
         ),
         Some((gpa, got)) => println!(
             "vm {}: nested tables CHANGED: {} pages wrong, first gpa {:#x} -> {:?}",
-            info.name, bad, gpa, got
+            info.name, m.count, gpa, got
         ),
     }
 }
