@@ -41,16 +41,12 @@ fn qemu_image(dir: &Scratch, sub: &str, force: bool, size: &str) -> std::path::P
 
 fn qemu_virtual_size(img: &Path, fmt: &str) -> u64 {
     let out = qemu("qemu-img", &["info", "-f", fmt, "--output", "json", s(img)]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let at = text
-        .find("\"virtual-size\":")
-        .expect("virtual-size in qemu-img info");
-    text[at + 15..]
-        .trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("virtual-size number")
+    // The top-level field: QEMU 10 also lists the protocol child's size (the file length).
+    let info: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("qemu-img info --output json is JSON");
+    info["virtual-size"]
+        .as_u64()
+        .expect("top-level virtual-size in qemu-img info")
 }
 
 #[test]

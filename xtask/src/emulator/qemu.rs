@@ -73,6 +73,11 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", &spec.cmdline]);
+    // JANUS_QEMU_ARGS appends arguments (split at whitespace), e.g. `-action shutdown=pause`
+    // to keep a triple-faulted machine for inspection through JANUS_QEMU_MONITOR.
+    if let Ok(extra) = std::env::var("JANUS_QEMU_ARGS") {
+        cmd.args(extra.split_whitespace());
+    }
     Ok(cmd)
 }
 
