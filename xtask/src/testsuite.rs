@@ -298,6 +298,15 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     prereq::rust_target()?;
     // The VHD interop tests compare against qemu-img; the boot tests need the emulators.
     prereq::tools(&[&prereq::QEMU_IMG, &prereq::QEMU])?;
+    // Which QEMU and which TCG mode the results below come from.
+    if let Ok(out) = Command::new(prereq::QEMU.binary).arg("--version").output() {
+        let version = String::from_utf8_lossy(&out.stdout);
+        println!(
+            "xtask: {}, -accel {}",
+            version.lines().next().unwrap_or("QEMU (no version line)"),
+            crate::emulator::qemu::accel()
+        );
+    }
     if !opts.no_unit {
         let started = Instant::now();
         let ok = run(
@@ -345,23 +354,7 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
         }
         println!("\n=== {} ===", case.name);
         let started = Instant::now();
-        let mut result = run_case(&case, &images);
-        if let Err(CaseFailure {
-            known: Some(which),
-            why,
-        }) = &result
-            && !case.linux.is_empty()
-        {
-            // Known open bug (README, "Known issues"): with Linux guests on the SVM path a
-            // guest, or now and then the whole machine, triple-faults. Not hidden: the
-            // failure is printed and the case runs once more.
-            println!(
-                "test {} ... RETRYING after {which} (known issue): {why}",
-                case.name
-            );
-            result = run_case(&case, &images);
-        }
-        let result = result.map_err(|f| f.why);
+        let result = run_case(&case, &images);
         let why = match &result {
             Ok(()) => String::new(),
             Err(e) => e.clone(),
@@ -391,19 +384,7 @@ fn report(name: &str, ok: bool, started: Instant, why: &str) {
     }
 }
 
-struct CaseFailure {
-    why: String,
-    /// The failure matches the known open triple-fault bug (README, "Known issues").
-    known: Option<&'static str>,
-}
-
-impl From<String> for CaseFailure {
-    fn from(why: String) -> Self {
-        Self { why, known: None }
-    }
-}
-
-fn run_case(case: &Case, images: &Images) -> Result<(), CaseFailure> {
+fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     let manifest = root().join(case.manifest);
     let stage = out_dir().join("test-stage").join(case.name);
     let staged = manifest::load(&manifest, &stage).map_err(|e| format!("{e:#}"))?;
@@ -418,20 +399,7 @@ fn run_case(case: &Case, images: &Images) -> Result<(), CaseFailure> {
         echo: true,
     };
     let outcome = emulator::run(case.emulator, &spec).map_err(|e| format!("{e:#}"))?;
-    check(case, &outcome).map_err(|why| {
-        let known = if outcome.com1.contains("stopped: triple fault") {
-            Some("a Linux guest triple fault")
-        } else if outcome
-            .verdict
-            .as_ref()
-            .is_err_and(|e| e.contains("QEMU exited with status 0"))
-        {
-            Some("a machine reset (host triple fault)")
-        } else {
-            None
-        };
-        CaseFailure { why, known }
-    })
+    check(case, &outcome)
 }
 
 /// End-of-VM findings that fail any run that otherwise passes: an EOI with nothing in

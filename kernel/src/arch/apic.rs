@@ -1,6 +1,6 @@
 //! The local APIC, in x2APIC mode where the CPU has it (MSR access) and xAPIC otherwise
 //! (MMIO through `volatile`; QEMU's TCG CPU has no x2APIC). Only what the kernel uses: the
-//! timer, EOI, IDs and IPIs.
+//! timer, EOI, IDs and IPIs; the legacy LINT0/LINT1 inputs stay masked.
 #![allow(unsafe_code)]
 // UNSAFETY: APIC MSRs and the APIC's MMIO page (identity mapped, uncached).
 
@@ -13,6 +13,8 @@ const REG_ID: u32 = 0x20;
 const REG_EOI: u32 = 0xB0;
 const REG_SVR: u32 = 0xF0;
 const REG_LVT_TIMER: u32 = 0x320;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
 const REG_TIMER_INIT: u32 = 0x380;
 const REG_TIMER_CURRENT: u32 = 0x390;
 const REG_TIMER_DIVIDE: u32 = 0x3E0;
@@ -74,6 +76,11 @@ pub fn init(x2apic: bool, spurious_vector: u8) {
     MMIO_BASE.store(base & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
     write(REG_SVR, 0x100 | u32::from(spurious_vector));
     write(REG_LVT_TIMER, LVT_MASKED);
+    // Firmware wires the BSP's LINT0 to the 8259 (ExtINT) and LINT1 to NMI; the kernel uses
+    // neither. Left unmasked, LINT0 passes the masked 8259's spurious IRQ 7 on, and under
+    // QEMU every PIT tick and UART register access interrupts the BSP's vCPU thread.
+    write(REG_LVT_LINT0, LVT_MASKED);
+    write(REG_LVT_LINT1, LVT_MASKED);
 }
 
 pub fn id() -> u32 {

@@ -1,6 +1,7 @@
 //! The legacy 8259 PICs. Firmware leaves them delivering IRQ0 as vector 8, which would alias
 //! the double-fault exception, so they are moved to [`BASE`] and fully masked: the kernel
-//! uses the local APIC only. A masked PIC can still raise its spurious IRQ 7/15.
+//! uses the local APIC only. A masked PIC can still raise its spurious IRQ 7/15. PIT channel 0,
+//! which firmware leaves ticking at 18.2 Hz into IRQ0, is stopped too.
 #![allow(unsafe_code)]
 // UNSAFETY: the PICs' I/O ports.
 
@@ -23,5 +24,12 @@ pub fn remap_and_mask() {
         outb(0xA1, 0x01);
         outb(0x21, 0xFF);
         outb(0xA1, 0xFF);
+    }
+    // SAFETY: PIT channel 0 only (channel 2 is the TSC calibration's): mode 0 with the longest
+    // count raises its output once, ~55 ms from now, into the masked IRQ0, then stays quiet.
+    unsafe {
+        outb(0x43, 0x30);
+        outb(0x40, 0xFF);
+        outb(0x40, 0xFF);
     }
 }

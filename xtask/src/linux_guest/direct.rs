@@ -130,7 +130,7 @@ pub fn spawn_capture<R: Read + Send + 'static>(
     })
 }
 
-/// Boots `guest` under `qemu-system-x86_64 -accel tcg` and reads its console.
+/// Boots `guest` directly under QEMU's TCG and reads its console.
 pub fn direct_boot(guest: &LinuxGuest, opts: &DirectBoot) -> Result<BootReport> {
     prereq::tools(&[&prereq::QEMU])?;
     let kernel = match opts.entry {
@@ -138,7 +138,8 @@ pub fn direct_boot(guest: &LinuxGuest, opts: &DirectBoot) -> Result<BootReport> 
         Entry::Bzimage => &guest.bzimage,
     };
     let mut cmd = Command::new(prereq::QEMU.binary);
-    cmd.args(["-accel", "tcg", "-cpu", "max"])
+    // The same accelerator as the Janus runs, so that a benchmark compares like with like.
+    cmd.args(["-accel", &crate::emulator::qemu::accel(), "-cpu", "max"])
         .args(["-smp", &opts.vcpus.to_string()])
         .args(["-m", &opts.memory_mib.to_string()])
         .args([
