@@ -129,3 +129,36 @@ impl<F: FrameSource + ?Sized> TableMemory for HostTables<'_, F> {
         write_frame_u64(table, index, value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every length around the 32-byte step, at every misalignment of both ends, copies
+    /// exactly its bytes and nothing next to them.
+    #[test]
+    fn guest_ram_copies_exact_ranges() {
+        let mut backing = vec![0u8; 4096];
+        let ram = GuestRam::new(RamRegion {
+            hpa_base: backing.as_mut_ptr() as u64,
+            size: backing.len() as u64,
+        });
+        let data: Vec<u8> = (0..200u32).map(|i| (i * 7 + 1) as u8).collect();
+        for len in [0usize, 1, 7, 8, 31, 32, 33, 63, 64, 65, 100, 200] {
+            for gpa in 0..9u64 {
+                for skew in 0..9usize {
+                    let src = &data[skew..(skew + len).min(data.len())];
+                    ram.write(1000, &[0xee; 300]).unwrap();
+                    ram.write(1000 + gpa, src).unwrap();
+                    let mut back = vec![0u8; 300];
+                    ram.read(1000, &mut back).unwrap();
+                    let g = gpa as usize;
+                    assert!(back[..g].iter().all(|&b| b == 0xee), "before {len}/{gpa}");
+                    assert_eq!(&back[g..g + src.len()], src, "copy {len}/{gpa}/{skew}");
+                    assert!(back[g + src.len()..].iter().all(|&b| b == 0xee), "after");
+                }
+            }
+        }
+        assert!(ram.write(4090, &[1; 7]).is_err());
+    }
+}
