@@ -24,8 +24,9 @@ const FAIL_STATUS: i32 = 35;
 /// thread it never did. `JANUS_QEMU_ACCEL=tcg` brings the parallel vCPUs back, and
 /// `tcg,tb-size=8` (a tiny translation cache, flushed and kicking every vCPU all the time)
 /// is the stress that exposes such races.
-pub const DEFAULT_ACCEL: &str = "tcg,thread=single";
+const DEFAULT_ACCEL: &str = "tcg,thread=single";
 
+/// QEMU's `-accel` argument for every run xtask starts, Janus or the direct baseline.
 pub fn accel() -> String {
     std::env::var("JANUS_QEMU_ACCEL").unwrap_or_else(|_| DEFAULT_ACCEL.into())
 }
