@@ -28,7 +28,11 @@ const DEFAULT_ACCEL: &str = "tcg,thread=single";
 
 /// QEMU's `-accel` argument for every run xtask starts, Janus or the direct baseline.
 pub fn accel() -> String {
-    std::env::var("JANUS_QEMU_ACCEL").unwrap_or_else(|_| DEFAULT_ACCEL.into())
+    accel_from(std::env::var("JANUS_QEMU_ACCEL").ok())
+}
+
+fn accel_from(setting: Option<String>) -> String {
+    setting.unwrap_or_else(|| DEFAULT_ACCEL.into())
 }
 
 pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
@@ -210,4 +214,41 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         lines,
         defmt,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_threaded_tcg_unless_told_otherwise() {
+        assert_eq!(accel_from(None), "tcg,thread=single");
+        assert_eq!(accel_from(Some("tcg".into())), "tcg");
+    }
+
+    /// The runner's command line carries the accelerator `accel` chooses.
+    #[test]
+    fn command_uses_the_chosen_accelerator() {
+        let spec = RunSpec {
+            boot: "boot".into(),
+            kernel: "kernel".into(),
+            modules: vec![("m".into(), "m".into())],
+            cmdline: String::new(),
+            timeout: Duration::from_secs(1),
+            memory_mib: 64,
+            cpus: 2,
+            echo: false,
+        };
+        let cmd = command(&spec, std::path::Path::new("s.sock")).unwrap();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let at = args
+            .iter()
+            .position(|a| a == "-accel")
+            .expect("-accel given");
+        assert_eq!(args[at + 1], accel());
+        assert_eq!(args.iter().filter(|a| *a == "-accel").count(), 1);
+    }
 }
