@@ -5,8 +5,8 @@
 //! MSR and the page can never disagree: a guest that falls back from one to the other (Linux
 //! does whenever the page's sequence reads 0) sees no step.
 
-use vcpu::personality::Host;
-use vcpu::{GuestMemory, MemError};
+use virt::personality::Host;
+use virt::{GuestMemory, MemError};
 
 /// Reference-counter ticks per second (100 ns units).
 pub const REF_HZ: u64 = 10_000_000;

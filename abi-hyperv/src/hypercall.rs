@@ -3,8 +3,8 @@
 
 use crate::HyperV;
 use crate::status::{HvStatus, output};
-use vcpu::personality::{Action, Host, VcpuView};
-use vcpu::{Event, GuestMemory, GuestRegs, bits};
+use virt::personality::{Action, Host, VcpuView};
+use virt::{Event, GuestMemory, GuestRegs, bits};
 
 /// Call codes.
 pub mod code {
@@ -118,7 +118,7 @@ pub fn check_block(mem: &dyn GuestMemory, gpa: u64, len: u64) -> Result<(), HvSt
         return Err(HvStatus::InvalidAlignment);
     }
     let len = usize::try_from(len).map_err(|_| HvStatus::InvalidAlignment)?;
-    vcpu::check_range(mem.size(), gpa, len).map_err(|_| HvStatus::InvalidAlignment)?;
+    virt::check_range(mem.size(), gpa, len).map_err(|_| HvStatus::InvalidAlignment)?;
     Ok(())
 }
 

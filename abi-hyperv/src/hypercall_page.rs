@@ -1,16 +1,7 @@
 //! The hypercall page the guest calls into (`call *page`).
 
-use vcpu::{GuestMemory, MemError};
-
-/// The trapping instruction, which depends on the CPU vendor under the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum HypercallInsn {
-    /// Intel VMX.
-    Vmcall,
-    /// AMD SVM.
-    Vmmcall,
-}
+pub use virt::HypercallInsn;
+use virt::{GuestMemory, MemError};
 
 /// ENDBR64 first: a kernel built with indirect-branch tracking checks for it and otherwise
 /// turns IBT off for the whole system; on CPUs without CET it is a NOP.
@@ -39,7 +30,7 @@ pub fn code(insn: HypercallInsn) -> [u8; CODE_LEN] {
 /// Fills the page at `gpa` (page aligned). The bytes are the same on every enable, so a
 /// guest that checks the page for changes (Windows PatchGuard) sees none.
 pub fn write(mem: &dyn GuestMemory, gpa: u64, insn: HypercallInsn) -> Result<(), MemError> {
-    vcpu::check_range(mem.size(), gpa, 4096)?;
+    virt::check_range(mem.size(), gpa, 4096)?;
     let fill = [FILL; 256];
     let mut off = 0u64;
     while off < 4096 {

@@ -1,7 +1,7 @@
 //! The Hyper-V personality (TLFS): a pure state machine over guest registers and guest memory.
 //!
 //! One [`HyperV`] per VM, created with [`HyperV::new`] and driven through
-//! [`vcpu::personality::Personality`]. What it offers is exactly what [`cpuid`] advertises:
+//! [`virt::personality::Personality`]. What it offers is exactly what [`cpuid`] advertises:
 //! the hypercall page, VP index, the reference counter and TSC page, frequency MSRs, SynIC
 //! MSRs, four synthetic timers per VP (direct and message mode), crash and reset MSRs, the
 //! VP assist page register, and PV IPIs. Everything else answers #GP or
@@ -28,8 +28,8 @@ pub use status::HvStatus;
 
 use stimer::{Fire, MSG_TIMER_EXPIRED, MSG_TIMER_PAYLOAD, STIMER_COUNT, Stimer};
 use synic::{Post, Synic};
-use vcpu::personality::{Action, Host, Personality, ShutdownReason, VcpuView};
-use vcpu::{Event, GuestMemory, GuestRegs};
+use virt::personality::{Action, Host, Personality, ShutdownReason, VcpuView};
+use virt::{Event, GuestMemory, GuestRegs};
 
 /// VPs per partition: PV IPI masks and the non-Ex hypercalls address 64.
 pub const MAX_VCPUS: usize = 64;

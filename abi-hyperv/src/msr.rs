@@ -2,8 +2,8 @@
 
 use crate::synic::{self, SINT_COUNT, Synic};
 use crate::{HyperV, clock, crash, hypercall_page};
-use vcpu::personality::{Host, ShutdownReason};
-use vcpu::{Event, GuestMemory};
+use virt::personality::{Host, ShutdownReason};
+use virt::{Event, GuestMemory};
 
 pub const GUEST_OS_ID: u32 = 0x4000_0000;
 pub const HYPERCALL: u32 = 0x4000_0001;
@@ -304,7 +304,7 @@ enum Refused {
 }
 
 fn check_page(mem: &dyn GuestMemory, gpa: u64) -> Result<(), Refused> {
-    vcpu::check_range(mem.size(), gpa, synic::PAGE_SIZE as usize)
+    virt::check_range(mem.size(), gpa, synic::PAGE_SIZE as usize)
         .map(|_| ())
         .map_err(|_| Refused::Fault)
 }

@@ -7,8 +7,8 @@
 //! already free (fill it now) or the guest is certain to see the flag and send EOM. The type
 //! is published last, after payload and header.
 
-use vcpu::personality::Host;
-use vcpu::{Event, GuestMemory};
+use virt::personality::Host;
+use virt::{Event, GuestMemory};
 
 pub const SINT_COUNT: usize = 16;
 pub const PAGE_SIZE: u64 = 4096;
@@ -161,7 +161,7 @@ impl Synic {
     }
 }
 
-fn clear_page(mem: &dyn GuestMemory, gpa: u64) -> Result<(), vcpu::MemError> {
+fn clear_page(mem: &dyn GuestMemory, gpa: u64) -> Result<(), virt::MemError> {
     let zeros = [0u8; 512];
     let mut off = 0;
     while off < PAGE_SIZE {

@@ -3,8 +3,8 @@
 use crate::errno::Errno;
 use crate::hypercall::{Cx, Outcome};
 use crate::{CONSOLE_PORT, Xen, evtchn};
-use vcpu::GuestMemory;
-use vcpu::personality::{Action, Host};
+use virt::GuestMemory;
+use virt::personality::{Action, Host};
 
 const CONSOLEIO_WRITE: u64 = 0;
 const CONSOLEIO_READ: u64 = 1;

@@ -12,8 +12,8 @@ use crate::shared_info::{
     EVTCHN_MASK, EVTCHN_PENDING, VI_PENDING_SEL, VI_UPCALL_PENDING, port_word,
 };
 use crate::{CONSOLE_PORT, Config, DOMID_SELF, MAX_PORTS, MAX_VCPUS, STORE_PORT, Wait, Xen};
-use vcpu::GuestMemory;
-use vcpu::personality::Host;
+use virt::GuestMemory;
+use virt::personality::Host;
 
 pub const BIND_INTERDOMAIN: u64 = 0;
 pub const BIND_VIRQ: u64 = 1;

@@ -3,8 +3,8 @@
 //! view need not mean contiguous in guest-physical memory.
 
 use crate::errno::Errno;
-use vcpu::walk::{Access, translate};
-use vcpu::{ControlRegs, GuestMemory};
+use virt::walk::{Access, translate};
+use virt::{ControlRegs, GuestMemory};
 
 const PAGE: u64 = 0x1000;
 

@@ -4,8 +4,8 @@
 use crate::errno::Errno;
 use crate::guest::GuestVa;
 use crate::{Xen, console, evtchn, hvm, memory_op, sched, timer, vcpu_op, version};
-use vcpu::personality::{Action, Host, VcpuView};
-use vcpu::{GuestMemory, GuestRegs};
+use virt::personality::{Action, Host, VcpuView};
+use virt::{GuestMemory, GuestRegs};
 
 /// Hypercall numbers (`__HYPERVISOR_*`).
 pub mod nr {

@@ -4,7 +4,7 @@
 use crate::cpuid::HYPERCALL_MSR;
 use crate::hypercall::nr;
 use crate::{HypercallInsn, Xen};
-use vcpu::{Event, GuestMemory};
+use virt::{Event, GuestMemory};
 
 const STUB: usize = 32;
 const STUBS: usize = 4096 / STUB;

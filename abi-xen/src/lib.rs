@@ -6,7 +6,7 @@
 //!
 //! Driving it: `Xen::new(Config::new(insn))` per VM, then route CPUID 0x4000_00xx,
 //! RDMSR/WRMSR, VMCALL/VMMCALL, unclaimed port I/O and host-timer expiries through
-//! [`vcpu::personality::Personality`]; block a vCPU on [`Action::Block`] until
+//! [`virt::personality::Personality`]; block a vCPU on [`Action::Block`] until
 //! `has_pending_work` (or a kick); drain [`Xen::take_unimplemented`] after exits to log each
 //! first-seen unimplemented call once. The kernel's [`Host`] should override the atomic
 //! guest-word updates for SMP guests.
@@ -36,8 +36,8 @@ pub use hypercall::nr as hypercall_nr;
 pub use pvclock::{TimeBase, scale_delta, scale_for};
 pub use stats::{Unimplemented, UnimplementedCount};
 
-use vcpu::personality::{Action, Host, Personality, VcpuView};
-use vcpu::{Event, GuestMemory, GuestRegs};
+use virt::personality::{Action, Host, Personality, VcpuView};
+use virt::{Event, GuestMemory, GuestRegs};
 
 /// vCPUs this personality serves: the vcpu_info slots of shared_info. Linux registers its own
 /// vcpu_info per CPU, but Xen guests above 32 vCPUs are out of scope.
@@ -55,14 +55,8 @@ pub const DOMID_SELF: u16 = 0x7FF0;
 /// wake-up, which the ABI allows), so the bound never refuses a valid call.
 pub const MAX_POLL: usize = 4;
 
-/// Which instruction the hypercall page's stubs use: the one the host CPU executes natively
-/// (VMCALL on Intel VMX, VMMCALL on AMD SVM).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum HypercallInsn {
-    Vmcall,
-    Vmmcall,
-}
+/// Which instruction the hypercall page's stubs use: the one the host CPU executes natively.
+pub use virt::HypercallInsn;
 
 /// Per-VM settings, fixed at creation.
 #[derive(Clone, Copy, Debug)]

@@ -66,7 +66,7 @@ fn add_to_physmap(x: &mut Xen, cx: &mut Cx<'_>, arg: u64) -> Result<u64, Errno> 
 /// Adopts the guest page at `gpa` as shared_info. A move keeps the contents (pending bits,
 /// masks, legacy vcpu_infos), as Xen's page would; a first mapping starts from zero. The
 /// clock and wall clock are valid before the call returns, because Linux reads them at once.
-fn map_shared_info(x: &mut Xen, cx: &mut Cx<'_>, gpa: u64) -> Result<(), vcpu::MemError> {
+fn map_shared_info(x: &mut Xen, cx: &mut Cx<'_>, gpa: u64) -> Result<(), virt::MemError> {
     match x.shared_info {
         Some(old) if old == gpa => {}
         Some(old) => shared_info::copy(cx.mem, old, gpa, PAGE_SIZE)?,

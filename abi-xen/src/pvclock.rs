@@ -6,7 +6,7 @@
 //! exactly and never step backwards (the host TSC is invariant; refreshing the tuple would
 //! only trade the host clock's rounding for a visible step).
 
-use vcpu::{GuestMemory, MemError};
+use virt::{GuestMemory, MemError};
 
 const NS_PER_SEC: u128 = 1_000_000_000;
 

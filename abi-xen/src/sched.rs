@@ -4,7 +4,7 @@ use crate::errno::Errno;
 use crate::guest::{u32_at, u64_at};
 use crate::hypercall::{Cx, Outcome};
 use crate::{MAX_POLL, MAX_PORTS, Wait, Xen, console, evtchn, timer};
-use vcpu::personality::{Action, ShutdownReason};
+use virt::personality::{Action, ShutdownReason};
 
 const YIELD: u64 = 0;
 const BLOCK: u64 = 1;

@@ -4,7 +4,7 @@
 //! the shared page.
 
 use crate::pvclock::TimeBase;
-use vcpu::{GuestMemory, MemError};
+use virt::{GuestMemory, MemError};
 
 pub const PAGE_SIZE: u64 = 0x1000;
 /// `XEN_LEGACY_MAX_VCPUS`: vcpu_info slots inside shared_info.

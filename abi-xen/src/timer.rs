@@ -6,8 +6,8 @@ use crate::errno::Errno;
 use crate::evtchn::{self, VIRQ_TIMER};
 use crate::hypercall::Cx;
 use crate::{Wait, Xen};
-use vcpu::GuestMemory;
-use vcpu::personality::Host;
+use virt::GuestMemory;
+use virt::personality::Host;
 
 /// A host timer that fires this close before a deadline counts as on time: the host clock and
 /// the pvclock extrapolation round differently, and re-arming for a few nanoseconds would

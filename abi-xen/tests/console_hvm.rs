@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use vcpu::GuestMemory;
-use vcpu::personality::{Action, Personality};
+use virt::GuestMemory;
+use virt::personality::{Action, Personality};
 
 fn get_param(e: &mut Env, index: u32) -> (i64, u64) {
     let p = e.arg(ARG, &param(index, 0xdead));
@@ -97,7 +97,7 @@ fn consoleio_write_and_continuation() {
     let mut args = [0, big.len() as u64, p, 0, 0];
     let mut rounds = 0;
     loop {
-        let mut r = vcpu::GuestRegs {
+        let mut r = virt::GuestRegs {
             rax: op::CONSOLE_IO,
             rdi: args[0],
             rsi: args[1],

@@ -3,8 +3,8 @@
 mod common;
 use abi_xen::{Config, HypercallInsn};
 use common::*;
-use vcpu::personality::{Action, Personality};
-use vcpu::{Event, GuestMemory, GuestRegs};
+use virt::personality::{Action, Personality};
+use virt::{Event, GuestMemory, GuestRegs};
 
 #[test]
 fn cpuid_signature_and_leaves() {

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use vcpu::GuestMemory;
+use virt::GuestMemory;
 
 fn alloc_unbound(e: &mut Env, remote: u16) -> (i64, u32) {
     let mut a = [0u8; 8];

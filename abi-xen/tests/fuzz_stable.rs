@@ -5,7 +5,7 @@
 #[path = "../fuzz/src/lib.rs"]
 mod body;
 
-use vcpu::XorShift;
+use virt::testing::XorShift;
 
 #[test]
 fn seeded_scripts_never_misbehave() {

@@ -2,8 +2,8 @@
 
 mod common;
 use common::*;
-use vcpu::GuestMemory;
-use vcpu::personality::{Action, Personality, ShutdownReason};
+use virt::GuestMemory;
+use virt::personality::{Action, Personality, ShutdownReason};
 
 fn vcpu_op(e: &mut Env, caller: u32, cmd: u64, vcpu: u64, data: &[u8]) -> i64 {
     let p = e.arg(ARG, data);
@@ -37,7 +37,7 @@ fn register_vcpu_info_moves_state_and_clock() {
     assert_eq!(register_vcpu_info(&mut e, 1, 0x40, 0x80), 0);
     let vi = (0x40 << 12) + 0x80;
     assert_eq!(e.u64_at(vi + 8), 0xABC);
-    let tsc = vcpu::personality::Host::tsc(&e.host);
+    let tsc = virt::personality::Host::tsc(&e.host);
     assert!(read_pvclock(&e.mem, vi + 32, tsc).abs_diff(e.host.ns) <= 2);
     assert_eq!(register_vcpu_info(&mut e, 1, 0x41, 0), EBUSY);
     // Delivery goes to the new location.
@@ -88,7 +88,7 @@ fn runstate_area_by_virtual_address_may_straddle_pages() {
     let p = e.arg(ARG, &va(0x60000).to_le_bytes());
     assert_eq!(e.call(op::VCPU_OP, 13, 0, p), 0);
     assert!(
-        read_pvclock(&e.mem, 0x60000, vcpu::personality::Host::tsc(&e.host)).abs_diff(e.host.ns)
+        read_pvclock(&e.mem, 0x60000, virt::personality::Host::tsc(&e.host)).abs_diff(e.host.ns)
             <= 2
     );
     let p = e.arg(ARG, &va(0x61000 - 8).to_le_bytes());
@@ -107,7 +107,7 @@ fn singleshot_timer_expiry_delivers_virq_timer() {
     );
     let now = e.xen.system_time(&e.host);
     assert_eq!(singleshot(&mut e, 0, now + 5_000_000, 0), 0);
-    let deadline = e.host.timers[0].unwrap();
+    let deadline = e.host.timer(0).unwrap();
     assert!(deadline.abs_diff(e.host.ns + 5_000_000) <= 2);
     assert!(!e.pending(port));
     e.host.ns = deadline;
@@ -115,7 +115,7 @@ fn singleshot_timer_expiry_delivers_virq_timer() {
     e.xen.timer_expired(0, &mut e.mem, &mut e.host);
     assert!(e.pending(port));
     assert_eq!(e.host.raised, vec![(0, VECTOR, false)]);
-    assert_eq!(e.host.timers[0], None, "nothing left armed");
+    assert_eq!(e.host.timer(0), None, "nothing left armed");
     // An early host expiry does not fire; it re-arms.
     e.clear_pending(port);
     let now = e.xen.system_time(&e.host);
@@ -123,10 +123,10 @@ fn singleshot_timer_expiry_delivers_virq_timer() {
     e.host.ns += 500_000;
     e.xen.timer_expired(0, &mut e.mem, &mut e.host);
     assert!(!e.pending(port));
-    assert!(e.host.timers[0].is_some());
+    assert!(e.host.timer(0).is_some());
     // Stop cancels.
     assert_eq!(vcpu_op(&mut e, 0, 9, 0, &[]), 0);
-    assert_eq!(e.host.timers[0], None);
+    assert_eq!(e.host.timer(0), None);
 }
 
 #[test]
@@ -150,9 +150,9 @@ fn singleshot_in_the_past_fires_at_once_and_future_flag_refuses() {
     e.clear_pending(port);
     let now = e.xen.system_time(&e.host);
     assert_eq!(e.call(op::SET_TIMER_OP, now + 1_000_000, 0, 0), 0);
-    assert!(e.host.timers[0].is_some());
+    assert!(e.host.timer(0).is_some());
     assert_eq!(e.call(op::SET_TIMER_OP, 0, 0, 0), 0);
-    assert_eq!(e.host.timers[0], None);
+    assert_eq!(e.host.timer(0), None);
 }
 
 #[test]
@@ -164,15 +164,15 @@ fn periodic_timer() {
     assert_eq!(vcpu_op(&mut e, 0, 6, 1, &u64::MAX.to_le_bytes()), EINVAL);
     assert_eq!(vcpu_op(&mut e, 0, 6, 1, &10_000_000u64.to_le_bytes()), 0);
     for _ in 0..3 {
-        let d = e.host.timers[1].unwrap();
+        let d = e.host.timer(1).unwrap();
         e.host.ns = d;
         e.xen.timer_expired(1, &mut e.mem, &mut e.host);
         assert!(e.pending(port));
         e.clear_pending(port);
-        assert!(e.host.timers[1].unwrap() >= d + 9_999_990);
+        assert!(e.host.timer(1).unwrap() >= d + 9_999_990);
     }
     assert_eq!(vcpu_op(&mut e, 0, 7, 1, &[]), 0);
-    assert_eq!(e.host.timers[1], None);
+    assert_eq!(e.host.timer(1), None);
     assert_eq!(vcpu_op(&mut e, 0, 0, 1, &[]), ENOSYS, "initialise");
     assert_eq!(vcpu_op(&mut e, 0, 1, 1, &[]), ENOSYS, "up");
 }
@@ -265,7 +265,7 @@ fn poll_blocks_until_a_port_or_the_timeout() {
         e.call_on(1, op::SCHED_OP, [3, p, 0, 0, 0]),
         (0, Action::Block)
     );
-    e.host.ns = e.host.timers[1].unwrap();
+    e.host.ns = e.host.timer(1).unwrap();
     e.xen.timer_expired(1, &mut e.mem, &mut e.host);
     assert!(e.xen.has_pending_work(1, &e.mem));
     // A timeout already past, too many ports to watch: spurious immediate return.

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use vcpu::GuestMemory;
+use virt::GuestMemory;
 
 #[test]
 fn features_are_exactly_the_notes_bits() {
@@ -76,7 +76,7 @@ fn pvclock_tracks_host_time_and_is_monotonic() {
     let mut last = 0;
     for step in 0..2000u64 {
         e.host.ns += 1_234_567 + step;
-        let tsc = vcpu::personality::Host::tsc(&e.host);
+        let tsc = virt::personality::Host::tsc(&e.host);
         let guest = read_pvclock(&e.mem, t, tsc);
         assert!(guest >= last);
         last = guest;

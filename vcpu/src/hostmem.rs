@@ -5,9 +5,9 @@
 // so it is only ever copied with volatile operations, never borrowed as a Rust reference.
 #![allow(unsafe_code)]
 
-use crate::memory::{GuestMemory, MemError, check_range};
 use crate::nested::TableMemory;
 use crate::{FrameSource, RamRegion};
+use virt::{GuestMemory, MemError, check_range};
 
 /// The host pointer for a host-physical address (the kernel's identity map: virtual ==
 /// physical). The one place that knows about that mapping.

@@ -2,31 +2,21 @@
 //!
 //! The kernel calls [`detect`] once, [`enable`] on every pCPU, builds one
 //! [`NestedPageTable`] per VM, creates [`AnyVcpu`]s and runs them; see `API.md` for the loop.
-//! Everything that can be pure (exit decoding, table encoding, page walks, instruction
-//! lengths, VMCB layout) is, and is tested on the host with `cargo test -p vcpu`.
+//! The vocabulary (exits, events, registers, guest memory, page walks, instruction lengths)
+//! is the pure `virt` crate; this crate adds what touches the hardware, and keeps what can be
+//! pure here (exit decoding, table encoding, VMCB layout) host-tested with `cargo test -p vcpu`.
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(not(any(feature = "vmx", feature = "svm")))]
 compile_error!("enable at least one of the features `vmx` and `svm`");
 
-#[cfg(any(test, feature = "test-util"))]
-extern crate alloc;
-
 mod caps;
 mod error;
-mod exit;
 mod hostmem;
 #[cfg_attr(not(feature = "vmx"), allow(dead_code))]
 mod hw;
-pub mod insn_len;
-mod memory;
-pub mod mmio;
 mod nested;
-pub mod personality;
-mod regs;
 mod state;
-mod transition;
-pub mod walk;
 
 #[cfg(feature = "svm")]
 pub mod svm;
@@ -38,29 +28,15 @@ mod any;
 pub use any::{AnyVcpu, PerCpu, enable};
 pub use caps::{SvmCaps, Vendor, VmxCaps, detect};
 pub use error::Error;
-pub use exit::{Event, Exit, IoExit, NestedFault, vector};
 pub use hostmem::{GuestRam, HostTables, host_ptr};
-#[cfg(any(test, feature = "test-util"))]
-pub use memory::VecMemory;
-
-/// A tiny deterministic generator for the seeded fuzz tests of the crates built on this one.
-#[cfg(any(test, feature = "test-util"))]
-pub struct XorShift(pub u64);
-
-#[cfg(any(test, feature = "test-util"))]
-impl XorShift {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-pub use memory::{GuestMemory, MemError, check_range};
 pub use nested::{NestedFormat, NestedPageTable, Perm, SIZE_2M, SIZE_4K, TableMemory};
-pub use regs::{ControlRegs, GuestRegs, SegReg, Segment, bits};
-pub use state::{InitialState, RamRegion, VcpuConfig};
-pub use transition::Transition;
+pub use state::VcpuConfig;
+// The vocabulary the backends speak, re-exported so that the kernel names one crate for a vCPU.
+pub use virt::{
+    ControlRegs, Event, Exit, GuestMemory, GuestRegs, InitialState, IoExit, MemError, NestedFault,
+    RamRegion, SegReg, Segment, Transition, bits, check_range, insn_len, mmio, personality, vector,
+    walk,
+};
 
 /// Where the crate gets its 4 KiB frames (VMXON region, VMCS/VMCB, bitmaps, nested tables).
 pub trait FrameSource {

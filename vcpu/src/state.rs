@@ -1,27 +1,6 @@
-//! How a vCPU starts, and the configuration it is created with.
+//! The configuration a vCPU is created with, and the registers its initial state fixes.
 
-/// The architectural state a vCPU starts in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum InitialState {
-    /// 32-bit protected mode, paging off, flat 4 GiB CS/DS/ES/SS, interrupts off.
-    /// PVH starts here with EBX = hvm_start_info; Linux's 32-bit boot protocol with
-    /// ESI = boot_params. Needs unrestricted guest on VMX.
-    Flat32 { entry: u32, ebx: u32, esi: u32 },
-    /// 64-bit long mode on page tables the kernel built in guest memory (CR3 is a GPA).
-    /// CR4.PAE, EFER.LME/LMA/NXE, CR0.PG/PE/WP are set; GDT/IDT are empty until the guest
-    /// loads its own.
-    Long64 {
-        entry: u64,
-        cr3: u64,
-        rsp: u64,
-        rdi: u64,
-        rsi: u64,
-    },
-    /// An application processor before its first SIPI: not runnable until
-    /// [`crate::Vcpu::sipi`].
-    WaitForSipi,
-}
+use virt::{InitialState, RamRegion};
 
 /// The registers a runnable [`InitialState`] fixes, shared by both backends (which differ only
 /// in where they store them).
@@ -35,59 +14,48 @@ pub(crate) struct EntryState {
     pub cs: crate::Segment,
 }
 
-impl InitialState {
-    /// `None` for [`InitialState::WaitForSipi`], which has no registers yet.
-    pub(crate) fn entry_state(&self) -> Option<EntryState> {
-        use crate::Segment;
-        use crate::bits::*;
-        let flat = |sel, attr| Segment::new(sel, 0, 0xffff_ffff, attr);
-        match *self {
-            InitialState::WaitForSipi => None,
-            InitialState::Flat32 { entry, ebx, esi } => Some(EntryState {
-                regs: crate::GuestRegs {
-                    rip: entry.into(),
-                    rbx: ebx.into(),
-                    rsi: esi.into(),
-                    ..Default::default()
-                },
-                cr0: CR0_PE | CR0_ET,
-                cr3: 0,
-                cr4: 0,
-                efer: 0,
-                cs: flat(0x8, Segment::CODE32),
-            }),
-            InitialState::Long64 {
-                entry,
-                cr3,
+/// `None` for [`InitialState::WaitForSipi`], which has no registers yet.
+pub(crate) fn entry_state(state: &InitialState) -> Option<EntryState> {
+    use crate::Segment;
+    use crate::bits::*;
+    let flat = |sel, attr| Segment::new(sel, 0, 0xffff_ffff, attr);
+    match *state {
+        InitialState::WaitForSipi => None,
+        InitialState::Flat32 { entry, ebx, esi } => Some(EntryState {
+            regs: crate::GuestRegs {
+                rip: entry.into(),
+                rbx: ebx.into(),
+                rsi: esi.into(),
+                ..Default::default()
+            },
+            cr0: CR0_PE | CR0_ET,
+            cr3: 0,
+            cr4: 0,
+            efer: 0,
+            cs: flat(0x8, Segment::CODE32),
+        }),
+        InitialState::Long64 {
+            entry,
+            cr3,
+            rsp,
+            rdi,
+            rsi,
+        } => Some(EntryState {
+            regs: crate::GuestRegs {
+                rip: entry,
                 rsp,
                 rdi,
                 rsi,
-            } => Some(EntryState {
-                regs: crate::GuestRegs {
-                    rip: entry,
-                    rsp,
-                    rdi,
-                    rsi,
-                    ..Default::default()
-                },
-                cr0: CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
-                cr3,
-                // PAE, OSFXSR, OSXMMEXCPT.
-                cr4: CR4_PAE | (1 << 9) | (1 << 10),
-                efer: EFER_LME | EFER_LMA | EFER_NXE,
-                cs: flat(0x8, Segment::CODE64),
-            }),
-        }
+                ..Default::default()
+            },
+            cr0: CR0_PE | CR0_ET | CR0_NE | CR0_WP | CR0_PG,
+            cr3,
+            // PAE, OSFXSR, OSXMMEXCPT.
+            cr4: CR4_PAE | (1 << 9) | (1 << 10),
+            efer: EFER_LME | EFER_LMA | EFER_NXE,
+            cs: flat(0x8, Segment::CODE64),
+        }),
     }
-}
-
-/// Guest RAM: one host-physically contiguous block mapped at GPA 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct RamRegion {
-    /// Host-physical (== host-virtual, identity-mapped) start, 4 KiB aligned.
-    pub hpa_base: u64,
-    pub size: u64,
 }
 
 /// What the kernel gives a vCPU at creation.

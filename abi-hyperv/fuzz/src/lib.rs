@@ -9,8 +9,9 @@
 use abi_hyperv::hypercall::Control;
 use abi_hyperv::status::split_output;
 use abi_hyperv::{Config, HvStatus, HyperV, HypercallInsn};
-use vcpu::personality::{Action, Host, Personality, VcpuView};
-use vcpu::{ControlRegs, Event, GuestMemory, GuestRegs, VecMemory, bits};
+use virt::personality::{Action, Personality, VcpuView};
+use virt::testing::FakeHost;
+use virt::{ControlRegs, Event, GuestMemory, GuestRegs, VecMemory, bits};
 
 /// Small enough that random page numbers often land inside, with pages left over outside.
 const RAM_PAGES: u64 = 16;
@@ -150,38 +151,6 @@ impl Script<'_> {
     }
 }
 
-struct FuzzHost {
-    ns: u64,
-    tsc_hz: u64,
-    vcpus: u32,
-}
-
-impl Host for FuzzHost {
-    fn now_ns(&self) -> u64 {
-        self.ns
-    }
-    fn tsc_hz(&self) -> u64 {
-        self.tsc_hz
-    }
-    fn tsc(&self) -> u64 {
-        (u128::from(self.ns) * u128::from(self.tsc_hz) / 1_000_000_000) as u64
-    }
-    fn vcpu_count(&self) -> u32 {
-        self.vcpus
-    }
-    fn set_timer(&mut self, vcpu: u32, _deadline_ns: Option<u64>) {
-        assert!(vcpu < self.vcpus, "timer for VP {vcpu}");
-    }
-    fn raise_vector(&mut self, vcpu: u32, vector: u8, _needs_eoi: bool) {
-        assert!(vcpu < self.vcpus, "interrupt for VP {vcpu}");
-        assert!(vector >= 0x10, "exception vector {vector:#x} raised");
-    }
-    fn kick(&mut self, vcpu: u32) {
-        assert!(vcpu < self.vcpus);
-    }
-    fn console_write(&mut self, _bytes: &[u8]) {}
-}
-
 fn view(index: u32, cpl: u8, long_mode: bool) -> VcpuView {
     VcpuView {
         index,
@@ -210,12 +179,10 @@ pub fn run(data: &[u8]) {
     } else {
         HypercallInsn::Vmcall
     };
-    let mut host = FuzzHost {
-        ns: 1_000_000,
-        // Includes rates the TSC page cannot express, and an unknown (0) rate.
-        tsc_hz: [2_000_000_000, 10_000_000, 0, 3_000_000_001][usize::from(setup >> 3 & 3)],
-        vcpus,
-    };
+    let mut host = FakeHost::new(vcpus);
+    host.ns = 1_000_000;
+    // Includes rates the TSC page cannot express, and an unknown (0) rate.
+    host.tsc_hz = [2_000_000_000, 10_000_000, 0, 3_000_000_001][usize::from(setup >> 3 & 3)];
     let cfg = Config {
         insn,
         apic_hz: (setup & 0x20 != 0).then_some(1_000_000_000),
@@ -353,7 +320,7 @@ fn hypercall(
     output: u64,
     mode: u8,
     mem: &mut VecMemory,
-    host: &mut FuzzHost,
+    host: &mut FakeHost,
 ) {
     let long_mode = mode & 1 == 0;
     let cpl = if mode & 0x0e == 0x0e { 3 } else { 0 };

@@ -101,7 +101,7 @@ fn frequency_and_tsc_page_bits_follow_the_host() {
     assert_eq!(edx & feature::FREQUENCY_MSRS, 0);
 
     // A TSC no faster than 10 MHz cannot be described by the page's 64-bit scale.
-    let mut host = FakeHost::new(1);
+    let mut host = fake_host(1);
     host.tsc_hz = 10_000_000;
     let mut hv = HyperV::new(config(HypercallInsn::Vmcall), &host).unwrap();
     let [eax, ..] = hv.cpuid(&view(0), leaf::FEATURES, 0).unwrap();
@@ -111,10 +111,10 @@ fn frequency_and_tsc_page_bits_follow_the_host() {
 
 #[test]
 fn vcpu_count_is_bounded() {
-    let host = FakeHost::new(0);
+    let host = fake_host(0);
     assert!(HyperV::new(config(HypercallInsn::Vmcall), &host).is_err());
-    let host = FakeHost::new(65);
+    let host = fake_host(65);
     assert!(HyperV::new(config(HypercallInsn::Vmcall), &host).is_err());
-    let host = FakeHost::new(64);
+    let host = fake_host(64);
     assert!(HyperV::new(config(HypercallInsn::Vmcall), &host).is_ok());
 }

@@ -2,7 +2,7 @@ use super::*;
 use crate::Notice;
 use crate::hypercall::Control;
 use crate::status::split_output;
-use vcpu::Event;
+use virt::Event;
 
 const HC_PAGE: u64 = 0x3000;
 const IN: u64 = 0x6000;

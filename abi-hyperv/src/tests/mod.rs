@@ -9,72 +9,23 @@ mod synic;
 mod tsc;
 
 use crate::{Config, HyperV, HypercallInsn};
-use vcpu::personality::{Action, Host, Personality, VcpuView};
-use vcpu::{ControlRegs, GuestMemory, GuestRegs, VecMemory, bits};
+use virt::personality::{Action, Host, Personality, VcpuView};
+use virt::{ControlRegs, GuestMemory, GuestRegs, VecMemory, bits};
 
 pub const RAM: usize = 1 << 20;
 pub const TSC_HZ: u64 = 2_500_000_000;
 pub const APIC_HZ: u64 = 1_000_000_000;
 pub const LINUX_OS_ID: u64 = 0x8100_0006_01C0_0000;
 
-#[derive(Default)]
-pub struct FakeHost {
-    pub ns: u64,
-    pub tsc_hz: u64,
-    pub vcpus: u32,
-    pub timers: Vec<(u32, Option<u64>)>,
-    pub raised: Vec<(u32, u8, bool)>,
-    pub kicks: Vec<u32>,
-}
+pub use virt::testing::FakeHost;
 
-impl FakeHost {
-    pub fn new(vcpus: u32) -> Self {
-        FakeHost {
-            // Not zero: the reference counter must start at 0 whatever the host clock says.
-            ns: 7_000_000_123,
-            tsc_hz: TSC_HZ,
-            vcpus,
-            ..Default::default()
-        }
-    }
-
-    pub fn advance_ns(&mut self, ns: u64) {
-        self.ns += ns;
-    }
-
-    /// The last deadline armed for `vcpu` (`None` = cancelled or never armed).
-    pub fn timer(&self, vcpu: u32) -> Option<u64> {
-        self.timers
-            .iter()
-            .rev()
-            .find(|(v, _)| *v == vcpu)
-            .and_then(|(_, d)| *d)
-    }
-}
-
-impl Host for FakeHost {
-    fn now_ns(&self) -> u64 {
-        self.ns
-    }
-    fn tsc_hz(&self) -> u64 {
-        self.tsc_hz
-    }
-    fn tsc(&self) -> u64 {
-        (u128::from(self.ns) * u128::from(self.tsc_hz) / 1_000_000_000) as u64
-    }
-    fn vcpu_count(&self) -> u32 {
-        self.vcpus
-    }
-    fn set_timer(&mut self, vcpu: u32, deadline_ns: Option<u64>) {
-        self.timers.push((vcpu, deadline_ns));
-    }
-    fn raise_vector(&mut self, vcpu: u32, vector: u8, needs_eoi: bool) {
-        self.raised.push((vcpu, vector, needs_eoi));
-    }
-    fn kick(&mut self, vcpu: u32) {
-        self.kicks.push(vcpu);
-    }
-    fn console_write(&mut self, _bytes: &[u8]) {}
+/// A fake host whose clock is well away from zero: the reference counter must start at 0
+/// whatever the host clock says.
+pub fn fake_host(vcpus: u32) -> FakeHost {
+    let mut h = FakeHost::new(vcpus);
+    h.ns = 7_000_000_123;
+    h.tsc_hz = TSC_HZ;
+    h
 }
 
 pub fn config(insn: HypercallInsn) -> Config {
@@ -111,7 +62,7 @@ impl Rig {
     }
 
     pub fn with(cfg: Config, vcpus: u32) -> Rig {
-        let host = FakeHost::new(vcpus);
+        let host = fake_host(vcpus);
         let hv = HyperV::new(cfg, &host).expect("valid vcpu count");
         Rig {
             hv,
@@ -120,7 +71,7 @@ impl Rig {
         }
     }
 
-    pub fn rd(&mut self, vp: u32, msr: u32) -> Result<Option<u64>, vcpu::Event> {
+    pub fn rd(&mut self, vp: u32, msr: u32) -> Result<Option<u64>, virt::Event> {
         self.hv.rdmsr(&view(vp), msr, &mut self.mem, &mut self.host)
     }
 
@@ -130,7 +81,7 @@ impl Rig {
             .unwrap_or_else(|| panic!("rdmsr {msr:#x} not claimed"))
     }
 
-    pub fn wr(&mut self, vp: u32, msr: u32, value: u64) -> Result<bool, vcpu::Event> {
+    pub fn wr(&mut self, vp: u32, msr: u32, value: u64) -> Result<bool, virt::Event> {
         self.hv
             .wrmsr(&view(vp), msr, value, &mut self.mem, &mut self.host)
     }

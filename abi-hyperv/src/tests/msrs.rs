@@ -1,8 +1,8 @@
 use super::*;
 use crate::Notice;
 use crate::msr::*;
-use vcpu::Event;
-use vcpu::personality::ShutdownReason;
+use virt::Event;
+use virt::personality::ShutdownReason;
 
 const HC_PAGE: u64 = 0x3000;
 

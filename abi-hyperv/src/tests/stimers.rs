@@ -1,6 +1,6 @@
 use super::*;
 use crate::msr::*;
-use vcpu::Event;
+use virt::Event;
 
 const CONFIG0: u32 = 0x4000_00B0;
 const COUNT0: u32 = 0x4000_00B1;

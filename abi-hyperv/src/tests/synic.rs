@@ -1,6 +1,6 @@
 use super::*;
 use crate::msr::*;
-use vcpu::Event;
+use virt::Event;
 
 const SIMP_PAGE: u64 = 0x9000;
 const SIEF_PAGE: u64 = 0xa000;

@@ -85,7 +85,7 @@ fn scale_matches_the_tlfs_formula() {
 
 #[test]
 fn slow_tsc_falls_back_to_host_nanoseconds() {
-    let mut host = FakeHost::new(1);
+    let mut host = fake_host(1);
     host.tsc_hz = 1_000_000;
     let mut rig = Rig {
         hv: HyperV::new(config(HypercallInsn::Vmcall), &host).unwrap(),

@@ -8,8 +8,9 @@
 //! exist is a bug.
 
 use abi_xen::{Config, HypercallInsn, Xen, is_valid_return};
-use vcpu::personality::{Action, Host, Personality, VcpuView};
-use vcpu::{ControlRegs, GuestMemory, GuestRegs, VecMemory, bits};
+use virt::personality::{Action, Personality, VcpuView};
+use virt::testing::FakeHost;
+use virt::{ControlRegs, GuestMemory, GuestRegs, VecMemory, bits};
 
 /// Small, so random frame numbers often land inside and often do not.
 const RAM: u64 = 64 * 4096;
@@ -63,43 +64,6 @@ impl Script<'_> {
             4 => RAM - 8 + u64::from(self.u8()? % 16),
             _ => 0xffff_8000_0000_0000 | u64::from(self.u8()?) << 12,
         })
-    }
-}
-
-struct FuzzHost {
-    ns: u64,
-    tsc_hz: u64,
-    up: u8,
-}
-
-impl Host for FuzzHost {
-    fn now_ns(&self) -> u64 {
-        self.ns
-    }
-    fn tsc_hz(&self) -> u64 {
-        self.tsc_hz
-    }
-    fn tsc(&self) -> u64 {
-        (u128::from(self.ns) * u128::from(self.tsc_hz) / 1_000_000_000) as u64
-    }
-    fn vcpu_count(&self) -> u32 {
-        VCPUS
-    }
-    fn set_timer(&mut self, vcpu: u32, _deadline_ns: Option<u64>) {
-        assert!(vcpu < VCPUS, "timer for vCPU {vcpu}");
-    }
-    fn raise_vector(&mut self, vcpu: u32, vector: u8, _needs_eoi: bool) {
-        assert!(vcpu < VCPUS, "interrupt for vCPU {vcpu}");
-        assert!(vector >= 0x10, "exception vector {vector:#x} raised");
-    }
-    fn kick(&mut self, vcpu: u32) {
-        assert!(vcpu < VCPUS, "kick for vCPU {vcpu}");
-    }
-    fn console_write(&mut self, bytes: &[u8]) {
-        assert!(!bytes.is_empty());
-    }
-    fn vcpu_is_up(&self, vcpu: u32) -> Option<bool> {
-        (self.up & 0x80 != 0).then_some(self.up & (1 << (vcpu % 8)) != 0)
     }
 }
 
@@ -242,11 +206,9 @@ pub fn run(data: &[u8]) {
     let mut xen = Xen::new(cfg);
     let mut mem = VecMemory::new(RAM as usize);
     setup(&mem);
-    let mut host = FuzzHost {
-        ns: 1_000_000,
-        tsc_hz: [1, 1_000_000_000, 2_400_000_000, u64::MAX][usize::from(flags >> 6)],
-        up: 0,
-    };
+    let mut host = FakeHost::new(VCPUS);
+    host.ns = 1_000_000;
+    host.tsc_hz = [1, 1_000_000_000, 2_400_000_000, u64::MAX][usize::from(flags >> 6)];
 
     for _ in 0..MAX_OPS {
         let Some(sel) = s.u8() else {
@@ -345,7 +307,7 @@ pub fn run(data: &[u8]) {
                 let v = view(vcpu, 0, true, true);
                 match xen.wrmsr(&v, msr, value, &mut mem, &mut host) {
                     Ok(_) => {}
-                    Err(e) => assert_eq!(e, vcpu::Event::GP0),
+                    Err(e) => assert_eq!(e, virt::Event::GP0),
                 }
                 let _ = xen.rdmsr(&v, msr, &mut mem, &mut host);
             }
@@ -375,7 +337,9 @@ pub fn run(data: &[u8]) {
             }
             10 => {
                 let _ = xen.has_pending_work(vcpu, &mem);
-                host.up = s.u8().unwrap_or(0);
+                let up = s.u8().unwrap_or(0);
+                host.up =
+                    (up & 0x80 != 0).then(|| (0..VCPUS).map(|v| up & (1 << v) != 0).collect());
             }
             12 | 13 => {
                 let Some((op, a)) = structured(&mut s, &mem) else {

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use abi_xen::{Config, HypercallInsn, Xen};
-use vcpu::personality::{Action, Host, Personality, VcpuView};
-use vcpu::{ControlRegs, GuestMemory, GuestRegs, VecMemory, bits};
+use virt::personality::{Action, Personality, VcpuView};
+use virt::{ControlRegs, GuestMemory, GuestRegs, VecMemory, bits};
 
 pub const RAM: usize = 8 << 20;
 /// Linux's direct map: guest-virtual = KBASE + guest-physical for all of RAM.
@@ -39,58 +39,13 @@ pub const EPERM: i64 = -1;
 pub const ESRCH: i64 = -3;
 pub const EBUSY: i64 = -16;
 
-#[derive(Default)]
-pub struct FakeHost {
-    pub ns: u64,
-    pub vcpus: u32,
-    pub timers: Vec<Option<u64>>,
-    pub raised: Vec<(u32, u8, bool)>,
-    pub kicks: Vec<u32>,
-    pub console: Vec<u8>,
-    pub console_writes: usize,
-    pub up: Option<Vec<bool>>,
-}
+pub use virt::testing::FakeHost;
 
-impl FakeHost {
-    pub fn new(vcpus: u32) -> Self {
-        FakeHost {
-            ns: 1_000_000_000,
-            vcpus,
-            timers: vec![None; vcpus as usize],
-            ..Default::default()
-        }
-    }
-}
-
-impl Host for FakeHost {
-    fn now_ns(&self) -> u64 {
-        self.ns
-    }
-    fn tsc_hz(&self) -> u64 {
-        TSC_HZ
-    }
-    fn tsc(&self) -> u64 {
-        (u128::from(self.ns) * u128::from(TSC_HZ) / 1_000_000_000) as u64
-    }
-    fn vcpu_count(&self) -> u32 {
-        self.vcpus
-    }
-    fn set_timer(&mut self, vcpu: u32, deadline_ns: Option<u64>) {
-        self.timers[vcpu as usize] = deadline_ns;
-    }
-    fn raise_vector(&mut self, vcpu: u32, vector: u8, needs_eoi: bool) {
-        self.raised.push((vcpu, vector, needs_eoi));
-    }
-    fn kick(&mut self, vcpu: u32) {
-        self.kicks.push(vcpu);
-    }
-    fn console_write(&mut self, bytes: &[u8]) {
-        self.console.extend_from_slice(bytes);
-        self.console_writes += 1;
-    }
-    fn vcpu_is_up(&self, vcpu: u32) -> Option<bool> {
-        self.up.as_ref().map(|u| u[vcpu as usize])
-    }
+/// The fake host these tests run on: 1 s of uptime, a [`TSC_HZ`] TSC.
+pub fn host(vcpus: u32) -> FakeHost {
+    let mut h = FakeHost::new(vcpus);
+    h.tsc_hz = TSC_HZ;
+    h
 }
 
 pub fn long_mode_ctl() -> ControlRegs {
@@ -143,7 +98,7 @@ impl Env {
         Env {
             xen: Xen::new(cfg),
             mem: paged_memory(),
-            host: FakeHost::new(vcpus),
+            host: host(vcpus),
             long_mode: true,
             cpl: 0,
         }

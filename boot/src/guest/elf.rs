@@ -7,7 +7,7 @@ use object::elf::{
     ELFCLASS32, ELFCLASS64, EM_386, EM_X86_64, FileHeader32, FileHeader64, PT_LOAD, SHT_NOTE,
 };
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
-use vcpu::{GuestMemory, MemError};
+use virt::{GuestMemory, MemError};
 
 use super::layout::{GuestRange, VmLayout};
 use super::{GuestLoadError, write_zeros};

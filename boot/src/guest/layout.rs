@@ -1,6 +1,6 @@
 //! The guest-physical memory map every Janus VM gets.
 //!
-//! RAM is one block at GPA 0 (that is how `vcpu::GuestRam` maps it), so the map is the same for
+//! RAM is one block at GPA 0 (that is how the kernel maps it), so the map is the same for
 //! every VM apart from where RAM ends:
 //!
 //! ```text
@@ -21,7 +21,7 @@
 //! The boot data sits in ordinary RAM because both protocols copy it before they allocate
 //! anything; the ACPI tables must survive, so their region is typed ACPI.
 
-use vcpu::{GuestMemory, MemError};
+use virt::{GuestMemory, MemError};
 
 use super::GuestLoadError;
 

@@ -5,7 +5,7 @@
 
 use core::mem::{offset_of, size_of};
 
-use vcpu::{GuestMemory, MemError};
+use virt::{GuestMemory, MemError};
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 

@@ -2,7 +2,7 @@
 //! guest's first vCPU runs.
 //!
 //! Two entry points, one per protocol, both ending in 32-bit flat protected mode with paging
-//! off ([`vcpu::InitialState::Flat32`]):
+//! off ([`virt::InitialState::Flat32`]):
 //! - [`load_pvh`]: an ELF kernel with a Xen PVH note (`hvm_start_info` in EBX);
 //! - [`load_linux`]: a bzImage through the Linux 32-bit boot protocol (`boot_params` in ESI).
 //!
@@ -16,7 +16,7 @@ pub mod layout;
 pub mod linux;
 pub mod pvh;
 
-use vcpu::{GuestMemory, InitialState, MemError};
+use virt::{GuestMemory, InitialState, MemError};
 
 pub use acpi::AcpiOptions;
 pub use layout::{GuestRange, MemoryMap, VmLayout};

@@ -4,7 +4,7 @@
 
 use core::mem::{offset_of, size_of};
 
-use vcpu::{GuestMemory, MemError};
+use virt::{GuestMemory, MemError};
 use zerocopy::{Immutable, IntoBytes};
 
 use super::layout::{self, GuestRange, MemRegion, VmLayout};

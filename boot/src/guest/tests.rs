@@ -1,6 +1,6 @@
 //! Host tests for the guest loaders. Every input file is built here, byte by byte.
 
-use vcpu::{GuestMemory, MemError, VecMemory};
+use virt::{GuestMemory, MemError, VecMemory};
 
 use super::layout::{self, GuestRange, MemType, VmLayout};
 use super::*;
@@ -278,7 +278,7 @@ fn pvh_boot_end_to_end() {
     assert_eq!(e.esi, 0);
     assert_eq!(
         e.initial_state(),
-        vcpu::InitialState::Flat32 {
+        virt::InitialState::Flat32 {
             entry: elf_files::PVH_ENTRY,
             ebx: layout::BOOT_INFO as u32,
             esi: 0

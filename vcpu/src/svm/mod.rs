@@ -201,7 +201,7 @@ impl SvmVcpu {
 
     fn set_initial(&mut self, st: InitialState) -> Result<(), Error> {
         let flat = |sel, attr| Segment::new(sel, 0, 0xffff_ffff, attr);
-        let Some(e) = st.entry_state() else {
+        let Some(e) = crate::state::entry_state(&st) else {
             self.waiting_for_sipi = true;
             return Ok(());
         };
@@ -286,6 +286,7 @@ impl SvmVcpu {
             self.cpl(),
             insn,
         )
+        .ok_or(Error::UndecodableInstruction)
     }
 
     fn skip(&mut self, len: u64) {

@@ -5,9 +5,9 @@
 #![allow(unsafe_code)]
 
 use super::vmcb::Vmcb;
-use crate::regs::offsets as o;
 use crate::{Error, GuestRegs, hw};
 use core::ptr::NonNull;
+use virt::reg_offsets as o;
 
 const VM_CR: u32 = 0xc001_0114;
 const VM_CR_SVMDIS: u64 = 1 << 4;

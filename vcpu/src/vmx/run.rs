@@ -4,8 +4,8 @@
 // the host GDT through its (identity-mapped) address. Nothing else in the VMX backend is unsafe.
 #![allow(unsafe_code)]
 
-use crate::regs::offsets as o;
 use crate::{Error, GuestRegs, VmxCaps, hostmem, hw};
+use virt::reg_offsets as o;
 use x86::vmx::vmcs::host;
 
 const FEATURE_CONTROL: u32 = 0x3a;

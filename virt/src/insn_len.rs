@@ -137,7 +137,7 @@ pub fn fetch(
 
 /// Fetches the bytes at CS:RIP through the guest page tables and returns the length of
 /// `insn` there. Reads only as far as is mapped: the instruction may end before an unmapped
-/// page.
+/// page. `None`: the bytes there are not `insn` (the guest rewrote them) or are unreadable.
 pub fn at_rip(
     mem: &(impl crate::GuestMemory + ?Sized),
     ctl: &crate::ControlRegs,
@@ -145,11 +145,9 @@ pub fn at_rip(
     rip: u64,
     cpl: u8,
     insn: Insn,
-) -> Result<u64, crate::Error> {
+) -> Option<u64> {
     let (bytes, n, long) = fetch(mem, ctl, cs, rip, cpl);
-    length(&bytes[..n], insn, long)
-        .map(|l| l as u64)
-        .ok_or(crate::Error::UndecodableInstruction)
+    length(&bytes[..n], insn, long).map(|l| l as u64)
 }
 
 #[cfg(test)]
@@ -176,20 +174,17 @@ mod tests {
         };
         let cs = Segment::new(8, 0, 0xffff_ffff, Segment::CODE64);
         let rip = 0x4000_0ffd;
-        assert_eq!(at_rip(&m, &ctl, &cs, rip, 0, Insn::Vmmcall), Ok(3));
-        assert_eq!(
-            at_rip(&m, &ctl, &cs, rip, 0, Insn::Cpuid),
-            Err(crate::Error::UndecodableInstruction)
-        );
+        assert_eq!(at_rip(&m, &ctl, &cs, rip, 0, Insn::Vmmcall), Some(3));
+        assert_eq!(at_rip(&m, &ctl, &cs, rip, 0, Insn::Cpuid), None);
         // Paging off, 32-bit CS with a base.
         let flat = ControlRegs {
             cr0: CR0_PE,
             ..Default::default()
         };
         let cs32 = Segment::new(8, 0x8000, 0xffff_ffff, Segment::CODE32);
-        assert_eq!(at_rip(&m, &flat, &cs32, 0xffd, 0, Insn::Vmmcall), Ok(3));
+        assert_eq!(at_rip(&m, &flat, &cs32, 0xffd, 0, Insn::Vmmcall), Some(3));
         // Nothing readable at all.
-        assert!(at_rip(&m, &flat, &cs32, 0x1000_0000, 0, Insn::Hlt).is_err());
+        assert!(at_rip(&m, &flat, &cs32, 0x1000_0000, 0, Insn::Hlt).is_none());
     }
 
     #[test]

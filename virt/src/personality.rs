@@ -8,6 +8,17 @@
 
 use crate::{ControlRegs, Event, GuestMemory, GuestRegs, MemError};
 
+/// The instruction a guest traps to the hypervisor with, which depends on the CPU vendor under
+/// the guest; the hypercall pages of both ABIs are built around it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum HypercallInsn {
+    /// Intel VMX.
+    Vmcall,
+    /// AMD SVM.
+    Vmmcall,
+}
+
 /// Why a VM ends at its own request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -5,7 +5,7 @@
 //! are the backend's own architectural business never reach the kernel (see `API.md`).
 
 /// Why the guest stopped running. The instruction that caused an instruction exit has *not*
-/// been retired: call [`crate::Vcpu::advance_rip`] after emulating it, or inject a fault instead.
+/// been retired: call the backend's `advance_rip` after emulating it, or inject a fault instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Exit {

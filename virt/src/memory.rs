@@ -1,7 +1,7 @@
 //! Bounds-checked access to guest-physical memory.
 //!
 //! Guest RAM is shared with a running guest (other vCPUs write it concurrently), so the real
-//! implementation ([`crate::GuestRam`]) never forms Rust references to it: every access is a
+//! implementation (`vcpu::GuestRam`) never forms Rust references to it: every access is a
 //! volatile copy. Personality crates are written against [`GuestMemory`] and test with
 //! [`VecMemory`] (feature `test-util`).
 

@@ -28,8 +28,8 @@ pub struct GuestRegs {
     pub rflags: u64,
 }
 
-/// Offsets the asm entry stubs use; checked against the struct at compile time.
-pub(crate) mod offsets {
+/// Offsets the backends' asm entry stubs use; checked against the struct at compile time.
+pub mod offsets {
     use super::GuestRegs;
     use core::mem::offset_of;
     pub const RAX: usize = 0;

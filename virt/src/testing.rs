@@ -1,0 +1,138 @@
+//! Test doubles for crates built on this one (feature `test-util`): a [`FakeHost`] that records
+//! what a personality asked of the kernel and whose clock the test moves, and a seeded
+//! generator for the stable fuzz tests. Guest memory for tests is [`crate::VecMemory`].
+
+use crate::personality::Host;
+use alloc::vec::Vec;
+
+/// The kernel as a personality sees it, with every request recorded.
+///
+/// It also holds the personality to the seam's contract: a timer, interrupt or kick for a vCPU
+/// the VM does not have, or an exception vector (below 16) raised as an interrupt, panics the
+/// test.
+#[derive(Clone, Debug)]
+pub struct FakeHost {
+    pub ns: u64,
+    pub tsc_hz: u64,
+    pub vcpus: u32,
+    /// Every `set_timer`, in order: (vCPU, deadline or `None` for a cancel).
+    pub timers: Vec<(u32, Option<u64>)>,
+    /// Every `raise_vector`: (vCPU, vector, needs EOI).
+    pub raised: Vec<(u32, u8, bool)>,
+    pub kicks: Vec<u32>,
+    pub console: Vec<u8>,
+    pub console_writes: usize,
+    /// What `vcpu_is_up` answers; `None`: the kernel does not track it.
+    pub up: Option<Vec<bool>>,
+}
+
+impl FakeHost {
+    /// A host at 1 s of uptime (not zero, so that clocks that must start at zero in the guest
+    /// are seen to be offset) with a 2.5 GHz TSC.
+    pub fn new(vcpus: u32) -> Self {
+        FakeHost {
+            ns: 1_000_000_000,
+            tsc_hz: 2_500_000_000,
+            vcpus,
+            timers: Vec::new(),
+            raised: Vec::new(),
+            kicks: Vec::new(),
+            console: Vec::new(),
+            console_writes: 0,
+            up: None,
+        }
+    }
+
+    pub fn advance_ns(&mut self, ns: u64) {
+        self.ns += ns;
+    }
+
+    /// The deadline last armed for `vcpu` (`None`: cancelled or never armed).
+    pub fn timer(&self, vcpu: u32) -> Option<u64> {
+        self.timers
+            .iter()
+            .rev()
+            .find(|(v, _)| *v == vcpu)
+            .and_then(|(_, d)| *d)
+    }
+
+    fn check_vcpu(&self, what: &str, vcpu: u32) {
+        assert!(
+            vcpu < self.vcpus,
+            "{what} for vCPU {vcpu} of a VM with {}",
+            self.vcpus
+        );
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ns(&self) -> u64 {
+        self.ns
+    }
+    fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
+    }
+    fn tsc(&self) -> u64 {
+        (u128::from(self.ns) * u128::from(self.tsc_hz) / 1_000_000_000) as u64
+    }
+    fn vcpu_count(&self) -> u32 {
+        self.vcpus
+    }
+    fn set_timer(&mut self, vcpu: u32, deadline_ns: Option<u64>) {
+        self.check_vcpu("timer", vcpu);
+        self.timers.push((vcpu, deadline_ns));
+    }
+    fn raise_vector(&mut self, vcpu: u32, vector: u8, needs_eoi: bool) {
+        self.check_vcpu("interrupt", vcpu);
+        assert!(vector >= 0x10, "exception vector {vector:#x} raised");
+        self.raised.push((vcpu, vector, needs_eoi));
+    }
+    fn kick(&mut self, vcpu: u32) {
+        self.check_vcpu("kick", vcpu);
+        self.kicks.push(vcpu);
+    }
+    fn console_write(&mut self, bytes: &[u8]) {
+        self.console.extend_from_slice(bytes);
+        self.console_writes += 1;
+    }
+    fn vcpu_is_up(&self, vcpu: u32) -> Option<bool> {
+        self.up
+            .as_ref()
+            .map(|u| u.get(vcpu as usize).copied().unwrap_or(false))
+    }
+}
+
+/// A tiny deterministic generator for seeded fuzz tests.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_arming_wins() {
+        let mut h = FakeHost::new(2);
+        h.set_timer(1, Some(5));
+        h.set_timer(0, Some(7));
+        h.set_timer(1, None);
+        assert_eq!(h.timer(0), Some(7));
+        assert_eq!(h.timer(1), None);
+        h.advance_ns(1_000_000_000);
+        assert_eq!(h.tsc(), 5_000_000_000);
+    }
+
+    #[test]
+    #[should_panic(expected = "kick for vCPU 2")]
+    fn a_kick_past_the_last_vcpu_is_a_personality_bug() {
+        FakeHost::new(2).kick(2);
+    }
+}
