@@ -62,6 +62,18 @@ impl<'a> ModuleRef<'a> {
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
+
+    /// The module's bytes, read in place.
+    ///
+    /// # Safety
+    /// `start..end` must be identity-mapped memory that nothing writes for as long as the
+    /// slice lives: true of the modules the multiboot loader placed, once the loader or the
+    /// kernel has reserved them (both keep them for ever).
+    #[expect(unsafe_code)]
+    pub unsafe fn bytes(&self) -> &'static [u8] {
+        // SAFETY: the caller vouches for the range; `len` fits in memory that exists.
+        unsafe { core::slice::from_raw_parts(self.start as *const u8, self.len() as usize) }
+    }
 }
 
 /// The basename of the first word: "target/janus/x.bin args" -> "x.bin",
@@ -186,7 +198,7 @@ pub struct IdentityMap {
     pub limit: u64,
 }
 
-#[allow(unsafe_code)]
+#[expect(unsafe_code)]
 // UNSAFETY: the multiboot crate reads the information block through raw physical addresses.
 impl multiboot::information::MemoryManagement for IdentityMap {
     unsafe fn paddr_to_slice(
@@ -214,7 +226,7 @@ impl multiboot::information::MemoryManagement for IdentityMap {
 }
 
 #[cfg(test)]
-#[allow(unsafe_code)]
+#[expect(unsafe_code)]
 mod tests {
     // UNSAFETY: the multiboot crate's memory trait is unsafe to implement; the fake is a leaked buffer.
     use super::*;

@@ -2,7 +2,7 @@
 //!
 //! The loader and the early kernel print through this before interrupts exist; it never waits
 //! forever on a missing UART (real machines without COM ports must still boot).
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: port I/O to the UART's own registers; no memory is touched.
 
 use core::convert::Infallible;

@@ -3,7 +3,7 @@
 
 #[cfg(target_os = "none")]
 mod entry {
-    #![allow(unsafe_code)]
+    #![expect(unsafe_code)]
     // UNSAFETY: the naked entry point sets up the stack before any Rust code runs.
 
     use hermit_entry::boot_info::RawBootInfo;

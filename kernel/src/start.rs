@@ -42,7 +42,7 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         limit: LOADER_IDENTITY_LIMIT,
     };
     // UNSAFETY: the multiboot block is raw physical memory handed over by the loader.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code)]
     // SAFETY: the loader passed the address of the multiboot block it was given, and every
     // read the crate makes through it is bounded by IdentityMap.
     let mb = unsafe { Multiboot::from_ptr(ctx.multiboot_info, &mut mem) };
@@ -257,7 +257,7 @@ fn run_selftest(test: SelfTest) {
         SelfTest::Panic => panic!("deliberate panic requested by janus.selftest=panic"),
         SelfTest::Fault => {
             // UNSAFETY: a deliberate invalid opcode can only be written in assembly.
-            #[allow(unsafe_code)]
+            #[expect(unsafe_code)]
             // SAFETY: raises #UD on purpose; the trap handler ends the run.
             unsafe {
                 core::arch::asm!("ud2")
@@ -273,11 +273,9 @@ fn intake_manifest(info: &MachineInfo<'_>) -> Manifest {
             manifest::MODULE_NAME
         ))
     };
-    // UNSAFETY: boot modules are raw physical memory.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code)]
     // SAFETY: module memory is reserved in the frame allocator and identity mapped.
-    let bytes =
-        unsafe { core::slice::from_raw_parts(module.start as *const u8, module.len() as usize) };
+    let bytes = unsafe { module.bytes() };
     match Manifest::decode(bytes) {
         Ok(m) => m,
         Err(e) => fatal(format_args!("module '{}': {e}", manifest::MODULE_NAME)),

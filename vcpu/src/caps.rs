@@ -187,7 +187,7 @@ pub fn vmx_has_ept_vpid_msr(proc: u64, proc2: u64) -> bool {
 mod read {
     // UNSAFETY: reads the VMX capability MSRs, which exist whenever CPUID.1:ECX.VMX is set;
     // the optional ones are read only after the MSRs that announce them.
-    #![allow(unsafe_code)]
+    #![expect(unsafe_code)]
     use super::VmxCaps;
     use x86::msr::*;
 

@@ -3,7 +3,7 @@
 // the frames the kernel handed us and for the guest RAM block; this module turns those
 // addresses into volatile accesses and nothing else. Guest RAM is shared with running vCPUs,
 // so it is only ever copied with volatile operations, never borrowed as a Rust reference.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 
 use crate::nested::TableMemory;
 use crate::{FrameSource, RamRegion};

@@ -2,7 +2,7 @@
 // UNSAFETY: these instructions fault when used wrongly (unknown MSR, XSETBV without
 // CR4.OSXSAVE or with an invalid value); each wrapper is either `unsafe fn` with the rule in
 // its doc, or checks the precondition itself before executing the instruction.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 
 use crate::bits::CR4_OSXSAVE;
 

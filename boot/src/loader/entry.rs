@@ -1,6 +1,6 @@
 //! The multiboot1 header, the 32-bit entry that switches to long mode, and the jump into the
 //! kernel.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: mode switching, page tables and the kernel jump can only be written in assembly.
 
 use core::arch::{asm, global_asm};

@@ -12,7 +12,7 @@ static ARENA: spin_cell::Arena = spin_cell::Arena::new();
 
 pub fn init() {
     let (ptr, len) = ARENA.take();
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code)]
     // SAFETY: the arena is a static used by nothing else, taken exactly once.
     unsafe {
         ALLOCATOR.lock().init(ptr, len)
@@ -20,7 +20,7 @@ pub fn init() {
 }
 
 mod spin_cell {
-    #![allow(unsafe_code)]
+    #![expect(unsafe_code)]
     // UNSAFETY: hands out the static arena's pointer once for the allocator to own.
     use core::cell::UnsafeCell;
     use core::sync::atomic::{AtomicBool, Ordering};

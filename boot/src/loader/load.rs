@@ -1,5 +1,5 @@
 //! Finds the kernel module, places and relocates it, and builds the hand-off.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: the multiboot block, the modules and the chosen load area are raw physical memory,
 // reachable because the entry code identity-maps the low 4 GiB.
 
@@ -75,9 +75,7 @@ pub fn load_kernel(mbi: u64) -> Result<Jump, LoadError> {
     let info = MachineInfo::from_multiboot(&mb).map_err(LoadError::Multiboot)?;
     let kernel_mod = info.modules.first().ok_or(LoadError::NoKernelModule)?;
     // SAFETY: module memory was placed by the boot loader and is identity mapped.
-    let elf: &'static [u8] = unsafe {
-        core::slice::from_raw_parts(kernel_mod.start as *const u8, kernel_mod.len() as usize)
-    };
+    let elf: &'static [u8] = unsafe { kernel_mod.bytes() };
     let object = KernelObject::parse(elf).map_err(|e| {
         let mut name = heapless::String::new();
         let _ = name.push_str(kernel_mod.name().get(..64).unwrap_or(kernel_mod.name()));

@@ -10,7 +10,7 @@ const MULTIBOOT_MAGIC: u32 = 0x2BAD_B002;
 
 // UNSAFETY: an exported symbol is how the entry assembly reaches Rust.
 // SAFETY: the entry assembly calls this by name; nothing else defines it.
-#[allow(unsafe_code)]
+#[expect(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn loader_main(magic: u32, mbi: u32) -> ! {
     let mut out = Uart::new(COM1);

@@ -1,7 +1,7 @@
 //! The local APIC, in x2APIC mode where the CPU has it (MSR access) and xAPIC otherwise
 //! (MMIO through `volatile`; QEMU's TCG CPU has no x2APIC). Only what the kernel uses: the
 //! timer, EOI, IDs and IPIs; the legacy LINT0/LINT1 inputs stay masked.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: APIC MSRs and the APIC's MMIO page (identity mapped, uncached).
 
 use core::ptr::NonNull;

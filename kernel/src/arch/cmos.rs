@@ -1,5 +1,5 @@
 //! The host's own CMOS clock, read once at boot: the wall-clock time guests are given.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: the CMOS index/data ports.
 
 use x86::io::{inb, outb};

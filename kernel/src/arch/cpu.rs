@@ -1,5 +1,5 @@
 //! Identity of the host CPU and interrupt-flag helpers.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: sti/cli/hlt and reading RFLAGS.
 
 use core::arch::asm;

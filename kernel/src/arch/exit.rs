@@ -2,7 +2,7 @@
 //! Bochs leaves through its debugger on a magic breakpoint (status 0) or its shutdown port
 //! (status 1). Each write is harmless where the other emulator runs, and on real hardware the
 //! CPU simply halts.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: port writes to the emulators' exit devices and a halt loop.
 
 use core::arch::asm;

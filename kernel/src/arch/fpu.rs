@@ -3,7 +3,7 @@
 //! the vCPU's turn on a pCPU starts and saves it when the turn ends, so vCPUs (of any VM)
 //! sharing a pCPU never see or disturb each other's registers. The hypervisor itself uses
 //! neither (the target is soft-float and sets no breakpoints).
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: XSAVE/XRSTOR/FXSAVE/FXRSTOR into frames we own, XSETBV, and MOV to/from DR0-3.
 
 use core::arch::asm;

@@ -1,6 +1,6 @@
 //! Per-CPU GDT and TSS. The TSS exists for two reasons: VMX requires a non-zero host TR, and
 //! a double fault must land on a known-good stack (IST 1) to be reported at all.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: loading GDTR/TR and reloading segment registers; per-CPU slots in a static.
 
 use core::arch::asm;

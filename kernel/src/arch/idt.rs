@@ -3,7 +3,7 @@
 //! Stable Rust has no interrupt ABI, so every vector enters through a 16-byte assembly stub
 //! that pushes a uniform frame; the table is built at run time from the stub base because
 //! the kernel is position independent.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: the IDT load, the stubs, and the frame handed to Rust by assembly.
 
 use super::gdt::{IST_CRITICAL, KERNEL_CS};

@@ -2,7 +2,7 @@
 //! the double-fault exception, so they are moved to [`BASE`] and fully masked: the kernel
 //! uses the local APIC only. A masked PIC can still raise its spurious IRQ 7/15. PIT channel 0,
 //! which firmware leaves ticking at 18.2 Hz into IRQ0, is stopped too.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: the PICs' I/O ports.
 
 use x86::io::outb;

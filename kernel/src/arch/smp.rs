@@ -1,7 +1,7 @@
 //! Host multiprocessing: starting the other pCPUs (INIT-SIPI-SIPI through a real-mode
 //! trampoline that goes straight to long mode), knowing which pCPU is which, and forcing
 //! another pCPU out of guest mode.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: the trampoline is copied into a low page and patched through raw pointers; the
 // application processors' stacks are handed out by index from a static.
 

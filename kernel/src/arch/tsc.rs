@@ -1,6 +1,6 @@
 //! Time: the TSC, calibrated once against the legacy PIT (or CPUID leaf 0x15 where the CPU
 //! states its frequency), is the kernel's clock.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: rdtsc and the PIT's I/O ports.
 
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! The defmt global logger: rzCOBS frames on COM2, decoded on the host by xtask against the
 //! exact ELF that runs. Frames are written with interrupts masked so an interrupt handler's
 //! log line cannot interleave with the one it interrupted.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: defmt's Logger trait is unsafe; the encoder state lives in a static guarded by
 // the TAKEN flag.
 

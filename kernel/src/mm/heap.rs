@@ -1,7 +1,7 @@
 //! A small boot-time heap. The ELF reader used to load guests links `alloc` (it does not
 //! allocate for what we use), so the image needs a global allocator; exit handling never
 //! allocates. The arena is fixed and lives in the kernel's own .bss.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: handing the static arena to the allocator once.
 
 use core::sync::atomic::{AtomicBool, Ordering};

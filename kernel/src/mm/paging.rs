@@ -1,6 +1,6 @@
 //! The host page tables: all of physical memory identity mapped with 2 MiB pages, write-back
 //! where the memory map says RAM and uncached everywhere else (APIC, IOAPIC, PCI holes).
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: writing fresh page-table frames and loading CR3.
 
 use super::phys;

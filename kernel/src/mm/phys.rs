@@ -1,5 +1,5 @@
 //! The one physical frame allocator of the machine, fed from the multiboot memory map.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: the allocator's bitmap and zeroed frames are raw physical memory, reachable
 // through the identity map.
 

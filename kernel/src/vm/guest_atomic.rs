@@ -1,6 +1,6 @@
 //! Locked read-modify-write of guest words shared with running vCPUs (Xen's event-channel
 //! bitmaps): a copy in and out would lose the guest's concurrent updates.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: the word is in guest RAM, which the host identity-maps for the VM's life.
 
 use core::sync::atomic::{AtomicU64, Ordering};

@@ -1,6 +1,6 @@
 //! The VMs of this boot: their memory, nested tables and vCPUs, created once from the
 //! manifest and kept in fixed slots (no allocator in the hypervisor).
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: boot modules (guest kernels, initrds) are read in place from reserved, identity-
 // mapped memory.
 
@@ -290,15 +290,14 @@ pub fn create(
             name: spec.kernel.clone(),
         })?;
     // SAFETY: module memory is reserved for ever and identity mapped.
-    let image =
-        unsafe { core::slice::from_raw_parts(kernel.start as *const u8, kernel.len() as usize) };
+    let image = unsafe { kernel.bytes() };
     let initrd = match &spec.initrd {
         Some(name) => {
             let m = info
                 .module(name)
                 .ok_or_else(|| CreateError::MissingModule { name: name.clone() })?;
             // SAFETY: as for the kernel module.
-            Some(unsafe { core::slice::from_raw_parts(m.start as *const u8, m.len() as usize) })
+            Some(unsafe { m.bytes() })
         }
         None => None,
     };

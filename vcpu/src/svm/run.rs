@@ -2,7 +2,7 @@
 // UNSAFETY: turning on EFER.SVME, pointing VM_HSAVE_PA at our frame, borrowing the VMCB page
 // this vCPU owns, and the VMRUN/VMLOAD/VMSAVE/CLGI/STGI sequence all need unsafe; nothing else
 // in the SVM backend does.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 
 use super::vmcb::Vmcb;
 use crate::{Error, GuestRegs, hw};

@@ -2,7 +2,7 @@
 // UNSAFETY: VMXON changes the CPU's operating mode, INVEPT/INVVPID and VMLAUNCH/VMRESUME are
 // VMX instructions with register-level contracts, and reading the host TSS base means reading
 // the host GDT through its (identity-mapped) address. Nothing else in the VMX backend is unsafe.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 
 use crate::{Error, GuestRegs, VmxCaps, hostmem, hw};
 use virt::reg_offsets as o;

@@ -2,7 +2,7 @@
 // UNSAFETY: VMREAD/VMWRITE/VMPTRLD/VMCLEAR/VMPTRST are VMX instructions; they are only
 // reached after `enable` has executed VMXON on this pCPU (a `PerCpu` exists), and every
 // failure they can report is turned into an `Error`.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 
 use crate::Error;
 use x86::bits64::vmx;

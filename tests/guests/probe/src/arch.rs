@@ -1,6 +1,6 @@
 //! The probe's CPU plumbing: PVH entry to long mode, the IDT, fault-tolerant MSR access, and
 //! the real-mode trampoline its other vCPUs start in after INIT/SIPI.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: mode switches, descriptor tables and the instructions under test.
 
 use core::arch::{asm, global_asm};

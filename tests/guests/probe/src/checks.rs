@@ -93,7 +93,7 @@ fn cmdline(start_info: u32) -> Cmdline {
 
 // UNSAFETY: an exported symbol is how the entry assembly reaches Rust.
 // SAFETY: the entry assembly calls this by name; nothing else defines it.
-#[allow(unsafe_code)]
+#[expect(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     arch::load_idt(true);
@@ -317,7 +317,7 @@ fn spin(vcpu: usize) {
 
 // UNSAFETY: as for probe_bsp_main.
 // SAFETY: as for probe_bsp_main.
-#[allow(unsafe_code)]
+#[expect(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn probe_ap_main(id: u32) -> ! {
     arch::load_idt(false);

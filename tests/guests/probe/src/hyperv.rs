@@ -4,7 +4,7 @@
 //! timer, PV IPIs, and the status codes for bad codes, rep counts and parameter GPAs.
 //!
 //! Constants are the guest's own copy of the TLFS, independent of the hypervisor's crate.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: hypercalls are calls into the page the hypervisor wrote, and VMCALL/VMMCALL.
 
 use crate::arch;

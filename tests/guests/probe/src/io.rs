@@ -1,5 +1,5 @@
 //! The probe's UART output and port helpers.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: port I/O is the probe's whole purpose.
 
 use core::arch::asm;

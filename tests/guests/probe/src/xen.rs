@@ -5,7 +5,7 @@
 //!
 //! The constants are the guest's own copy of Xen's public headers: the probe must not share
 //! the hypervisor's definitions, or a wrong layout would agree with itself.
-#![allow(unsafe_code)]
+#![expect(unsafe_code)]
 // UNSAFETY: hypercalls are instructions (VMCALL/VMMCALL) and calls into the hypervisor's page.
 
 use crate::arch;
