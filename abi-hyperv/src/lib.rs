@@ -28,8 +28,8 @@ pub use status::HvStatus;
 
 use stimer::{Fire, MSG_TIMER_EXPIRED, MSG_TIMER_PAYLOAD, STIMER_COUNT, Stimer};
 use synic::{Post, Synic};
-use virt::personality::{Action, Host, Personality, ShutdownReason, VcpuView};
-use virt::{Event, GuestMemory, GuestRegs};
+use virt::personality::{Action, Host, Personality, StopReason, VcpuView};
+use virt::{GuestMemory, GuestRegs};
 
 /// VPs per partition: PV IPI masks and the non-Ex hypercalls address 64.
 pub const MAX_VCPUS: usize = 64;
@@ -75,7 +75,7 @@ pub struct HyperV {
     crash: crash::Crash,
     vps: [Vp; MAX_VCPUS],
     counters: counters::Counters,
-    shutdown: Option<ShutdownReason>,
+    shutdown: Option<StopReason>,
 }
 
 impl HyperV {
@@ -224,10 +224,18 @@ impl Personality for HyperV {
         &mut self,
         vcpu: &VcpuView,
         msr: u32,
+        value: &mut u64,
         _mem: &mut dyn GuestMemory,
         host: &mut dyn Host,
-    ) -> Result<Option<u64>, Event> {
-        self.read_msr(vcpu.index, msr, host)
+    ) -> Action {
+        match self.read_msr(vcpu.index, msr, host) {
+            Ok(Some(v)) => {
+                *value = v;
+                Action::Done
+            }
+            Ok(None) => Action::NotMine,
+            Err(e) => Action::Fault(e),
+        }
     }
 
     fn wrmsr(
@@ -237,8 +245,13 @@ impl Personality for HyperV {
         value: u64,
         mem: &mut dyn GuestMemory,
         host: &mut dyn Host,
-    ) -> Result<bool, Event> {
-        self.write_msr(vcpu.index, msr, value, mem, host)
+    ) -> Action {
+        match self.write_msr(vcpu.index, msr, value, mem, host) {
+            // A write to the crash or reset register ends the VM once it is retired.
+            Ok(true) => self.shutdown.take().map_or(Action::Done, Action::Stop),
+            Ok(false) => Action::NotMine,
+            Err(e) => Action::Fault(e),
+        }
     }
 
     fn hypercall(
@@ -274,10 +287,6 @@ impl Personality for HyperV {
     fn has_pending_work(&self, _vcpu: u32, _mem: &dyn GuestMemory) -> bool {
         // Nothing here blocks a vCPU: interrupts reach it through `Host::raise_vector`.
         false
-    }
-
-    fn take_shutdown(&mut self) -> Option<ShutdownReason> {
-        self.shutdown.take()
     }
 }
 

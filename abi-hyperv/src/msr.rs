@@ -2,7 +2,7 @@
 
 use crate::synic::{self, SINT_COUNT, Synic};
 use crate::{HyperV, clock, crash, hypercall_page};
-use virt::personality::{Host, ShutdownReason};
+use virt::personality::{Host, StopReason};
 use virt::{Event, GuestMemory};
 
 pub const GUEST_OS_ID: u32 = 0x4000_0000;
@@ -200,7 +200,7 @@ impl HyperV {
             Msr::Hypercall => self.write_hypercall_msr(value, mem)?,
             Msr::Reset => {
                 if value & 1 != 0 {
-                    self.shutdown = Some(ShutdownReason::Reboot);
+                    self.shutdown = Some(StopReason::Reset);
                 }
             }
             Msr::ReferenceTsc if self.clock.page_usable() => {
@@ -265,7 +265,7 @@ impl HyperV {
             }
             Msr::CrashCtl => {
                 if let Some(p) = self.crash.write_ctl(value) {
-                    self.shutdown = Some(ShutdownReason::Crash(p));
+                    self.shutdown = Some(StopReason::Crash(p));
                 }
             }
             Msr::VpIndex

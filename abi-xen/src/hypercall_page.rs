@@ -31,9 +31,10 @@ pub fn stub(insn: HypercallInsn, n: u32) -> [u8; STUB] {
     s
 }
 
-pub(crate) fn rdmsr(x: &Xen, msr: u32) -> Result<Option<u64>, Event> {
+/// `None`: not the hypercall MSR.
+pub(crate) fn rdmsr(x: &Xen, msr: u32) -> Option<u64> {
     // Write-only on Xen; reading back the last address is harmless and aids debugging.
-    Ok((msr == HYPERCALL_MSR).then(|| x.hypercall_page.unwrap_or(0)))
+    (msr == HYPERCALL_MSR).then(|| x.hypercall_page.unwrap_or(0))
 }
 
 pub(crate) fn wrmsr(

@@ -37,7 +37,7 @@ pub use pvclock::{TimeBase, scale_delta, scale_for};
 pub use stats::{Unimplemented, UnimplementedCount};
 
 use virt::personality::{Action, Host, Personality, VcpuView};
-use virt::{Event, GuestMemory, GuestRegs};
+use virt::{GuestMemory, GuestRegs};
 
 /// vCPUs this personality serves: the vcpu_info slots of shared_info. Linux registers its own
 /// vcpu_info per CPU, but Xen guests above 32 vCPUs are out of scope.
@@ -279,10 +279,17 @@ impl Personality for Xen {
         &mut self,
         _vcpu: &VcpuView,
         msr: u32,
+        value: &mut u64,
         _mem: &mut dyn GuestMemory,
         _host: &mut dyn Host,
-    ) -> Result<Option<u64>, Event> {
-        hypercall_page::rdmsr(self, msr)
+    ) -> Action {
+        match hypercall_page::rdmsr(self, msr) {
+            Some(v) => {
+                *value = v;
+                Action::Done
+            }
+            None => Action::NotMine,
+        }
     }
 
     fn wrmsr(
@@ -292,8 +299,12 @@ impl Personality for Xen {
         value: u64,
         mem: &mut dyn GuestMemory,
         _host: &mut dyn Host,
-    ) -> Result<bool, Event> {
-        hypercall_page::wrmsr(self, msr, value, mem)
+    ) -> Action {
+        match hypercall_page::wrmsr(self, msr, value, mem) {
+            Ok(true) => Action::Done,
+            Ok(false) => Action::NotMine,
+            Err(e) => Action::Fault(e),
+        }
     }
 
     fn hypercall(

@@ -4,7 +4,7 @@ use crate::errno::Errno;
 use crate::guest::{u32_at, u64_at};
 use crate::hypercall::{Cx, Outcome};
 use crate::{MAX_POLL, MAX_PORTS, Wait, Xen, console, evtchn, timer};
-use virt::personality::{Action, ShutdownReason};
+use virt::personality::{Action, StopReason};
 
 const YIELD: u64 = 0;
 const BLOCK: u64 = 1;
@@ -46,12 +46,12 @@ pub(crate) fn sched_op(x: &mut Xen, cx: &mut Cx<'_>, cmd: u64, arg: u64) -> Outc
             Ok(reason) => {
                 console::drain_ring(x, cx.mem, cx.host);
                 console::flush_e9(x, cx.host);
-                done(Action::Shutdown(match reason {
-                    SHUTDOWN_POWEROFF => ShutdownReason::PowerOff,
-                    SHUTDOWN_REBOOT => ShutdownReason::Reboot,
-                    SHUTDOWN_CRASH => ShutdownReason::Crash([0; 5]),
+                done(Action::Stop(match reason {
+                    SHUTDOWN_POWEROFF => StopReason::PowerOff,
+                    SHUTDOWN_REBOOT => StopReason::Reset,
+                    SHUTDOWN_CRASH => StopReason::Crash([0; 5]),
                     // suspend, watchdog, soft_reset: nothing here resumes or resets a domain.
-                    other => ShutdownReason::Other(other),
+                    other => StopReason::Request(other),
                 }))
             }
         },

@@ -46,7 +46,7 @@ fn page_for(insn: HypercallInsn) -> Vec<u8> {
     assert_eq!(
         e.xen
             .wrmsr(&v, 0x4000_0000, 0x5000, &mut e.mem, &mut e.host),
-        Ok(true)
+        Action::Done
     );
     let mut page = vec![0u8; 4096];
     e.mem.read(0x5000, &mut page).unwrap();
@@ -82,21 +82,25 @@ fn hypercall_msr_refuses_bad_values() {
     for bad in [0x5001, RAM as u64, !0xfffu64] {
         assert_eq!(
             e.xen.wrmsr(&v, 0x4000_0000, bad, &mut e.mem, &mut e.host),
-            Err(Event::GP0),
+            Action::Fault(Event::GP0),
             "{bad:#x}"
         );
     }
     assert_eq!(
         e.xen.wrmsr(&v, 0x4000_0001, 0, &mut e.mem, &mut e.host),
-        Ok(false)
+        Action::NotMine
     );
+    let mut value = u64::MAX;
     assert_eq!(
-        e.xen.rdmsr(&v, 0x4000_0000, &mut e.mem, &mut e.host),
-        Ok(Some(0))
+        e.xen
+            .rdmsr(&v, 0x4000_0000, &mut value, &mut e.mem, &mut e.host),
+        Action::Done
     );
+    assert_eq!(value, 0);
     assert_eq!(
-        e.xen.rdmsr(&v, 0x4000_0001, &mut e.mem, &mut e.host),
-        Ok(None)
+        e.xen
+            .rdmsr(&v, 0x4000_0001, &mut value, &mut e.mem, &mut e.host),
+        Action::NotMine
     );
 }
 

@@ -3,7 +3,7 @@
 mod common;
 use common::*;
 use virt::GuestMemory;
-use virt::personality::{Action, Personality, ShutdownReason};
+use virt::personality::{Action, Personality, StopReason};
 
 fn vcpu_op(e: &mut Env, caller: u32, cmd: u64, vcpu: u64, data: &[u8]) -> i64 {
     let p = e.arg(ARG, data);
@@ -204,16 +204,16 @@ fn yield_block_and_shutdown() {
     assert!(e.xen.has_pending_work(0, &e.mem));
 
     for (reason, want) in [
-        (0u32, Some(ShutdownReason::PowerOff)),
-        (1, Some(ShutdownReason::Reboot)),
-        (3, Some(ShutdownReason::Crash([0; 5]))),
-        (2, Some(ShutdownReason::Other(2))),
+        (0u32, Some(StopReason::PowerOff)),
+        (1, Some(StopReason::Reset)),
+        (3, Some(StopReason::Crash([0; 5]))),
+        (2, Some(StopReason::Request(2))),
         (6, None),
     ] {
         let p = e.arg(ARG, &reason.to_le_bytes());
         let (r, act) = e.call_on(0, op::SCHED_OP, [2, p, 0, 0, 0]);
         match want {
-            Some(w) => assert_eq!((r, act), (0, Action::Shutdown(w))),
+            Some(w) => assert_eq!((r, act), (0, Action::Stop(w))),
             None => assert_eq!((r, act), (EINVAL, Action::Done)),
         }
     }

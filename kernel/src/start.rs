@@ -4,7 +4,8 @@ use crate::arch::{apic, cpu, exit, gdt, idt, pic, smp, tsc};
 use crate::bootinfo::BootContext;
 use crate::cmdline::{Options, SelfTest};
 use crate::manifest::{self, Manifest};
-use crate::vm::{machine, run};
+use crate::sched::run;
+use crate::vm::{create as machine, report};
 use crate::{console, mm, println};
 use boot::mbinfo::{IdentityMap, MachineInfo};
 use core::ops::Range;
@@ -184,7 +185,7 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         machine::VM_COUNT.store(i + 1, Ordering::Release);
     }
     println!("janus: running {} VM(s)", manifest.vms.len());
-    run::WATCH.store(opts.watch, Ordering::Relaxed);
+    report::WATCH.store(opts.watch, Ordering::Relaxed);
     smp::GO.store(true, Ordering::Release);
     run::cpu_loop(0);
     println!("janus: all VMs have stopped");

@@ -11,7 +11,6 @@
 compile_error!("enable at least one of the features `vmx` and `svm`");
 
 mod caps;
-mod error;
 mod hostmem;
 #[cfg_attr(not(feature = "vmx"), allow(dead_code))]
 mod hw;
@@ -27,15 +26,14 @@ mod any;
 
 pub use any::{AnyVcpu, PerCpu, enable};
 pub use caps::{SvmCaps, Vendor, VmxCaps, detect};
-pub use error::Error;
 pub use hostmem::{GuestRam, HostTables, host_ptr};
 pub use nested::{NestedFormat, NestedPageTable, Perm, SIZE_2M, SIZE_4K, TableMemory};
 pub use state::VcpuConfig;
 // The vocabulary the backends speak, re-exported so that the kernel names one crate for a vCPU.
 pub use virt::{
-    ControlRegs, Event, Exit, GuestMemory, GuestRegs, InitialState, IoExit, MemError, NestedFault,
-    RamRegion, SegReg, Segment, Transition, bits, check_range, insn_len, mmio, personality, vector,
-    walk,
+    ControlRegs, Error, Event, Exit, GuestMemory, GuestRegs, InitialState, IoExit, MemError,
+    NestedFault, RamRegion, SegReg, Segment, Transition, bits, check_range, insn_len, mmio,
+    personality, vector, walk,
 };
 
 /// Where the crate gets its 4 KiB frames (VMXON region, VMCS/VMCB, bitmaps, nested tables).

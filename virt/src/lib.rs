@@ -12,6 +12,9 @@
 #[cfg(any(test, feature = "test-util"))]
 extern crate alloc;
 
+mod action;
+pub mod bus;
+mod error;
 mod exit;
 pub mod insn_len;
 mod memory;
@@ -24,6 +27,8 @@ pub mod testing;
 mod transition;
 pub mod walk;
 
+pub use action::{Action, StopReason};
+pub use error::Error;
 pub use exit::{Event, Exit, IoExit, NestedFault, vector};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::VecMemory;

@@ -6,7 +6,8 @@
 //! The kernel asks the platform (x2APIC, UART, PM ports) first, then the personality, then
 //! falls back to architectural defaults (#GP for unknown MSRs, all-ones for unknown ports).
 
-use crate::{ControlRegs, Event, GuestMemory, GuestRegs, MemError};
+pub use crate::action::{Action, StopReason};
+use crate::{ControlRegs, GuestMemory, GuestRegs, MemError};
 
 /// The instruction a guest traps to the hypervisor with, which depends on the CPU vendor under
 /// the guest; the hypercall pages of both ABIs are built around it.
@@ -17,39 +18,6 @@ pub enum HypercallInsn {
     Vmcall,
     /// AMD SVM.
     Vmmcall,
-}
-
-/// Why a VM ends at its own request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum ShutdownReason {
-    PowerOff,
-    Reboot,
-    /// The guest reported a crash; the words are the ABI's crash parameters.
-    Crash([u64; 5]),
-    /// The guest asked to be suspended or something else the hypervisor does not offer.
-    Other(u32),
-}
-
-/// What the kernel does after a personality handled an exit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Action {
-    /// Not this personality's: the kernel applies the platform or architectural default.
-    NotMine,
-    /// Handled: retire the instruction and resume.
-    Done,
-    /// Handled without retiring it (e.g. a hypercall preempted to be continued).
-    Retry,
-    /// Inject this fault instead of retiring the instruction.
-    Fault(Event),
-    /// Retire the instruction, then block the vCPU until an event is pending for it
-    /// (Xen SCHEDOP_block/poll; the personality's `has_pending_work` says when).
-    Block,
-    /// Retire the instruction and give up the rest of the time slice.
-    Yield,
-    /// Retire the instruction and end the VM.
-    Shutdown(ShutdownReason),
 }
 
 /// What the vCPU looked like at the exit, for decoding guest-virtual pointers.
@@ -129,15 +97,18 @@ pub trait Personality {
     /// CPUID leaves the ABI owns (the hypervisor range 0x4000_0000..=0x4000_01FF);
     /// `None` leaves the leaf to the platform.
     fn cpuid(&mut self, vcpu: &VcpuView, leaf: u32, subleaf: u32) -> Option<[u32; 4]>;
-    /// `Ok(None)`: not this ABI's MSR.
+    /// RDMSR: [`Action::Done`] with the value in `value`, [`Action::Fault`], or
+    /// [`Action::NotMine`] for an MSR that is not this ABI's.
     fn rdmsr(
         &mut self,
         vcpu: &VcpuView,
         msr: u32,
+        value: &mut u64,
         mem: &mut dyn GuestMemory,
         host: &mut dyn Host,
-    ) -> Result<Option<u64>, Event>;
-    /// `Ok(false)`: not this ABI's MSR.
+    ) -> Action;
+    /// WRMSR: [`Action::Done`], [`Action::Fault`], [`Action::Stop`] for a write to a crash
+    /// or reset register, or [`Action::NotMine`].
     fn wrmsr(
         &mut self,
         vcpu: &VcpuView,
@@ -145,7 +116,7 @@ pub trait Personality {
         value: u64,
         mem: &mut dyn GuestMemory,
         host: &mut dyn Host,
-    ) -> Result<bool, Event>;
+    ) -> Action;
     /// VMCALL/VMMCALL: registers in and out per the ABI's convention.
     fn hypercall(
         &mut self,
@@ -169,10 +140,4 @@ pub trait Personality {
     fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host);
     /// Whether a vCPU blocked by [`Action::Block`] has something to wake for.
     fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool;
-    /// A shutdown the guest asked for through an exit whose method cannot return an
-    /// [`Action`] (a WRMSR to a crash or reset register). The kernel asks after each
-    /// `wrmsr` the personality handled; `Some` ends the VM once the instruction is retired.
-    fn take_shutdown(&mut self) -> Option<ShutdownReason> {
-        None
-    }
 }

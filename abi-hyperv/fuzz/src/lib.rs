@@ -225,9 +225,10 @@ pub fn run(data: &[u8]) {
         match op % 8 {
             0 => {
                 let Some(msr) = s.msr() else { break };
-                match hv.rdmsr(&v, msr, &mut mem, &mut host) {
-                    Ok(_) | Err(Event::GP0) => {}
-                    Err(e) => panic!("rdmsr {msr:#x}: {e:?}"),
+                let mut value = 0;
+                match hv.rdmsr(&v, msr, &mut value, &mut mem, &mut host) {
+                    Action::Done | Action::NotMine | Action::Fault(Event::GP0) => {}
+                    other => panic!("rdmsr {msr:#x}: {other:?}"),
                 }
             }
             1 => {
@@ -235,8 +236,11 @@ pub fn run(data: &[u8]) {
                     break;
                 };
                 match hv.wrmsr(&v, msr, value, &mut mem, &mut host) {
-                    Ok(_) | Err(Event::GP0) => {}
-                    Err(e) => panic!("wrmsr {msr:#x}={value:#x}: {e:?}"),
+                    Action::Done
+                    | Action::NotMine
+                    | Action::Fault(Event::GP0)
+                    | Action::Stop(_) => {}
+                    other => panic!("wrmsr {msr:#x}={value:#x}: {other:?}"),
                 }
             }
             2 => {
@@ -268,8 +272,8 @@ pub fn run(data: &[u8]) {
                 };
                 for (msr, value) in writes {
                     match hv.wrmsr(&v, msr, value, &mut mem, &mut host) {
-                        Ok(_) | Err(Event::GP0) => {}
-                        Err(e) => panic!("wrmsr {msr:#x}={value:#x}: {e:?}"),
+                        Action::Done | Action::NotMine | Action::Fault(Event::GP0) => {}
+                        other => panic!("wrmsr {msr:#x}={value:#x}: {other:?}"),
                     }
                 }
             }
@@ -299,7 +303,6 @@ pub fn run(data: &[u8]) {
                 let _ = mem.write_u64(gpa, value);
             }
         }
-        let _ = hv.take_shutdown();
         while hv.take_notice().is_some() {}
         let r = hv.reference_time(&host);
         assert!(r >= last_ref, "reference time went back: {last_ref} -> {r}");

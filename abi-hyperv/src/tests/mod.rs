@@ -71,8 +71,18 @@ impl Rig {
         }
     }
 
+    /// RDMSR through the seam, as `Ok(Some(value))`, `Ok(None)` (not claimed) or the fault.
     pub fn rd(&mut self, vp: u32, msr: u32) -> Result<Option<u64>, virt::Event> {
-        self.hv.rdmsr(&view(vp), msr, &mut self.mem, &mut self.host)
+        let mut value = 0;
+        match self
+            .hv
+            .rdmsr(&view(vp), msr, &mut value, &mut self.mem, &mut self.host)
+        {
+            Action::Done => Ok(Some(value)),
+            Action::NotMine => Ok(None),
+            Action::Fault(e) => Err(e),
+            other => panic!("rdmsr {msr:#x} answered {other:?}"),
+        }
     }
 
     pub fn rd_ok(&mut self, vp: u32, msr: u32) -> u64 {
@@ -81,9 +91,20 @@ impl Rig {
             .unwrap_or_else(|| panic!("rdmsr {msr:#x} not claimed"))
     }
 
-    pub fn wr(&mut self, vp: u32, msr: u32, value: u64) -> Result<bool, virt::Event> {
+    pub fn wr_action(&mut self, vp: u32, msr: u32, value: u64) -> Action {
         self.hv
             .wrmsr(&view(vp), msr, value, &mut self.mem, &mut self.host)
+    }
+
+    /// WRMSR through the seam, as `Ok(true)` (handled), `Ok(false)` (not claimed) or the
+    /// fault; a write that ends the VM is a test failure here (see `wr_action`).
+    pub fn wr(&mut self, vp: u32, msr: u32, value: u64) -> Result<bool, virt::Event> {
+        match self.wr_action(vp, msr, value) {
+            Action::Done => Ok(true),
+            Action::NotMine => Ok(false),
+            Action::Fault(e) => Err(e),
+            other => panic!("wrmsr {msr:#x} = {value:#x} answered {other:?}"),
+        }
     }
 
     pub fn wr_ok(&mut self, vp: u32, msr: u32, value: u64) {

@@ -2,7 +2,7 @@ use super::*;
 use crate::Notice;
 use crate::msr::*;
 use virt::Event;
-use virt::personality::ShutdownReason;
+use virt::personality::StopReason;
 
 const HC_PAGE: u64 = 0x3000;
 
@@ -117,10 +117,10 @@ fn crash_msrs_report_the_parameters() {
         assert_eq!(rig.rd_ok(1, CRASH_P0 + i as u32), *p);
     }
     rig.wr_ok(0, CRASH_CTL, 0);
-    assert_eq!(rig.hv.take_shutdown(), None);
-    rig.wr_ok(0, CRASH_CTL, 1 << 63);
-    assert_eq!(rig.hv.take_shutdown(), Some(ShutdownReason::Crash(params)));
-    assert_eq!(rig.hv.take_shutdown(), None, "reported once");
+    assert_eq!(
+        rig.wr_action(0, CRASH_CTL, 1 << 63),
+        Action::Stop(StopReason::Crash(params))
+    );
 }
 
 #[test]
@@ -128,9 +128,7 @@ fn reset_msr_reboots() {
     let mut rig = Rig::new();
     assert_eq!(rig.rd_ok(0, RESET), 0);
     rig.wr_ok(0, RESET, 0);
-    assert_eq!(rig.hv.take_shutdown(), None);
-    rig.wr_ok(0, RESET, 1);
-    assert_eq!(rig.hv.take_shutdown(), Some(ShutdownReason::Reboot));
+    assert_eq!(rig.wr_action(0, RESET, 1), Action::Stop(StopReason::Reset));
 }
 
 #[test]

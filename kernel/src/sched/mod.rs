@@ -1,4 +1,6 @@
 //! Scheduling vCPUs on pCPUs: the policy is plain data (host tested); the per-pCPU loop that
-//! applies it lives with the exit loop in `vm::run`.
+//! applies it, and hands exits to `vm::dispatch`, is `run`.
 
 pub mod policy;
+#[cfg(target_os = "none")]
+pub mod run;

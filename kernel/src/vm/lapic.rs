@@ -235,7 +235,7 @@ impl VLapic {
             base,
             tpr: 0,
             svr: 0xFF,
-            ldr: ((id >> 4) << 16) | (1 << (id & 0xF)),
+            ldr: logical_id(id),
             esr: 0,
             icr: 0,
             lvt: [LVT_MASKED; 7],
@@ -517,11 +517,19 @@ impl VLapic {
         self.icr = value & !(1 << 12);
         Ok(ipi)
     }
+}
 
-    /// Whether an x2APIC logical destination names this APIC.
-    pub fn matches_logical(&self, dest: u32) -> bool {
-        (dest >> 16) == (self.ldr >> 16) && (dest & self.ldr & 0xFFFF) != 0
-    }
+/// The x2APIC logical id the hardware derives from an APIC id: cluster (id / 16) in the high
+/// half, one bit (id % 16) in the low.
+pub const fn logical_id(apic_id: u32) -> u32 {
+    ((apic_id >> 4) << 16) | (1 << (apic_id & 0xF))
+}
+
+/// Whether an x2APIC logical destination (an ICR's, or an IOAPIC entry's) names the APIC with
+/// this id.
+pub fn logical_match(dest: u32, apic_id: u32) -> bool {
+    let ldr = logical_id(apic_id);
+    (dest >> 16) == (ldr >> 16) && (dest & ldr & 0xFFFF) != 0
 }
 
 fn word(set: &[u64; 4], idx: u32) -> u32 {
@@ -560,8 +568,21 @@ mod tests {
         );
         assert_eq!(a.rdmsr(reg(REG_ID), 0), Ok(3));
         assert_eq!(a.rdmsr(reg(REG_LDR), 0), Ok(1 << 3));
-        assert!(a.matches_logical(1 << 3));
-        assert!(!a.matches_logical((1 << 16) | (1 << 3)));
+        assert!(logical_match(1 << 3, 3));
+        assert!(!logical_match((1 << 16) | (1 << 3), 3));
+    }
+
+    #[test]
+    fn logical_destinations_name_clusters_of_sixteen() {
+        assert!(logical_match(0b1001, 0));
+        assert!(logical_match(0b1001, 3));
+        assert!(!logical_match(0b1001, 1));
+        assert!(logical_match((1 << 16) | 1, 16));
+        assert!(!logical_match(1, 16), "cluster 0 does not reach APIC 16");
+        assert!(logical_match((2 << 16) | (1 << 15), 47));
+        // An 8-bit IOAPIC destination is cluster 0: APICs 0-7.
+        assert!(logical_match(0xFF, 7));
+        assert!(!logical_match(0xFF, 8));
     }
 
     #[test]

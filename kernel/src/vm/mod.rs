@@ -1,21 +1,52 @@
-//! Virtual machines: the platform every VM sees (pure parts host-tested here) and, on the
-//! target, the VM objects and the exit loop.
+//! Virtual machines: the platform every VM sees, its devices and its bus, exit dispatch, and
+//! (on the target) the VM objects of this boot. Everything above the hardware is generic over
+//! the vCPU ([`vcpu::Vcpu`]) and the machine ([`Machine`]), so it is tested on the host with
+//! mocks of both; see `state` for the lock order.
 
+pub mod bus;
+pub mod console;
 pub mod cpuid;
+pub mod devices;
+pub mod dispatch;
+pub mod guest_atomic;
+pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
+pub mod mmio;
+pub mod personality;
 pub mod pit;
 pub mod platform;
 pub mod rtc;
+pub mod state;
 pub mod stats;
 pub mod trace;
 pub mod uart;
 
 #[cfg(target_os = "none")]
-pub mod face;
+pub mod create;
 #[cfg(target_os = "none")]
-pub mod guest_atomic;
+pub mod host;
 #[cfg(target_os = "none")]
-pub mod machine;
-#[cfg(target_os = "none")]
-pub mod run;
+pub mod report;
+
+#[cfg(test)]
+mod tests;
+
+/// What the exit path needs of the physical machine under the VMs.
+pub trait Machine {
+    /// Host TSC now.
+    fn tsc(&self) -> u64;
+    fn tsc_hz(&self) -> u64;
+    /// Host monotonic time in nanoseconds.
+    fn now_ns(&self) -> u64;
+    /// Wall-clock seconds since the epoch.
+    fn unix_secs(&self) -> u64;
+    /// The host CPU's CPUID leaf, which guests see filtered.
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
+    /// Takes the host interrupt that made the guest exit (it is still pending in the host).
+    fn take_host_interrupt(&self);
+    /// Interrupts pCPU `cpu` so that it looks at its vCPUs again.
+    fn kick_cpu(&self, cpu: usize);
+    /// A line on the hypervisor's console.
+    fn print(&self, args: core::fmt::Arguments<'_>);
+}

@@ -21,7 +21,9 @@ pub const TICK_HZ: u64 = 1_193_182;
 const PORT_COUNTER0: u16 = 0x40;
 const PORT_COUNTER2: u16 = 0x42;
 const PORT_COMMAND: u16 = 0x43;
-const PORT_B: u16 = 0x61;
+pub const PORT_B: u16 = 0x61;
+/// The three counters and the mode register.
+pub const PORTS_COUNTERS: core::ops::RangeInclusive<u16> = PORT_COUNTER0..=PORT_COMMAND;
 
 /// Port B bits the guest owns: timer 2 gate, speaker data, parity and channel-check enables.
 const PORT_B_WRITABLE: u8 = 0x0F;

@@ -36,9 +36,12 @@ pub fn power_port(port: u16, write: bool, value: u32) -> Option<PortEffect> {
     }
 }
 
-/// Platform MSRs that are not the local APIC's. `Ok(None)`: not the platform's either.
-pub fn rdmsr(msr: u32) -> Option<u64> {
+/// Platform MSRs that are not the local APIC's, read at host TSC `tsc`. `None`: not the
+/// platform's either.
+pub fn rdmsr(msr: u32, tsc: u64) -> Option<u64> {
     Some(match msr {
+        // The TSC itself: guests see the host's (no offset).
+        0x10 => tsc,
         // Locked, VMX off: the guest must not try to enable VMX.
         0x3A => 1,
         // Platform id / microcode revision: nothing to report.
@@ -99,8 +102,9 @@ mod tests {
 
     #[test]
     fn platform_msrs() {
-        assert_eq!(rdmsr(0x3A), Some(1));
-        assert_eq!(rdmsr(0xC000_0080), None);
+        assert_eq!(rdmsr(0x3A, 0), Some(1));
+        assert_eq!(rdmsr(0x10, 1234), Some(1234));
+        assert_eq!(rdmsr(0xC000_0080, 0), None);
         assert_eq!(wrmsr(0x2FF, 0x806), Some(()));
         assert_eq!(wrmsr(0x2FF, 1 << 20), None);
         assert!(is_lapic_msr(0x830));

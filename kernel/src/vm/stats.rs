@@ -38,6 +38,28 @@ impl ExitKind {
         ExitKind::Unknown,
     ];
 
+    /// The kind of an exit, for counting.
+    pub fn of(exit: &virt::Exit) -> Self {
+        use virt::Exit;
+        match exit {
+            Exit::Cpuid { .. } => ExitKind::Cpuid,
+            Exit::Rdmsr { .. } => ExitKind::Rdmsr,
+            Exit::Wrmsr { .. } => ExitKind::Wrmsr,
+            Exit::Io(_) => ExitKind::Io,
+            Exit::Hypercall => ExitKind::Hypercall,
+            Exit::NestedPageFault(_) => ExitKind::NestedPageFault,
+            Exit::Hlt => ExitKind::Hlt,
+            Exit::InterruptWindow => ExitKind::InterruptWindow,
+            Exit::ExternalInterrupt => ExitKind::ExternalInterrupt,
+            Exit::Nmi => ExitKind::Nmi,
+            Exit::Exception { .. } => ExitKind::Exception,
+            Exit::Init => ExitKind::Init,
+            Exit::Sipi { .. } => ExitKind::Sipi,
+            Exit::TripleFault => ExitKind::TripleFault,
+            Exit::Unknown { .. } => ExitKind::Unknown,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ExitKind::Cpuid => "cpuid",

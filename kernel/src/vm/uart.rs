@@ -160,50 +160,6 @@ impl Uart {
 /// One finished guest console line, carried out of the VM's lock before it is printed.
 pub type Line = heapless::Vec<u8, LINE_MAX>;
 
-/// Lines finished during one exit, printed once the VM's lock is released so that one
-/// chatty guest cannot hold up the others' exits behind the console.
-#[cfg(target_os = "none")]
-#[derive(Default)]
-pub struct Outbox {
-    lines: heapless::Vec<Line, 16>,
-}
-
-#[cfg(target_os = "none")]
-impl Outbox {
-    pub const fn new() -> Self {
-        Self {
-            lines: heapless::Vec::new(),
-        }
-    }
-
-    /// Keeps `line`; when the box is full the oldest lines are printed at once instead.
-    pub fn keep(&mut self, vm: &str, line: &[u8]) {
-        let mut l = Line::new();
-        let _ = l.extend_from_slice(&line[..line.len().min(LINE_MAX)]);
-        if let Err(l) = self.lines.push(l) {
-            self.print(vm);
-            let _ = self.lines.push(l);
-        }
-    }
-
-    pub fn print(&mut self, vm: &str) {
-        for l in &self.lines {
-            print_line(vm, l);
-        }
-        self.lines.clear();
-    }
-}
-
-/// A guest console line on the hypervisor's COM1, prefixed with its VM's name.
-#[cfg(target_os = "none")]
-pub fn print_line(vm: &str, line: &[u8]) {
-    crate::println!(
-        "[{}] {}",
-        vm,
-        core::str::from_utf8(line).unwrap_or("<binary>")
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

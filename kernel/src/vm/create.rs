@@ -4,181 +4,36 @@
 // UNSAFETY: boot modules (guest kernels, initrds) are read in place from reserved, identity-
 // mapped memory.
 
-use super::lapic::{Pending, VLapic};
-use super::stats::ExitStats;
-use super::uart::Uart;
+use super::devices::IoApicDevice;
+use super::lapic::VLapic;
+use super::personality::Instance;
+use super::state::{
+    APIC_BUS_HZ, NOT_RUNNING, REFLECTED_EXCEPTIONS, VcpuSlot, VcpuState, Vm, VmInfo,
+};
 use crate::manifest::{Personality, VmSpec};
 use crate::mm::phys::{self, Frames};
 use crate::sched::policy::{CpuQueue, VcpuRef, home_cpu};
 use boot::mbinfo::MachineInfo;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 use vcpu::{
     AnyVcpu, GuestRam, HostTables, InitialState, NestedPageTable, Perm, RamRegion, Vcpu, VcpuConfig,
 };
 
 pub const MAX_VMS: usize = crate::manifest::MAX_VMS;
-pub const MAX_VCPUS: usize = crate::manifest::MAX_VCPUS as usize;
 pub const MAX_CPUS: usize = crate::arch::gdt::MAX_CPUS;
 /// Guest RAM must stay below the local APIC / IOAPIC / PCI hole.
 pub const MAX_LOW_RAM: u64 = 3 << 30;
-/// The APIC timer input clock the guest sees (CPUID 0x15 tells it on Intel, Hyper-V's APIC
-/// frequency MSR on that face); 1 GHz makes counts readable.
-pub const APIC_BUS_HZ: u64 = 1_000_000_000;
-const NOT_RUNNING: u8 = u8::MAX;
-/// Exceptions intercepted only to be handed back to the guest (#DB, #AC).
-pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StopReason {
-    PowerOff,
-    Reset,
-    TripleFault {
-        vcpu: u8,
-    },
-    /// The guest asked to crash (personality crash report) with its parameters.
-    Crash([u64; 5]),
-    /// An exit the hypervisor does not know how to continue from.
-    UnknownExit {
-        vcpu: u8,
-        reason: u64,
-        qualification: u64,
-        info: u64,
-    },
-    /// VM entry refused the guest state, or the vCPU layer failed.
-    VcpuError {
-        vcpu: u8,
-        error: vcpu::Error,
-    },
-    /// The guest did something the platform cannot continue from (named).
-    Unsupported {
-        vcpu: u8,
-        what: &'static str,
-        detail: u64,
-    },
-}
-
-impl core::fmt::Display for StopReason {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match self {
-            StopReason::PowerOff => f.write_str("powered off"),
-            StopReason::Reset => f.write_str("reset (a reset ends the VM)"),
-            StopReason::TripleFault { vcpu } => write!(f, "triple fault on vCPU {vcpu}"),
-            StopReason::Crash(p) => write!(
-                f,
-                "guest crash {:#x} {:#x} {:#x} {:#x} {:#x}",
-                p[0], p[1], p[2], p[3], p[4]
-            ),
-            StopReason::UnknownExit {
-                vcpu,
-                reason,
-                qualification,
-                info,
-            } => write!(
-                f,
-                "unhandled exit on vCPU {vcpu}: reason {reason:#x} qualification {qualification:#x} info {info:#x}"
-            ),
-            StopReason::VcpuError { vcpu, error } => write!(f, "vCPU {vcpu} cannot run: {error:?}"),
-            StopReason::Unsupported { vcpu, what, detail } => {
-                write!(f, "vCPU {vcpu}: {what} ({detail:#x})")
-            }
-        }
-    }
-}
-
-/// What never changes after creation.
-pub struct VmInfo {
-    pub name: heapless::String<{ crate::manifest::MAX_NAME }>,
-    pub personality: Personality,
-    pub ram: RamRegion,
-    pub vcpus: u8,
-}
-
-/// What the vCPUs of a VM share, behind the VM's lock (taken briefly inside exit handling).
-pub struct VmShared {
-    pub face: super::face::Face,
-    /// The personality's console (Xen hvc0), gathered into lines.
-    pub console: super::uart::LineBuf,
-    pub uart: Uart,
-    pub pit: super::pit::Pit,
-    pub rtc: super::rtc::Rtc,
-    /// Present when the VM's ACPI tables announce one (the Hyper-V face).
-    pub ioapic: Option<super::ioapic::IoApic>,
-    pub stats: ExitStats,
-    pub stop: Option<StopReason>,
-    /// vCPUs that have not yet left the scheduler after the stop.
-    pub vcpus_left: u8,
-    pub npt: Option<NestedPageTable>,
-}
-
+/// What the pCPU running a vCPU keeps of it between turns.
 pub struct VcpuCell {
-    pub vcpu: AnyVcpu,
+    pub state: VcpuState<AnyVcpu>,
     /// FPU/SSE/AVX and DR0-3, which the vCPU layer leaves to the kernel.
     pub ext: crate::arch::fpu::ExtState,
-    pub lapic: VLapic,
-    pub stats: ExitStats,
-    pub run_ns: u64,
-    /// NMI IPIs sent to this vCPU and not delivered (see the exit loop).
-    pub nmis_dropped: u32,
-    /// The last entries and exits, for the triple-fault report.
-    pub trace: super::trace::Trace,
 }
 
-pub struct VcpuSlot {
-    pub cell: Mutex<Option<VcpuCell>>,
-    pub pending: Pending,
-    pub home: AtomicU8,
-    /// The pCPU currently in guest mode for this vCPU, for kicks.
-    pub running_on: AtomicU8,
-    /// The personality's one-shot timer for this vCPU: host ns, 0 = none.
-    pub face_deadline: AtomicU64,
-    /// Started (boot vCPU, or SIPI'd) and not stopped.
-    pub started: AtomicBool,
-}
-
-pub struct VmSlot {
-    pub info: Once<VmInfo>,
-    pub shared: Mutex<VmShared>,
-    pub live: AtomicBool,
-    pub vcpus: [VcpuSlot; MAX_VCPUS],
-}
-
-impl VmSlot {
-    const fn new() -> Self {
-        Self {
-            info: Once::new(),
-            shared: Mutex::new(VmShared {
-                face: super::face::Face::None,
-                console: super::uart::LineBuf::new(),
-                uart: Uart::new(),
-                pit: super::pit::Pit::new(),
-                rtc: super::rtc::Rtc::new(),
-                ioapic: None,
-                stats: ExitStats::new(),
-                stop: None,
-                vcpus_left: 0,
-                npt: None,
-            }),
-            live: AtomicBool::new(false),
-            vcpus: [const {
-                VcpuSlot {
-                    cell: Mutex::new(None),
-                    pending: Pending::new(),
-                    home: AtomicU8::new(0),
-                    running_on: AtomicU8::new(NOT_RUNNING),
-                    face_deadline: AtomicU64::new(0),
-                    started: AtomicBool::new(false),
-                }
-            }; MAX_VCPUS],
-        }
-    }
-
-    pub fn stopped(&self) -> bool {
-        !self.live.load(Ordering::Acquire)
-    }
-}
-
-pub static VMS: [VmSlot; MAX_VMS] = [const { VmSlot::new() }; MAX_VMS];
+pub type VmSlot = Vm<VcpuCell>;
+pub static VMS: [VmSlot; MAX_VMS] = [const { Vm::new() }; MAX_VMS];
 pub static VM_COUNT: AtomicUsize = AtomicUsize::new(0);
 pub static LIVE_VMS: AtomicUsize = AtomicUsize::new(0);
 pub static QUEUES: [Mutex<CpuQueue>; MAX_CPUS] = [const { Mutex::new(CpuQueue::new()) }; MAX_CPUS];
@@ -190,7 +45,7 @@ pub fn vm(index: u8) -> Option<&'static VmSlot> {
 }
 
 pub fn slot(r: VcpuRef) -> Option<&'static VcpuSlot> {
-    vm(r.vm)?.vcpus.get(usize::from(r.vcpu))
+    vm(r.vm)?.vcpu(r.vcpu)
 }
 
 pub fn mark_running(r: VcpuRef, cpu: Option<usize>) {
@@ -221,7 +76,8 @@ pub enum CreateError {
         asids: u32,
     },
     Vcpu(vcpu::Error),
-    Face(&'static str),
+    Personality(&'static str),
+    Bus(super::bus::ClaimError),
 }
 
 impl core::fmt::Display for CreateError {
@@ -244,7 +100,8 @@ impl core::fmt::Display for CreateError {
                 )
             }
             CreateError::Vcpu(e) => write!(f, "vCPU creation failed: {e:?}"),
-            CreateError::Face(why) => write!(f, "personality: {why}"),
+            CreateError::Personality(why) => write!(f, "personality: {why}"),
+            CreateError::Bus(e) => write!(f, "device ranges: {e:?}"),
         }
     }
 }
@@ -338,20 +195,17 @@ pub fn create(
         ram,
         vcpus: spec.vcpus,
     });
-    let face = make_face(index as u8, slot, info, vendor)?;
-    {
-        let mut shared = slot.shared.lock();
-        shared.face = face;
-        shared.ioapic = has_ioapic.then(super::ioapic::IoApic::new);
-        shared.npt = Some(npt);
-        shared.vcpus_left = spec.vcpus;
+    slot.personality.lock().instance = make_personality(index as u8, slot, info, vendor)?;
+    let devices = &slot.devices;
+    if has_ioapic {
+        devices.ioapic.call_once(IoApicDevice::new);
     }
-    let nested_root = slot
-        .shared
-        .lock()
-        .npt
-        .as_ref()
-        .map_or(0, NestedPageTable::root);
+    let mut bus = super::bus::Bus::new();
+    devices.attach(&mut bus).map_err(CreateError::Bus)?;
+    slot.bus.call_once(|| bus);
+    let nested_root = npt.root();
+    *slot.npt.lock() = Some(npt);
+    slot.end.lock().vcpus_left = spec.vcpus;
     let asids = match vendor {
         vcpu::Vendor::Svm(c) => c.asids,
         vcpu::Vendor::Vmx(_) => u32::from(u16::MAX),
@@ -390,14 +244,9 @@ pub fn create(
         let area = phys::alloc_zeroed(area_frames, 4096).map_err(|_| CreateError::OutOfMemory {
             what: "a vCPU's register save area",
         })?;
-        *vs.cell.lock() = Some(VcpuCell {
-            vcpu,
+        *slot.cells[usize::from(v)].lock() = Some(VcpuCell {
+            state: VcpuState::new(vcpu, lapic),
             ext: crate::arch::fpu::ExtState::new(area),
-            lapic,
-            stats: ExitStats::new(),
-            run_ns: 0,
-            nmis_dropped: 0,
-            trace: super::trace::Trace::new(),
         });
         let home = home_cpu(*global_vcpu, pcpus);
         *global_vcpu += 1;
@@ -420,16 +269,16 @@ pub fn create(
 }
 
 /// The VM's personality, configured for this host and this VM's memory.
-fn make_face(
+fn make_personality(
     index: u8,
     slot: &'static VmSlot,
     info: &'static VmInfo,
     vendor: &vcpu::Vendor,
-) -> Result<super::face::Face, CreateError> {
+) -> Result<Instance, CreateError> {
     let amd = matches!(vendor, vcpu::Vendor::Svm(_));
     let _ = (index, slot, amd);
     match info.personality {
-        Personality::None => Ok(super::face::Face::None),
+        Personality::None => Ok(Instance::None),
         #[cfg(feature = "xen")]
         Personality::Xen => {
             let insn = if amd {
@@ -439,12 +288,12 @@ fn make_face(
             };
             let mut cfg = abi_xen::Config::new(insn);
             let layout = boot::guest::VmLayout::new(info.ram.size, u32::from(info.vcpus))
-                .map_err(|_| CreateError::Face("guest memory layout"))?;
+                .map_err(|_| CreateError::Personality("guest memory layout"))?;
             // The console ring lives in the hypervisor pages at the top of guest RAM.
             cfg.console_pfn = Some(layout.hv_pages().start >> 12);
             cfg.domid = u16::from(index) + 1;
             cfg.boot_utc_ns = crate::arch::tsc::boot_unix_ns();
-            Ok(super::face::Face::Xen(abi_xen::Xen::new(cfg)))
+            Ok(Instance::Xen(abi_xen::Xen::new(cfg)))
         }
         #[cfg(feature = "hyperv")]
         Personality::HyperV => {
@@ -459,19 +308,19 @@ fn make_face(
                 tsc_offset: 0,
             };
             let mut console = super::uart::LineBuf::new();
-            let host = super::face::KernelHost {
-                vm_index: index,
+            let host = super::personality::KernelHost {
                 vm: slot,
                 info,
+                machine: &super::host::HostMachine,
                 console: &mut console,
-                outbox: super::uart::Outbox::new(),
+                outbox: super::console::Outbox::new(),
             };
             abi_hyperv::HyperV::new(cfg, &host)
-                .map(super::face::Face::HyperV)
-                .map_err(|_| CreateError::Face("Hyper-V: unsupported vCPU count"))
+                .map(Instance::HyperV)
+                .map_err(|_| CreateError::Personality("Hyper-V: unsupported vCPU count"))
         }
         #[allow(unreachable_patterns)]
-        _ => Err(CreateError::Face(
+        _ => Err(CreateError::Personality(
             "this image was built without that personality",
         )),
     }

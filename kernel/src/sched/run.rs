@@ -1,0 +1,232 @@
+//! The scheduler loop: each pCPU takes vCPUs from its run queue, enters them, and hands their
+//! exits to `vm::dispatch` until the vCPU blocks, its slice ends or its VM stops.
+
+use super::policy::{VcpuRef, slice_over};
+use crate::arch::{cpu, tsc};
+use crate::vm::create::{self, LIVE_VMS, PERCPU, QUEUES, VmSlot};
+use crate::vm::host::HostMachine;
+use crate::vm::{Machine, dispatch, interrupts, personality, report, trace};
+use core::sync::atomic::Ordering;
+use vcpu::Vcpu;
+use virt::{Action, StopReason};
+
+/// What ended a vCPU's turn on the pCPU.
+enum Turn {
+    /// Back to the ready queue.
+    Preempted,
+    /// Parked until an event, or until the host time (ns) given.
+    Blocked(Option<u64>),
+    /// Its VM stopped.
+    Gone,
+}
+
+/// The scheduler loop of pCPU `cpu`. Returns when no VM is left running.
+pub fn cpu_loop(cpu: usize) {
+    loop {
+        if LIVE_VMS.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if cpu == 0 {
+            report::watch_tick(None);
+        }
+        let now = tsc::now_ns();
+        let next = {
+            let mut q = QUEUES[cpu].lock();
+            q.wake(now, wants_wake);
+            q.pop_next()
+        };
+        let Some(r) = next else {
+            // Nothing to run: sleep until the host tick (or a kick) and look again.
+            cpu::wait_for_interrupt();
+            cpu::disable_interrupts();
+            continue;
+        };
+        match run_turn(cpu, r) {
+            Turn::Preempted => {
+                let _ = QUEUES[cpu].lock().push_ready(r);
+            }
+            Turn::Blocked(at) => {
+                let _ = QUEUES[cpu].lock().block(r, at);
+            }
+            Turn::Gone => leave(r),
+        }
+    }
+}
+
+/// A parked vCPU must run again: something was posted to it, or its VM stopped.
+fn wants_wake(r: VcpuRef) -> bool {
+    let Some(vm) = create::vm(r.vm) else {
+        return true;
+    };
+    vm.stopped() || vm.vcpu(r.vcpu).is_none_or(|s| s.pending.any())
+}
+
+fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
+    let m = &HostMachine;
+    let Some(vm) = create::vm(r.vm) else {
+        return Turn::Gone;
+    };
+    let (Some(slot), Some(cell)) = (vm.vcpu(r.vcpu), vm.cells.get(usize::from(r.vcpu))) else {
+        return Turn::Gone;
+    };
+    let Some(percpu) = PERCPU[cpu].get() else {
+        return Turn::Gone;
+    };
+    let mut guard = cell.lock();
+    let Some(cell) = guard.as_mut() else {
+        return Turn::Gone;
+    };
+    cell.ext.load();
+    let st = &mut cell.state;
+    let started = tsc::now_ns();
+    let turn = loop {
+        if vm.stopped() {
+            break Turn::Gone;
+        }
+        if slot.pending.take_init() {
+            st.vcpu.init();
+        }
+        if let Some(v) = slot.pending.take_sipi()
+            && st.vcpu.waiting_for_sipi()
+            && let Err(error) = st.vcpu.sipi(v)
+        {
+            stop(
+                vm,
+                StopReason::VcpuError {
+                    vcpu: r.vcpu,
+                    error,
+                },
+            );
+            break Turn::Gone;
+        }
+        if st.vcpu.waiting_for_sipi() {
+            break Turn::Blocked(None);
+        }
+        slot.started.store(true, Ordering::Release);
+        slot.pending.take_kick();
+        let due = slot.personality_deadline.load(Ordering::Acquire);
+        if due != 0 && tsc::now_ns() >= due {
+            slot.personality_deadline.store(0, Ordering::Release);
+            personality::with(vm, m, |p, ram, host| {
+                p.timer_expired(u32::from(r.vcpu), ram, host)
+            });
+        }
+        interrupts::prepare(st, &slot.pending, tsc::now());
+
+        slot.running_on.store(cpu as u8, Ordering::Release);
+        let entered = tsc::now_ns();
+        let exit = st.vcpu.run(percpu);
+        st.run_ns += tsc::now_ns().saturating_sub(entered);
+        slot.running_on.store(u8::MAX, Ordering::Release);
+        st.trace.record(trace::Record {
+            entered_ns: entered,
+            cpu: cpu as u8,
+            rip: st.vcpu.regs().rip,
+            rflags: st.vcpu.regs().rflags,
+            raw: st.vcpu.last_transition(),
+        });
+
+        let exit = match exit {
+            Ok(e) => e,
+            Err(error) => {
+                stop(
+                    vm,
+                    StopReason::VcpuError {
+                        vcpu: r.vcpu,
+                        error,
+                    },
+                );
+                break Turn::Gone;
+            }
+        };
+        match dispatch::handle(vm, r.vcpu, st, m, exit) {
+            action @ (Action::Block | Action::Halt) => {
+                // HLT waits for an interrupt only; an ABI block (SCHEDOP_block) also ends
+                // when the personality has an event for the vCPU.
+                let abi_block = action == Action::Block;
+                if slot.pending.any() || (abi_block && personality_has_work(vm, r, m)) {
+                    continue;
+                }
+                let lapic = st.lapic.next_deadline().map(tsc::ns_at_tsc);
+                let personality = match slot.personality_deadline.load(Ordering::Acquire) {
+                    0 => None,
+                    d => Some(d),
+                };
+                let deadline = match (lapic, personality) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                break Turn::Blocked(deadline);
+            }
+            Action::Yield => break Turn::Preempted,
+            Action::Stop(reason) => {
+                stop(vm, reason);
+                break Turn::Gone;
+            }
+            Action::NotMine | Action::Done | Action::Retry | Action::Fault(_) => {}
+        }
+        if cpu == 0 {
+            report::watch_tick(Some((r, &*st)));
+        }
+        // Parked vCPUs of this pCPU may have been kicked or reached their deadline while this
+        // one ran: they must be able to take the pCPU at the end of the slice.
+        let now = tsc::now_ns();
+        let others_ready = {
+            let mut q = QUEUES[cpu].lock();
+            q.wake(now, wants_wake);
+            q.has_ready()
+        };
+        if slice_over(started, now, others_ready) {
+            break Turn::Preempted;
+        }
+    };
+    cell.ext.save();
+    if matches!(turn, Turn::Gone) {
+        let st = &mut cell.state;
+        vm.end.lock().stats.add(&st.stats);
+        st.stats = crate::vm::stats::ExitStats::new();
+    }
+    turn
+}
+
+/// Whether the personality has an event for a vCPU that asked to block.
+fn personality_has_work(vm: &VmSlot, r: VcpuRef, m: &dyn Machine) -> bool {
+    personality::with(vm, m, |p, ram, _| {
+        p.has_pending_work(u32::from(r.vcpu), ram)
+    })
+    .unwrap_or(false)
+}
+
+/// Ends `vm` with `reason` (the first reason wins) and makes its vCPUs leave.
+pub fn stop(vm: &VmSlot, reason: StopReason) {
+    if !vm.record_stop(reason) {
+        return;
+    }
+    let m = HostMachine;
+    for v in 0..vm.info.get().map_or(0, |i| i.vcpus) {
+        if let Some(s) = vm.vcpu(v) {
+            m.kick_cpu(s.kick_target());
+        }
+    }
+}
+
+/// A vCPU of a stopped VM left the scheduler; the last one reports the VM's end.
+fn leave(r: VcpuRef) {
+    let Some(vm) = create::vm(r.vm) else { return };
+    let Some(info) = vm.info.get() else { return };
+    let last = {
+        let mut end = vm.end.lock();
+        if let Some(cell) = vm.cells.get(usize::from(r.vcpu)).and_then(|c| c.try_lock())
+            && let Some(c) = cell.as_ref()
+        {
+            end.stats.add(&c.state.stats);
+        }
+        end.vcpus_left = end.vcpus_left.saturating_sub(1);
+        end.vcpus_left == 0
+    };
+    report::flush_consoles(vm, info);
+    if last {
+        report::vm_ended(vm, info);
+        LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
+    }
+}

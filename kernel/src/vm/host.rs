@@ -1,0 +1,45 @@
+//! The machine the hypervisor runs on, as the exit path sees it.
+
+use super::Machine;
+use crate::arch::{cpu, smp, tsc};
+
+pub struct HostMachine;
+
+impl Machine for HostMachine {
+    fn tsc(&self) -> u64 {
+        tsc::now()
+    }
+
+    fn tsc_hz(&self) -> u64 {
+        tsc::hz()
+    }
+
+    fn now_ns(&self) -> u64 {
+        tsc::now_ns()
+    }
+
+    fn unix_secs(&self) -> u64 {
+        tsc::unix_secs()
+    }
+
+    fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
+        let r = x86::cpuid::cpuid!(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    }
+
+    fn take_host_interrupt(&self) {
+        // `sti; hlt` takes it (the handler returns past the hlt). A shorter window is not
+        // enough for emulators that only look for interrupts between translated blocks; the
+        // cost is at most one host tick if the interrupt was withdrawn meanwhile.
+        cpu::wait_for_interrupt();
+        cpu::disable_interrupts();
+    }
+
+    fn kick_cpu(&self, cpu: usize) {
+        smp::kick_cpu(cpu);
+    }
+
+    fn print(&self, args: core::fmt::Arguments<'_>) {
+        crate::println!("{}", args);
+    }
+}

@@ -1,0 +1,150 @@
+//! Interrupts between the parts of a VM: IPIs from one vCPU's APIC to others, messages from
+//! devices (the IOAPIC), and, before each entry, what the vCPU's own APIC can deliver.
+
+use super::Machine;
+use super::console::Outbox;
+use super::lapic::{self, Dest, Ipi, Pending};
+use super::state::{VcpuState, Vm};
+use vcpu::Vcpu;
+use virt::Event;
+use virt::bus::{DeviceContext, InterruptMessage};
+
+/// Whether a destination names vCPU `v` (whose APIC id is its index), for an IPI from `from`.
+fn names(dest: Dest, v: u8, from: u8) -> bool {
+    let id = u32::from(v);
+    match dest {
+        // 0xFFFFFFFF is the x2APIC physical broadcast.
+        Dest::Physical(d) => d == id || d == u32::MAX,
+        Dest::Logical(d) => lapic::logical_match(d, id),
+        Dest::SelfOnly => v == from,
+        Dest::AllIncludingSelf => true,
+        Dest::AllExcludingSelf => v != from,
+    }
+}
+
+/// Posts an ICR's interprocessor interrupt to every vCPU it names, and kicks them.
+pub fn send_ipi<C>(vm: &Vm<C>, m: &dyn Machine, from: u8, ipi: Ipi) {
+    let dest = match ipi {
+        Ipi::Fixed { dest, .. }
+        | Ipi::Init { dest }
+        | Ipi::Sipi { dest, .. }
+        | Ipi::Nmi { dest } => dest,
+    };
+    let n = vm.info.get().map_or(0, |i| i.vcpus);
+    for v in (0..n).filter(|&v| names(dest, v, from)) {
+        let Some(target) = vm.vcpu(v) else { continue };
+        match ipi {
+            Ipi::Fixed { vector, .. } => target.pending.post(vector),
+            Ipi::Init { .. } => target.pending.post_init(),
+            Ipi::Sipi { vector, .. } => target.pending.post_sipi(vector),
+            Ipi::Nmi { .. } => target.pending.post_nmi(),
+        }
+        m.kick_cpu(target.kick_target());
+    }
+}
+
+/// Hands a device's interrupt message to the first vCPU it names: fixed or lowest-priority
+/// delivery of an edge needs one recipient.
+pub fn deliver<C>(vm: &Vm<C>, m: &dyn Machine, msg: InterruptMessage) {
+    let n = vm.info.get().map_or(0, |i| i.vcpus);
+    let hit = (0..n).find(|&v| {
+        let id = u32::from(v);
+        if msg.logical {
+            lapic::logical_match(msg.dest, id)
+        } else {
+            msg.dest == id || msg.dest == 0xFF
+        }
+    });
+    if let Some(target) = hit.and_then(|v| vm.vcpu(v)) {
+        target.pending.post(msg.vector);
+        m.kick_cpu(target.kick_target());
+    }
+}
+
+/// Folds posted interrupts and expired timers into the APIC and injects what is deliverable,
+/// or asks for the window in which it can be.
+pub fn prepare<V: Vcpu>(st: &mut VcpuState<V>, pending: &Pending, now_tsc: u64) {
+    st.lapic.sync(pending);
+    st.lapic.tick(now_tsc);
+    if st.vcpu.event_pending() {
+        return;
+    }
+    // NMI IPIs are not delivered: without NMI-window exits the guest's NMI blocking (until
+    // its IRET) cannot be honoured, and an NMI inside its NMI handler corrupts the guest.
+    // They are counted and reported when the VM ends.
+    if pending.take_nmi() {
+        st.nmis_dropped = st.nmis_dropped.saturating_add(1);
+    }
+    match st.lapic.deliverable() {
+        Some(v) if st.vcpu.interrupt_window_open() => {
+            if st.vcpu.inject(Event::ExternalInterrupt(v)).is_ok() {
+                st.lapic.delivered(v);
+                st.vcpu.request_interrupt_window(false);
+            }
+        }
+        Some(_) => st.vcpu.request_interrupt_window(true),
+        None => st.vcpu.request_interrupt_window(false),
+    }
+}
+
+/// The VM as a device sees it during one access. Console lines are printed by [`Self::finish`],
+/// after the device has released its lock.
+pub struct DeviceCx<'a, C> {
+    pub vm: &'a Vm<C>,
+    pub m: &'a dyn Machine,
+    outbox: Outbox,
+}
+
+impl<'a, C> DeviceCx<'a, C> {
+    pub fn new(vm: &'a Vm<C>, m: &'a dyn Machine) -> Self {
+        Self {
+            vm,
+            m,
+            outbox: Outbox::new(),
+        }
+    }
+
+    fn name(&self) -> &'a str {
+        self.vm.info.get().map_or("?", |i| i.name.as_str())
+    }
+
+    pub fn finish(mut self) {
+        let name = self.name();
+        self.outbox.print(self.m, name);
+    }
+}
+
+impl<C> DeviceContext for DeviceCx<'_, C> {
+    fn tsc(&self) -> u64 {
+        self.m.tsc()
+    }
+
+    fn tsc_hz(&self) -> u64 {
+        self.m.tsc_hz()
+    }
+
+    fn unix_secs(&self) -> u64 {
+        self.m.unix_secs()
+    }
+
+    fn set_irq(&mut self, line: u8, high: bool) {
+        let msg = self
+            .vm
+            .devices
+            .ioapic
+            .get()
+            .and_then(|io| io.set_line(line, high));
+        if let Some(msg) = msg {
+            deliver(self.vm, self.m, msg);
+        }
+    }
+
+    fn send_interrupt(&mut self, msg: InterruptMessage) {
+        deliver(self.vm, self.m, msg);
+    }
+
+    fn console_line(&mut self, line: &[u8]) {
+        let name = self.name();
+        self.outbox.keep(self.m, name, line);
+    }
+}

@@ -1,0 +1,255 @@
+//! What the hypervisor tells about a VM when it ends (how, its exits, each vCPU's last state,
+//! and for a triple fault the page walk and flight recorder), and the `janus.watch` lines.
+
+use super::console;
+use super::create::{VM_COUNT, VMS, VcpuCell, VmSlot};
+use super::host::HostMachine;
+use super::state::{VcpuState, VmInfo};
+use crate::arch::tsc;
+use crate::println;
+use crate::sched::policy::VcpuRef;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use vcpu::{AnyVcpu, Vcpu};
+use virt::StopReason;
+
+/// Set by `janus.watch`: the BSP prints every vCPU's state every [`WATCH_NS`].
+pub static WATCH: AtomicBool = AtomicBool::new(false);
+const WATCH_NS: u64 = 5_000_000_000;
+
+/// Prints what the VM's consoles (COM1 and the personality's) hold of unfinished lines.
+pub fn flush_consoles(vm: &VmSlot, info: &VmInfo) {
+    let m = &HostMachine;
+    let name = info.name.as_str();
+    let mut outbox = console::Outbox::new();
+    vm.devices
+        .uart
+        .0
+        .lock()
+        .flush(&mut |line| outbox.keep(m, name, line));
+    vm.personality
+        .lock()
+        .console
+        .flush(&mut |line| outbox.keep(m, name, line));
+    outbox.print(m, name);
+}
+
+/// The report of a VM whose last vCPU left.
+pub fn vm_ended(vm: &VmSlot, info: &VmInfo) {
+    let (reason, stats) = {
+        let end = vm.end.lock();
+        (end.stop.unwrap_or(StopReason::PowerOff), end.stats)
+    };
+    println!("vm {}: stopped: {}", info.name, reason);
+    report_nested(vm, info);
+    let host = crate::mm::paging::damaged();
+    if let Some((va, got)) = host.first {
+        println!(
+            "janus: host page tables CHANGED: {} 2 MiB pages wrong, first {:#x} -> {:?}",
+            host.count, va, got
+        );
+    }
+    println!("vm {}: {} exits:", info.name, stats.total());
+    for (kind, n) in stats.nonzero() {
+        println!("  {:<14} {}", kind.name(), n);
+    }
+    for v in 0..info.vcpus {
+        if let Some(cell) = vm.cells.get(usize::from(v)).and_then(|c| c.try_lock())
+            && let Some(c) = cell.as_ref()
+        {
+            report_vcpu(v, c, info, &reason);
+        }
+    }
+    defmt::info!("vm stopped after {=u64} exits", stats.total());
+}
+
+fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason) {
+    let st = &c.state;
+    let regs = st.vcpu.regs();
+    let ctl = st.vcpu.control_regs();
+    println!(
+        "  vcpu {}: ran {} us; rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} efer {:#x}",
+        v,
+        st.run_ns / 1000,
+        regs.rip,
+        regs.rsp,
+        ctl.cr0,
+        ctl.cr3,
+        ctl.efer
+    );
+    if matches!(reason, StopReason::TripleFault { .. }) {
+        // What a triple fault usually comes down to: the stack, the TSS, the IDT path.
+        let seg = |s: virt::SegReg| st.vcpu.segment(s);
+        let (cs, ss, tr) = (
+            seg(virt::SegReg::Cs),
+            seg(virt::SegReg::Ss),
+            seg(virt::SegReg::Tr),
+        );
+        println!(
+            "  vcpu {}: rflags {:#x} cr2 {:#x} cr4 {:#x} cs {:#x}/{:#x} ss {:#x}/{:#x} tr {:#x} base {:#x} limit {:#x} cpl {}",
+            v,
+            regs.rflags,
+            ctl.cr2,
+            ctl.cr4,
+            cs.selector,
+            cs.attr,
+            ss.selector,
+            ss.attr,
+            tr.selector,
+            tr.base,
+            tr.limit,
+            st.vcpu.cpl()
+        );
+        report_walk(v, &vcpu::GuestRam::new(info.ram), &ctl, ctl.cr2);
+        let now = tsc::now_ns();
+        for line in st.trace.lines(now) {
+            println!("  vcpu {v}: trace {line}");
+        }
+    }
+    if st.lapic.unmatched_eois > 0 {
+        println!(
+            "  vcpu {}: {} EOIs with no interrupt in service",
+            v, st.lapic.unmatched_eois
+        );
+    }
+    if st.nmis_dropped > 0 {
+        println!(
+            "  vcpu {}: {} NMI IPIs not delivered (NMIs are not modelled)",
+            v, st.nmis_dropped
+        );
+    }
+}
+
+/// Checks, when a VM ends, that its nested tables still map every guest page to its own
+/// frame and nothing else: the tables never change after the VM is built, so a difference
+/// means something wrote over them.
+fn report_nested(vm: &VmSlot, info: &VmInfo) {
+    let npt = vm.npt.lock();
+    let Some(npt) = npt.as_ref() else {
+        return;
+    };
+    let mut frames = crate::mm::phys::Frames;
+    let tables = vcpu::HostTables(&mut frames);
+    let ram = info.ram;
+    // RAM, plus 2 MiB beyond it that must stay unmapped.
+    let m = crate::mm::mapcheck::compare(
+        0..ram.size + (2 << 20),
+        4096,
+        |gpa| (gpa < ram.size).then(|| ram.hpa_base + gpa),
+        |gpa| npt.translate(&tables, gpa).map(|(hpa, _)| hpa),
+    );
+    match m.first {
+        None => println!(
+            "vm {}: nested tables intact ({} MiB mapped 1:1 onto its RAM)",
+            info.name,
+            ram.size >> 20
+        ),
+        Some((gpa, got)) => println!(
+            "vm {}: nested tables CHANGED: {} pages wrong, first gpa {:#x} -> {:?}",
+            info.name, m.count, gpa, got
+        ),
+    }
+}
+
+/// How the vCPU's own page tables map `la` (usually CR2 after a triple fault): each level's
+/// entry as read from guest RAM, so a zeroed or overwritten table shows up in the report.
+fn report_walk(v: u8, mem: &vcpu::GuestRam, ctl: &virt::ControlRegs, la: u64) {
+    use virt::GuestMemory;
+    if virt::walk::mode(ctl) != virt::walk::Mode::Level4 {
+        return;
+    }
+    let mut table = ctl.cr3 & 0x000f_ffff_ffff_f000;
+    for (level, shift) in [(4, 39u32), (3, 30), (2, 21), (1, 12)] {
+        let gpa = table + ((la >> shift) & 0x1ff) * 8;
+        let Ok(entry) = mem.read_u64(gpa) else {
+            println!("  vcpu {v}: walk {la:#x}: L{level} table at {table:#x} outside RAM");
+            return;
+        };
+        println!("  vcpu {v}: walk {la:#x}: L{level} entry at {gpa:#x} = {entry:#x}");
+        if entry & 1 == 0 {
+            // A wholly zeroed table points at memory reuse rather than one bad entry.
+            let live = (0..512u64)
+                .filter(|i| mem.read_u64(table + i * 8).is_ok_and(|e| e != 0))
+                .count();
+            println!("  vcpu {v}: walk {la:#x}: not present; {live} of 512 entries there non-zero");
+            return;
+        }
+        if level > 1 && entry & 0x80 != 0 {
+            return;
+        }
+        table = entry & 0x000f_ffff_ffff_f000;
+    }
+}
+
+static LAST_WATCH: AtomicU64 = AtomicU64::new(0);
+
+/// With `janus.watch`, prints the watch lines when they are due; `current` is the vCPU this
+/// pCPU holds.
+pub fn watch_tick(current: Option<(VcpuRef, &VcpuState<AnyVcpu>)>) {
+    if !WATCH.load(Ordering::Relaxed) {
+        return;
+    }
+    let now = tsc::now_ns();
+    if now.saturating_sub(LAST_WATCH.load(Ordering::Relaxed)) < WATCH_NS {
+        return;
+    }
+    LAST_WATCH.store(now, Ordering::Relaxed);
+    if let Some((r, c)) = current {
+        print_vcpu(r, c);
+    }
+    watch();
+}
+
+fn print_vcpu(r: VcpuRef, c: &VcpuState<AnyVcpu>) {
+    let regs = c.vcpu.regs();
+    let ctl = c.vcpu.control_regs();
+    println!(
+        "watch: vm {} vcpu {}: rip {:#x} rsp {:#x} rflags {:#x} cr0 {:#x} sipi-wait {} exits {} irr {} deliverable {:?}",
+        r.vm,
+        r.vcpu,
+        regs.rip,
+        regs.rsp,
+        regs.rflags,
+        ctl.cr0,
+        c.vcpu.waiting_for_sipi(),
+        c.stats.total(),
+        c.lapic.has_irr(),
+        c.lapic.deliverable()
+    );
+    for (kind, n) in c.stats.nonzero().iter().take(6) {
+        println!("watch:   {} {}", kind.name(), n);
+    }
+}
+
+/// One line per vCPU: where it is and what it last did (vCPUs in guest mode are skipped).
+fn watch() {
+    for (i, vm) in VMS
+        .iter()
+        .enumerate()
+        .take(VM_COUNT.load(Ordering::Acquire))
+    {
+        let Some(info) = vm.info.get() else { continue };
+        for v in 0..info.vcpus {
+            let (Some(slot), Some(cell)) = (vm.vcpu(v), vm.cells.get(usize::from(v))) else {
+                continue;
+            };
+            let Some(guard) = cell.try_lock() else {
+                println!(
+                    "watch: vm {} vcpu {}: running (pending {})",
+                    i,
+                    v,
+                    slot.pending.any()
+                );
+                continue;
+            };
+            if let Some(c) = guard.as_ref() {
+                print_vcpu(
+                    VcpuRef {
+                        vm: i as u8,
+                        vcpu: v,
+                    },
+                    &c.state,
+                );
+            }
+        }
+    }
+}

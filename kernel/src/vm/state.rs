@@ -1,0 +1,170 @@
+//! A VM's state as the exit path and the scheduler share it: what never changes after
+//! creation, what each vCPU is posted from other pCPUs, the personality, the devices and how
+//! the VM ended. Generic over the vCPU cell so the exit path runs on the host with a mock.
+//!
+//! Lock order (a lock may be taken while holding only those left of it):
+//! vCPU cell (held for a whole turn) → personality → one device lock | `end` | `npt`.
+//! Device locks never nest: a device releases its own before it raises a line on the IOAPIC.
+
+use super::bus::Bus;
+use super::devices::Devices;
+use super::lapic::Pending;
+use super::personality::PersonalityState;
+use super::stats::ExitStats;
+use crate::manifest::Personality;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use spin::{Mutex, Once};
+use vcpu::{NestedPageTable, RamRegion};
+use virt::StopReason;
+
+pub const MAX_VCPUS: usize = crate::manifest::MAX_VCPUS as usize;
+pub const NOT_RUNNING: u8 = u8::MAX;
+/// The APIC timer input clock the guest sees (CPUID 0x15 tells it on Intel, Hyper-V's APIC
+/// frequency MSR on that personality); 1 GHz makes counts readable.
+pub const APIC_BUS_HZ: u64 = 1_000_000_000;
+/// Exceptions intercepted only to be handed back to the guest (#DB, #AC).
+pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
+
+/// What never changes after creation.
+pub struct VmInfo {
+    pub name: heapless::String<{ crate::manifest::MAX_NAME }>,
+    pub personality: Personality,
+    pub ram: RamRegion,
+    pub vcpus: u8,
+}
+
+/// What other pCPUs post to a vCPU, lock-free.
+pub struct VcpuSlot {
+    pub pending: Pending,
+    pub home: AtomicU8,
+    /// The pCPU currently in guest mode for this vCPU, for kicks.
+    pub running_on: AtomicU8,
+    /// The personality's one-shot timer for this vCPU: host ns, 0 = none.
+    pub personality_deadline: AtomicU64,
+    /// Started (boot vCPU, or SIPI'd) and not stopped.
+    pub started: AtomicBool,
+}
+
+impl VcpuSlot {
+    pub const fn new() -> Self {
+        Self {
+            pending: Pending::new(),
+            home: AtomicU8::new(0),
+            running_on: AtomicU8::new(NOT_RUNNING),
+            personality_deadline: AtomicU64::new(0),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// The pCPU to interrupt so that the vCPU notices what was posted: the one running it in
+    /// guest mode, else its home, whose scheduler finds it parked.
+    pub fn kick_target(&self) -> usize {
+        match self.running_on.load(Ordering::Acquire) {
+            NOT_RUNNING => usize::from(self.home.load(Ordering::Acquire)),
+            cpu => usize::from(cpu),
+        }
+    }
+}
+
+impl Default for VcpuSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How the VM ends: the first stop reason wins; the last vCPU to leave reports.
+pub struct VmEnd {
+    pub stop: Option<StopReason>,
+    pub stats: ExitStats,
+    /// vCPUs that have not yet left the scheduler after the stop.
+    pub vcpus_left: u8,
+}
+
+/// One VM. `C` is what a vCPU's owner keeps of it between turns (the kernel's cell with the
+/// hardware vCPU; a mock in host tests).
+pub struct Vm<C> {
+    pub info: Once<VmInfo>,
+    pub personality: Mutex<PersonalityState>,
+    pub devices: Devices,
+    /// Built once, when the devices are in place; empty until then.
+    pub bus: Once<Bus<'static>>,
+    pub end: Mutex<VmEnd>,
+    pub npt: Mutex<Option<NestedPageTable>>,
+    pub live: AtomicBool,
+    pub vcpus: [VcpuSlot; MAX_VCPUS],
+    pub cells: [Mutex<Option<C>>; MAX_VCPUS],
+}
+
+impl<C> Vm<C> {
+    pub const fn new() -> Self {
+        Self {
+            info: Once::new(),
+            personality: Mutex::new(PersonalityState::new()),
+            devices: Devices::new(),
+            bus: Once::new(),
+            end: Mutex::new(VmEnd {
+                stop: None,
+                stats: ExitStats::new(),
+                vcpus_left: 0,
+            }),
+            npt: Mutex::new(None),
+            live: AtomicBool::new(false),
+            vcpus: [const { VcpuSlot::new() }; MAX_VCPUS],
+            cells: [const { Mutex::new(None) }; MAX_VCPUS],
+        }
+    }
+
+    pub fn stopped(&self) -> bool {
+        !self.live.load(Ordering::Acquire)
+    }
+
+    /// The slot of vCPU `v`, if the VM has it.
+    pub fn vcpu(&self, v: u8) -> Option<&VcpuSlot> {
+        let n = self.info.get().map_or(0, |i| i.vcpus);
+        (v < n).then(|| self.vcpus.get(usize::from(v))).flatten()
+    }
+
+    /// Records `reason` if it is the first; `true` when it was.
+    pub fn record_stop(&self, reason: StopReason) -> bool {
+        let mut end = self.end.lock();
+        if end.stop.is_some() {
+            return false;
+        }
+        end.stop = Some(reason);
+        drop(end);
+        self.live.store(false, Ordering::Release);
+        true
+    }
+}
+
+impl<C> Default for Vm<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What the owner of a vCPU keeps of it: the hardware vCPU (or a mock), its local APIC and
+/// its counters. Only the pCPU running the vCPU touches it.
+pub struct VcpuState<V> {
+    pub vcpu: V,
+    pub lapic: super::lapic::VLapic,
+    pub stats: ExitStats,
+    pub run_ns: u64,
+    /// NMI IPIs sent to this vCPU and not delivered (see `interrupts::prepare`).
+    pub nmis_dropped: u32,
+    /// The last entries and exits, for the triple-fault report.
+    pub trace: super::trace::Trace,
+}
+
+impl<V> VcpuState<V> {
+    pub fn new(vcpu: V, lapic: super::lapic::VLapic) -> Self {
+        Self {
+            vcpu,
+            lapic,
+            stats: ExitStats::new(),
+            run_ns: 0,
+            nmis_dropped: 0,
+            trace: super::trace::Trace::new(),
+        }
+    }
+}
