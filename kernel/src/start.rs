@@ -1,6 +1,6 @@
 //! Bring-up of the bootstrap CPU, the banner, and manifest intake.
 
-use crate::arch::{apic, cpu, exit, gdt, idt, pic, smp, tsc};
+use crate::arch::{apic, cpu, gdt, idt, pic, smp, tsc, verdict};
 use crate::bootinfo::BootContext;
 use crate::cmdline::{Options, SelfTest};
 use crate::manifest::{self, Manifest};
@@ -189,7 +189,7 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     run::cpu_loop(0);
     println!("janus: all VMs have stopped");
     println!("janus: done");
-    exit::success()
+    verdict::success()
 }
 
 static VENDOR: spin::Once<vcpu::Vendor> = spin::Once::new();
@@ -203,18 +203,18 @@ extern "C" fn ap_entry(index: usize) -> ! {
     smp::set_apic_id(index, apic::id());
     apic::start_periodic(idt::VECTOR_TIMER, TIMER_PERIOD_MS);
     let Some(vendor) = VENDOR.get() else {
-        exit::halt_forever()
+        verdict::halt_forever()
     };
     if let Err(e) = machine::enable_cpu(index, vendor) {
         println!("smp: pCPU {index}: cannot enable virtualization: {e:?}");
-        exit::halt_forever()
+        verdict::halt_forever()
     }
     smp::ONLINE.fetch_add(1, Ordering::AcqRel);
     while !smp::GO.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }
     run::cpu_loop(index);
-    exit::halt_forever()
+    verdict::halt_forever()
 }
 
 /// A page below 1 MiB that is RAM and holds nothing the boot loader gave us.
@@ -325,11 +325,11 @@ fn describe(manifest: &Manifest, info: &MachineInfo<'_>) {
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     console::emergency(format_args!("janus: FATAL: {args}\n"));
     defmt::error!("fatal error during bring-up");
-    exit::failure()
+    verdict::failure()
 }
 
 pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     cpu::disable_interrupts();
     console::emergency(format_args!("\njanus: PANIC: {info}\n"));
-    exit::failure()
+    verdict::failure()
 }
