@@ -8,7 +8,7 @@ use crate::vm::{machine, run};
 use crate::{console, mm, println};
 use boot::mbinfo::{IdentityMap, MachineInfo};
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 use hermit_entry::boot_info::{BootInfo, RawBootInfo};
 use multiboot::information::Multiboot;
 
@@ -159,7 +159,6 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         ))
     };
     VENDOR.call_once(|| vendor);
-    X2APIC.store(id.x2apic, Ordering::Release);
     smp::set_apic_id(0, apic::id());
     if let Err(e) = machine::enable_cpu(0, &vendor) {
         fatal(format_args!("cannot enable hardware virtualization: {e:?}"))
@@ -193,13 +192,12 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
 }
 
 static VENDOR: spin::Once<vcpu::Vendor> = spin::Once::new();
-static X2APIC: AtomicBool = AtomicBool::new(false);
 
 /// Where application processors arrive, in long mode on their own stacks.
 extern "C" fn ap_entry(index: usize) -> ! {
     gdt::init(index);
     idt::init(false);
-    apic::init(X2APIC.load(Ordering::Acquire), idt::VECTOR_SPURIOUS);
+    apic::init_ap(idt::VECTOR_SPURIOUS);
     smp::set_apic_id(index, apic::id());
     apic::start_periodic(idt::VECTOR_TIMER, TIMER_PERIOD_MS);
     let Some(vendor) = VENDOR.get() else {
