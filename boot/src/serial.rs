@@ -1,7 +1,8 @@
 //! A polled 16550 UART as an `embedded_io::Write` byte sink.
 //!
-//! The loader and the early kernel print through this before interrupts exist; it never waits
-//! forever on a missing UART (real machines without COM ports must still boot).
+//! The loader and the kernel's consoles print through this. It is polled, so it works before
+//! interrupts exist and from panic paths, and it never waits forever on a missing UART (real
+//! machines without COM ports must still boot).
 #![expect(unsafe_code)]
 // UNSAFETY: port I/O to the UART's own registers; no memory is touched.
 
