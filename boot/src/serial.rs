@@ -1,7 +1,8 @@
 //! A polled 16550 UART as an `embedded_io::Write` byte sink.
 //!
-//! The loader and the early kernel print through this before interrupts exist; it never waits
-//! forever on a missing UART (real machines without COM ports must still boot).
+//! The loader and the kernel's consoles print through this. It is polled, so it works before
+//! interrupts exist and from panic paths, and it never waits forever on a missing UART (real
+//! machines without COM ports must still boot).
 #![expect(unsafe_code)]
 // UNSAFETY: port I/O to the UART's own registers; no memory is touched.
 
@@ -27,11 +28,13 @@ const SPIN_LIMIT: u32 = 20_000_000;
 /// What the line status register of a port with no UART behind it reads.
 const NO_UART: u8 = 0xFF;
 
-pub struct Uart {
+/// The hypervisor's own serial port (the loader's and the kernel's consoles), not the UART
+/// model guests see.
+pub struct HostSerial {
     base: u16,
 }
 
-impl Uart {
+impl HostSerial {
     /// A UART at `base`, programmed for 115200 8N1 with FIFOs and no interrupts.
     pub fn new(base: u16) -> Self {
         let uart = Self { base };
@@ -85,11 +88,11 @@ impl Uart {
     }
 }
 
-impl embedded_io::ErrorType for Uart {
+impl embedded_io::ErrorType for HostSerial {
     type Error = Infallible;
 }
 
-impl embedded_io::Write for Uart {
+impl embedded_io::Write for HostSerial {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
         for &b in buf {
             self.write_byte(b);

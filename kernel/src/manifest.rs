@@ -18,7 +18,7 @@ pub const MAX_NAME: usize = 32;
 pub const MAX_FILE: usize = 64;
 pub const MAX_CMDLINE: usize = 1024;
 pub const MIN_MEMORY_MIB: u32 = 1;
-/// Guest RAM lies below the 3 GiB MMIO hole for now (no split around it yet).
+/// Guest RAM is one range below the 3 GiB MMIO hole (nothing splits it around the hole).
 pub const MAX_MEMORY_MIB: u32 = 3 * 1024;
 /// The largest encoded manifest the kernel accepts.
 pub const MAX_ENCODED: usize = MAX_VMS * (MAX_NAME + 2 * MAX_FILE + MAX_CMDLINE + 32) + 16;

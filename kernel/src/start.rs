@@ -1,6 +1,6 @@
 //! Bring-up of the bootstrap CPU, the banner, and manifest intake.
 
-use crate::arch::{apic, cpu, exit, gdt, idt, pic, smp, tsc};
+use crate::arch::{apic, cpu, gdt, idt, pic, smp, tsc, verdict};
 use crate::bootinfo::BootContext;
 use crate::cmdline::{Options, SelfTest};
 use crate::manifest::{self, Manifest};
@@ -9,7 +9,7 @@ use crate::vm::{create as machine, report};
 use crate::{console, mm, println};
 use boot::mbinfo::{IdentityMap, MachineInfo};
 use core::ops::Range;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 use hermit_entry::boot_info::{BootInfo, RawBootInfo};
 use multiboot::information::Multiboot;
 
@@ -160,7 +160,6 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         ))
     };
     VENDOR.call_once(|| vendor);
-    X2APIC.store(id.x2apic, Ordering::Release);
     smp::set_apic_id(0, apic::id());
     if let Err(e) = machine::enable_cpu(0, &vendor) {
         fatal(format_args!("cannot enable hardware virtualization: {e:?}"))
@@ -190,32 +189,31 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     run::cpu_loop(0);
     println!("janus: all VMs have stopped");
     println!("janus: done");
-    exit::success()
+    verdict::success()
 }
 
 static VENDOR: spin::Once<vcpu::Vendor> = spin::Once::new();
-static X2APIC: AtomicBool = AtomicBool::new(false);
 
 /// Where application processors arrive, in long mode on their own stacks.
 extern "C" fn ap_entry(index: usize) -> ! {
     gdt::init(index);
     idt::init(false);
-    apic::init(X2APIC.load(Ordering::Acquire), idt::VECTOR_SPURIOUS);
+    apic::init_ap(idt::VECTOR_SPURIOUS);
     smp::set_apic_id(index, apic::id());
     apic::start_periodic(idt::VECTOR_TIMER, TIMER_PERIOD_MS);
     let Some(vendor) = VENDOR.get() else {
-        exit::halt_forever()
+        verdict::halt_forever()
     };
     if let Err(e) = machine::enable_cpu(index, vendor) {
         println!("smp: pCPU {index}: cannot enable virtualization: {e:?}");
-        exit::halt_forever()
+        verdict::halt_forever()
     }
     smp::ONLINE.fetch_add(1, Ordering::AcqRel);
     while !smp::GO.load(Ordering::Acquire) {
         core::hint::spin_loop();
     }
     run::cpu_loop(index);
-    exit::halt_forever()
+    verdict::halt_forever()
 }
 
 /// A page below 1 MiB that is RAM and holds nothing the boot loader gave us.
@@ -326,11 +324,11 @@ fn describe(manifest: &Manifest, info: &MachineInfo<'_>) {
 fn fatal(args: core::fmt::Arguments<'_>) -> ! {
     console::emergency(format_args!("janus: FATAL: {args}\n"));
     defmt::error!("fatal error during bring-up");
-    exit::failure()
+    verdict::failure()
 }
 
 pub fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     cpu::disable_interrupts();
     console::emergency(format_args!("\njanus: PANIC: {info}\n"));
-    exit::failure()
+    verdict::failure()
 }

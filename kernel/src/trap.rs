@@ -1,7 +1,7 @@
 //! What the kernel does with each interrupt vector.
 
 use crate::arch::idt::{TrapFrame, VECTOR_KICK, VECTOR_SPURIOUS, VECTOR_TIMER};
-use crate::arch::{apic, exit, pic};
+use crate::arch::{apic, pic, verdict};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
@@ -76,5 +76,5 @@ fn host_exception(frame: &TrapFrame) -> ! {
         "\njanus: FATAL host exception #{} ({}) at RIP={:#x} error={:#x} CR2={:#x} RSP={:#x}\n",
         frame.vector, name, frame.rip, frame.error_code, cr2, frame.rsp
     ));
-    exit::failure()
+    verdict::failure()
 }

@@ -1,8 +1,8 @@
 //! ACPI tables for guests: RSDP (v2) → XSDT → FADT (hardware-reduced) → DSDT, and a MADT.
 //!
 //! Written field by field straight into the guest's ACPI region with running checksums: no
-//! heap (`acpi_tables` needs one for every node, and the kernel has none when it creates a
-//! VM) and no table-sized buffer. The tests parse the result with the `acpi` crate and check
+//! allocation (`acpi_tables` allocates for every node, and VM creation does not draw on the
+//! kernel's small boot-time heap) and no table-sized buffer. The tests parse the result with the `acpi` crate and check
 //! the DSDT's AML against `acpi_tables`' encoder.
 //!
 //! Hardware-reduced ACPI is what both faces want: Linux then skips the PIT and 8259

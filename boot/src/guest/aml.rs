@@ -1,8 +1,9 @@
 //! Just enough AML encoding for Janus's DSDT, into a fixed buffer.
 //!
-//! `acpi_tables` encodes the same objects but needs a heap for every node; the kernel has
-//! none at VM creation, and the DSDT is a few hundred bytes of fixed shape. The tests check
-//! that this encoder's output equals `acpi_tables`' for the same tree, byte for byte.
+//! `acpi_tables` encodes the same objects but allocates for every node; the kernel's heap is
+//! a small boot-time arena that VM creation does not draw on, and the DSDT is a few hundred
+//! bytes of fixed shape. The tests check that this encoder's output equals `acpi_tables`' for
+//! the same tree, byte for byte.
 
 const NAME_OP: u8 = 0x08;
 const BYTE_PREFIX: u8 = 0x0A;

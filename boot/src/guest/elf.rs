@@ -12,7 +12,7 @@ use virt::{GuestMemory, MemError};
 use super::layout::{GuestRange, VmLayout};
 use super::{GuestLoadError, write_zeros};
 
-/// The note owner Xen's domain builder (and QEMU, and now Janus) looks for.
+/// The note owner Xen's domain builder (and QEMU, and Janus) looks for.
 pub const XEN_NOTE_NAME: &[u8] = b"Xen";
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit physical entry of a PVH kernel.
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;

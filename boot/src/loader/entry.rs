@@ -137,7 +137,7 @@ boot_no_lm_msg:
 
 /// Ends the run as failed: QEMU's isa-debug-exit (status 35), then Bochs' shutdown port.
 pub fn exit_failure() -> ! {
-    boot::serial::Uart::attach(boot::serial::COM1).drain();
+    boot::serial::HostSerial::attach(boot::serial::COM1).drain();
     // SAFETY: writes to debug/exit ports that no device we use claims; then halt forever.
     unsafe {
         x86::io::outl(0xF4, 0x11);

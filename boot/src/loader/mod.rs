@@ -2,7 +2,7 @@ mod entry;
 mod heap;
 mod load;
 
-use boot::serial::{COM1, Uart};
+use boot::serial::{COM1, HostSerial};
 use embedded_io::Write;
 
 /// What real hardware and emulators accept as "the multiboot1 loader called us".
@@ -13,7 +13,7 @@ const MULTIBOOT_MAGIC: u32 = 0x2BAD_B002;
 #[expect(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn loader_main(magic: u32, mbi: u32) -> ! {
-    let mut out = Uart::new(COM1);
+    let mut out = HostSerial::new(COM1);
     let _ = writeln!(out, "janus-boot {}", env!("CARGO_PKG_VERSION"));
     if magic != MULTIBOOT_MAGIC {
         fail(format_args!(
@@ -29,7 +29,7 @@ extern "C" fn loader_main(magic: u32, mbi: u32) -> ! {
 
 /// Report on COM1 and stop; the QEMU/Bochs exit devices turn it into a failed run.
 fn fail(args: core::fmt::Arguments<'_>) -> ! {
-    let mut out = Uart::attach(COM1);
+    let mut out = HostSerial::attach(COM1);
     let _ = writeln!(out, "janus-boot: error: {args}");
     entry::exit_failure()
 }

@@ -26,6 +26,7 @@ const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
 const DIVIDE_BY_16: u32 = 0x3;
 
+/// x2APIC mode, chosen once by the BSP in [`init`]; every AP follows it ([`init_ap`]).
 static X2: AtomicBool = AtomicBool::new(false);
 static MMIO_BASE: AtomicU64 = AtomicU64::new(0);
 /// LAPIC timer ticks (after the divider) per millisecond, measured against the TSC.
@@ -72,7 +73,7 @@ pub fn init(x2apic: bool, spurious_vector: u8) {
     }
     // SAFETY: as above.
     unsafe { wrmsr(IA32_APIC_BASE, new) };
-    X2.store(x2apic, Ordering::Relaxed);
+    X2.store(x2apic, Ordering::Release);
     MMIO_BASE.store(base & 0x000F_FFFF_FFFF_F000, Ordering::Relaxed);
     write(REG_SVR, 0x100 | u32::from(spurious_vector));
     write(REG_LVT_TIMER, LVT_MASKED);
@@ -81,6 +82,11 @@ pub fn init(x2apic: bool, spurious_vector: u8) {
     // QEMU every PIT tick and UART register access interrupts the BSP's vCPU thread.
     write(REG_LVT_LINT0, LVT_MASKED);
     write(REG_LVT_LINT1, LVT_MASKED);
+}
+
+/// Enables an AP's APIC in the mode the BSP chose.
+pub fn init_ap(spurious_vector: u8) {
+    init(X2.load(Ordering::Acquire), spurious_vector);
 }
 
 pub fn id() -> u32 {

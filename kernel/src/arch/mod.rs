@@ -1,12 +1,13 @@
-//! x86_64 bring-up of the host: descriptor tables, traps, time, the local APIC, exits.
+//! x86_64 bring-up of the host: descriptor tables, traps, time, the local APIC, and the
+//! run's verdict to the emulator.
 
 pub mod apic;
 pub mod cmos;
 pub mod cpu;
-pub mod exit;
 pub mod fpu;
 pub mod gdt;
 pub mod idt;
 pub mod pic;
 pub mod smp;
 pub mod tsc;
+pub mod verdict;

@@ -5,12 +5,12 @@
 // UNSAFETY: defmt's Logger trait is unsafe; the encoder state lives in a static guarded by
 // the TAKEN flag.
 
-use boot::serial::Uart;
+use boot::serial::HostSerial;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 struct State {
-    uart: Option<Uart>,
+    serial: Option<HostSerial>,
     encoder: defmt::Encoder,
     restore_interrupts: bool,
 }
@@ -21,16 +21,16 @@ unsafe impl Sync for Guarded {}
 
 static TAKEN: AtomicBool = AtomicBool::new(false);
 static STATE: Guarded = Guarded(UnsafeCell::new(State {
-    uart: None,
+    serial: None,
     encoder: defmt::Encoder::new(),
     restore_interrupts: false,
 }));
 
-pub fn init(uart: Uart) {
+pub fn init(serial: HostSerial) {
     crate::arch::cpu::without_interrupts(|| {
         acquire_flag();
         // SAFETY: TAKEN is held.
-        unsafe { (*STATE.0.get()).uart = Some(uart) };
+        unsafe { (*STATE.0.get()).serial = Some(serial) };
         TAKEN.store(false, Ordering::Release);
     });
 }
@@ -57,8 +57,10 @@ unsafe impl defmt::Logger for Com2Logger {
         // SAFETY: TAKEN is held.
         let state = unsafe { &mut *STATE.0.get() };
         state.restore_interrupts = was_enabled;
-        let State { uart, encoder, .. } = state;
-        encoder.start_frame(|b| emit_to(uart, b));
+        let State {
+            serial, encoder, ..
+        } = state;
+        encoder.start_frame(|b| emit_to(serial, b));
     }
 
     unsafe fn flush() {}
@@ -67,11 +69,11 @@ unsafe impl defmt::Logger for Com2Logger {
         // SAFETY: called by defmt after acquire, so TAKEN is held.
         let state = unsafe { &mut *STATE.0.get() };
         let State {
-            uart,
+            serial,
             encoder,
             restore_interrupts,
         } = state;
-        encoder.end_frame(|b| emit_to(uart, b));
+        encoder.end_frame(|b| emit_to(serial, b));
         let restore = *restore_interrupts;
         TAKEN.store(false, Ordering::Release);
         if restore {
@@ -82,15 +84,17 @@ unsafe impl defmt::Logger for Com2Logger {
     unsafe fn write(bytes: &[u8]) {
         // SAFETY: called by defmt between acquire and release.
         let state = unsafe { &mut *STATE.0.get() };
-        let State { uart, encoder, .. } = state;
-        encoder.write(bytes, |b| emit_to(uart, b));
+        let State {
+            serial, encoder, ..
+        } = state;
+        encoder.write(bytes, |b| emit_to(serial, b));
     }
 }
 
-fn emit_to(uart: &Option<Uart>, bytes: &[u8]) {
-    if let Some(uart) = uart.as_ref() {
+fn emit_to(serial: &Option<HostSerial>, bytes: &[u8]) {
+    if let Some(serial) = serial.as_ref() {
         for &b in bytes {
-            uart.write_byte(b);
+            serial.write_byte(b);
         }
     }
 }

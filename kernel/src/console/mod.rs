@@ -2,28 +2,28 @@
 
 pub mod logger;
 
-use boot::serial::{COM1, COM2, Uart};
+use boot::serial::{COM1, COM2, HostSerial};
 use embedded_io::Write;
 use spin::Mutex;
 
-static COM1_OUT: Mutex<Option<Uart>> = Mutex::new(None);
+static COM1_OUT: Mutex<Option<HostSerial>> = Mutex::new(None);
 
 pub fn init() {
-    *COM1_OUT.lock() = Some(Uart::new(COM1));
-    logger::init(Uart::new(COM2));
+    *COM1_OUT.lock() = Some(HostSerial::new(COM1));
+    logger::init(HostSerial::new(COM2));
 }
 
 pub fn _print(args: core::fmt::Arguments<'_>) {
     crate::arch::cpu::without_interrupts(|| {
-        if let Some(uart) = COM1_OUT.lock().as_mut() {
-            let _ = uart.write_fmt(args);
+        if let Some(serial) = COM1_OUT.lock().as_mut() {
+            let _ = serial.write_fmt(args);
         }
     });
 }
 
 /// For the panic and fault paths: writes even if another context holds the console lock.
 pub fn emergency(args: core::fmt::Arguments<'_>) {
-    let _ = Uart::attach(COM1).write_fmt(args);
+    let _ = HostSerial::attach(COM1).write_fmt(args);
 }
 
 #[macro_export]

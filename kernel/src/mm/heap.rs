@@ -1,4 +1,4 @@
-//! A small boot-time heap. The ELF reader used to load guests links `alloc` (it does not
+//! A small boot-time heap. The ELF reader that loads guests links `alloc` (it does not
 //! allocate for what we use), so the image needs a global allocator; exit handling never
 //! allocates. The arena is fixed and lives in the kernel's own .bss.
 #![expect(unsafe_code)]

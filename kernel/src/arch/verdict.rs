@@ -1,4 +1,4 @@
-//! How a run ends. QEMU's isa-debug-exit (port 0xF4) turns 0x10/0x11 into exit status 33/35;
+//! How a run reports its verdict and ends. QEMU's isa-debug-exit (port 0xF4) turns 0x10/0x11 into exit status 33/35;
 //! Bochs leaves through its debugger on a magic breakpoint (status 0) or its shutdown port
 //! (status 1). Each write is harmless where the other emulator runs, and on real hardware the
 //! CPU simply halts.
@@ -37,8 +37,8 @@ pub fn failure() -> ! {
 
 /// Lets the last lines leave both UARTs before the emulator is told to stop.
 fn drain_consoles() {
-    boot::serial::Uart::attach(boot::serial::COM1).drain();
-    boot::serial::Uart::attach(boot::serial::COM2).drain();
+    boot::serial::HostSerial::attach(boot::serial::COM1).drain();
+    boot::serial::HostSerial::attach(boot::serial::COM2).drain();
 }
 
 pub fn halt_forever() -> ! {
