@@ -2,8 +2,8 @@
 //! boot modules, and encoded for the kernel.
 
 use crate::util::shown;
+use ::manifest::{self as km, Manifest, Personality, VmSpec};
 use anyhow::{Context, Result, anyhow, bail};
-use kernel::manifest::{self as km, Manifest, Personality, VmSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
