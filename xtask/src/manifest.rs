@@ -50,10 +50,14 @@ enum FileKind {
     Other,
 }
 
+/// Only the magic numbers: the kernel validates the whole image when it loads it, with the
+/// same `boot` parsers, and says why it refuses one.
 fn file_kind(bytes: &[u8]) -> FileKind {
+    use boot::guest::linux::{HEADER_MAGIC, SETUP_HEADER_OFFSET, SetupHeader};
+    let header = SETUP_HEADER_OFFSET + core::mem::offset_of!(SetupHeader, header);
     if bytes.starts_with(b"\x7fELF") {
         FileKind::Elf
-    } else if bytes.get(0x202..0x206) == Some(b"HdrS") {
+    } else if bytes.get(header..header + HEADER_MAGIC.len()) == Some(&HEADER_MAGIC[..]) {
         FileKind::BzImage
     } else {
         FileKind::Other

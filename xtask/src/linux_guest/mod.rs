@@ -151,8 +151,8 @@ pub fn extract_vmlinux(bzimage_path: &Path) -> Result<(&'static str, Vec<u8>)> {
     let file = shown(bzimage_path);
     let image = std::fs::read(bzimage_path).with_context(|| format!("cannot read {file}"))?;
     let payload = bzimage::locate_payload(&image).with_context(|| file.clone())?;
-    let (kind, elf) = bzimage::decompress(&image[payload.range.clone()])
-        .with_context(|| format!("{file}: payload at {:#x}", payload.range.start))?;
+    let (kind, elf) = bzimage::decompress(&image[payload.clone()])
+        .with_context(|| format!("{file}: payload at {:#x}", payload.start))?;
     bzimage::inspect_vmlinux(&elf).with_context(|| format!("{file}: the decompressed payload"))?;
     Ok((kind.name(), elf))
 }
