@@ -119,7 +119,7 @@ fn exits_by_reason(com1: &str, vm: &str) -> BTreeMap<String, u64> {
     out
 }
 
-pub fn bench(_args: &[String]) -> Result<bool> {
+pub fn bench() -> Result<bool> {
     let guest = linux_guest::prepare()?;
     let images = image::build(&BuildOpts {
         release: true,

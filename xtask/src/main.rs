@@ -12,7 +12,7 @@ mod testsuite;
 mod util;
 mod vhd_cli;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use emulator::{Emulator, RunSpec};
 use image::BuildOpts;
@@ -24,6 +24,7 @@ use util::{out_dir, root, shown};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Build, run and test the Janus hypervisor"
 )]
 struct Cli {
@@ -69,31 +70,44 @@ enum Cmd {
     },
     /// Benchmarks: `boot`, `vhd`, `size`.
     Bench {
-        /// Which figure: vhd | size | boot.
-        what: String,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        what: Bench,
     },
     /// The Debian Linux test guest: `prepare`, or `boot` it directly under QEMU.
-    #[command(hide = true, disable_help_flag = true)]
+    #[command(hide = true)]
     LinuxGuest {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        cmd: linux_guest::Sub,
     },
     /// The VHD host tool (create, info, check, convert, compare).
-    #[command(disable_help_flag = true)]
     Vhd {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
+        #[command(subcommand)]
+        cmd: vhd_cli::Cmd,
     },
 }
 
+#[derive(Subcommand)]
+enum Bench {
+    /// Debian's kernel to its initramfs marker, under Janus on each face and directly under QEMU.
+    Boot,
+    /// Janus vs qemu-img/qemu-io on a 1 GiB dynamic image.
+    Vhd(vhd_cli::BenchArgs),
+    /// Stripped image sizes per feature set.
+    Size,
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    exec(Cli::parse())
+}
+
+/// The VHD tool sets its own exit codes (`check` and `compare` have three); every other
+/// command passes, fails, or fails with an error.
+fn exec(cli: Cli) -> ExitCode {
     match cli.cmd {
-        Cmd::Vhd { args } => vhd_cli::main(&args),
-        Cmd::LinuxGuest { args } => linux_guest::main(&args),
-        Cmd::Bench { what, args } if what == "vhd" => vhd_cli::bench(&args),
+        Cmd::Vhd { cmd } => vhd_cli::run(cmd),
+        Cmd::Bench {
+            what: Bench::Vhd(args),
+        } => vhd_cli::bench(&args),
         other => match dispatch(other) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -143,10 +157,13 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
             );
             Ok(true)
         }
-        Cmd::Bench { what, .. } if what == "size" => bench_size(),
-        Cmd::Bench { what, args } if what == "boot" => bench_boot::bench(&args),
-        Cmd::Bench { what, .. } => bail!("unknown benchmark '{what}' (known: boot, vhd, size)"),
-        Cmd::Vhd { .. } | Cmd::LinuxGuest { .. } => unreachable!("handled before dispatch"),
+        Cmd::Bench { what: Bench::Size } => bench_size(),
+        Cmd::Bench { what: Bench::Boot } => bench_boot::bench(),
+        Cmd::LinuxGuest { cmd } => linux_guest::run(cmd),
+        Cmd::Vhd { .. }
+        | Cmd::Bench {
+            what: Bench::Vhd(_),
+        } => unreachable!("handled before dispatch"),
     }
 }
 

@@ -2,8 +2,8 @@
 //! boot modules, and encoded for the kernel.
 
 use crate::util::shown;
+use ::manifest::{self as km, Manifest, Personality, VmSpec};
 use anyhow::{Context, Result, anyhow, bail};
-use kernel::manifest::{self as km, Manifest, Personality, VmSpec};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -50,10 +50,14 @@ enum FileKind {
     Other,
 }
 
+/// Only the magic numbers: the kernel validates the whole image when it loads it, with the
+/// same `boot` parsers, and says why it refuses one.
 fn file_kind(bytes: &[u8]) -> FileKind {
+    use boot::guest::linux::{HEADER_MAGIC, SETUP_HEADER_OFFSET, SetupHeader};
+    let header = SETUP_HEADER_OFFSET + core::mem::offset_of!(SetupHeader, header);
     if bytes.starts_with(b"\x7fELF") {
         FileKind::Elf
-    } else if bytes.get(0x202..0x206) == Some(b"HdrS") {
+    } else if bytes.get(header..header + HEADER_MAGIC.len()) == Some(&HEADER_MAGIC[..]) {
         FileKind::BzImage
     } else {
         FileKind::Other

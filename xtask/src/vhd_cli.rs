@@ -5,45 +5,37 @@ mod image;
 mod info;
 mod size;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Subcommand, ValueEnum};
 use image::{Source, TempOutput};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vhd::{DiskType, OpenOptions};
 
-#[derive(Parser)]
-#[command(
-    name = "cargo xtask vhd",
-    about = "Create, inspect, check and convert VHD images"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+pub use bench::BenchArgs;
 
 #[derive(Clone, Copy, ValueEnum)]
-enum CreateKind {
+pub enum CreateKind {
     Fixed,
     Dynamic,
     Diff,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum OutFormat {
+pub enum OutFormat {
     Raw,
     Fixed,
     Dynamic,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
-enum InfoFormat {
+pub enum InfoFormat {
     #[default]
     Human,
     Json,
 }
 
 #[derive(Subcommand)]
-enum Cmd {
+pub enum Cmd {
     /// Create an image. SIZE takes K/M/G/T suffixes (powers of 1024) and is rounded up to a
     /// CHS geometry as QEMU does, unless --force-size. A diff image takes its parent's size.
     Create {
@@ -79,26 +71,13 @@ enum Cmd {
     /// Compare the contents of two images (VHD or raw): exit 0 same, 1 different, 2 error.
     /// Where sizes differ, the longer one must be zero past the shorter.
     Compare { a: PathBuf, b: PathBuf },
-    /// Janus vs qemu-img/qemu-io on a 1 GiB dynamic image (see `bench --help`).
-    #[command(disable_help_flag = true)]
-    Bench {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Janus vs qemu-img/qemu-io on a 1 GiB dynamic image.
+    Bench(BenchArgs),
 }
 
-/// Entry point for `cargo xtask vhd ARGS…`; returns the tool's exit code.
-pub fn main(args: &[String]) -> ExitCode {
-    let cli =
-        match Cli::try_parse_from(std::iter::once("vhd".to_string()).chain(args.iter().cloned())) {
-            Ok(c) => c,
-            Err(e) => {
-                let code = if e.use_stderr() { 2 } else { 0 };
-                let _ = e.print();
-                return ExitCode::from(code);
-            }
-        };
-    match cli.cmd {
+/// `cargo xtask vhd …`; returns the tool's exit code.
+pub fn run(cmd: Cmd) -> ExitCode {
+    match cmd {
         Cmd::Create {
             kind,
             parent,
@@ -115,12 +94,12 @@ pub fn main(args: &[String]) -> ExitCode {
             output,
         } => report(convert(format, force_size, &input, &output)),
         Cmd::Compare { a, b } => compare(&a, &b),
-        Cmd::Bench { args } => bench(&args),
+        Cmd::Bench(args) => bench(&args),
     }
 }
 
-/// Entry point for `cargo xtask bench vhd ARGS…`.
-pub fn bench(args: &[String]) -> ExitCode {
+/// `cargo xtask bench vhd …`.
+pub fn bench(args: &BenchArgs) -> ExitCode {
     report(bench::run(args))
 }
 
@@ -262,12 +241,20 @@ fn compare(a: &std::path::Path, b: &std::path::Path) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::main;
+    use clap::Parser;
     use std::path::Path;
+    use std::process::ExitCode;
 
+    /// The exit code of `cargo xtask vhd ARGS…`, parsed by the real command tree.
     fn run(args: &[&str]) -> String {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        format!("{:?}", main(&args))
+        let argv = ["cargo xtask", "vhd"]
+            .into_iter()
+            .chain(args.iter().copied());
+        let code = match crate::Cli::try_parse_from(argv) {
+            Ok(cli) => crate::exec(cli),
+            Err(e) => ExitCode::from(e.exit_code() as u8),
+        };
+        format!("{code:?}")
     }
 
     fn code(n: u8) -> String {

@@ -1,91 +1,37 @@
-//! bzImage → ELF vmlinux. The setup header names the compressed kernel exactly (boot
-//! protocol 2.08+: `payload_offset`/`payload_length`, relative to the protected-mode code
-//! after the setup sectors), so nothing is found by scanning for magic bytes; the payload's
-//! first bytes then say which decompressor to run. The result must be an x86-64 ELF with
-//! the `XEN_ELFNOTE_PHYS32_ENTRY` note, which is what makes it PVH-bootable.
+//! bzImage → ELF vmlinux. The setup header names the compressed kernel exactly
+//! (`payload_offset`/`payload_length`), so nothing is found by scanning for magic bytes; the
+//! payload's first bytes then say which decompressor to run. The result must be an x86-64 ELF
+//! with the `XEN_ELFNOTE_PHYS32_ENTRY` note, which is what makes it PVH-bootable. The header
+//! and the ELF are read by `boot`'s parsers, the ones Janus loads guests with, so xtask
+//! accepts what the hypervisor accepts; decompression is xtask's alone (the hypervisor only
+//! ever loads the bzImage whole).
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use object::Endianness;
-use object::elf::{EM_X86_64, FileHeader64, PT_LOAD};
-use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
+use boot::guest::layout::{MAX_RAM, VmLayout};
+use boot::guest::linux::BzImage;
+use boot::guest::{GuestLoadError, elf};
 use std::io::Read;
 use std::ops::Range;
-
-const SETUP_SECTS: usize = 0x1f1;
-const BOOT_FLAG: usize = 0x1fe;
-const HEADER: usize = 0x202;
-const VERSION: usize = 0x206;
-const PAYLOAD_OFFSET: usize = 0x248;
-const PAYLOAD_LENGTH: usize = 0x24c;
-/// The first boot protocol whose header carries the payload's place.
-const PAYLOAD_PROTOCOL: u16 = 0x0208;
-
-/// Where the compressed kernel sits inside a bzImage.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Payload {
-    /// Boot protocol version, e.g. 0x020f.
-    pub protocol: u16,
-    /// Setup sectors (0 in the header means 4).
-    pub setup_sects: usize,
-    /// File offset of the protected-mode code: `(setup_sects + 1) * 512`.
-    pub pm_offset: usize,
-    /// File range of the compressed payload.
-    pub range: Range<usize>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// Reads the setup header and finds the payload; every bound is checked.
-pub fn locate_payload(image: &[u8]) -> Result<Payload> {
-    ensure!(
-        image.len() >= PAYLOAD_LENGTH + 4,
-        "{} bytes: too short for a Linux setup header",
-        image.len()
-    );
-    ensure!(
-        u16_at(image, BOOT_FLAG) == Some(0xaa55) && image.get(HEADER..HEADER + 4) == Some(b"HdrS"),
-        "not a Linux bzImage (no 0xAA55 boot flag and 'HdrS' header magic)"
-    );
-    let protocol = u16_at(image, VERSION).unwrap_or(0);
-    ensure!(
-        protocol >= PAYLOAD_PROTOCOL,
-        "boot protocol {}.{:02} predates payload_offset (needs 2.08 or later)",
-        protocol >> 8,
-        protocol & 0xff
-    );
-    let setup_sects = match image[SETUP_SECTS] {
-        0 => 4,
-        n => usize::from(n),
-    };
-    let pm_offset = (setup_sects + 1) * 512;
-    let offset = u32_at(image, PAYLOAD_OFFSET).unwrap_or(0) as usize;
-    let length = u32_at(image, PAYLOAD_LENGTH).unwrap_or(0) as usize;
-    ensure!(length > 0, "the header's payload_length is 0");
-    let start = pm_offset
-        .checked_add(offset)
-        .ok_or_else(|| anyhow!("payload_offset {offset:#x} overflows"))?;
-    let end = start
-        .checked_add(length)
-        .filter(|&end| end <= image.len())
-        .ok_or_else(|| {
-            anyhow!(
-                "payload {start:#x}+{length:#x} (setup_sects={setup_sects}, \
-                 payload_offset={offset:#x}) runs past the end of the file ({:#x} bytes)",
-                image.len()
-            )
-        })?;
-    Ok(Payload {
-        protocol,
-        setup_sects,
-        pm_offset,
-        range: start..end,
-    })
+/// The file range of the compressed payload inside a bzImage.
+pub fn locate_payload(image: &[u8]) -> Result<Range<usize>> {
+    let bz = BzImage::parse(image).map_err(|e| anyhow!("{e}"))?;
+    let payload = bz.payload().ok_or_else(|| {
+        anyhow!(
+            "the header's payload_offset {:#x} + payload_length {:#x} run past the \
+             protected-mode kernel ({:#x} bytes)",
+            bz.header().payload_offset.get(),
+            bz.header().payload_length.get(),
+            bz.protected_mode_kernel().len()
+        )
+    })?;
+    ensure!(!payload.is_empty(), "the header's payload_length is 0");
+    let start = payload.as_ptr().addr() - image.as_ptr().addr();
+    Ok(start..start + payload.len())
 }
 
 /// The compressors the kernel build can use, named by the payload's first bytes.
@@ -229,108 +175,42 @@ pub fn lz4_legacy_decode(data: &[u8], capacity: usize) -> Result<Vec<u8>> {
 pub struct Vmlinux {
     /// `XEN_ELFNOTE_PHYS32_ENTRY`: the 32-bit physical PVH entry.
     pub pvh_entry: u64,
-    /// The note's descriptor size (Linux emits 8; 4 is also valid).
-    pub note_descsz: usize,
     /// Lowest physical address to one past the highest of the PT_LOAD segments (memsz).
     pub span: Range<u64>,
 }
 
-const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
-
 /// Checks that `data` is an x86-64 ELF with a Xen PHYS32_ENTRY note and returns it.
 pub fn inspect_vmlinux(data: &[u8]) -> Result<Vmlinux> {
-    ensure!(data.starts_with(b"\x7fELF"), "not an ELF file");
-    ensure!(
-        data.get(4) == Some(&2),
-        "not ELF64 (class byte {:?})",
-        data.get(4)
-    );
-    let hdr = FileHeader64::<Endianness>::parse(data).map_err(|e| anyhow!("ELF header: {e}"))?;
-    let endian = hdr.endian().map_err(|e| anyhow!("ELF header: {e}"))?;
-    ensure!(
-        hdr.e_machine(endian) == EM_X86_64,
-        "ELF machine {} is not x86-64",
-        hdr.e_machine(endian)
-    );
-    let phdrs = hdr
-        .program_headers(endian, data)
-        .map_err(|e| anyhow!("program headers: {e}"))?;
-    let mut span: Option<Range<u64>> = None;
-    for ph in phdrs.iter().filter(|p| p.p_type(endian) == PT_LOAD) {
-        let start = ph.p_paddr(endian);
-        let end = start
-            .checked_add(ph.p_memsz(endian))
-            .ok_or_else(|| anyhow!("a PT_LOAD segment at {start:#x} wraps around"))?;
-        span = Some(match span {
-            None => start..end,
-            Some(s) => s.start.min(start)..s.end.max(end),
-        });
-    }
-    let span = span.ok_or_else(|| anyhow!("no PT_LOAD segment"))?;
-
-    // The note lives in a PT_NOTE segment; a stripped-of-phdrs-notes ELF may have it only
-    // in a SHT_NOTE section.
-    let mut found = None;
-    for ph in phdrs {
-        if let Some(notes) = ph
-            .notes(endian, data)
-            .map_err(|e| anyhow!("note segment: {e}"))?
-        {
-            found = found.or(pvh_note(notes, endian)?);
-        }
-    }
-    if found.is_none() {
-        let sections = hdr
-            .sections(endian, data)
-            .map_err(|e| anyhow!("section headers: {e}"))?;
-        for sh in sections.iter() {
-            if let Some(notes) = sh
-                .notes(endian, data)
-                .map_err(|e| anyhow!("note section: {e}"))?
-            {
-                found = found.or(pvh_note(notes, endian)?);
-            }
-        }
-    }
-    let (pvh_entry, note_descsz) = found.ok_or_else(|| {
-        anyhow!("no Xen PHYS32_ENTRY note (type 18): this kernel cannot boot through PVH")
-    })?;
-    ensure!(
-        span.contains(&pvh_entry),
-        "the PVH entry {pvh_entry:#x} lies outside the loaded span {:#x}..{:#x}",
-        span.start,
-        span.end
-    );
+    // The largest VM Janus can build: a kernel refused here is refused in every VM.
+    let layout = VmLayout::new(MAX_RAM, 1).map_err(|e| anyhow!("{e}"))?;
+    let info = elf::inspect(data, &layout).map_err(|e| anyhow!("{e}"))?;
+    ensure!(info.class64, "not ELF64 (a 32-bit ELF)");
+    let pvh_entry = info
+        .pvh_entry
+        .ok_or_else(|| anyhow!("{}", GuestLoadError::MissingPvhNote))?;
     Ok(Vmlinux {
-        pvh_entry,
-        note_descsz,
-        span,
+        pvh_entry: pvh_entry.into(),
+        span: info.span.start..info.span.end,
     })
-}
-
-fn pvh_note(
-    mut notes: object::read::elf::NoteIterator<'_, FileHeader64<Endianness>>,
-    endian: Endianness,
-) -> Result<Option<(u64, usize)>> {
-    while let Some(note) = notes.next().map_err(|e| anyhow!("notes: {e}"))? {
-        if note.name() != b"Xen" || note.n_type(endian) != XEN_ELFNOTE_PHYS32_ENTRY {
-            continue;
-        }
-        let desc = note.desc();
-        let entry = match desc.len() {
-            4 => u64::from(u32_at(desc, 0).unwrap_or(0)),
-            8 => u64::from_le_bytes(desc.try_into().unwrap_or_default()),
-            n => bail!("the Xen PHYS32_ENTRY note has descsz {n} (want 4 or 8)"),
-        };
-        return Ok(Some((entry, desc.len())));
-    }
-    Ok(None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    // Setup header offsets (Documentation/arch/x86/boot.rst).
+    const SETUP_SECTS: usize = 0x1f1;
+    const BOOT_FLAG: usize = 0x1fe;
+    const JUMP: usize = 0x200;
+    const HEADER: usize = 0x202;
+    const VERSION: usize = 0x206;
+    const LOADFLAGS: usize = 0x211;
+    const PAYLOAD_OFFSET: usize = 0x248;
+    const PAYLOAD_LENGTH: usize = 0x24c;
+    const EM_X86_64: u16 = 62;
+    const PT_LOAD: u32 = 1;
+    const PT_NOTE: u32 = 4;
 
     /// A bzImage-shaped buffer: `setup_sects` setup sectors, then a protected-mode part
     /// that holds `payload` at `payload_offset`.
@@ -344,8 +224,11 @@ mod tests {
         let mut img = vec![0u8; pm + payload_offset as usize + payload.len() + 64];
         img[SETUP_SECTS] = setup_sects;
         img[BOOT_FLAG..BOOT_FLAG + 2].copy_from_slice(&0xaa55u16.to_le_bytes());
+        // A short jmp over a header that ends at 0x26c, as a 2.15 kernel's does.
+        img[JUMP..JUMP + 2].copy_from_slice(&[0xeb, 0x6a]);
         img[HEADER..HEADER + 4].copy_from_slice(b"HdrS");
         img[VERSION..VERSION + 2].copy_from_slice(&0x020fu16.to_le_bytes());
+        img[LOADFLAGS] = 1;
         img[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4].copy_from_slice(&payload_offset.to_le_bytes());
         img[PAYLOAD_LENGTH..PAYLOAD_LENGTH + 4]
             .copy_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -389,19 +272,15 @@ mod tests {
         let payload = [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5];
         let img = synthetic_bzimage(39, 0x2cc, &payload);
         let p = locate_payload(&img).unwrap();
-        assert_eq!(p.protocol, 0x020f);
-        assert_eq!(p.setup_sects, 39);
-        assert_eq!(p.pm_offset, 0x5000);
-        assert_eq!(p.range, 0x5000 + 0x2cc..0x5000 + 0x2cc + payload.len());
-        assert_eq!(&img[p.range], &payload);
+        assert_eq!(p, 0x5000 + 0x2cc..0x5000 + 0x2cc + payload.len());
+        assert_eq!(&img[p], &payload);
     }
 
     #[test]
     fn zero_setup_sects_means_four() {
         let img = synthetic_bzimage(0, 16, b"abcdefgh");
         let p = locate_payload(&img).unwrap();
-        assert_eq!(p.setup_sects, 4);
-        assert_eq!(p.pm_offset, 5 * 512);
+        assert_eq!(p.start, 5 * 512 + 16);
     }
 
     #[test]
@@ -487,7 +366,8 @@ mod tests {
         assert!(decompress(&[]).is_err());
     }
 
-    /// A minimal ELF64: one PT_LOAD at 16 MiB and one PT_NOTE holding `notes`.
+    /// A minimal ELF64 of 4 KiB: one PT_LOAD of the whole file at 16 MiB (so that the PVH
+    /// entry lies in its file bytes) and one PT_NOTE holding `notes`.
     fn synthetic_elf(class: u8, notes: &[(&[u8], u32, &[u8])]) -> Vec<u8> {
         let mut note_bytes = Vec::new();
         for (name, ty, desc) in notes {
@@ -504,6 +384,7 @@ mod tests {
                 note_bytes.push(0);
             }
         }
+        const FILE_LEN: usize = 0x1000;
         let (ehsize, phentsize, phnum) = (64usize, 56usize, 2usize);
         let notes_at = ehsize + phentsize * phnum;
         let mut f = vec![0u8; notes_at];
@@ -538,19 +419,12 @@ mod tests {
             PT_LOAD,
             0,
             0x100_0000,
-            notes_at as u64,
+            FILE_LEN as u64,
             0x20_0000,
         );
-        phdr(
-            &mut f,
-            1,
-            object::elf::PT_NOTE,
-            notes_at as u64,
-            0x100_0000,
-            nlen,
-            nlen,
-        );
+        phdr(&mut f, 1, PT_NOTE, notes_at as u64, 0x100_0000, nlen, nlen);
         f.extend_from_slice(&note_bytes);
+        f.resize(FILE_LEN, 0);
         f
     }
 
@@ -567,12 +441,11 @@ mod tests {
         );
         let v = inspect_vmlinux(&elf).unwrap();
         assert_eq!(v.pvh_entry, 0x100_0850);
-        assert_eq!(v.note_descsz, 8);
         assert_eq!(v.span, 0x100_0000..0x120_0000);
 
         let entry4 = 0x100_0600u32.to_le_bytes();
         let v = inspect_vmlinux(&synthetic_elf(2, &[(b"Xen", 18, &entry4)])).unwrap();
-        assert_eq!((v.pvh_entry, v.note_descsz), (0x100_0600, 4));
+        assert_eq!(v.pvh_entry, 0x100_0600);
     }
 
     #[test]
@@ -580,11 +453,10 @@ mod tests {
         let e = inspect_vmlinux(&synthetic_elf(2, &[(b"Xen", 6, b"linux\0")])).unwrap_err();
         assert!(e.to_string().contains("PHYS32_ENTRY"), "{e}");
         let e = inspect_vmlinux(&synthetic_elf(2, &[(b"Xen", 18, &[1, 2])])).unwrap_err();
-        assert!(e.to_string().contains("descsz 2"), "{e}");
+        assert!(e.to_string().contains("PHYS32_ENTRY note malformed"), "{e}");
         let outside = 0x900_0000u64.to_le_bytes();
         assert!(inspect_vmlinux(&synthetic_elf(2, &[(b"Xen", 18, &outside)])).is_err());
-        let e = inspect_vmlinux(&synthetic_elf(1, &[])).unwrap_err();
-        assert!(e.to_string().contains("ELF64"), "{e}");
+        assert!(inspect_vmlinux(&synthetic_elf(1, &[])).is_err());
         assert!(inspect_vmlinux(b"MZ not an elf").is_err());
         let good = synthetic_elf(2, &[(b"Xen", 18, &0x100_0000u64.to_le_bytes())]);
         for n in 0..good.len() {

@@ -34,10 +34,9 @@ pub use fetch::Package;
 
 use crate::util::{root, shown};
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 /// The prepared guest: files under `target/linux/` with stable names.
@@ -152,8 +151,8 @@ pub fn extract_vmlinux(bzimage_path: &Path) -> Result<(&'static str, Vec<u8>)> {
     let file = shown(bzimage_path);
     let image = std::fs::read(bzimage_path).with_context(|| format!("cannot read {file}"))?;
     let payload = bzimage::locate_payload(&image).with_context(|| file.clone())?;
-    let (kind, elf) = bzimage::decompress(&image[payload.range.clone()])
-        .with_context(|| format!("{file}: payload at {:#x}", payload.range.start))?;
+    let (kind, elf) = bzimage::decompress(&image[payload.clone()])
+        .with_context(|| format!("{file}: payload at {:#x}", payload.start))?;
     bzimage::inspect_vmlinux(&elf).with_context(|| format!("{file}: the decompressed payload"))?;
     Ok((kind.name(), elf))
 }
@@ -249,18 +248,8 @@ pub fn prepare() -> Result<LinuxGuest> {
     })
 }
 
-#[derive(Parser)]
-#[command(
-    name = "cargo xtask linux-guest",
-    about = "The Debian Linux test guest: fetch and build it, boot it directly under QEMU"
-)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Sub,
-}
-
 #[derive(Subcommand)]
-enum Sub {
+pub enum Sub {
     /// Fetch (or reuse) the kernel and busybox; write target/linux/{vmlinux,bzImage,initramfs.cpio.gz}.
     Prepare,
     /// Boot the guest under QEMU TCG without Janus and check what its console says.
@@ -310,31 +299,7 @@ fn print_guest(g: &LinuxGuest) {
 }
 
 /// `cargo xtask linux-guest …`
-pub fn main(args: &[String]) -> ExitCode {
-    let cli = match Cli::try_parse_from(
-        std::iter::once("cargo xtask linux-guest".to_string()).chain(args.iter().cloned()),
-    ) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-    };
-    match run(cli.cmd) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("xtask: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cmd: Sub) -> Result<bool> {
+pub fn run(cmd: Sub) -> Result<bool> {
     let guest = prepare()?;
     print_guest(&guest);
     let Sub::Boot {

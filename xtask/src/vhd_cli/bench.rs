@@ -21,6 +21,19 @@ const MIB: u64 = 1 << 20;
 /// 4 KiB times a prime: every random request lands in a different 2 MiB block.
 const STRIDE: u64 = 4096 * 7919;
 
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Image size, with a K/M/G/T suffix: a multiple of 1 MiB, at least 4 MiB.
+    #[arg(long, default_value = "1G")]
+    size: String,
+    #[arg(long, default_value_t = 200_000)]
+    rand_reads: u64,
+    #[arg(long, default_value_t = 20_000)]
+    rand_writes: u64,
+    #[arg(long, default_value = "target/vhd-bench")]
+    dir: PathBuf,
+}
+
 struct Params {
     size: u64,
     rand_reads: u64,
@@ -28,30 +41,13 @@ struct Params {
     dir: PathBuf,
 }
 
-fn parse(args: &[String]) -> Result<Params, String> {
-    let mut p = Params {
-        size: 1 << 30,
-        rand_reads: 200_000,
-        rand_writes: 20_000,
-        dir: PathBuf::from("target/vhd-bench"),
+fn parse(args: &BenchArgs) -> Result<Params, String> {
+    let p = Params {
+        size: super::size::parse(&args.size)?,
+        rand_reads: args.rand_reads,
+        rand_writes: args.rand_writes,
+        dir: args.dir.clone(),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || it.next().ok_or(format!("{a} needs a value"));
-        match a.as_str() {
-            "--size" => p.size = super::size::parse(val()?)?,
-            "--rand-reads" => p.rand_reads = val()?.parse().map_err(|_| "bad --rand-reads")?,
-            "--rand-writes" => p.rand_writes = val()?.parse().map_err(|_| "bad --rand-writes")?,
-            "--dir" => p.dir = PathBuf::from(val()?),
-            "-h" | "--help" => {
-                println!(
-                    "usage: bench [--size 1G] [--rand-reads 200000] [--rand-writes 20000] [--dir target/vhd-bench]"
-                );
-                std::process::exit(0);
-            }
-            other => return Err(format!("bench: unknown argument '{other}'")),
-        }
-    }
     if p.size < 4 * MIB || !p.size.is_multiple_of(MIB) {
         return Err("bench: --size must be a multiple of 1 MiB, at least 4 MiB".into());
     }
@@ -146,7 +142,7 @@ fn parallel_reads(
     Ok(start.elapsed().as_secs_f64())
 }
 
-pub fn run(args: &[String]) -> Result<(), String> {
+pub fn run(args: &BenchArgs) -> Result<(), String> {
     let p = parse(args)?;
     std::fs::create_dir_all(&p.dir).map_err(|e| format!("{}: {e}", p.dir.display()))?;
     let jimg = p.dir.join("janus.vhd");

@@ -1,1 +1,0 @@
-//! Scenario harness shared by the boot tests that `cargo xtask test` runs.
