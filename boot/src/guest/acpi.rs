@@ -57,7 +57,7 @@ pub struct AcpiOptions {
     pub ioapic: bool,
     /// `\_SB.COM1` (PNP0501) in the DSDT.
     pub com1: bool,
-    /// `\_SB.VMBS` (`_HID "VMBus"`): only for a face that implements VMBus, since Windows and
+    /// `\_SB.VMBS` (`_HID "VMBus"`): only for a personality that implements VMBus, since Windows and
     /// Linux bind their VMBus drivers to it.
     pub vmbus: bool,
     /// FADT `IAPC_BOOT_ARCH`. The default says no VGA and no CMOS RTC (so Linux does not
@@ -84,11 +84,11 @@ impl Default for AcpiOptions {
 }
 
 impl AcpiOptions {
-    /// The Xen PVH face: LAPICs only, as Xen builds PVH domUs.
+    /// The Xen PVH personality: LAPICs only, as Xen builds PVH domUs.
     pub fn xen() -> Self {
         Self::default()
     }
-    /// The Hyper-V face: an IOAPIC so ttyS0 is interrupt driven.
+    /// The Hyper-V personality: an IOAPIC so ttyS0 is interrupt driven.
     pub fn hyperv() -> Self {
         AcpiOptions {
             ioapic: true,

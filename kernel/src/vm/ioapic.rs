@@ -1,4 +1,4 @@
-//! The IOAPIC the Hyper-V face's ACPI tables describe (at 0xFEC00000, GSIs 0-23): enough
+//! The IOAPIC the Hyper-V personality's ACPI tables describe (at 0xFEC00000, GSIs 0-23): enough
 //! for ISA devices with edge-triggered lines (COM1 on IRQ 4). Pure register state; the exit
 //! loop feeds it MMIO accesses and line changes and delivers what it returns.
 

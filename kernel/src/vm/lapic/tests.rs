@@ -1,0 +1,231 @@
+use super::*;
+
+const TSC_HZ: u64 = 2_000_000_000;
+const BUS_HZ: u64 = 1_000_000_000;
+
+fn apic() -> VLapic {
+    let mut a = VLapic::new(0, true, TSC_HZ, BUS_HZ);
+    a.wrmsr(0x80F, 0x1FF, 0).unwrap();
+    a
+}
+
+fn reg(r: u32) -> u32 {
+    X2APIC_MSR_FIRST + r
+}
+
+#[test]
+fn starts_in_x2apic_mode_and_reports_its_id() {
+    let a = VLapic::new(3, false, TSC_HZ, BUS_HZ);
+    assert_eq!(
+        a.rdmsr(APIC_BASE_MSR, 0),
+        Ok(APIC_DEFAULT_BASE | APIC_BASE_EN | APIC_BASE_EXTD)
+    );
+    assert_eq!(a.rdmsr(reg(REG_ID), 0), Ok(3));
+    assert_eq!(a.rdmsr(reg(REG_LDR), 0), Ok(1 << 3));
+    assert!(logical_match(1 << 3, 3));
+    assert!(!logical_match((1 << 16) | (1 << 3), 3));
+}
+
+#[test]
+fn logical_destinations_name_clusters_of_sixteen() {
+    assert!(logical_match(0b1001, 0));
+    assert!(logical_match(0b1001, 3));
+    assert!(!logical_match(0b1001, 1));
+    assert!(logical_match((1 << 16) | 1, 16));
+    assert!(!logical_match(1, 16), "cluster 0 does not reach APIC 16");
+    assert!(logical_match((2 << 16) | (1 << 15), 47));
+    // An 8-bit IOAPIC destination is cluster 0: APICs 0-7.
+    assert!(logical_match(0xFF, 7));
+    assert!(!logical_match(0xFF, 8));
+}
+
+#[test]
+fn reserved_and_write_only_registers_fault() {
+    let mut a = apic();
+    assert_eq!(a.rdmsr(reg(REG_EOI), 0), Err(GpFault));
+    assert_eq!(a.rdmsr(reg(0x01), 0), Err(GpFault));
+    assert_eq!(a.wrmsr(reg(REG_ID), 5, 0), Err(GpFault));
+    assert_eq!(a.wrmsr(reg(REG_TPR), 1 << 40, 0), Err(GpFault));
+    assert_eq!(a.wrmsr(reg(REG_EOI), 1, 0), Err(GpFault));
+    assert_eq!(a.rdmsr(0x900, 0), Err(GpFault));
+    assert_eq!(
+        a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | APIC_BASE_EN, 0),
+        Err(GpFault)
+    );
+}
+
+#[test]
+fn one_shot_timer_fires_once_at_the_scaled_deadline() {
+    let mut a = apic();
+    a.wrmsr(reg(REG_TIMER_DIV), 0b1011, 0).unwrap(); // divide by 1
+    a.wrmsr(reg(REG_LVT_TIMER), 0x40, 0).unwrap();
+    a.wrmsr(reg(REG_TIMER_INIT), 1000, 100).unwrap(); // 1000 bus ticks = 2000 TSC ticks
+    assert_eq!(a.next_deadline(), Some(2100));
+    assert_eq!(a.rdmsr(reg(REG_TIMER_CUR), 1100), Ok(500));
+    a.tick(2099);
+    assert_eq!(a.deliverable(), None);
+    a.tick(2100);
+    assert_eq!(a.deliverable(), Some(0x40));
+    assert_eq!(a.next_deadline(), None);
+    assert_eq!(a.rdmsr(reg(REG_TIMER_CUR), 3000), Ok(0));
+}
+
+#[test]
+fn periodic_timer_rearms_and_skips_missed_periods() {
+    let mut a = apic();
+    a.wrmsr(reg(REG_TIMER_DIV), 0b0000, 0).unwrap(); // divide by 2
+    a.wrmsr(reg(REG_LVT_TIMER), u64::from(TIMER_PERIODIC) | 0x41, 0)
+        .unwrap();
+    a.wrmsr(reg(REG_TIMER_INIT), 100, 0).unwrap(); // period 400 TSC ticks
+    a.tick(400);
+    assert_eq!(a.next_deadline(), Some(800));
+    a.tick(2050);
+    assert_eq!(a.next_deadline(), Some(2400));
+    assert_eq!(a.deliverable(), Some(0x41));
+}
+
+#[test]
+fn tsc_deadline_mode_uses_the_msr() {
+    let mut a = apic();
+    a.wrmsr(reg(REG_LVT_TIMER), u64::from(TIMER_TSC_DEADLINE) | 0x42, 0)
+        .unwrap();
+    a.wrmsr(TSC_DEADLINE_MSR, 5000, 10).unwrap();
+    assert_eq!(a.rdmsr(TSC_DEADLINE_MSR, 10), Ok(5000));
+    a.wrmsr(reg(REG_TIMER_INIT), 77, 10).unwrap(); // ignored in this mode
+    assert_eq!(a.next_deadline(), Some(5000));
+    a.tick(5000);
+    assert_eq!(a.deliverable(), Some(0x42));
+    assert_eq!(a.rdmsr(TSC_DEADLINE_MSR, 6000), Ok(0));
+    // A deadline already in the past fires at once.
+    a.delivered(0x42);
+    a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+    a.wrmsr(TSC_DEADLINE_MSR, 7, 6000).unwrap();
+    assert_eq!(a.deliverable(), Some(0x42));
+}
+
+#[test]
+fn an_eoi_with_nothing_in_service_is_counted() {
+    let mut a = apic();
+    a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+    assert_eq!(a.unmatched_eois, 1);
+    let p = Pending::new();
+    p.post(0x40);
+    a.sync(&p);
+    let v = a.deliverable().unwrap();
+    a.delivered(v);
+    a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+    assert_eq!(a.unmatched_eois, 1);
+}
+
+#[test]
+fn priority_isr_and_eoi() {
+    let mut a = apic();
+    let p = Pending::new();
+    p.post(0x50);
+    p.post(0x31);
+    a.sync(&p);
+    assert_eq!(a.deliverable(), Some(0x50));
+    a.delivered(0x50);
+    assert_eq!(a.deliverable(), None, "0x31 is below the in-service class");
+    assert_eq!(a.rdmsr(reg(REG_ISR0 + 2), 0), Ok(1 << 16));
+    a.wrmsr(reg(REG_EOI), 0, 0).unwrap();
+    assert_eq!(a.deliverable(), Some(0x31));
+    a.wrmsr(reg(REG_TPR), 0x40, 0).unwrap();
+    assert_eq!(a.deliverable(), None, "TPR masks class 3");
+    p.post(3);
+    a.sync(&p);
+    assert_eq!(
+        a.rdmsr(reg(REG_ESR), 0),
+        Ok(1 << 6),
+        "illegal vector reported, not queued"
+    );
+}
+
+#[test]
+fn no_eoi_vectors_skip_the_isr() {
+    let mut a = apic();
+    let p = Pending::new();
+    p.post_no_eoi(0xF3);
+    a.sync(&p);
+    assert_eq!(a.deliverable(), Some(0xF3));
+    a.delivered(0xF3);
+    assert_eq!(a.rdmsr(reg(REG_ISR0 + 7), 0), Ok(0), "not in service");
+    p.post(0x50);
+    a.sync(&p);
+    assert_eq!(a.deliverable(), Some(0x50), "nothing blocks lower vectors");
+    p.kick();
+    assert!(p.any());
+    assert!(p.take_kick());
+    assert!(!p.any());
+}
+
+#[test]
+fn a_disabled_apic_delivers_nothing() {
+    let mut a = VLapic::new(0, true, TSC_HZ, BUS_HZ);
+    let p = Pending::new();
+    p.post(0x80);
+    a.sync(&p);
+    assert_eq!(a.deliverable(), None);
+    a.wrmsr(reg(REG_SVR), 0x1FF, 0).unwrap();
+    assert_eq!(a.deliverable(), Some(0x80));
+}
+
+#[test]
+fn icr_writes_decode_to_ipis() {
+    let mut a = apic();
+    let send = |a: &mut VLapic, v: u64| a.wrmsr(reg(REG_ICR), v, 0).unwrap();
+    assert_eq!(
+        send(&mut a, (2 << 32) | 0x4000 | 0xF3),
+        Effect::SendIpi(Ipi::Fixed {
+            dest: Dest::Physical(2),
+            vector: 0xF3
+        })
+    );
+    assert_eq!(
+        send(&mut a, (1 << 32) | 0x4500),
+        Effect::SendIpi(Ipi::Init {
+            dest: Dest::Physical(1)
+        })
+    );
+    assert_eq!(send(&mut a, 0x8500), Effect::None, "INIT de-assert");
+    assert_eq!(
+        send(&mut a, (1 << 32) | 0x4608),
+        Effect::SendIpi(Ipi::Sipi {
+            dest: Dest::Physical(1),
+            vector: 8
+        })
+    );
+    assert_eq!(
+        send(&mut a, (3 << 18) | 0x20),
+        Effect::SendIpi(Ipi::Fixed {
+            dest: Dest::AllExcludingSelf,
+            vector: 0x20
+        })
+    );
+    assert_eq!(
+        send(&mut a, (0x1_0004u64 << 32) | 0x800 | 0x30),
+        Effect::SendIpi(Ipi::Fixed {
+            dest: Dest::Logical(0x1_0004),
+            vector: 0x30
+        })
+    );
+    assert_eq!(
+        a.wrmsr(reg(REG_ICR), 0x700, 0),
+        Err(GpFault),
+        "reserved delivery mode"
+    );
+    assert_eq!(a.rdmsr(reg(REG_ICR), 0), Ok(0x0001_0004_0000_0830));
+}
+
+#[test]
+fn init_and_sipi_travel_through_pending() {
+    let p = Pending::new();
+    assert!(!p.any());
+    p.post_init();
+    p.post_sipi(0x9a);
+    assert!(p.any());
+    assert!(p.take_init());
+    assert!(!p.take_init());
+    assert_eq!(p.take_sipi(), Some(0x9a));
+    assert_eq!(p.take_sipi(), None);
+}
