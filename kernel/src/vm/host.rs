@@ -42,4 +42,8 @@ impl Machine for HostMachine {
     fn print(&self, args: core::fmt::Arguments<'_>) {
         crate::println!("{}", args);
     }
+
+    fn console_stamp(&self, vm: &str, seq: u32) {
+        defmt::info!("con {=str} {=u32} {=u64}", vm, seq, tsc::now_ns());
+    }
 }

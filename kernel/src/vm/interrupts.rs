@@ -104,13 +104,8 @@ impl<'a, C> DeviceCx<'a, C> {
         }
     }
 
-    fn name(&self) -> &'a str {
-        self.vm.info.get().map_or("?", |i| i.name.as_str())
-    }
-
     pub fn finish(mut self) {
-        let name = self.name();
-        self.outbox.print(self.m, name);
+        self.outbox.print(self.m, self.vm.console());
     }
 }
 
@@ -144,7 +139,6 @@ impl<C> DeviceContext for DeviceCx<'_, C> {
     }
 
     fn console_line(&mut self, line: &[u8]) {
-        let name = self.name();
-        self.outbox.keep(self.m, name, line);
+        self.outbox.keep(self.m, self.vm.console(), line);
     }
 }

@@ -49,4 +49,6 @@ pub trait Machine {
     fn kick_cpu(&self, cpu: usize);
     /// A line on the hypervisor's console.
     fn print(&self, args: core::fmt::Arguments<'_>);
+    /// Records on the log channel that line `seq` of `vm`'s console was printed now.
+    fn console_stamp(&self, vm: &str, seq: u32);
 }

@@ -141,10 +141,10 @@ impl<C> Host for KernelHost<'_, C> {
     }
 
     fn console_write(&mut self, bytes: &[u8]) {
-        let name = self.info.name.as_str();
+        let c = self.vm.console();
         let (outbox, m) = (&mut self.outbox, self.machine);
         for &b in bytes {
-            self.console.push(b, &mut |line| outbox.keep(m, name, line));
+            self.console.push(b, &mut |line| outbox.keep(m, c, line));
         }
     }
 
@@ -206,6 +206,6 @@ pub fn with<C, R>(
     let mut outbox = core::mem::take(&mut host.outbox);
     instance.drain_notices(m, info.name.as_str());
     drop(state);
-    outbox.print(m, info.name.as_str());
+    outbox.print(m, vm.console());
     Some(r)
 }

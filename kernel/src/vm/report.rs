@@ -18,19 +18,20 @@ const WATCH_NS: u64 = 5_000_000_000;
 
 /// Prints what the VM's consoles (COM1 and the personality's) hold of unfinished lines.
 pub fn flush_consoles(vm: &VmSlot, info: &VmInfo) {
+    let _ = info;
     let m = &HostMachine;
-    let name = info.name.as_str();
+    let c = vm.console();
     let mut outbox = console::Outbox::new();
     vm.devices
         .uart
         .0
         .lock()
-        .flush(&mut |line| outbox.keep(m, name, line));
+        .flush(&mut |line| outbox.keep(m, c, line));
     vm.personality
         .lock()
         .console
-        .flush(&mut |line| outbox.keep(m, name, line));
-    outbox.print(m, name);
+        .flush(&mut |line| outbox.keep(m, c, line));
+    outbox.print(m, c);
 }
 
 /// The report of a VM whose last vCPU left.

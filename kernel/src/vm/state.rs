@@ -12,7 +12,7 @@ use super::lapic::Pending;
 use super::personality::PersonalityState;
 use super::stats::ExitStats;
 use crate::manifest::Personality;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use spin::{Mutex, Once};
 use vcpu::{NestedPageTable, RamRegion};
 use virt::StopReason;
@@ -91,6 +91,8 @@ pub struct Vm<C> {
     pub end: Mutex<VmEnd>,
     pub npt: Mutex<Option<NestedPageTable>>,
     pub live: AtomicBool,
+    /// Console lines printed so far, numbering the stamps (see `console`).
+    pub console_seq: AtomicU32,
     pub vcpus: [VcpuSlot; MAX_VCPUS],
     pub cells: [Mutex<Option<C>>; MAX_VCPUS],
 }
@@ -109,8 +111,17 @@ impl<C> Vm<C> {
             }),
             npt: Mutex::new(None),
             live: AtomicBool::new(false),
+            console_seq: AtomicU32::new(0),
             vcpus: [const { VcpuSlot::new() }; MAX_VCPUS],
             cells: [const { Mutex::new(None) }; MAX_VCPUS],
+        }
+    }
+
+    /// The VM's console, for printing its lines.
+    pub fn console(&self) -> super::console::Console<'_> {
+        super::console::Console {
+            vm: self.info.get().map_or("?", |i| i.name.as_str()),
+            seq: &self.console_seq,
         }
     }
 

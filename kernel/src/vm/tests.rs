@@ -22,6 +22,7 @@ struct FakeMachine {
     tsc: Cell<u64>,
     kicks: RefCell<Vec<usize>>,
     lines: RefCell<Vec<String>>,
+    stamps: RefCell<Vec<(String, u32)>>,
     host_interrupts: Cell<u32>,
 }
 
@@ -31,6 +32,7 @@ impl FakeMachine {
             tsc: Cell::new(5 * TSC_HZ),
             kicks: RefCell::new(Vec::new()),
             lines: RefCell::new(Vec::new()),
+            stamps: RefCell::new(Vec::new()),
             host_interrupts: Cell::new(0),
         }
     }
@@ -64,6 +66,9 @@ impl Machine for FakeMachine {
     }
     fn print(&self, args: core::fmt::Arguments<'_>) {
         self.lines.borrow_mut().push(args.to_string());
+    }
+    fn console_stamp(&self, vm: &str, seq: u32) {
+        self.stamps.borrow_mut().push((vm.to_string(), seq));
     }
 }
 
@@ -333,6 +338,16 @@ fn ports_reach_their_device_or_float() {
         assert_eq!(r.io(0x3F8, 1, true, u32::from(*b)), Action::Done);
     }
     assert_eq!(*r.m.lines.borrow(), ["[t] hi"]);
+    assert_eq!(*r.m.stamps.borrow(), [("t".to_string(), 0)]);
+    for b in b"\x1b[2Jvm t: stopped: powered off\n" {
+        r.io(0x3F8, 1, true, u32::from(*b));
+    }
+    assert_eq!(
+        r.m.lines.borrow()[1],
+        "[t] \\x1b[2Jvm t: stopped: powered off",
+        "escaped, and prefixed as the guest's"
+    );
+    assert_eq!(r.m.stamps.borrow()[1].1, 1);
     r.st.vcpu.regs.rax = 0xAAAA_AAAA_0000_0000;
     r.io(0x3FD, 1, false, 0);
     assert_eq!(r.st.vcpu.regs.rax, 0xAAAA_AAAA_0000_0060, "LSR: THR empty");
