@@ -177,19 +177,34 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
 
     let mut tag = 1u16;
     let mut global_vcpu = 0usize;
+    let mut started = manifest.vms.len();
     for (i, spec) in manifest.vms.iter().enumerate() {
+        // A VM that cannot be built stops alone; the others start.
         if let Err(e) = machine::create(i, spec, &info, &vendor, &mut tag, &mut global_vcpu) {
-            fatal(format_args!("VM '{}': {e}", spec.name))
+            started -= 1;
+            report::announce(
+                spec.name.as_str(),
+                crate::vm::outcome::Outcome::BootFailed,
+                format_args!("at boot: {e}"),
+            );
         }
         machine::VM_COUNT.store(i + 1, Ordering::Release);
     }
-    println!("janus: running {} VM(s)", manifest.vms.len());
+    println!("janus: running {started} VM(s)");
     report::WATCH.store(opts.watch, Ordering::Relaxed);
     smp::GO.store(true, Ordering::Release);
     run::cpu_loop(0);
     println!("janus: all VMs have stopped");
+    let unclean = report::UNCLEAN.load(Ordering::Acquire);
+    if unclean > 0 {
+        println!("janus: {unclean} VM(s) did not end cleanly");
+    }
     println!("janus: done");
-    verdict::success()
+    if unclean == 0 {
+        verdict::success()
+    } else {
+        verdict::failure()
+    }
 }
 
 static VENDOR: spin::Once<vcpu::Vendor> = spin::Once::new();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Leads the manifest module so a wrong file is named as such, not misparsed.
 pub const MAGIC: &[u8; 8] = b"JANUSMF\0";
 /// Bumped whenever the encoded types change.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// The module name xtask gives the encoded manifest.
 pub const MODULE_NAME: &str = "manifest.bin";
 
@@ -52,6 +52,55 @@ impl Personality {
     }
 }
 
+/// What the hypervisor does when a VM's guest ends in a given way (Xen `xl.cfg`'s
+/// `on_poweroff`, `on_reboot`, `on_crash`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnEnd {
+    /// The VM ends (Xen's `destroy`).
+    Stop,
+    /// The VM is loaded again from its boot files and starts over.
+    Restart,
+    /// The VM ends and its state is kept and reported in full, for inspection (crashes only).
+    Preserve,
+}
+
+impl OnEnd {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "stop" | "destroy" => Some(Self::Stop),
+            "restart" => Some(Self::Restart),
+            "preserve" => Some(Self::Preserve),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Restart => "restart",
+            Self::Preserve => "preserve",
+        }
+    }
+}
+
+/// The three policies, with Xen's defaults: a reboot restarts, a power-off or crash ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policies {
+    pub on_poweroff: OnEnd,
+    pub on_reboot: OnEnd,
+    pub on_crash: OnEnd,
+}
+
+impl Default for Policies {
+    fn default() -> Self {
+        Self {
+            on_poweroff: OnEnd::Stop,
+            on_reboot: OnEnd::Restart,
+            on_crash: OnEnd::Stop,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSpec {
     pub name: String<MAX_NAME>,
@@ -63,6 +112,7 @@ pub struct VmSpec {
     /// Module name of the guest initrd.
     pub initrd: Option<String<MAX_FILE>>,
     pub cmdline: String<MAX_CMDLINE>,
+    pub policies: Policies,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +143,8 @@ pub enum Rule {
     MemoryRange,
     VcpuRange,
     EmptyKernel,
+    /// `preserve` is for crashes only.
+    PreserveNotCrash,
 }
 
 impl Rule {
@@ -104,6 +156,7 @@ impl Rule {
             Rule::MemoryRange => "`memory_mib` must be between 1 and 3072",
             Rule::VcpuRange => "`vcpus` must be between 1 and 8",
             Rule::EmptyKernel => "`kernel` must name a file",
+            Rule::PreserveNotCrash => "`preserve` applies to `on_crash` only",
         }
     }
 }
@@ -139,6 +192,11 @@ impl VmSpec {
         }
         if self.kernel.is_empty() {
             return Err(Rule::EmptyKernel);
+        }
+        if self.policies.on_poweroff == OnEnd::Preserve
+            || self.policies.on_reboot == OnEnd::Preserve
+        {
+            return Err(Rule::PreserveNotCrash);
         }
         Ok(())
     }
@@ -203,6 +261,7 @@ mod tests {
             kernel: "vmlinux".try_into().unwrap(),
             initrd: Some("initrd.cpio".try_into().unwrap()),
             cmdline: "console=hvc0 quiet".try_into().unwrap(),
+            policies: Policies::default(),
         }
     }
 

@@ -148,6 +148,9 @@ impl Vcpu for AnyVcpu {
     fn init(&mut self) {
         each!(self, v => v.init())
     }
+    fn reset(&mut self, state: crate::InitialState) -> Result<(), Error> {
+        each!(self, v => v.reset(state))
+    }
     fn sipi(&mut self, vector: u8) -> Result<(), Error> {
         each!(self, v => v.sipi(vector))
     }

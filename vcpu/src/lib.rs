@@ -117,6 +117,10 @@ pub trait Vcpu {
 
     /// Virtual INIT: the vCPU waits for SIPI (not runnable).
     fn init(&mut self);
+    /// Back to `state` as at creation, for a VM that starts over: registers, segments,
+    /// control registers, XCR0, queued events and the guest's TLB entries. Call it on the
+    /// pCPU that runs the vCPU.
+    fn reset(&mut self, state: InitialState) -> Result<(), Error>;
     /// Virtual SIPI: real mode at CS = vector << 8, IP = 0. Ignored unless waiting for SIPI.
     fn sipi(&mut self, vector: u8) -> Result<(), Error>;
     fn waiting_for_sipi(&self) -> bool;

@@ -27,6 +27,9 @@ struct VmToml {
     initrd: Option<String>,
     #[serde(default)]
     cmdline: String,
+    on_poweroff: Option<String>,
+    on_reboot: Option<String>,
+    on_crash: Option<String>,
 }
 
 fn one() -> u8 {
@@ -159,6 +162,33 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
         }
         let personality = Personality::parse(&vm.personality)
             .ok_or_else(|| bad("personality", "must be one of xen, hyperv, none"))?;
+        let mut policies = km::Policies::default();
+        for (key, given, slot, allowed) in [
+            (
+                "on_poweroff",
+                &vm.on_poweroff,
+                &mut policies.on_poweroff,
+                "stop, restart",
+            ),
+            (
+                "on_reboot",
+                &vm.on_reboot,
+                &mut policies.on_reboot,
+                "stop, restart",
+            ),
+            (
+                "on_crash",
+                &vm.on_crash,
+                &mut policies.on_crash,
+                "stop, restart, preserve",
+            ),
+        ] {
+            if let Some(g) = given {
+                *slot = km::OnEnd::parse(g)
+                    .filter(|p| allowed.contains(p.as_str()))
+                    .ok_or_else(|| bad(key, &format!("must be one of {allowed}")))?;
+            }
+        }
         if vm.cmdline.len() > km::MAX_CMDLINE {
             return Err(bad(
                 "cmdline",
@@ -222,6 +252,7 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
                 .as_str()
                 .try_into()
                 .map_err(|_| bad("cmdline", "too long"))?,
+            policies,
         };
         if let Err(rule) = spec.check() {
             let key = match rule {
@@ -323,6 +354,9 @@ vcpus = 2
 kernel = "guest.elf"
 initrd = "initrd.cpio"
 cmdline = "console=hvc0"
+on_poweroff = "restart"
+on_reboot = "stop"
+on_crash = "preserve"
 
 [[vm]]
 name = "hv-b"
@@ -352,6 +386,12 @@ kernel = "guest.elf"
         assert_eq!(decoded.vms[1].vcpus, 1);
         assert_eq!(decoded.vms[1].kernel.as_str(), "vm0-kernel-guest.elf");
         assert_eq!(decoded.vms[1].personality, Personality::HyperV);
+        let p = decoded.vms[0].policies;
+        assert_eq!(
+            (p.on_poweroff, p.on_reboot, p.on_crash),
+            (km::OnEnd::Restart, km::OnEnd::Stop, km::OnEnd::Preserve)
+        );
+        assert_eq!(decoded.vms[1].policies, km::Policies::default());
     }
 
     fn error_of(body: &str) -> String {
@@ -401,6 +441,14 @@ kernel = "guest.elf"
                 &["vm[1] 'a'", "`name`", "used by another VM"],
             ),
             (&base.replace("64", "-1"), &["m.toml", "memory_mib"]),
+            (
+                &format!("{base}on_reboot = \"preserve\"\n"),
+                &["vm[0] 'a'", "`on_reboot`", "one of stop, restart"],
+            ),
+            (
+                &format!("{base}on_crash = \"coredump\"\n"),
+                &["`on_crash`", "stop, restart, preserve"],
+            ),
             ("[[vm]\n", &["m.toml"]),
         ];
         for (body, wants) in cases {

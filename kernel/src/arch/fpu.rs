@@ -65,6 +65,14 @@ impl ExtState {
         Self { area, dr: [0; 4] }
     }
 
+    /// Back to the reset state of every component, for a vCPU that starts over.
+    pub fn reset(&mut self) {
+        // SAFETY: the block is this vCPU's own (see `new`), `area_bytes()` long, and not in
+        // use: the vCPU is between turns.
+        unsafe { core::ptr::write_bytes(self.area as *mut u8, 0, area_bytes() as usize) };
+        *self = Self::new(self.area);
+    }
+
     /// Puts this vCPU's registers into the CPU (start of its turn).
     pub fn load(&self) {
         let p = self.area as *const u8;

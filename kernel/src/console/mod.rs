@@ -21,6 +21,18 @@ pub fn _print(args: core::fmt::Arguments<'_>) {
     });
 }
 
+/// Prints `args` and runs `then` before another line can follow, so that what `then` logs
+/// (on COM2) is in the same order as the lines on COM1.
+pub fn print_then<R>(args: core::fmt::Arguments<'_>, then: impl FnOnce() -> R) -> R {
+    crate::arch::cpu::without_interrupts(|| {
+        let mut out = COM1_OUT.lock();
+        if let Some(serial) = out.as_mut() {
+            let _ = serial.write_fmt(args);
+        }
+        then()
+    })
+}
+
 /// For the panic and fault paths: writes even if another context holds the console lock.
 pub fn emergency(args: core::fmt::Arguments<'_>) {
     let _ = HostSerial::attach(COM1).write_fmt(args);

@@ -57,6 +57,16 @@ pub fn alloc_zeroed(count: u64, align: u64) -> Result<u64, FrameError> {
     Ok(pa)
 }
 
+/// Zeroes frames handed out earlier, for reuse by their owner (a VM that starts over).
+///
+/// # Safety
+/// `[pa, pa + bytes)` must be frames the caller owns and that nothing reads or writes
+/// meanwhile.
+pub unsafe fn zero_owned(pa: u64, bytes: u64) {
+    // SAFETY: upheld by the caller.
+    unsafe { zero(pa as *mut u8, bytes as usize) };
+}
+
 /// Zeroes with `rep stos`: guest RAM is hundreds of MiB, and the builtin memset's byte
 /// loop is slow under an emulator.
 ///

@@ -3,8 +3,11 @@
 
 use super::policy::{VcpuRef, slice_over};
 use crate::arch::{cpu, tsc};
+use crate::manifest::{OnEnd, Policies};
+use crate::println;
 use crate::vm::create::{self, LIVE_VMS, PERCPU, QUEUES, VmSlot};
 use crate::vm::host::HostMachine;
+use crate::vm::outcome::Outcome;
 use crate::vm::{Machine, dispatch, interrupts, personality, report, trace};
 use core::sync::atomic::Ordering;
 use vcpu::Vcpu;
@@ -76,6 +79,18 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
     let Some(cell) = guard.as_mut() else {
         return Turn::Gone;
     };
+    if let Some(initial) = cell.reset.take()
+        && let Err(error) = cell.state.vcpu.reset(initial)
+    {
+        stop(
+            vm,
+            StopReason::VcpuError {
+                vcpu: r.vcpu,
+                error,
+            },
+        );
+        return Turn::Gone;
+    }
     cell.ext.load();
     let st = &mut cell.state;
     let started = tsc::now_ns();
@@ -225,8 +240,59 @@ fn leave(r: VcpuRef) {
         end.vcpus_left == 0
     };
     report::flush_consoles(vm, info);
-    if last {
-        report::vm_ended(vm, info);
-        LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
+    if !last {
+        return;
+    }
+    let reason = vm.end.lock().stop.unwrap_or(StopReason::PowerOff);
+    let outcome = Outcome::of(&reason);
+    let policy = create::BOOT
+        .get(usize::from(r.vm))
+        .and_then(|b| b.get())
+        .map_or(OnEnd::Stop, |b| policy_for(&b.spec.policies, outcome));
+    if policy == OnEnd::Restart {
+        println!(
+            "vm {}: {}: restarting (on_{} = \"restart\")",
+            info.name,
+            reason,
+            policy_key(outcome)
+        );
+        defmt::info!(
+            "vm-restart {=str} {=str}",
+            info.name.as_str(),
+            outcome.as_str()
+        );
+        match create::restart(r.vm) {
+            Ok(()) => return,
+            Err(e) => {
+                report::announce(
+                    info.name.as_str(),
+                    Outcome::BootFailed,
+                    format_args!("at restart: {e}"),
+                );
+                LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        }
+    }
+    report::vm_ended(vm, info, policy == OnEnd::Preserve);
+    LIVE_VMS.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// What the VM's manifest says to do after `outcome`; ends the hypervisor cannot continue
+/// from are never restarted.
+fn policy_for(p: &Policies, outcome: Outcome) -> OnEnd {
+    match outcome {
+        Outcome::PoweredOff => p.on_poweroff,
+        Outcome::Rebooted => p.on_reboot,
+        Outcome::Crashed | Outcome::TripleFault => p.on_crash,
+        Outcome::Error | Outcome::BootFailed => OnEnd::Stop,
+    }
+}
+
+fn policy_key(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::PoweredOff => "poweroff",
+        Outcome::Rebooted => "reboot",
+        _ => "crash",
     }
 }

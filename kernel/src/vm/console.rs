@@ -11,7 +11,7 @@
 use super::Machine;
 use super::uart::{LINE_MAX, Line};
 use core::fmt;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::AtomicU32;
 
 const KEEP: usize = 16;
 
@@ -54,8 +54,7 @@ impl Outbox {
 }
 
 pub fn print_line(m: &dyn Machine, c: Console<'_>, line: &[u8]) {
-    m.print(format_args!("[{}] {}", c.vm, Escaped(line)));
-    m.console_stamp(c.vm, c.seq.fetch_add(1, Ordering::Relaxed));
+    m.guest_line(c.vm, c.seq, format_args!("{}", Escaped(line)));
 }
 
 /// Guest bytes as text: UTF-8 as it is, except that control characters (C0, DEL, C1) and bytes

@@ -30,9 +30,23 @@ pub struct VcpuCell {
     pub state: VcpuState<AnyVcpu>,
     /// FPU/SSE/AVX and DR0-3, which the vCPU layer leaves to the kernel.
     pub ext: crate::arch::fpu::ExtState,
+    /// Set when the VM starts over; the vCPU's own pCPU applies it at its next turn (VMX
+    /// state can only be changed where it is loaded).
+    pub reset: Option<InitialState>,
 }
 
 pub type VmSlot = Vm<VcpuCell>;
+
+/// What a VM is built from, kept to build it again when it restarts.
+pub struct BootFiles {
+    pub spec: VmSpec,
+    pub kernel: &'static [u8],
+    pub initrd: Option<&'static [u8]>,
+    pub amd: bool,
+}
+
+/// Per VM slot, set once at creation.
+pub static BOOT: [Once<BootFiles>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
 pub static VMS: [VmSlot; MAX_VMS] = [const { Vm::new() }; MAX_VMS];
 pub static VM_COUNT: AtomicUsize = AtomicUsize::new(0);
 pub static LIVE_VMS: AtomicUsize = AtomicUsize::new(0);
@@ -158,27 +172,7 @@ pub fn create(
         }
         None => None,
     };
-    let mem = GuestRam::new(ram);
-    let acpi = match spec.personality {
-        Personality::Xen => boot::guest::AcpiOptions::xen(),
-        Personality::HyperV => boot::guest::AcpiOptions::hyperv(),
-        Personality::None => boot::guest::AcpiOptions::default(),
-    };
-    let has_ioapic = spec.personality == Personality::HyperV;
-    let params = boot::guest::GuestParams {
-        vcpus: u32::from(spec.vcpus),
-        cmdline: spec.cmdline.as_bytes(),
-        kernel: image,
-        initrd,
-        acpi,
-    };
-    // An ELF boots through PVH, a bzImage through the Linux protocol (xtask checked it is one).
-    let boot_entry = if image.starts_with(b"\x7fELF") {
-        boot::guest::load_pvh(&mem, &params)
-    } else {
-        boot::guest::load_linux(&mem, &params)
-    }
-    .map_err(CreateError::Guest)?;
+    let boot_entry = load_guest(spec, ram, image, initrd)?;
     crate::println!(
         "vm {}: PVH entry {:#x}, start_info {:#x}, RSDP {:#x}, RAM at host {:#x}",
         spec.name,
@@ -187,6 +181,13 @@ pub fn create(
         boot_entry.rsdp,
         hpa
     );
+    let has_ioapic = spec.personality == Personality::HyperV;
+    BOOT[index].call_once(|| BootFiles {
+        spec: spec.clone(),
+        kernel: image,
+        initrd,
+        amd: matches!(vendor, vcpu::Vendor::Svm(_)),
+    });
 
     let slot = &VMS[index];
     let info = slot.info.call_once(|| VmInfo {
@@ -195,7 +196,12 @@ pub fn create(
         ram,
         vcpus: spec.vcpus,
     });
-    slot.personality.lock().instance = make_personality(index as u8, slot, info, vendor)?;
+    slot.personality.lock().instance = make_personality(
+        index as u8,
+        slot,
+        info,
+        matches!(vendor, vcpu::Vendor::Svm(_)),
+    )?;
     let devices = &slot.devices;
     if has_ioapic {
         devices.ioapic.call_once(IoApicDevice::new);
@@ -247,6 +253,7 @@ pub fn create(
         *slot.cells[usize::from(v)].lock() = Some(VcpuCell {
             state: VcpuState::new(vcpu, lapic),
             ext: crate::arch::fpu::ExtState::new(area),
+            reset: None,
         });
         let home = home_cpu(*global_vcpu, pcpus);
         *global_vcpu += 1;
@@ -273,9 +280,8 @@ fn make_personality(
     index: u8,
     slot: &'static VmSlot,
     info: &'static VmInfo,
-    vendor: &vcpu::Vendor,
+    amd: bool,
 ) -> Result<Instance, CreateError> {
-    let amd = matches!(vendor, vcpu::Vendor::Svm(_));
     let _ = (index, slot, amd);
     match info.personality {
         Personality::None => Ok(Instance::None),
@@ -324,4 +330,101 @@ fn make_personality(
             "this image was built without that personality",
         )),
     }
+}
+
+/// Loads the kernel (and initrd) into `ram`, which must be zeroed, with the
+/// ACPI tables of the VM's personality. An ELF boots through PVH, a bzImage through the Linux
+/// protocol (xtask checked it is one of them).
+fn load_guest(
+    spec: &VmSpec,
+    ram: RamRegion,
+    image: &'static [u8],
+    initrd: Option<&'static [u8]>,
+) -> Result<boot::guest::BootEntry, CreateError> {
+    let mem = GuestRam::new(ram);
+    let acpi = match spec.personality {
+        Personality::Xen => boot::guest::AcpiOptions::xen(),
+        Personality::HyperV => boot::guest::AcpiOptions::hyperv(),
+        Personality::None => boot::guest::AcpiOptions::default(),
+    };
+    let params = boot::guest::GuestParams {
+        vcpus: u32::from(spec.vcpus),
+        cmdline: spec.cmdline.as_bytes(),
+        kernel: image,
+        initrd,
+        acpi,
+    };
+    if image.starts_with(b"\x7fELF") {
+        boot::guest::load_pvh(&mem, &params)
+    } else {
+        boot::guest::load_linux(&mem, &params)
+    }
+    .map_err(CreateError::Guest)
+}
+
+/// Builds VM `index` again from its boot files, after all its vCPUs left the scheduler: RAM
+/// zeroed and loaded, a new personality, devices at reset, each vCPU back to its initial
+/// state (applied on its own pCPU), and the vCPUs queued again.
+pub fn restart(index: u8) -> Result<(), CreateError> {
+    let i = usize::from(index);
+    let (Some(slot), Some(files)) = (vm(index), BOOT.get(i).and_then(Once::get)) else {
+        return Err(CreateError::Personality("no such VM"));
+    };
+    let Some(info) = slot.info.get() else {
+        return Err(CreateError::Personality("no such VM"));
+    };
+    // SAFETY: the RAM is this VM's, and none of its vCPUs runs: all left the scheduler.
+    unsafe { phys::zero_owned(info.ram.hpa_base, info.ram.size) };
+    let entry = load_guest(&files.spec, info.ram, files.kernel, files.initrd)?;
+    let instance = make_personality(index, slot, info, files.amd)?;
+    {
+        let mut p = slot.personality.lock();
+        p.instance = instance;
+        p.console = super::uart::LineBuf::new();
+    }
+    slot.devices.reset();
+    let hz = crate::arch::tsc::hz();
+    for v in 0..info.vcpus {
+        let initial = if v == 0 {
+            entry.initial_state()
+        } else {
+            InitialState::WaitForSipi
+        };
+        if let Some(s) = slot.vcpu(v) {
+            s.pending.clear();
+            s.personality_deadline.store(0, Ordering::Release);
+            s.started.store(v == 0, Ordering::Release);
+        }
+        if let Some(cell) = slot.cells[usize::from(v)].lock().as_mut() {
+            cell.state.lapic = VLapic::new(u32::from(v), v == 0, hz, APIC_BUS_HZ);
+            cell.state.nmis_dropped = 0;
+            cell.state.trace = super::trace::Trace::new();
+            cell.ext.reset();
+            cell.reset = Some(initial);
+        }
+    }
+    {
+        let mut end = slot.end.lock();
+        end.stop = None;
+        end.vcpus_left = info.vcpus;
+        end.stats = super::stats::ExitStats::new();
+    }
+    slot.live.store(true, Ordering::Release);
+    for v in 0..info.vcpus {
+        let Some(s) = slot.vcpu(v) else { continue };
+        let home = usize::from(s.home.load(Ordering::Acquire));
+        let r = VcpuRef { vm: index, vcpu: v };
+        let mut q = QUEUES[home].lock();
+        let queued = if v == 0 {
+            q.push_ready(r)
+        } else {
+            q.block(r, None)
+        };
+        queued.map_err(|_| CreateError::OutOfMemory {
+            what: "a run-queue entry",
+        })?;
+        drop(q);
+        crate::arch::smp::kick_cpu(home);
+    }
+    Ok(())
 }

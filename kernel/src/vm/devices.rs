@@ -166,6 +166,16 @@ impl Devices {
         }
     }
 
+    /// Every device back to its power-on state (a VM that starts over).
+    pub fn reset(&self) {
+        *self.uart.0.lock() = uart::Uart::new();
+        *self.pit.0.lock() = pit::Pit::new();
+        *self.rtc.0.lock() = rtc::Rtc::new();
+        if let Some(io) = self.ioapic.get() {
+            *io.0.lock() = ioapic::IoApic::new();
+        }
+    }
+
     /// Claims every device's ranges on `bus`.
     pub fn attach<'a>(&'a self, bus: &mut Bus<'a>) -> Result<(), ClaimError> {
         use boot::guest::acpi::{RESET_PORT, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT};

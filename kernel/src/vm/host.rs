@@ -43,7 +43,15 @@ impl Machine for HostMachine {
         crate::println!("{}", args);
     }
 
-    fn console_stamp(&self, vm: &str, seq: u32) {
-        defmt::info!("con {=str} {=u32} {=u64}", vm, seq, tsc::now_ns());
+    fn guest_line(
+        &self,
+        vm: &str,
+        seq: &core::sync::atomic::AtomicU32,
+        text: core::fmt::Arguments<'_>,
+    ) {
+        crate::console::print_then(format_args!("[{vm}] {text}\n"), || {
+            let n = seq.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            defmt::info!("con {=str} {=u32} {=u64}", vm, n, tsc::now_ns());
+        });
     }
 }

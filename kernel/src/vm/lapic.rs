@@ -115,6 +115,16 @@ impl Pending {
             .then(|| self.sipi.load(Ordering::Relaxed))
     }
 
+    /// Forgets everything posted (a VM that starts over); `no_eoi` vectors included.
+    pub fn clear(&self) {
+        for w in self.bits.iter().chain(self.no_eoi.iter()) {
+            w.store(0, Ordering::Release);
+        }
+        for f in [&self.kicked, &self.init, &self.nmi, &self.sipi_valid] {
+            f.store(false, Ordering::Release);
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.bits.iter().any(|w| w.load(Ordering::Acquire) != 0)
             || self.kicked.load(Ordering::Acquire)

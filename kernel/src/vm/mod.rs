@@ -13,6 +13,7 @@ pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
 pub mod mmio;
+pub mod outcome;
 pub mod personality;
 pub mod pit;
 pub mod platform;
@@ -49,6 +50,12 @@ pub trait Machine {
     fn kick_cpu(&self, cpu: usize);
     /// A line on the hypervisor's console.
     fn print(&self, args: core::fmt::Arguments<'_>);
-    /// Records on the log channel that line `seq` of `vm`'s console was printed now.
-    fn console_stamp(&self, vm: &str, seq: u32);
+    /// Prints a line of `vm`'s console (`[vm] text`) and records on the log channel, in the
+    /// same order, the next number from `seq` and the host time it was printed.
+    fn guest_line(
+        &self,
+        vm: &str,
+        seq: &core::sync::atomic::AtomicU32,
+        text: core::fmt::Arguments<'_>,
+    );
 }

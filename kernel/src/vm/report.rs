@@ -4,11 +4,12 @@
 use super::console;
 use super::create::{VM_COUNT, VMS, VcpuCell, VmSlot};
 use super::host::HostMachine;
+use super::outcome::Outcome;
 use super::state::{VcpuState, VmInfo};
 use crate::arch::tsc;
 use crate::println;
 use crate::sched::policy::VcpuRef;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use vcpu::{AnyVcpu, Vcpu};
 use virt::StopReason;
 
@@ -34,13 +35,35 @@ pub fn flush_consoles(vm: &VmSlot, info: &VmInfo) {
     outbox.print(m, c);
 }
 
-/// The report of a VM whose last vCPU left.
-pub fn vm_ended(vm: &VmSlot, info: &VmInfo) {
+/// VMs that did not end cleanly; the run fails unless it is 0.
+pub static UNCLEAN: AtomicUsize = AtomicUsize::new(0);
+
+/// The one line and the one log record of a VM's end.
+pub fn announce(name: &str, outcome: Outcome, what: core::fmt::Arguments<'_>) {
+    println!("vm {name}: stopped: {what}");
+    defmt::info!("vm-end {=str} {=str}", name, outcome.as_str());
+    if !outcome.clean() {
+        UNCLEAN.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The report of a VM whose last vCPU left. `preserved`: its state stays as it was, and every
+/// vCPU's is reported in full for inspection.
+pub fn vm_ended(vm: &VmSlot, info: &VmInfo, preserved: bool) {
     let (reason, stats) = {
         let end = vm.end.lock();
         (end.stop.unwrap_or(StopReason::PowerOff), end.stats)
     };
-    println!("vm {}: stopped: {}", info.name, reason);
+    let kept = if preserved {
+        " (preserved for inspection)"
+    } else {
+        ""
+    };
+    announce(
+        info.name.as_str(),
+        Outcome::of(&reason),
+        format_args!("{reason}{kept}"),
+    );
     report_nested(vm, info);
     let host = crate::mm::paging::damaged();
     if let Some((va, got)) = host.first {
@@ -57,13 +80,13 @@ pub fn vm_ended(vm: &VmSlot, info: &VmInfo) {
         if let Some(cell) = vm.cells.get(usize::from(v)).and_then(|c| c.try_lock())
             && let Some(c) = cell.as_ref()
         {
-            report_vcpu(v, c, info, &reason);
+            report_vcpu(v, c, info, &reason, preserved);
         }
     }
     defmt::info!("vm stopped after {=u64} exits", stats.total());
 }
 
-fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason) {
+fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason, full: bool) {
     let st = &c.state;
     let regs = st.vcpu.regs();
     let ctl = st.vcpu.control_regs();
@@ -77,7 +100,7 @@ fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason) {
         ctl.cr3,
         ctl.efer
     );
-    if matches!(reason, StopReason::TripleFault { .. }) {
+    if full || matches!(reason, StopReason::TripleFault { .. }) {
         // What a triple fault usually comes down to: the stack, the TSS, the IDT path.
         let seg = |s: virt::SegReg| st.vcpu.segment(s);
         let (cs, ss, tr) = (

@@ -67,8 +67,15 @@ impl Machine for FakeMachine {
     fn print(&self, args: core::fmt::Arguments<'_>) {
         self.lines.borrow_mut().push(args.to_string());
     }
-    fn console_stamp(&self, vm: &str, seq: u32) {
-        self.stamps.borrow_mut().push((vm.to_string(), seq));
+    fn guest_line(
+        &self,
+        vm: &str,
+        seq: &core::sync::atomic::AtomicU32,
+        text: core::fmt::Arguments<'_>,
+    ) {
+        self.lines.borrow_mut().push(format!("[{vm}] {text}"));
+        let n = seq.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        self.stamps.borrow_mut().push((vm.to_string(), n));
     }
 }
 
@@ -179,6 +186,9 @@ impl Vcpu for MockVcpu {
     }
     fn set_exception_intercepts(&mut self, _mask: u32) {}
     fn init(&mut self) {}
+    fn reset(&mut self, _state: virt::InitialState) -> Result<(), Error> {
+        Ok(())
+    }
     fn sipi(&mut self, _vector: u8) -> Result<(), Error> {
         Ok(())
     }

@@ -93,7 +93,7 @@ impl SvmVcpu {
         Ok(v)
     }
 
-    fn set_initial(&mut self, st: InitialState) -> Result<(), Error> {
+    pub(super) fn set_initial(&mut self, st: InitialState) -> Result<(), Error> {
         let flat = |sel, attr| Segment::new(sel, 0, 0xffff_ffff, attr);
         let Some(e) = crate::state::entry_state(&st) else {
             self.waiting_for_sipi = true;

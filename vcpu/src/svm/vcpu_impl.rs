@@ -236,6 +236,13 @@ impl Vcpu for SvmVcpu {
         self.vmcb.get_mut().control.intercept_exceptions = mask;
     }
 
+    fn reset(&mut self, state: crate::InitialState) -> Result<(), Error> {
+        self.init();
+        self.guest_xcr0 = 1;
+        self.flush_nested_tlb();
+        self.set_initial(state)
+    }
+
     fn init(&mut self) {
         self.waiting_for_sipi = true;
         self.offered = None;

@@ -179,7 +179,7 @@ impl VmxVcpu {
         }
     }
 
-    fn set_initial(&mut self, st: InitialState) -> Result<(), Error> {
+    pub(super) fn set_initial(&mut self, st: InitialState) -> Result<(), Error> {
         let flat = |sel, attr| Segment::new(sel, 0, 0xffff_ffff, attr);
         let (cr0, cr4, efer, cs) = match crate::state::entry_state(&st) {
             // Still a valid state so the VMCS passes checks once SIPI'd.

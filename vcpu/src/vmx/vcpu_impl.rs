@@ -250,6 +250,15 @@ impl Vcpu for VmxVcpu {
         let _ = w(ctl::EXCEPTION_BITMAP, mask.into());
     }
 
+    fn reset(&mut self, state: crate::InitialState) -> Result<(), Error> {
+        vmcs::make_current(self.vmcs)?;
+        self.init();
+        self.waiting_for_sipi = false;
+        self.guest_xcr0 = 1;
+        self.flush_ept = true;
+        self.set_initial(state)
+    }
+
     fn init(&mut self) {
         self.cur();
         self.waiting_for_sipi = true;
