@@ -67,7 +67,7 @@ impl core::fmt::Display for StopReason {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StopReason::PowerOff => f.write_str("powered off"),
-            StopReason::Reset => f.write_str("reset (a reset ends the VM)"),
+            StopReason::Reset => f.write_str("reset"),
             StopReason::Crash(p) => write!(
                 f,
                 "guest crash {:#x} {:#x} {:#x} {:#x} {:#x}",

@@ -108,6 +108,19 @@ fn exec(cli: Cli) -> ExitCode {
         Cmd::Bench {
             what: Bench::Vhd(args),
         } => vhd_cli::bench(&args),
+        Cmd::Run {
+            manifest,
+            emulator,
+            timeout,
+            cmdline,
+            build,
+        } => match run(manifest, emulator, timeout, cmdline, &build) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("xtask: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         other => match dispatch(other) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
@@ -125,13 +138,7 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
             image::build(&opts)?;
             Ok(true)
         }
-        Cmd::Run {
-            manifest,
-            emulator,
-            timeout,
-            cmdline,
-            build,
-        } => run(manifest, emulator, timeout, cmdline, &build),
+        Cmd::Run { .. } => unreachable!("`exec` runs it for its exit code"),
         Cmd::Test(opts) => testsuite::test(&opts),
         Cmd::Iso {
             manifest,
@@ -189,7 +196,7 @@ fn run(
     timeout: u64,
     cmdline: String,
     build: &BuildOpts,
-) -> Result<bool> {
+) -> Result<u8> {
     let images = image::build(build)?;
     let staged = stage(manifest, build)?;
     for vm in &staged.manifest.vms {
@@ -212,16 +219,15 @@ fn run(
         echo: true,
     };
     let outcome = emulator::run(emulator, &spec)?;
-    match outcome.verdict {
-        Ok(()) => {
-            println!("xtask: run passed");
-            Ok(true)
-        }
-        Err(why) => {
-            println!("xtask: run FAILED: {why}");
-            Ok(false)
-        }
+    for (vm, class) in outcome.vm_ends() {
+        println!("xtask: vm {vm} ended: {class}");
     }
+    let code = outcome.exit_code();
+    match &outcome.verdict {
+        Ok(()) => println!("xtask: run passed"),
+        Err(why) => println!("xtask: run FAILED (exit code {code}): {why}"),
+    }
+    Ok(code)
 }
 
 /// Stripped image bytes per feature set, built in this invocation.

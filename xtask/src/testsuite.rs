@@ -40,6 +40,12 @@ struct Case {
     timeout_s: u64,
     /// Linux guests (VM name, face) whose init.sh report must be clean.
     linux: &'static [(&'static str, &'static str)],
+    /// How VMs must end, as the hypervisor records it (VM name, class of `vm-end`).
+    ends: &'static [(&'static str, &'static str)],
+    /// VMs that must have started over (`vm-restart`).
+    restarts: &'static [&'static str],
+    /// The exit code `cargo xtask run` gives this run (see `emulator::exit_code`).
+    exit_code: u8,
 }
 
 const BANNER: &[&str] = &[
@@ -105,6 +111,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         ],
         timeout_s: 300,
         linux: &[],
+        ends: &[("probe", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
     };
     let mut v = vec![
         probe(
@@ -140,13 +149,21 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             defmt: &[],
             timeout_s: 300,
             linux: &[],
+            ends: &[
+                ("alpha", "poweroff"),
+                ("beta", "poweroff"),
+                ("gamma", "poweroff"),
+            ],
+            restarts: &[],
+            exit_code: 0,
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
             emulator: Emulator::Qemu,
             manifest: "manifests/triple-fault.toml",
             cmdline: "",
-            pass: true,
+            // The survivor's clean end does not make the run pass: a VM triple-faulted.
+            pass: false,
             com1: &[
                 "[crasher] probe: triple faulting on purpose",
                 "vm crasher: stopped: triple fault on vCPU 0",
@@ -163,6 +180,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             defmt: &[],
             timeout_s: 300,
             linux: &[],
+            ends: &[("crasher", "triple-fault"), ("survivor", "poweroff")],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::TRIPLE_FAULT,
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -174,6 +194,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             defmt: &[],
             timeout_s: 60,
             linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::HYPERVISOR,
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -185,6 +208,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             defmt: &[],
             timeout_s: 60,
             linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::HYPERVISOR,
         },
         probe(
             "bochs-vmx-probe",
@@ -205,7 +231,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ],
         ),
     ];
-    let face = |name, emulator, manifest, com1| Case {
+    let face = |name, emulator, manifest, com1, ends| Case {
         name,
         emulator,
         manifest,
@@ -215,6 +241,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         defmt: &[],
         timeout_s: 300,
         linux: &[],
+        ends,
+        restarts: &[],
+        exit_code: 0,
     };
     for (emulator, xen, hyperv) in [
         (
@@ -233,17 +262,19 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             emulator,
             "manifests/probe-xen.toml",
             PROBE_XEN_OK,
+            &[("probe-xen", "poweroff")],
         ));
         v.push(face(
             hyperv,
             emulator,
             "manifests/probe-hyperv.toml",
             PROBE_HYPERV_OK,
+            &[("probe-hyperv", "poweroff")],
         ));
     }
     // Debian's kernel on each face, then both side by side (what `cargo xtask run` boots).
     // Only under QEMU: Bochs's clock is its own, and a Linux boot there outlasts CI.
-    let linux = |name, manifest, com1, linux| Case {
+    let linux = |name, manifest, com1, linux, ends| Case {
         name,
         emulator: Emulator::Qemu,
         manifest,
@@ -253,18 +284,23 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         defmt: &[],
         timeout_s: 600,
         linux,
+        ends,
+        restarts: &[],
+        exit_code: 0,
     };
     v.push(linux(
         "qemu-svm-xen-linux",
         "manifests/xen-linux.toml",
         &["vm xen-linux: stopped: powered off"],
         &[("xen-linux", "xen")],
+        &[("xen-linux", "poweroff")],
     ));
     v.push(linux(
         "qemu-svm-hyperv-linux",
         "manifests/hyperv-linux.toml",
         &["vm hyperv-linux: stopped: powered off"],
         &[("hyperv-linux", "hyperv")],
+        &[("hyperv-linux", "poweroff")],
     ));
     v.push(linux(
         "qemu-svm-both-faces-side-by-side",
@@ -274,7 +310,63 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             "vm hyperv: stopped: powered off",
         ],
         &[("xen", "xen"), ("hyperv", "hyperv")],
+        &[("xen", "poweroff"), ("hyperv", "poweroff")],
     ));
+    // A guest that panics ends its VM as a crash, on each face, and fails the run.
+    v.push(Case {
+        pass: false,
+        exit_code: crate::emulator::exit_code::CRASH,
+        ..linux(
+            "qemu-svm-linux-panic-is-a-crash",
+            "manifests/linux-panic.toml",
+            &[
+                "vm xen-panic: stopped: guest crash ",
+                "vm hyperv-panic: stopped: guest crash ",
+                "janus: 2 VM(s) did not end cleanly",
+            ],
+            &[],
+            &[("xen-panic", "crash"), ("hyperv-panic", "crash")],
+        )
+    });
+    // A VM that cannot be built stops alone; its neighbour runs; the run fails.
+    v.push(Case {
+        name: "qemu-svm-boot-failure-stops-one-vm",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/boot-failure.toml",
+        cmdline: "",
+        pass: false,
+        com1: &[
+            "vm too-small: stopped: at boot: ",
+            "[neighbour] probe: verdict: PASS",
+            "janus: running 1 VM(s)",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("too-small", "boot-failure"), ("neighbour", "poweroff")],
+        restarts: &[],
+        exit_code: crate::emulator::exit_code::VM_ERROR,
+    });
+    // on_reboot = "restart": the probe resets its VM once and boots again from its files.
+    v.push(Case {
+        name: "qemu-svm-reboot-restarts",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/reboot.toml",
+        cmdline: "",
+        pass: true,
+        com1: &[
+            "[rebooter] probe: rebooting on purpose",
+            "vm rebooter: reset: restarting (on_reboot = \"restart\")",
+            "[rebooter] probe: booted again after a reboot",
+            "[rebooter] probe: verdict: PASS",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("rebooter", "poweroff")],
+        restarts: &["rebooter"],
+        exit_code: 0,
+    });
     if inject_failure {
         v.push(Case {
             name: "injected-failure",
@@ -286,6 +378,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             defmt: &[],
             timeout_s: 60,
             linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: 0,
         });
     }
     v
@@ -338,7 +433,10 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
                 .as_ref()
                 .is_none_or(|f| c.name.contains(f.as_str()))
     };
-    if cases.iter().any(|c| wanted(c) && !c.linux.is_empty()) {
+    let uses_linux = |c: &Case| {
+        std::fs::read_to_string(root().join(c.manifest)).is_ok_and(|m| m.contains("target/linux/"))
+    };
+    if cases.iter().any(|c| wanted(c) && uses_linux(c)) {
         crate::linux_guest::prepare()?;
     }
     for case in cases {
@@ -417,6 +515,27 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         (Err(e), true) => return Err(e.clone()),
         _ => {}
     }
+    let code = outcome.exit_code();
+    if code != case.exit_code {
+        return Err(format!(
+            "`run` would exit with {code}, not {} ({:?})",
+            case.exit_code, outcome.verdict
+        ));
+    }
+    let ends = outcome.vm_ends();
+    for (vm, class) in case.ends {
+        if !ends.iter().any(|(v, c)| v == vm && c == class) {
+            return Err(format!(
+                "the hypervisor did not record vm {vm} ending as {class} (it recorded {ends:?})"
+            ));
+        }
+    }
+    let restarts = outcome.vm_restarts();
+    for vm in case.restarts {
+        if !restarts.iter().any(|(v, _)| v == vm) {
+            return Err(format!("the hypervisor did not record vm {vm} restarting"));
+        }
+    }
     let com1: Vec<&str> = if case.pass {
         let probe = if case.manifest.ends_with("demo.toml") {
             PROBE_OK
@@ -433,12 +552,14 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         case.com1.to_vec()
     };
     for want in com1 {
-        if !outcome.com1.contains(want) {
+        if !outcome.com1.lines().any(|l| line_says(l, want)) {
             return Err(format!("COM1 lacks {want:?}"));
         }
     }
     if case.pass
-        && let Some(bad) = MUST_NOT_APPEAR.iter().find(|b| outcome.com1.contains(*b))
+        && let Some(bad) = MUST_NOT_APPEAR
+            .iter()
+            .find(|b| outcome.com1.lines().any(|l| line_says(l, b)))
     {
         return Err(format!("COM1 reports {bad:?}"));
     }
@@ -450,8 +571,10 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
             ));
         }
     }
+    let stamps = outcome.console_stamps();
     for (vm, face) in case.linux {
-        let report = crate::linux_guest::parse_console(&outcome.lines, Some(vm));
+        let lines = hypervisor_timed(&outcome.lines, vm, stamps.get(*vm))?;
+        let report = crate::linux_guest::parse_console(&lines, Some(vm));
         let problems = report.problems(face);
         if !problems.is_empty() {
             return Err(format!(
@@ -460,8 +583,100 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
             ));
         }
         if let Some(r) = report.clock_ratio() {
-            println!("{vm}: guest clock / host clock = {r:.4}");
+            println!("{vm}: guest clock / hypervisor clock = {r:.4}");
         }
     }
     Ok(())
+}
+
+/// Whether COM1 line `line` says `want`. A guest's lines all begin with its VM's `[name] `
+/// (the hypervisor prefixes and escapes them), so an expectation that begins with `[` is met
+/// only by a line that begins with it, and any other only by the hypervisor's own lines: no
+/// guest can print another VM's line, or the hypervisor's.
+fn line_says(line: &str, want: &str) -> bool {
+    if want.starts_with('[') {
+        line.starts_with(want)
+    } else {
+        !line.starts_with('[') && line.contains(want)
+    }
+}
+
+/// `vm`'s COM1 lines, each timed by the hypervisor's stamp of it (its clock, not the host's
+/// arrival time, which load on the host can move); the other lines as they were.
+fn hypervisor_timed(
+    lines: &[crate::linux_guest::TimedLine],
+    vm: &str,
+    stamps: Option<&Vec<(u32, u64)>>,
+) -> Result<Vec<crate::linux_guest::TimedLine>, String> {
+    let prefix = format!("[{vm}] ");
+    let stamps = stamps.map_or(&[][..], |s| s.as_slice());
+    let mut k = 0;
+    let mut out = Vec::with_capacity(lines.len());
+    for l in lines {
+        let mut l = l.clone();
+        if l.text.starts_with(&prefix) {
+            let Some(&(n, ns)) = stamps.get(k) else {
+                return Err(format!(
+                    "the hypervisor stamped {} of vm {vm}'s console lines, COM1 holds more",
+                    stamps.len()
+                ));
+            };
+            if n as usize != k {
+                return Err(format!("vm {vm}'s console stamps skip from {k} to {n}"));
+            }
+            l.at = std::time::Duration::from_nanos(ns);
+            k += 1;
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_cannot_say_what_the_hypervisor_or_another_vm_says() {
+        assert!(line_says(
+            "vm a: stopped: powered off",
+            "vm a: stopped: powered off"
+        ));
+        assert!(!line_says(
+            "[b] vm a: stopped: powered off",
+            "vm a: stopped: powered off"
+        ));
+        assert!(line_says(
+            "[a] probe: verdict: PASS",
+            "[a] probe: verdict: PASS"
+        ));
+        assert!(!line_says(
+            "[b] [a] probe: verdict: PASS",
+            "[a] probe: verdict: PASS"
+        ));
+        assert!(line_says(
+            "  vcpu 0: walk 0x0: L4 entry at 0x1",
+            "vcpu 0: walk 0x0: L4"
+        ));
+    }
+
+    #[test]
+    fn guest_lines_take_the_hypervisors_time() {
+        let tl = |t: u64, s: &str| crate::linux_guest::TimedLine {
+            at: std::time::Duration::from_millis(t),
+            text: s.into(),
+        };
+        let lines = [
+            tl(5, "[x] a"),
+            tl(6, "janus: y"),
+            tl(7, "[x] b"),
+            tl(8, "[z] c"),
+        ];
+        let stamps = vec![(0, 1_000), (1, 2_000)];
+        let out = hypervisor_timed(&lines, "x", Some(&stamps)).unwrap();
+        let at: Vec<u128> = out.iter().map(|l| l.at.as_nanos()).collect();
+        assert_eq!(at, [1_000, 6_000_000, 2_000, 8_000_000]);
+        assert!(hypervisor_timed(&lines, "x", Some(&vec![(0, 1)])).is_err());
+        assert!(hypervisor_timed(&lines, "x", Some(&vec![(0, 1), (2, 3)])).is_err());
+    }
 }

@@ -166,11 +166,12 @@ impl Devices {
         }
     }
 
-    /// Every device back to its power-on state (a VM that starts over).
+    /// Every device back to its power-on state (a VM that starts over), except CMOS RAM,
+    /// which a reset leaves alone on a PC (it is battery-backed).
     pub fn reset(&self) {
         *self.uart.0.lock() = uart::Uart::new();
         *self.pit.0.lock() = pit::Pit::new();
-        *self.rtc.0.lock() = rtc::Rtc::new();
+        self.rtc.0.lock().reset();
         if let Some(io) = self.ioapic.get() {
             *io.0.lock() = ioapic::IoApic::new();
         }

@@ -60,6 +60,11 @@ impl Rtc {
         }
     }
 
+    /// A reset: the index register clears; CMOS RAM keeps its contents.
+    pub fn reset(&mut self) {
+        self.index = 0;
+    }
+
     /// `None`: not an RTC port.
     pub fn read(&mut self, port: u16, unix_secs: u64) -> Option<u8> {
         match port {

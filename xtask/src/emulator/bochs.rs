@@ -147,6 +147,7 @@ pub fn run(emulator: Emulator, spec: &RunSpec) -> Result<Outcome> {
     };
     Ok(Outcome {
         verdict,
+        timed_out: status.is_none(),
         com1,
         lines,
         defmt,

@@ -38,10 +38,91 @@ pub struct RunSpec {
 #[derive(Debug)]
 pub struct Outcome {
     pub verdict: Result<(), String>,
+    /// The emulator was stopped at the run's time limit.
+    pub timed_out: bool,
     pub com1: String,
     /// COM1 split into lines stamped with their arrival time on the host.
     pub lines: Vec<crate::linux_guest::TimedLine>,
     pub defmt: Vec<String>,
+}
+
+/// `cargo xtask run`'s exit codes (README "Commands"); 1 and 2 are xtask's own errors and
+/// usage errors. When several apply, the first in this order wins.
+pub mod exit_code {
+    pub const PASS: u8 = 0;
+    /// The hypervisor failed: a panic, a host exception, or no completion line.
+    pub const HYPERVISOR: u8 = 7;
+    /// The run reached its time limit.
+    pub const TIMEOUT: u8 = 6;
+    /// A VM triple-faulted.
+    pub const TRIPLE_FAULT: u8 = 4;
+    /// A VM's guest reported a crash (a kernel panic, through its ABI).
+    pub const CRASH: u8 = 3;
+    /// A VM stopped on an error the hypervisor could not continue from, or never booted.
+    pub const VM_ERROR: u8 = 5;
+}
+
+/// A record the hypervisor writes on the log channel (defmt on COM2), which no guest can
+/// write: `info <tag> <words...>`.
+fn records<'a>(defmt: &'a [String], tag: &'a str) -> impl Iterator<Item = Vec<&'a str>> + 'a {
+    defmt.iter().filter_map(move |l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("info") && w.next() == Some(tag)).then(|| w.collect())
+    })
+}
+
+impl Outcome {
+    /// How each VM ended, in the order they ended: (VM, class) from `vm-end` records.
+    pub fn vm_ends(&self) -> Vec<(String, String)> {
+        records(&self.defmt, "vm-end")
+            .filter_map(|w| Some((w.first()?.to_string(), w.get(1)?.to_string())))
+            .collect()
+    }
+
+    /// VMs that started over, and after what: `vm-restart` records.
+    pub fn vm_restarts(&self) -> Vec<(String, String)> {
+        records(&self.defmt, "vm-restart")
+            .filter_map(|w| Some((w.first()?.to_string(), w.get(1)?.to_string())))
+            .collect()
+    }
+
+    /// The hypervisor's stamps of each VM's console lines: VM -> [(line number, host ns)].
+    pub fn console_stamps(&self) -> std::collections::HashMap<String, Vec<(u32, u64)>> {
+        let mut m: std::collections::HashMap<String, Vec<(u32, u64)>> = Default::default();
+        for w in records(&self.defmt, "con") {
+            if let (Some(vm), Some(Ok(n)), Some(Ok(ns))) = (
+                w.first(),
+                w.get(1).map(|s| s.parse()),
+                w.get(2).map(|s| s.parse()),
+            ) {
+                m.entry(vm.to_string()).or_default().push((n, ns));
+            }
+        }
+        m
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        if self.verdict.is_ok() {
+            return exit_code::PASS;
+        }
+        if self.timed_out {
+            return exit_code::TIMEOUT;
+        }
+        let completed = self.com1.lines().any(|l| l.trim_end() == COMPLETION_LINE);
+        let ends = self.vm_ends();
+        let any = |class: &str| ends.iter().any(|(_, c)| c == class);
+        if !completed {
+            exit_code::HYPERVISOR
+        } else if any("triple-fault") {
+            exit_code::TRIPLE_FAULT
+        } else if any("crash") {
+            exit_code::CRASH
+        } else if any("error") || any("boot-failure") {
+            exit_code::VM_ERROR
+        } else {
+            exit_code::HYPERVISOR
+        }
+    }
 }
 
 pub fn new_lines() -> Lines {
@@ -71,6 +152,68 @@ pub fn run(emulator: Emulator, spec: &RunSpec) -> anyhow::Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outcome(verdict: Result<(), String>, com1: &str, defmt: &[&str]) -> Outcome {
+        Outcome {
+            verdict,
+            timed_out: false,
+            com1: com1.into(),
+            lines: Vec::new(),
+            defmt: defmt.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn exit_codes_come_from_the_hypervisors_records() {
+        let done = "vm a: stopped: guest crash 0x0\njanus: done\n";
+        let fail = || Err("the hypervisor reported failure".to_string());
+        assert_eq!(outcome(Ok(()), done, &[]).exit_code(), 0);
+        let crash = outcome(
+            fail(),
+            done,
+            &["info vm-end a crash", "info vm-end b poweroff"],
+        );
+        assert_eq!(crash.exit_code(), exit_code::CRASH);
+        assert_eq!(
+            crash.vm_ends(),
+            [
+                ("a".into(), "crash".into()),
+                ("b".into(), "poweroff".into())
+            ]
+        );
+        let tf = outcome(
+            fail(),
+            done,
+            &["info vm-end a crash", "info vm-end b triple-fault"],
+        );
+        assert_eq!(tf.exit_code(), exit_code::TRIPLE_FAULT);
+        let boot = outcome(fail(), done, &["info vm-end a boot-failure"]);
+        assert_eq!(boot.exit_code(), exit_code::VM_ERROR);
+        // A guest printing the words on COM1 changes nothing: only the log channel counts.
+        let forged = outcome(fail(), "[a] info vm-end a crash\njanus: done\n", &[]);
+        assert_eq!(forged.exit_code(), exit_code::HYPERVISOR);
+        assert_eq!(outcome(fail(), "janus: PANIC", &[]).exit_code(), 7);
+        let mut late = outcome(fail(), "", &[]);
+        late.timed_out = true;
+        assert_eq!(late.exit_code(), exit_code::TIMEOUT);
+    }
+
+    #[test]
+    fn console_stamps_are_read_per_vm() {
+        let o = outcome(
+            Ok(()),
+            "",
+            &[
+                "info con xen 0 100",
+                "info con hv 0 150",
+                "info con xen 1 200",
+                "info con x",
+            ],
+        );
+        let s = o.console_stamps();
+        assert_eq!(s["xen"], [(0, 100), (1, 200)]);
+        assert_eq!(s["hv"], [(0, 150)]);
+    }
 
     #[test]
     fn a_pass_needs_both_the_exit_device_and_the_completion_line() {

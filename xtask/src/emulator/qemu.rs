@@ -210,6 +210,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(Outcome {
         verdict,
+        timed_out: status.is_none(),
         com1,
         lines,
         defmt,

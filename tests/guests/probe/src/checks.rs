@@ -45,6 +45,7 @@ enum Face {
 struct Cmdline {
     spin_ms: u64,
     triple_fault: bool,
+    reboot_once: bool,
     face: Face,
 }
 
@@ -52,6 +53,7 @@ fn cmdline(start_info: u32) -> Cmdline {
     let mut c = Cmdline {
         spin_ms: 0,
         triple_fault: false,
+        reboot_once: false,
         face: Face::None,
     };
     if start_info == 0 {
@@ -82,6 +84,8 @@ fn cmdline(start_info: u32) -> Cmdline {
             c.spin_ms = ms.parse().unwrap_or(0);
         } else if w == "probe.triple_fault" {
             c.triple_fault = true;
+        } else if w == "probe.reboot_once" {
+            c.reboot_once = true;
         } else if w == "probe.face=xen" {
             c.face = Face::Xen;
         } else if w == "probe.face=hyperv" {
@@ -292,8 +296,21 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
         say!("triple faulting on purpose");
         arch::triple_fault();
     }
+    if opts.reboot_once {
+        // CMOS RAM outlives a reset, as on a PC: it tells the second boot from the first.
+        if crate::io::cmos_read(REBOOT_MARK_AT) != REBOOT_MARK {
+            crate::io::cmos_write(REBOOT_MARK_AT, REBOOT_MARK);
+            say!("rebooting on purpose");
+            crate::io::reset();
+        }
+        say!("booted again after a reboot");
+    }
     crate::io::power_off()
 }
+
+/// A CMOS RAM byte no firmware of ours uses, and what `probe.reboot_once` leaves there.
+const REBOOT_MARK_AT: u8 = 0x40;
+const REBOOT_MARK: u8 = 0xA5;
 
 /// Counts for the configured time on this vCPU; the counters show which vCPUs got CPU time.
 fn spin(vcpu: usize) {

@@ -66,6 +66,25 @@ macro_rules! say {
     ($($arg:tt)*) => { $crate::io::print(format_args!("probe: {}\n", format_args!($($arg)*))) };
 }
 
+pub fn cmos_read(index: u8) -> u8 {
+    outb(0x70, index);
+    inb(0x71)
+}
+
+pub fn cmos_write(index: u8, value: u8) {
+    outb(0x70, index);
+    outb(0x71, value);
+}
+
+/// A full reset through the reset control register the FADT names (0xCF9).
+pub fn reset() -> ! {
+    outb(0xCF9, 0x06);
+    loop {
+        // SAFETY: nothing left to do if the platform ignored the request.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}
+
 /// ACPI S5 through the hardware-reduced sleep control register Janus's FADT describes
 /// (SLP_TYP 5 in bits 2-4, SLP_EN bit 5).
 pub fn power_off() -> ! {

@@ -3,7 +3,9 @@
 //!
 //! Command line words (PVH `hvm_start_info`): `probe.spin=MS` makes every vCPU count for
 //! MS milliseconds and report its counter (scheduler fairness); `probe.triple_fault` ends the
-//! VM with a triple fault after the checks instead of powering off; `probe.face=xen` or
+//! VM with a triple fault after the checks instead of powering off; `probe.reboot_once`
+//! resets the VM after the checks unless a mark in CMOS RAM says it did so already;
+//! `probe.face=xen` or
 //! `probe.face=hyperv` adds the checks of that hypervisor ABI.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
