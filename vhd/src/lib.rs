@@ -49,6 +49,7 @@ mod bat;
 mod be;
 mod bitmap;
 mod check;
+pub mod container;
 mod create;
 mod disk;
 mod error;
