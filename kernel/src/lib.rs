@@ -3,11 +3,14 @@
 //! the rest is plain logic tested on the host.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod bootinfo;
 pub mod cmdline;
 pub mod manifest;
 pub mod mm;
 pub mod sched;
+pub mod storage;
 pub mod vm;
 
 #[cfg(target_os = "none")]

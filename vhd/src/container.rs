@@ -60,7 +60,10 @@ fn layout<S: Storage>(io: &mut S, container: u64) -> Result<Layout, S> {
         });
     }
     let dh = head.data_offset;
-    if dh.checked_add(HEADER_SIZE as u64).is_none_or(|e| e > container) {
+    if dh
+        .checked_add(HEADER_SIZE as u64)
+        .is_none_or(|e| e > container)
+    {
         return Err(Error::BadDataOffset(dh));
     }
     let mut h = [0u8; HEADER_SIZE];
@@ -139,8 +142,7 @@ pub fn image_len<S: Storage>(io: &mut S, container: u64) -> Result<u64, S> {
 /// its block during an allocation.
 pub fn room_to_grow<S: Storage>(io: &mut S, len: u64) -> Result<u64, S> {
     let head = footer_at(io, 0, len)?;
-    if !head.is_some_and(|f| matches!(f.kind(), Some(DiskType::Dynamic | DiskType::Differencing)))
-    {
+    if !head.is_some_and(|f| matches!(f.kind(), Some(DiskType::Dynamic | DiskType::Differencing))) {
         return Ok(len);
     }
     let l = layout(io, len)?;

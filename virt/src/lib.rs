@@ -13,6 +13,7 @@
 extern crate alloc;
 
 mod action;
+pub mod block;
 pub mod bus;
 mod error;
 mod exit;

@@ -1,0 +1,5 @@
+//! Guest disks in the hypervisor: VHD images (the `vhd` crate) in the containers of a host
+//! block device (the NVMe driver's namespaces), seen by the backends as `virt::block::Volume`s.
+
+pub mod container;
+pub mod volume;

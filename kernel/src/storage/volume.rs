@@ -1,0 +1,192 @@
+//! A guest disk as the backends see it (`virt::block::Volume`): a VHD chain — the disk and its
+//! read-only parents, nearest first — each image in its own container.
+
+use super::container::{ContainerIo, DeviceError, LbaDevice};
+use alloc::vec::Vec;
+use vhd::{Layer, OpenOptions, Vhd};
+use virt::block::{SECTOR, Volume, VolumeError, in_range};
+
+pub type VhdError = vhd::Error<DeviceError>;
+
+pub struct VhdVolume<D: LbaDevice> {
+    vhd: Vhd<ContainerIo<D>>,
+    read_only: bool,
+    /// Set by the first medium error: a disk that failed once is not written again.
+    failed: bool,
+}
+
+/// Opens the image in each container (its length found inside it), the first writable unless
+/// `read_only`, the rest (its parents) read-only, and joins them into one disk.
+pub fn open<D: LbaDevice>(containers: Vec<D>, read_only: bool) -> Result<VhdVolume<D>, VhdError> {
+    let mut layers = Vec::with_capacity(containers.len());
+    for (i, dev) in containers.into_iter().enumerate() {
+        let capacity = dev.lba_count() * u64::from(dev.lba_size());
+        let mut io = ContainerIo::new(dev, capacity).ok_or(vhd::Error::Io(DeviceError::Io))?;
+        let len = vhd::container::image_len(&mut io, capacity)?;
+        let mut io = io;
+        embedded_io::Seek::seek(&mut io, embedded_io::SeekFrom::Start(0))
+            .map_err(vhd::Error::Io)?;
+        let io = ContainerIo::new(io.into_inner(), len).ok_or(vhd::Error::Io(DeviceError::Io))?;
+        let opts = if i == 0 && !read_only {
+            OpenOptions::read_write()
+        } else {
+            OpenOptions::read_only()
+        };
+        layers.push(Layer::open(io, opts)?);
+    }
+    Ok(VhdVolume {
+        vhd: Vhd::from_layers(layers)?,
+        read_only,
+        failed: false,
+    })
+}
+
+impl<D: LbaDevice> VhdVolume<D> {
+    fn fail(&mut self, e: VhdError) -> VolumeError {
+        match e {
+            vhd::Error::Io(DeviceError::NoSpace) => VolumeError::NoSpace,
+            vhd::Error::OutOfRange { .. } => VolumeError::OutOfRange,
+            vhd::Error::ReadOnly => VolumeError::ReadOnly,
+            _ => {
+                self.failed = true;
+                VolumeError::Io
+            }
+        }
+    }
+
+    pub fn image(&self) -> &Vhd<ContainerIo<D>> {
+        &self.vhd
+    }
+}
+
+impl<D: LbaDevice> Volume for VhdVolume<D> {
+    fn sectors(&self) -> u64 {
+        self.vhd.size() / SECTOR
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
+        if !in_range(self.sectors(), sector, buf.len()) {
+            return Err(VolumeError::OutOfRange);
+        }
+        if self.failed {
+            return Err(VolumeError::Io);
+        }
+        self.vhd
+            .read_at(sector * SECTOR, buf)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), VolumeError> {
+        if self.read_only {
+            return Err(VolumeError::ReadOnly);
+        }
+        if !in_range(self.sectors(), sector, buf.len()) {
+            return Err(VolumeError::OutOfRange);
+        }
+        if self.failed {
+            return Err(VolumeError::Io);
+        }
+        self.vhd
+            .write_at(sector * SECTOR, buf)
+            .map_err(|e| self.fail(e))
+    }
+
+    fn flush(&mut self) -> Result<(), VolumeError> {
+        if self.read_only {
+            return Ok(());
+        }
+        if self.failed {
+            return Err(VolumeError::Io);
+        }
+        self.vhd.flush().map_err(|e| self.fail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::container::mem::{MemDevice, Op};
+    use super::*;
+    use vhd::{CreateOptions, MemDisk, create_dynamic};
+
+    const BLOCK: u32 = 64 << 10;
+
+    /// A dynamic image of `size` bytes in a device with room for every block.
+    fn device(size: u64, lba: u32) -> (MemDevice, u64) {
+        let mut d = MemDisk::default();
+        let mut o = CreateOptions::new(1, [3; 16]);
+        o.block_size = BLOCK;
+        create_dynamic(&mut d, size, &o).unwrap();
+        let len = d.data.len() as u64;
+        let room = vhd::container::room_to_grow(&mut d, len).unwrap();
+        let mut bytes = d.data;
+        bytes.resize(room.next_multiple_of(u64::from(lba)) as usize, 0);
+        (MemDevice::new(lba, bytes), len)
+    }
+
+    fn pattern(sector: u64, n: usize) -> Vec<u8> {
+        (0..n * 512)
+            .map(|i| (sector as usize * 31 + i * 7 + 0x5A) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn writes_read_back_and_a_flush_makes_them_durable_in_order() {
+        for lba in [512, 4096] {
+            let (dev, _) = device(4 << 20, lba);
+            let mut v = open(vec![dev.clone()], false).unwrap();
+            assert_eq!(v.sectors() * 512, v.image().size());
+            let a = pattern(2048, 128);
+            let b = pattern(7, 1);
+            v.write(2048, &a).unwrap();
+            v.write(7, &b).unwrap();
+            let mut back = vec![0; a.len()];
+            v.read(2048, &mut back).unwrap();
+            assert_eq!(back, a);
+            dev.log.borrow_mut().clear();
+            v.flush().unwrap();
+            // The blocks are durable before the table that points at them: a device flush,
+            // then the table's writes, then a flush again.
+            let log = dev.log.borrow().clone();
+            assert_eq!(log.first(), Some(&Op::Flush), "{log:?}");
+            assert_eq!(log.last(), Some(&Op::Flush), "{log:?}");
+            // What the last flush left on the medium opens as the same disk.
+            let durable = dev.durable.borrow().clone();
+            let again = MemDevice::new(lba, durable);
+            let mut v2 = open(vec![again], true).unwrap();
+            let mut back = vec![0; 512];
+            v2.read(7, &mut back).unwrap();
+            assert_eq!(back, b);
+            assert_eq!(v2.write(7, &back), Err(VolumeError::ReadOnly));
+        }
+    }
+
+    #[test]
+    fn requests_outside_the_disk_are_refused_before_the_image_is_touched() {
+        let (dev, _) = device(1 << 20, 512);
+        let mut v = open(vec![dev.clone()], false).unwrap();
+        let n = v.sectors();
+        let writes = dev.log.borrow().len();
+        assert_eq!(v.write(n, &[0; 512]), Err(VolumeError::OutOfRange));
+        assert_eq!(v.write(0, &[0; 100]), Err(VolumeError::OutOfRange));
+        assert_eq!(
+            v.read(u64::MAX, &mut [0; 512]),
+            Err(VolumeError::OutOfRange)
+        );
+        assert_eq!(dev.log.borrow().len(), writes);
+    }
+
+    #[test]
+    fn a_full_container_is_no_space_not_corruption() {
+        let (dev, len) = device(1 << 20, 512);
+        // No room to grow at all: only the image itself.
+        let tight = MemDevice::new(512, dev.data.borrow()[..len as usize].to_vec());
+        let mut v = open(vec![tight.clone()], false).unwrap();
+        assert_eq!(v.write(0, &[1; 512]), Err(VolumeError::NoSpace));
+        // Nothing half-written: the image still opens.
+        assert!(open(vec![tight], true).is_ok());
+    }
+}

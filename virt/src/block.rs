@@ -1,0 +1,119 @@
+//! The block seam: what a disk backend (Xen blkback, Hyper-V storvsc, an emulated NVMe
+//! device) sees of a guest's disk — sectors to read and write, a flush, a size, whether it may
+//! write — and nothing of where the sectors live (a VHD on an NVMe namespace, in the
+//! hypervisor). [`MemVolume`] (feature `test-util`) stands in for one in host tests.
+
+/// A volume's sector size. VHD and every backend protocol Janus speaks count in 512 bytes.
+pub const SECTOR: u64 = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum VolumeError {
+    /// The request reaches past the last sector, or its buffer is not whole sectors.
+    OutOfRange,
+    /// A write to a read-only volume.
+    ReadOnly,
+    /// The medium failed; the volume is unusable (the guest gets an I/O error).
+    Io,
+    /// The volume is full: its container has no room left to grow the image.
+    NoSpace,
+}
+
+pub trait Volume {
+    /// Size in [`SECTOR`]s.
+    fn sectors(&self) -> u64;
+    fn read_only(&self) -> bool;
+    /// Reads `buf.len() / SECTOR` sectors from `sector`.
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), VolumeError>;
+    /// Writes whole sectors at `sector`. Not durable until [`Volume::flush`] returns.
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), VolumeError>;
+    /// Every write that completed before the call is durable when it returns `Ok`.
+    fn flush(&mut self) -> Result<(), VolumeError>;
+}
+
+/// Whether `buf` is whole sectors that start at `sector` and end inside `sectors`.
+pub fn in_range(sectors: u64, sector: u64, len: usize) -> bool {
+    (len as u64).is_multiple_of(SECTOR)
+        && sector
+            .checked_add(len as u64 / SECTOR)
+            .is_some_and(|end| end <= sectors)
+}
+
+/// A volume in host memory that counts its flushes and keeps what was durable at the last one.
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Clone, Debug)]
+pub struct MemVolume {
+    pub data: alloc::vec::Vec<u8>,
+    /// The contents as of the last flush: what a power cut would leave.
+    pub durable: alloc::vec::Vec<u8>,
+    pub read_only: bool,
+    pub flushes: usize,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl MemVolume {
+    pub fn new(sectors: u64) -> Self {
+        let data = alloc::vec![0; (sectors * SECTOR) as usize];
+        Self {
+            durable: data.clone(),
+            data,
+            read_only: false,
+            flushes: 0,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl Volume for MemVolume {
+    fn sectors(&self) -> u64 {
+        self.data.len() as u64 / SECTOR
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), VolumeError> {
+        if !in_range(self.sectors(), sector, buf.len()) {
+            return Err(VolumeError::OutOfRange);
+        }
+        let at = (sector * SECTOR) as usize;
+        buf.copy_from_slice(&self.data[at..at + buf.len()]);
+        Ok(())
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), VolumeError> {
+        if self.read_only {
+            return Err(VolumeError::ReadOnly);
+        }
+        if !in_range(self.sectors(), sector, buf.len()) {
+            return Err(VolumeError::OutOfRange);
+        }
+        let at = (sector * SECTOR) as usize;
+        self.data[at..at + buf.len()].copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), VolumeError> {
+        self.durable.clone_from(&self.data);
+        self.flushes += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_whole_sectors_inside_the_volume() {
+        assert!(in_range(8, 0, 4096));
+        assert!(in_range(8, 7, 512));
+        assert!(!in_range(8, 7, 1024));
+        assert!(!in_range(8, 0, 100));
+        assert!(!in_range(8, u64::MAX, 512));
+        let mut v = MemVolume::new(8);
+        v.write(1, &[1; 512]).unwrap();
+        assert_eq!(v.durable[512], 0, "not durable before a flush");
+        v.flush().unwrap();
+        assert_eq!(v.durable[512], 1);
+        v.read_only = true;
+        assert_eq!(v.write(0, &[0; 512]), Err(VolumeError::ReadOnly));
+    }
+}
