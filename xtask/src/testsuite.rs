@@ -56,7 +56,7 @@ const PROBE_OK: &[&str] = &[
     "vm probe: personality none, 32 MiB, 2 vCPU(s)",
     "[probe] probe: check smp-aps-started ... ok",
     "[probe] probe: check every-vcpu-made-progress ... ok",
-    "[probe] probe: 18 passed, 0 failed",
+    "[probe] probe: 19 passed, 0 failed",
     "[probe] probe: verdict: PASS",
     "vm probe: stopped: powered off",
     "janus: all VMs have stopped",
@@ -71,7 +71,7 @@ const PROBE_XEN_OK: &[&str] = &[
     "[probe-xen] probe: check xen-timer-not-early ... ok",
     "[probe-xen] probe: check xen-bad-hypercall-number-enosys ... ok",
     "[probe-xen] probe: check xen-bad-pointer-efault ... ok",
-    "[probe-xen] probe: 44 passed, 0 failed",
+    "[probe-xen] probe: 45 passed, 0 failed",
     "[probe-xen] probe: verdict: PASS",
     "vm probe-xen: stopped: powered off",
 ];
@@ -85,7 +85,7 @@ const PROBE_HYPERV_OK: &[&str] = &[
     "[probe-hyperv] probe: check hv-status-unknown-code ... ok",
     "[probe-hyperv] probe: check hv-status-rep-count-on-simple-call ... ok",
     "[probe-hyperv] probe: check hv-status-bad-input-gpa ... ok",
-    "[probe-hyperv] probe: 44 passed, 0 failed",
+    "[probe-hyperv] probe: 45 passed, 0 failed",
     "[probe-hyperv] probe: verdict: PASS",
     "vm probe-hyperv: stopped: powered off",
 ];

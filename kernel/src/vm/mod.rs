@@ -16,6 +16,7 @@ pub mod mmio;
 pub mod personality;
 pub mod pit;
 pub mod platform;
+pub mod policy;
 pub mod rtc;
 pub mod state;
 pub mod stats;
