@@ -266,6 +266,20 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         &["vm hyperv-linux: stopped: powered off"],
         &[("hyperv-linux", "hyperv")],
     ));
+    // Debian's generic kernel: machine check, and the rest of a distribution's config, probe
+    // the CPUID policy in ways the cloud kernel does not.
+    v.push(linux(
+        "qemu-svm-xen-linux-generic",
+        "manifests/xen-linux-generic.toml",
+        &["vm xen-generic: stopped: powered off"],
+        &[("xen-generic", "xen")],
+    ));
+    v.push(linux(
+        "qemu-svm-hyperv-linux-generic",
+        "manifests/hyperv-linux-generic.toml",
+        &["vm hyperv-generic: stopped: powered off"],
+        &[("hyperv-generic", "hyperv")],
+    ));
     v.push(linux(
         "qemu-svm-both-faces-side-by-side",
         "manifests/default.toml",
@@ -340,6 +354,12 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     };
     if cases.iter().any(|c| wanted(c) && !c.linux.is_empty()) {
         crate::linux_guest::prepare()?;
+    }
+    if cases
+        .iter()
+        .any(|c| wanted(c) && c.manifest.contains("-generic"))
+    {
+        crate::linux_guest::prepare_flavour(crate::linux_guest::Flavour::Generic)?;
     }
     for case in cases {
         if opts.no_bochs && case.emulator != Emulator::Qemu {
