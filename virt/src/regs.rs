@@ -146,6 +146,7 @@ pub mod bits {
     pub const CR4_OSXSAVE: u64 = 1 << 18;
     pub const CR4_SMEP: u64 = 1 << 20;
     pub const CR4_SMAP: u64 = 1 << 21;
+    pub const CR4_PKE: u64 = 1 << 22;
     pub const CR4_LA57: u64 = 1 << 12;
     pub const EFER_SCE: u64 = 1 << 0;
     pub const EFER_LME: u64 = 1 << 8;

@@ -177,8 +177,8 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
 fn stage(manifest: Option<PathBuf>, build: &BuildOpts) -> Result<manifest::Staged> {
     let path = manifest.unwrap_or_else(|| root().join(DEFAULT_MANIFEST));
     // The Debian guest is fetched and the test guests built when a manifest names them.
-    if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("target/linux/")) {
-        linux_guest::prepare()?;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        linux_guest::prepare_for(&text)?;
     }
     // The test guests are built from source when a manifest names one.
     if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("guests/probe")) {

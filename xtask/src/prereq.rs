@@ -37,6 +37,11 @@ pub const MFORMAT: Tool = Tool {
     binary: "mformat",
     packages: &["mtools"],
 };
+/// For xz payloads with a branch filter (Debian's generic kernel), which lzma-rs lacks.
+pub const XZ: Tool = Tool {
+    binary: "xz",
+    packages: &["xz-utils"],
+};
 pub const OBJCOPY: Tool = Tool {
     binary: "objcopy",
     packages: &["binutils"],

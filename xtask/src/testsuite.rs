@@ -62,7 +62,7 @@ const PROBE_OK: &[&str] = &[
     "vm probe: personality none, 32 MiB, 2 vCPU(s)",
     "[probe] probe: check smp-aps-started ... ok",
     "[probe] probe: check every-vcpu-made-progress ... ok",
-    "[probe] probe: 18 passed, 0 failed",
+    "[probe] probe: 19 passed, 0 failed",
     "[probe] probe: verdict: PASS",
     "vm probe: stopped: powered off",
     "janus: all VMs have stopped",
@@ -77,7 +77,7 @@ const PROBE_XEN_OK: &[&str] = &[
     "[probe-xen] probe: check xen-timer-not-early ... ok",
     "[probe-xen] probe: check xen-bad-hypercall-number-enosys ... ok",
     "[probe-xen] probe: check xen-bad-pointer-efault ... ok",
-    "[probe-xen] probe: 44 passed, 0 failed",
+    "[probe-xen] probe: 45 passed, 0 failed",
     "[probe-xen] probe: verdict: PASS",
     "vm probe-xen: stopped: powered off",
 ];
@@ -91,7 +91,7 @@ const PROBE_HYPERV_OK: &[&str] = &[
     "[probe-hyperv] probe: check hv-status-unknown-code ... ok",
     "[probe-hyperv] probe: check hv-status-rep-count-on-simple-call ... ok",
     "[probe-hyperv] probe: check hv-status-bad-input-gpa ... ok",
-    "[probe-hyperv] probe: 44 passed, 0 failed",
+    "[probe-hyperv] probe: 45 passed, 0 failed",
     "[probe-hyperv] probe: verdict: PASS",
     "vm probe-hyperv: stopped: powered off",
 ];
@@ -302,6 +302,20 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         &[("hyperv-linux", "hyperv")],
         &[("hyperv-linux", "poweroff")],
     ));
+    // Debian's generic kernel: machine check, and the rest of a distribution's config, probe
+    // the CPUID policy in ways the cloud kernel does not.
+    v.push(linux(
+        "qemu-svm-xen-linux-generic",
+        "manifests/xen-linux-generic.toml",
+        &["vm xen-generic: stopped: powered off"],
+        &[("xen-generic", "xen")],
+    ));
+    v.push(linux(
+        "qemu-svm-hyperv-linux-generic",
+        "manifests/hyperv-linux-generic.toml",
+        &["vm hyperv-generic: stopped: powered off"],
+        &[("hyperv-generic", "hyperv")],
+    ));
     v.push(linux(
         "qemu-svm-both-faces-side-by-side",
         "manifests/default.toml",
@@ -438,6 +452,12 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
     };
     if cases.iter().any(|c| wanted(c) && uses_linux(c)) {
         crate::linux_guest::prepare()?;
+    }
+    if cases
+        .iter()
+        .any(|c| wanted(c) && c.manifest.contains("-generic"))
+    {
+        crate::linux_guest::prepare_flavour(crate::linux_guest::Flavour::Generic)?;
     }
     for case in cases {
         if opts.no_bochs && case.emulator != Emulator::Qemu {

@@ -1,5 +1,7 @@
 //! The CPUID a VM sees when its personality does not own the leaf: the host's, with what the
-//! hypervisor does not give guests taken out and what it emulates put in.
+//! hypervisor does not give guests taken out ([`policy`]) and what it emulates put in.
+
+use super::policy;
 
 /// The hypervisor range; a personality answers its own leaves, the rest of the range says
 /// "Janus" and nothing more.
@@ -16,23 +18,18 @@ pub struct CpuidCtx {
     pub xsave_end: u32,
     /// Guest CR4.OSXSAVE, which CPUID.1:ECX[27] mirrors.
     pub guest_osxsave: bool,
+    /// Guest CR4.PKE, which CPUID.7.0:ECX[4] mirrors.
+    pub guest_ospke: bool,
 }
 
 mod bits {
-    pub const L1_ECX_MONITOR: u32 = 1 << 3;
-    pub const L1_ECX_VMX: u32 = 1 << 5;
-    pub const L1_ECX_SMX: u32 = 1 << 6;
     pub const L1_ECX_X2APIC: u32 = 1 << 21;
     pub const L1_ECX_TSC_DEADLINE: u32 = 1 << 24;
     pub const L1_ECX_OSXSAVE: u32 = 1 << 27;
     pub const L1_ECX_HYPERVISOR: u32 = 1 << 31;
     pub const L1_EDX_APIC: u32 = 1 << 9;
     pub const L1_EDX_HTT: u32 = 1 << 28;
-    pub const E1_ECX_SVM: u32 = 1 << 2;
-    pub const E1_ECX_CMP_LEGACY: u32 = 1 << 1;
-    pub const E1_EDX_RDTSCP: u32 = 1 << 27;
-    pub const L7_ECX_RDPID: u32 = 1 << 22;
-    pub const L7_ECX_LA57: u32 = 1 << 16;
+    pub const L7_ECX_OSPKE: u32 = 1 << 4;
 }
 
 /// Topology bits needed to number `n` logical processors.
@@ -40,32 +37,38 @@ fn width(n: u32) -> u32 {
     32 - n.saturating_sub(1).leading_zeros()
 }
 
-/// `host` is what the real CPU returns for `(leaf, subleaf)`.
+/// `host` is what the real CPU returns for `(leaf, subleaf)`. What a guest may see of the
+/// feature registers is [`policy`]'s table; the code below adds what Janus provides itself
+/// and rewrites the leaves that describe the machine.
 pub fn filter(leaf: u32, subleaf: u32, host: [u32; 4], ctx: &CpuidCtx) -> [u32; 4] {
-    let [mut a, mut b, mut c, mut d] = host;
+    if policy::hidden_leaf(leaf, subleaf) {
+        return [0; 4];
+    }
+    let [mut a, mut b, mut c, mut d] = policy::apply(leaf, subleaf, host);
     match leaf {
         1 => {
             b = (b & 0x0000_FFFF) | (ctx.vcpu << 24) | ((ctx.vcpus.min(255)) << 16);
-            c &= !(bits::L1_ECX_MONITOR
-                | bits::L1_ECX_VMX
-                | bits::L1_ECX_SMX
-                | bits::L1_ECX_OSXSAVE);
+            // OSXSAVE mirrors the guest's CR4, not the host's.
+            c &= !bits::L1_ECX_OSXSAVE;
             c |= bits::L1_ECX_X2APIC | bits::L1_ECX_TSC_DEADLINE | bits::L1_ECX_HYPERVISOR;
             if ctx.guest_osxsave {
                 c |= bits::L1_ECX_OSXSAVE;
             }
             d |= bits::L1_EDX_APIC | bits::L1_EDX_HTT;
         }
+        // OSPKE mirrors the guest's CR4.PKE, where the host has PKU at all.
+        7 if subleaf == 0 => {
+            c &= !bits::L7_ECX_OSPKE;
+            if ctx.guest_ospke {
+                c |= bits::L7_ECX_OSPKE;
+            }
+        }
         0xD if subleaf == 0 => b = ctx.xsave_end.max(576),
-        // Supervisor states (XSAVES, IA32_XSS) are not switched, so they are not offered.
         0xD if subleaf == 1 => {
-            a &= !(1 << 3);
             b = ctx.xsave_end.max(576);
             c = 0;
             d = 0;
         }
-        // MONITOR/MWAIT, thermal/power and the PMU are not offered.
-        5 | 6 | 0xA => return [0; 4],
         4 => {
             // Cache topology: one core per vCPU sharing nothing beyond what the host says.
             a = (a & 0x3FFF) | ((ctx.vcpus.saturating_sub(1).min(63)) << 26);
@@ -90,16 +93,6 @@ pub fn filter(leaf: u32, subleaf: u32, host: [u32; 4], ctx: &CpuidCtx) -> [u32; 
             return [HV_BASE, w(0), w(4), w(8)];
         }
         l if (HV_BASE..=HV_LAST).contains(&l) => return [0; 4],
-        0x8000_0001 => {
-            c &= !(bits::E1_ECX_SVM | bits::E1_ECX_CMP_LEGACY);
-            // TSC_AUX is not switched per vCPU, so the instructions that read it are hidden.
-            d &= !bits::E1_EDX_RDTSCP;
-        }
-        // 5-level paging is not offered: guests have at most 3 GiB, and one paging depth
-        // is one less thing for every backend (and emulator) to get right.
-        7 if subleaf == 0 => c &= !(bits::L7_ECX_RDPID | bits::L7_ECX_LA57),
-        // SVM features, and the extended APIC/topology leaves that would describe host cores.
-        0x8000_000A | 0x8000_001E => return [0; 4],
         0x8000_0008 => {
             // NC (cores - 1) in ECX[7:0], the APIC-id size in ECX[15:12].
             c = (c & !0xF0FF) | (width(ctx.vcpus) << 12) | ctx.vcpus.saturating_sub(1).min(255);
@@ -113,11 +106,21 @@ pub fn filter(leaf: u32, subleaf: u32, host: [u32; 4], ctx: &CpuidCtx) -> [u32; 
 mod tests {
     use super::*;
 
+    mod bits {
+        pub use super::super::bits::*;
+        pub const L1_ECX_MONITOR: u32 = 1 << 3;
+        pub const L1_ECX_VMX: u32 = 1 << 5;
+        pub const E1_ECX_SVM: u32 = 1 << 2;
+        pub const L7_ECX_RDPID: u32 = 1 << 22;
+        pub const L7_ECX_LA57: u32 = 1 << 16;
+    }
+
     fn ctx(vcpu: u32, vcpus: u32) -> CpuidCtx {
         CpuidCtx {
             vcpu,
             vcpus,
             guest_osxsave: false,
+            guest_ospke: false,
             xsave_end: 576,
         }
     }
@@ -171,10 +174,11 @@ mod tests {
         let c = filter(7, 0, [0, u32::MAX, u32::MAX, u32::MAX], &ctx(0, 1))[2];
         assert_eq!(c & (bits::L7_ECX_RDPID | bits::L7_ECX_LA57), 0);
         assert_eq!(
-            filter(7, 1, [1, 2, 3, 4], &ctx(0, 1)),
-            [1, 2, 3, 4],
-            "other sub-leaves pass"
+            filter(7, 1, [(1 << 4) | 1, 2, 3, (1 << 4) | 8], &ctx(0, 1)),
+            [1 << 4, 0, 0, 1 << 4],
+            "sub-leaf 1 passes what the policy lists"
         );
+        assert_eq!(filter(7, 2, [0, 0, 0, u32::MAX], &ctx(0, 1)), [0; 4]);
     }
 
     #[test]

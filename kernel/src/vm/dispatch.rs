@@ -121,6 +121,7 @@ fn cpuid<C, V: Vcpu>(
             vcpu: u32::from(index),
             vcpus: u32::from(vm.info.get().map_or(1, |i| i.vcpus)),
             guest_osxsave: st.vcpu.control_regs().cr4 & virt::bits::CR4_OSXSAVE != 0,
+            guest_ospke: st.vcpu.control_regs().cr4 & virt::bits::CR4_PKE != 0,
             xsave_end: xsave_end(m, st.vcpu.xcr0()),
         };
         cpuid::filter(leaf, subleaf, m.host_cpuid(leaf, subleaf), &ctx)
@@ -138,7 +139,7 @@ fn rdmsr<C, V: Vcpu>(
 ) -> Action {
     let value = if platform::is_lapic_msr(msr) {
         st.lapic.rdmsr(msr, m.tsc()).ok()
-    } else if let Some(value) = platform::rdmsr(msr, m.tsc()) {
+    } else if let Some(value) = platform::rdmsr(msr, m.tsc(), &st.msrs) {
         Some(value)
     } else {
         let v = view(index, &st.vcpu);
@@ -178,7 +179,7 @@ fn wrmsr<C, V: Vcpu>(
             Err(_) => Action::Fault(Event::GP0),
         };
     }
-    if platform::wrmsr(msr, value).is_some() {
+    if platform::wrmsr(msr, value, &mut st.msrs).is_some() {
         return Action::Done;
     }
     let v = view(index, &st.vcpu);

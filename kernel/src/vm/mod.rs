@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod personality;
 pub mod pit;
 pub mod platform;
+pub mod policy;
 pub mod rtc;
 pub mod state;
 pub mod stats;

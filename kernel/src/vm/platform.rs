@@ -1,7 +1,7 @@
 //! The machine every VM sees, whatever its personality: MSRs and ports that belong to the
 //! platform rather than to an ABI.
 
-use super::lapic;
+use super::{lapic, policy};
 
 use boot::guest::acpi::{
     RESET_PORT, RESET_VALUE, S5_SLP_TYP, SLEEP_CONTROL_PORT, SLEEP_STATUS_PORT, sleep_request,
@@ -36,30 +36,66 @@ pub fn power_port(port: u16, write: bool, value: u32) -> Option<PortEffect> {
     }
 }
 
+/// MISC_ENABLE as the guest sees it: fast strings; BTS and PEBS unavailable; nothing that
+/// would need MONITOR, thermal control or EIST.
+const MISC_ENABLE_VALUE: u64 = 1 | (1 << 11) | (1 << 12);
+/// MTRRdefType as firmware leaves it: MTRRs enabled, write-back by default (with no
+/// variable or fixed ranges, that is all memory).
+const MTRR_DEF_TYPE_RESET: u64 = (1 << 11) | 6;
+
+/// The platform MSRs a guest writes and reads back, per vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlatformMsrs {
+    mtrr_def_type: u64,
+}
+
+impl PlatformMsrs {
+    pub const fn new() -> Self {
+        Self {
+            mtrr_def_type: MTRR_DEF_TYPE_RESET,
+        }
+    }
+}
+
+impl Default for PlatformMsrs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Platform MSRs that are not the local APIC's, read at host TSC `tsc`. `None`: not the
-/// platform's either.
-pub fn rdmsr(msr: u32, tsc: u64) -> Option<u64> {
+/// platform's either. What each answers for is in [`super::policy`].
+pub fn rdmsr(msr: u32, tsc: u64, state: &PlatformMsrs) -> Option<u64> {
     Some(match msr {
         // The TSC itself: guests see the host's (no offset).
-        0x10 => tsc,
+        policy::TSC => tsc,
         // Locked, VMX off: the guest must not try to enable VMX.
         0x3A => 1,
         // Platform id / microcode revision: nothing to report.
         0x17 | 0x8B => 0,
-        // MISC_ENABLE: fast strings; BTS and PEBS unavailable.
-        0x1A0 => 1 | (1 << 11) | (1 << 12),
-        // MTRRcap: no variable ranges, no fixed ranges, no write-combining; all memory is WB.
-        0xFE => 0,
-        0x2FF => 0x806,
+        policy::MISC_ENABLE => MISC_ENABLE_VALUE,
+        // MTRRcap: no variable ranges, no fixed ranges, no write-combining. The guest's
+        // memory types come from nested paging (write-back) and its own PAT.
+        policy::MTRR_CAP => 0,
+        policy::MTRR_DEF_TYPE => state.mtrr_def_type,
         _ => return None,
     })
 }
 
-/// Writes the platform accepts (and ignores: the values have no effect in a VM).
-pub fn wrmsr(msr: u32, value: u64) -> Option<()> {
+/// Writes the platform accepts. MTRRdefType is kept for reading back (it has no effect on
+/// the memory types); MISC_ENABLE accepts only what it already holds, since none of its
+/// switches is emulated.
+pub fn wrmsr(msr: u32, value: u64, state: &mut PlatformMsrs) -> Option<()> {
     match msr {
         0x8B => Some(()),
-        0x2FF if value & !0xCFF == 0 => Some(()),
+        policy::MISC_ENABLE if value == MISC_ENABLE_VALUE => Some(()),
+        // E and FE, and a memory type that exists (UC, WC, WT, WP, WB).
+        policy::MTRR_DEF_TYPE
+            if value & !0xCFF == 0 && matches!(value & 0xFF, 0 | 1 | 4 | 5 | 6) =>
+        {
+            state.mtrr_def_type = value;
+            Some(())
+        }
         _ => None,
     }
 }
@@ -102,11 +138,22 @@ mod tests {
 
     #[test]
     fn platform_msrs() {
-        assert_eq!(rdmsr(0x3A, 0), Some(1));
-        assert_eq!(rdmsr(0x10, 1234), Some(1234));
-        assert_eq!(rdmsr(0xC000_0080, 0), None);
-        assert_eq!(wrmsr(0x2FF, 0x806), Some(()));
-        assert_eq!(wrmsr(0x2FF, 1 << 20), None);
+        let mut s = PlatformMsrs::new();
+        assert_eq!(rdmsr(0x3A, 0, &s), Some(1));
+        assert_eq!(rdmsr(0x10, 1234, &s), Some(1234));
+        assert_eq!(rdmsr(0xC000_0080, 0, &s), None);
+        assert_eq!(rdmsr(0x2FF, 0, &s), Some(0x806));
+        assert_eq!(
+            wrmsr(0x2FF, 0, &mut s),
+            Some(()),
+            "MTRRs off, as Linux does around updates"
+        );
+        assert_eq!(rdmsr(0x2FF, 0, &s), Some(0), "and reads it back");
+        assert_eq!(wrmsr(0x2FF, 1 << 20, &mut s), None);
+        assert_eq!(wrmsr(0x2FF, 0x802, &mut s), None, "type 2 is reserved");
+        assert_eq!(wrmsr(0x1A0, MISC_ENABLE_VALUE, &mut s), Some(()));
+        assert_eq!(wrmsr(0x1A0, MISC_ENABLE_VALUE | (1 << 18), &mut s), None);
+        assert_eq!(wrmsr(0x10, 0, &mut s), None, "no TSC writes");
         assert!(is_lapic_msr(0x830));
         assert!(!is_lapic_msr(0x900));
     }

@@ -159,6 +159,8 @@ impl<C> Default for Vm<C> {
 pub struct VcpuState<V> {
     pub vcpu: V,
     pub lapic: super::lapic::VLapic,
+    /// The platform MSRs it writes and reads back.
+    pub msrs: super::platform::PlatformMsrs,
     pub stats: ExitStats,
     pub run_ns: u64,
     /// NMI IPIs sent to this vCPU and not delivered (see `interrupts::prepare`).
@@ -172,6 +174,7 @@ impl<V> VcpuState<V> {
         Self {
             vcpu,
             lapic,
+            msrs: super::platform::PlatformMsrs::new(),
             stats: ExitStats::new(),
             run_ns: 0,
             nmis_dropped: 0,

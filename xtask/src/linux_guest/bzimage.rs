@@ -106,9 +106,15 @@ pub fn decompress(payload: &[u8]) -> Result<(Compression, Vec<u8>)> {
         Compression::Xz => {
             let mut out = Vec::with_capacity(capacity);
             let mut input = body;
-            lzma_rs::xz_decompress(&mut input, &mut out)
-                .map_err(|e| anyhow!("xz payload: {e:?}"))?;
-            out
+            match lzma_rs::xz_decompress(&mut input, &mut out) {
+                Ok(()) => out,
+                // lzma-rs has no branch-call-jump filters; Debian's generic kernel uses the
+                // x86 one.
+                Err(lzma_rs::error::Error::XzError(e)) if e.contains("filter") => {
+                    xz_command(body, capacity)?
+                }
+                Err(e) => bail!("xz payload: {e:?}"),
+            }
         }
         Compression::Lz4Legacy => lz4_legacy_decode(body, capacity)?,
         Compression::Unsupported(name) => {
@@ -124,6 +130,42 @@ pub fn decompress(payload: &[u8]) -> Result<(Compression, Vec<u8>)> {
         out.len()
     );
     Ok((kind, out))
+}
+
+/// Decompresses one xz stream with the `xz` command (`--single-stream` stops before the size
+/// trailer that follows it).
+fn xz_command(stream: &[u8], capacity: usize) -> Result<Vec<u8>> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    crate::prereq::tools(&[&crate::prereq::XZ])?;
+    let mut child = Command::new(crate::prereq::XZ.binary)
+        .args(["-dc", "--single-stream"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start xz")?;
+    let mut stdin = child.stdin.take().context("xz stdin")?;
+    let input = stream.to_vec();
+    // Fed from another thread: xz's output would fill the pipe while we still wrote.
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let mut out = Vec::with_capacity(capacity);
+    child
+        .stdout
+        .take()
+        .context("xz stdout")?
+        .read_to_end(&mut out)
+        .context("reading xz's output")?;
+    let status = child.wait().context("xz")?;
+    let _ = feeder.join();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("xz -dc failed ({status}): {}", err.trim());
+    }
+    Ok(out)
 }
 
 /// Decodes LZ4's legacy frame: the magic, then blocks of `[u32 LE compressed size][LZ4

@@ -7,9 +7,45 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The metapackage that depends on the current cloud kernel's versioned package.
-pub const KERNEL_META: &str = "linux-image-cloud-amd64";
 pub const BUSYBOX: &str = "busybox-static";
+
+/// A Debian amd64 kernel flavour: `cloud` (the test guest: small, no machine check, few
+/// drivers) or the generic one a distribution installs (machine check, the full config).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    Cloud,
+    Generic,
+}
+
+impl Flavour {
+    /// The metapackage that depends on the flavour's current versioned package.
+    pub fn meta(self) -> &'static str {
+        match self {
+            Flavour::Cloud => "linux-image-cloud-amd64",
+            Flavour::Generic => "linux-image-amd64",
+        }
+    }
+
+    /// Whether `package` is this flavour's versioned kernel: `linux-image-6.1.0-57-amd64`
+    /// is generic, `...-cloud-amd64` cloud, and `-rt-` or `-dbg` neither.
+    pub fn names(self, package: &str) -> bool {
+        let Some(mid) = package
+            .strip_prefix("linux-image-")
+            .and_then(|p| p.strip_suffix("-amd64"))
+        else {
+            return false;
+        };
+        let abi = match self {
+            Flavour::Cloud => mid.strip_suffix("-cloud"),
+            Flavour::Generic => Some(mid),
+        };
+        abi.is_some_and(|a| {
+            a.starts_with(|c: char| c.is_ascii_digit())
+                && a.chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+        })
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Package {
@@ -39,17 +75,16 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The first `Depends:` of `apt-cache depends` output that names a versioned
-/// `linux-image-*-cloud-amd64` package.
-pub fn kernel_dependency(depends_output: &str) -> Option<String> {
+/// The first `Depends:` of `apt-cache depends` output that names a versioned kernel package
+/// of `flavour`.
+pub fn kernel_dependency(depends_output: &str, flavour: Flavour) -> Option<String> {
     depends_output.lines().find_map(|l| {
         let dep = l
             .trim()
             .trim_start_matches('|')
             .strip_prefix("Depends:")?
             .trim();
-        (dep.starts_with("linux-image-") && dep.ends_with("-cloud-amd64") && dep != KERNEL_META)
-            .then(|| dep.to_string())
+        flavour.names(dep).then(|| dep.to_string())
     })
 }
 
@@ -61,11 +96,11 @@ pub fn candidate(policy_output: &str) -> Option<String> {
     })
 }
 
-fn lookup(meta_or_name: &str, follow_kernel_meta: bool) -> Result<Option<Package>> {
-    let name = if follow_kernel_meta {
+fn lookup(meta_or_name: &str, kernel: Option<Flavour>) -> Result<Option<Package>> {
+    let name = if let Some(flavour) = kernel {
         let deps =
             output(Command::new("apt-cache").args(["depends", meta_or_name])).unwrap_or_default();
-        match kernel_dependency(&deps) {
+        match kernel_dependency(&deps, flavour) {
             Some(n) => n,
             None => return Ok(None),
         }
@@ -78,10 +113,10 @@ fn lookup(meta_or_name: &str, follow_kernel_meta: bool) -> Result<Option<Package
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
-/// Resolves a package (or, for the kernel, the metapackage's versioned dependency); runs
-/// `apt-get update` once when the lookup finds nothing.
-pub fn resolve(name: &str, follow_kernel_meta: bool) -> Result<Package> {
-    if let Some(p) = lookup(name, follow_kernel_meta)? {
+/// Resolves a package (or, with `kernel`, that flavour's metapackage's versioned dependency);
+/// runs `apt-get update` once when the lookup finds nothing.
+pub fn resolve(name: &str, kernel: Option<Flavour>) -> Result<Package> {
+    if let Some(p) = lookup(name, kernel)? {
         return Ok(p);
     }
     if !APT_UPDATED.swap(true, Ordering::Relaxed) {
@@ -97,16 +132,16 @@ pub fn resolve(name: &str, follow_kernel_meta: bool) -> Result<Package> {
                  package lists that resolving {name} needs"
             );
         }
-        if let Some(p) = lookup(name, follow_kernel_meta)? {
+        if let Some(p) = lookup(name, kernel)? {
             return Ok(p);
         }
     }
     Err(anyhow!(
         "apt has no candidate for {name}{}: is a Debian bookworm (or newer) source configured?",
-        if follow_kernel_meta {
-            " (or its linux-image-*-cloud-amd64 dependency)"
-        } else {
-            ""
+        match kernel {
+            Some(Flavour::Cloud) => " (or its linux-image-*-cloud-amd64 dependency)",
+            Some(Flavour::Generic) => " (or its linux-image-*-amd64 dependency)",
+            None => "",
         }
     ))
 }
@@ -203,11 +238,27 @@ mod tests {
     fn apt_cache_output_is_read() {
         let deps = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
         assert_eq!(
-            kernel_dependency(deps).as_deref(),
+            kernel_dependency(deps, Flavour::Cloud).as_deref(),
             Some("linux-image-6.1.0-56-cloud-amd64")
         );
-        assert_eq!(kernel_dependency("linux-image-cloud-amd64\n"), None);
-        assert_eq!(kernel_dependency("x\n  Depends: initramfs-tools\n"), None);
+        assert_eq!(kernel_dependency(deps, Flavour::Generic), None);
+        let deps = "linux-image-amd64\n  Depends: linux-image-6.1.0-57-amd64\n";
+        assert_eq!(
+            kernel_dependency(deps, Flavour::Generic).as_deref(),
+            Some("linux-image-6.1.0-57-amd64")
+        );
+        assert_eq!(kernel_dependency(deps, Flavour::Cloud), None);
+        assert!(!Flavour::Generic.names("linux-image-6.1.0-57-rt-amd64"));
+        assert!(!Flavour::Generic.names("linux-image-amd64"));
+        assert!(!Flavour::Cloud.names("linux-image-cloud-amd64"));
+        assert_eq!(
+            kernel_dependency("linux-image-cloud-amd64\n", Flavour::Cloud),
+            None
+        );
+        assert_eq!(
+            kernel_dependency("x\n  Depends: initramfs-tools\n", Flavour::Cloud),
+            None
+        );
         let policy = "busybox-static:\n  Installed: (none)\n  Candidate: 1:1.35.0-4+deb12u1+b1\n";
         assert_eq!(candidate(policy).as_deref(), Some("1:1.35.0-4+deb12u1+b1"));
         assert_eq!(candidate("x:\n  Candidate: (none)\n"), None);

@@ -30,7 +30,7 @@ pub use console::{
 };
 #[allow(unused_imports)]
 pub use direct::{BootReport, COMMON_CMDLINE, DirectBoot, Entry, direct_boot, spawn_capture};
-pub use fetch::Package;
+pub use fetch::{Flavour, Package};
 
 use crate::util::{root, shown};
 use anyhow::{Context, Result, anyhow, bail};
@@ -180,9 +180,18 @@ fn busybox_file(pkg: &Package, dir: &Path) -> Result<PathBuf> {
     Ok(busybox)
 }
 
-/// Reads `target/linux/current`: the packages behind the stable names, for offline reuse.
-fn read_current(dir: &Path) -> Option<(Package, Package)> {
-    let text = std::fs::read_to_string(dir.join("current")).ok()?;
+/// The stable names of a flavour's files: (vmlinux, bzImage, the record of its packages).
+fn stable_names(flavour: Flavour) -> [&'static str; 3] {
+    match flavour {
+        Flavour::Cloud => ["vmlinux", "bzImage", "current"],
+        Flavour::Generic => ["vmlinux-generic", "bzImage-generic", "current-generic"],
+    }
+}
+
+/// Reads `target/linux/current` (or the flavour's): the packages behind the stable names,
+/// for offline reuse.
+fn read_current(dir: &Path, flavour: Flavour) -> Option<(Package, Package)> {
+    let text = std::fs::read_to_string(dir.join(stable_names(flavour)[2])).ok()?;
     let mut pkgs = text.lines().filter_map(|l| {
         let mut w = l.split_whitespace();
         Some(Package {
@@ -193,12 +202,12 @@ fn read_current(dir: &Path) -> Option<(Package, Package)> {
     Some((pkgs.next()?, pkgs.next()?))
 }
 
-fn resolve_packages(dir: &Path) -> Result<(Package, Package)> {
-    let resolved = fetch::resolve(fetch::KERNEL_META, true)
-        .and_then(|k| Ok((k, fetch::resolve(fetch::BUSYBOX, false)?)));
+fn resolve_packages(dir: &Path, flavour: Flavour) -> Result<(Package, Package)> {
+    let resolved = fetch::resolve(flavour.meta(), Some(flavour))
+        .and_then(|k| Ok((k, fetch::resolve(fetch::BUSYBOX, None)?)));
     match resolved {
         Ok(p) => Ok(p),
-        Err(e) => match read_current(dir) {
+        Err(e) => match read_current(dir, flavour) {
             Some((k, b)) if dir.join(k.key()).join("vmlinux").is_file() => {
                 eprintln!(
                     "xtask: warning: {e:#}; reusing the cached {} {}",
@@ -211,24 +220,60 @@ fn resolve_packages(dir: &Path) -> Result<(Package, Package)> {
     }
 }
 
-/// Fetches (or reuses) the kernel and busybox, extracts vmlinux, builds the initramfs, and
-/// publishes them under their stable names.
+/// Fetches (or reuses) the cloud kernel and busybox, extracts vmlinux, builds the
+/// initramfs, and publishes them under their stable names.
 pub fn prepare() -> Result<LinuxGuest> {
+    prepare_flavour(Flavour::Cloud)
+}
+
+/// The flavours whose stable names `manifest_text` mentions.
+fn flavours_named(manifest_text: &str) -> Vec<Flavour> {
+    let named = |name: &str| {
+        manifest_text
+            .match_indices(&format!("target/linux/{name}"))
+            // "vmlinux" must not match "vmlinux-generic".
+            .any(|(i, m)| !manifest_text[i + m.len()..].starts_with('-'))
+    };
+    [Flavour::Cloud, Flavour::Generic]
+        .into_iter()
+        .filter(|f| {
+            let [vmlinux, bzimage, _] = stable_names(*f);
+            named(vmlinux) || named(bzimage)
+        })
+        .collect()
+}
+
+/// Prepares each flavour `manifest_text` names.
+pub fn prepare_for(manifest_text: &str) -> Result<()> {
+    let flavours = flavours_named(manifest_text);
+    for &f in &flavours {
+        prepare_flavour(f)?;
+    }
+    // A manifest with its own kernel may still use the initramfs.
+    if flavours.is_empty() && manifest_text.contains("target/linux/") {
+        prepare()?;
+    }
+    Ok(())
+}
+
+/// [`prepare`] for either kernel flavour; both share the initramfs.
+pub fn prepare_flavour(flavour: Flavour) -> Result<LinuxGuest> {
     let dir = cache_dir();
     std::fs::create_dir_all(dir.join("debs"))
         .with_context(|| format!("cannot create {}", shown(&dir)))?;
-    let (kpkg, bpkg) = resolve_packages(&dir)?;
+    let (kpkg, bpkg) = resolve_packages(&dir, flavour)?;
     let kernel = kernel_files(&kpkg, &dir)?;
     let busybox = busybox_file(&bpkg, &dir)?;
     let bb = std::fs::read(&busybox).with_context(|| format!("cannot read {}", shown(&busybox)))?;
     let initramfs = dir.join("initramfs.cpio.gz");
     write_atomic(&initramfs, &initramfs::build(&bb)?)?;
-    let vmlinux = dir.join("vmlinux");
-    let bzimage = dir.join("bzImage");
+    let [vmlinux_name, bzimage_name, current] = stable_names(flavour);
+    let vmlinux = dir.join(vmlinux_name);
+    let bzimage = dir.join(bzimage_name);
     publish(&kernel.vmlinux, &vmlinux)?;
     publish(&kernel.vmlinuz, &bzimage)?;
     write_atomic(
-        &dir.join("current"),
+        &dir.join(current),
         format!(
             "{} {}\n{} {}\n",
             kpkg.name, kpkg.version, bpkg.name, bpkg.version
@@ -401,6 +446,18 @@ mod tests {
                 "../target/linux/bzImage",
                 "console=ttyS0",
             ),
+            (
+                "xen-linux-generic.toml",
+                "xen",
+                "../target/linux/vmlinux-generic",
+                "console=hvc0",
+            ),
+            (
+                "hyperv-linux-generic.toml",
+                "hyperv",
+                "../target/linux/bzImage-generic",
+                "console=ttyS0",
+            ),
         ] {
             let path = root().join("manifests").join(file);
             let text = std::fs::read_to_string(&path).unwrap();
@@ -424,6 +481,21 @@ mod tests {
                 assert!(cmdline.contains(&want), "{file}: cmdline lacks {want}");
             }
         }
+    }
+
+    #[test]
+    fn manifests_name_the_flavours_they_boot() {
+        let read = |f: &str| std::fs::read_to_string(root().join("manifests").join(f)).unwrap();
+        assert_eq!(flavours_named(&read("default.toml")), [Flavour::Cloud]);
+        assert_eq!(
+            flavours_named(&read("xen-linux-generic.toml")),
+            [Flavour::Generic]
+        );
+        assert_eq!(
+            flavours_named(&read("hyperv-linux-generic.toml")),
+            [Flavour::Generic]
+        );
+        assert!(flavours_named("initrd = \"target/linux/initramfs.cpio.gz\"").is_empty());
     }
 
     #[test]

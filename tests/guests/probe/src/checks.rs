@@ -166,6 +166,7 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
         fs == 0x1234_5678_9000,
         format_args!("{fs:#x}"),
     );
+    crate::policy::checks(!amd);
 
     let (b8, b16, b32) = (
         crate::io::inb(0x1234),

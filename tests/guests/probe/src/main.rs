@@ -20,6 +20,8 @@ mod io;
 #[cfg(target_os = "none")]
 mod page;
 #[cfg(target_os = "none")]
+mod policy;
+#[cfg(target_os = "none")]
 mod xen;
 
 #[cfg(not(target_os = "none"))]
