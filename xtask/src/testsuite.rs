@@ -309,12 +309,14 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         "manifests/xen-linux-generic.toml",
         &["vm xen-generic: stopped: powered off"],
         &[("xen-generic", "xen")],
+        &[("xen-generic", "poweroff")],
     ));
     v.push(linux(
         "qemu-svm-hyperv-linux-generic",
         "manifests/hyperv-linux-generic.toml",
         &["vm hyperv-generic: stopped: powered off"],
         &[("hyperv-generic", "hyperv")],
+        &[("hyperv-generic", "poweroff")],
     ));
     v.push(linux(
         "qemu-svm-both-faces-side-by-side",
