@@ -5,6 +5,7 @@
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod drivers;
 pub mod manifest;
 pub mod mm;
 pub mod sched;
