@@ -217,6 +217,7 @@ fn run(
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
+        nvme: vec![],
     };
     let outcome = emulator::run(emulator, &spec)?;
     for (vm, class) in outcome.vm_ends() {
