@@ -8,6 +8,9 @@ pub enum SelfTest {
     Panic,
     /// A CPU exception (#UD) after bring-up.
     Fault,
+    /// Bring up the host's NVMe controller and write, flush and read back its first
+    /// namespace (a scratch disk: its start is overwritten); the run continues if it works.
+    Nvme,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +39,7 @@ impl Options {
                 "janus.selftest=none" => opts.selftest = SelfTest::None,
                 "janus.selftest=panic" => opts.selftest = SelfTest::Panic,
                 "janus.selftest=fault" => opts.selftest = SelfTest::Fault,
+                "janus.selftest=nvme" => opts.selftest = SelfTest::Nvme,
                 "janus.watch" => opts.watch = true,
                 _ => return Err(UnknownOption(word)),
             }
@@ -55,6 +59,10 @@ mod tests {
         assert!(!o.watch);
         assert!(Options::parse("janus.watch").unwrap().watch);
         assert_eq!(Options::parse("").unwrap().selftest, SelfTest::None);
+        assert_eq!(
+            Options::parse("janus.selftest=nvme").unwrap().selftest,
+            SelfTest::Nvme
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ extern crate alloc;
 
 pub mod bootinfo;
 pub mod cmdline;
+pub mod drivers;
 pub mod manifest;
 pub mod mm;
 pub mod sched;

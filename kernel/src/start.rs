@@ -268,6 +268,11 @@ fn wait_for_ticks(n: u64) -> u64 {
 fn run_selftest(test: SelfTest) {
     match test {
         SelfTest::None => {}
+        SelfTest::Nvme => {
+            if let Err(e) = crate::drivers::nvme::selftest() {
+                fatal(format_args!("nvme: selftest failed: {e}"))
+            }
+        }
         SelfTest::Panic => panic!("deliberate panic requested by janus.selftest=panic"),
         SelfTest::Fault => {
             // UNSAFETY: a deliberate invalid opcode can only be written in assembly.

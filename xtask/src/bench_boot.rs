@@ -155,6 +155,7 @@ pub fn bench() -> Result<bool> {
                 memory_mib: 512 + staged.guest_memory_mib,
                 cpus: 2,
                 echo: false,
+                nvme: vec![],
             };
             let outcome = emulator::run(Emulator::Qemu, &spec)?;
             if let Err(why) = &outcome.verdict {

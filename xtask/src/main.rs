@@ -51,6 +51,9 @@ enum Cmd {
         /// Extra words for the hypervisor's command line (e.g. janus.selftest=panic).
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// A raw file as an NVMe namespace of the host (QEMU only; repeat for namespace 2, …).
+        #[arg(long)]
+        nvme: Vec<PathBuf>,
         #[command(flatten)]
         build: BuildOpts,
     },
@@ -113,8 +116,9 @@ fn exec(cli: Cli) -> ExitCode {
             emulator,
             timeout,
             cmdline,
+            nvme,
             build,
-        } => match run(manifest, emulator, timeout, cmdline, &build) {
+        } => match run(manifest, emulator, timeout, cmdline, nvme, &build) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("xtask: error: {e:#}");
@@ -195,6 +199,7 @@ fn run(
     emulator: Emulator,
     timeout: u64,
     cmdline: String,
+    nvme: Vec<PathBuf>,
     build: &BuildOpts,
 ) -> Result<u8> {
     let images = image::build(build)?;
@@ -217,6 +222,7 @@ fn run(
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
+        nvme,
     };
     let outcome = emulator::run(emulator, &spec)?;
     for (vm, class) in outcome.vm_ends() {

@@ -383,6 +383,24 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         restarts: &["rebooter"],
         exit_code: 0,
     });
+    // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
+    v.push(Case {
+        name: "qemu-nvme-selftest",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/demo.toml",
+        cmdline: NVME_SELFTEST,
+        pass: true,
+        com1: &[
+            "nvme: ns 1: 16384 LBAs of 512 bytes",
+            "nvme: selftest passed",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("probe", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+    });
     if inject_failure {
         v.push(Case {
             name: "injected-failure",
@@ -508,6 +526,11 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     let manifest = root().join(case.manifest);
     let stage = out_dir().join("test-stage").join(case.name);
     let staged = manifest::load(&manifest, &stage).map_err(|e| format!("{e:#}"))?;
+    let nvme = if case.cmdline.contains(NVME_SELFTEST) {
+        vec![nvme_scratch_disk(case.name).map_err(|e| format!("{e:#}"))?]
+    } else {
+        vec![]
+    };
     let spec = RunSpec {
         boot: images.boot.clone(),
         kernel: images.kernel.clone(),
@@ -517,9 +540,60 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
+        nvme: nvme.clone(),
     };
     let outcome = emulator::run(case.emulator, &spec).map_err(|e| format!("{e:#}"))?;
-    check(case, &outcome)
+    check(case, &outcome)?;
+    match nvme.first() {
+        Some(disk) => check_nvme_disk(&std::fs::read(disk).map_err(|e| format!("{e}"))?),
+        None => Ok(()),
+    }
+}
+
+/// The hypervisor's NVMe self-test; a case asking for it gets a scratch disk as namespace 1.
+const NVME_SELFTEST: &str = "janus.selftest=nvme";
+/// The scratch disk: 8 MiB of zeros, 512-byte LBAs (QEMU's default).
+const NVME_DISK_BYTES: u64 = 8 << 20;
+
+fn nvme_scratch_disk(case: &str) -> Result<std::path::PathBuf> {
+    let dir = out_dir().join("nvme");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{case}.img"));
+    let f = std::fs::File::create(&path)?;
+    f.set_len(NVME_DISK_BYTES)?;
+    Ok(path)
+}
+
+/// The kernel's `drivers::nvme::selftest_pattern`: the bytes its self-test writes.
+fn nvme_pattern(offset: u64) -> u8 {
+    ((offset >> 9) as u8).wrapping_mul(31) ^ (offset as u8) ^ 0xa5
+}
+
+/// What the self-test leaves on the disk: 64 KiB of the pattern at LBA 8, the complement
+/// in LBA 3, zeros elsewhere. Checked on the host, so a write that only reached the
+/// controller's cache, or landed at the wrong place, fails the case.
+fn check_nvme_disk(disk: &[u8]) -> Result<(), String> {
+    if disk.len() as u64 != NVME_DISK_BYTES {
+        return Err(format!("the NVMe disk is {} bytes now", disk.len()));
+    }
+    let multi = 8 * 512..8 * 512 + 64 * 1024;
+    let single = 3 * 512..4 * 512;
+    for (i, &got) in disk.iter().enumerate() {
+        let off = i as u64;
+        let want = if multi.contains(&off) {
+            nvme_pattern(off)
+        } else if single.contains(&off) {
+            !nvme_pattern(off)
+        } else {
+            0
+        };
+        if got != want {
+            return Err(format!(
+                "the NVMe disk holds {got:#04x} at byte {off:#x}, the self-test wrote {want:#04x}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// End-of-VM findings that fail any run that otherwise passes: an EOI with nothing in
@@ -680,6 +754,23 @@ mod tests {
             "  vcpu 0: walk 0x0: L4 entry at 0x1",
             "vcpu 0: walk 0x0: L4"
         ));
+    }
+
+    #[test]
+    fn the_nvme_disk_check_wants_the_pattern_in_place() {
+        let mut disk = vec![0u8; NVME_DISK_BYTES as usize];
+        assert!(check_nvme_disk(&disk).is_err());
+        for (off, b) in disk.iter_mut().enumerate() {
+            if (4096..4096 + 65536).contains(&off) {
+                *b = nvme_pattern(off as u64);
+            } else if (1536..2048).contains(&off) {
+                *b = !nvme_pattern(off as u64);
+            }
+        }
+        assert_eq!(check_nvme_disk(&disk), Ok(()));
+        disk[4096 + 65536] = 1;
+        assert!(check_nvme_disk(&disk).unwrap_err().contains("byte 0x11000"));
+        assert!(check_nvme_disk(&disk[..512]).is_err());
     }
 
     #[test]

@@ -56,6 +56,12 @@ pub fn init(info: &MachineInfo<'_>) -> Result<u64, PagingError> {
 
 static SPAN: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
+/// The end of the identity map `init` built (0 before it): device BARs below it are
+/// reachable, uncached, at their physical address.
+pub fn mapped_span() -> u64 {
+    SPAN.load(core::sync::atomic::Ordering::Acquire)
+}
+
 /// Walks the live host tables and compares them with the identity map `init` built, 2 MiB
 /// page by page; nothing changes them afterwards, so any mismatch is damage.
 pub fn damaged() -> super::mapcheck::Mismatches {

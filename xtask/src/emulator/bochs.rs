@@ -50,6 +50,9 @@ fn bochsrc(emulator: Emulator, spec: &RunSpec, dir: &Path, iso: &Path) -> String
 }
 
 pub fn run(emulator: Emulator, spec: &RunSpec) -> Result<Outcome> {
+    if !spec.nvme.is_empty() {
+        anyhow::bail!("Bochs has no NVMe controller: NVMe disks need the QEMU runner");
+    }
     prereq::tools(&[&prereq::BOCHS])?;
     let dir = out_dir().join(match emulator {
         Emulator::BochsSvm => "bochs-svm",

@@ -33,6 +33,8 @@ pub struct RunSpec {
     pub cpus: u8,
     /// Echo COM1 and decoded defmt frames while running.
     pub echo: bool,
+    /// Raw files that become the namespaces (1, 2, …) of one NVMe controller (QEMU only).
+    pub nvme: Vec<PathBuf>,
 }
 
 #[derive(Debug)]

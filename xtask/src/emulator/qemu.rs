@@ -89,6 +89,21 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", &spec.cmdline]);
+    if !spec.nvme.is_empty() {
+        cmd.args(["-device", "nvme,id=nvme0,serial=janus"]);
+    }
+    for (k, file) in spec.nvme.iter().enumerate() {
+        let f = file.display().to_string();
+        if f.contains(',') {
+            bail!("{f}: QEMU cannot take a drive path with a comma");
+        }
+        cmd.arg("-drive")
+            .arg(format!(
+                "file={f},format=raw,if=none,id=nvme{k},cache=writeback"
+            ))
+            .arg("-device")
+            .arg(format!("nvme-ns,drive=nvme{k},bus=nvme0,nsid={}", k + 1));
+    }
     // JANUS_QEMU_ARGS appends arguments (split at whitespace), e.g. `-action shutdown=pause`
     // to keep a triple-faulted machine for inspection through JANUS_QEMU_MONITOR.
     if let Ok(extra) = std::env::var("JANUS_QEMU_ARGS") {
@@ -239,6 +254,7 @@ mod tests {
             memory_mib: 64,
             cpus: 2,
             echo: false,
+            nvme: vec![],
         };
         let cmd = command(&spec, std::path::Path::new("s.sock")).unwrap();
         let args: Vec<String> = cmd
@@ -251,5 +267,48 @@ mod tests {
             .expect("-accel given");
         assert_eq!(args[at + 1], accel());
         assert_eq!(args.iter().filter(|a| *a == "-accel").count(), 1);
+        assert!(!args.iter().any(|a| a.starts_with("nvme")));
+    }
+
+    /// Each file is a namespace of one controller, numbered from 1 in order.
+    #[test]
+    fn nvme_files_become_namespaces() {
+        let spec = RunSpec {
+            boot: "boot".into(),
+            kernel: "kernel".into(),
+            modules: vec![],
+            cmdline: String::new(),
+            timeout: Duration::from_secs(1),
+            memory_mib: 64,
+            cpus: 2,
+            echo: false,
+            nvme: vec!["a.img".into(), "b.img".into()],
+        };
+        let args: Vec<String> = command(&spec, std::path::Path::new("s.sock"))
+            .unwrap()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let tail = &args[args
+            .iter()
+            .position(|a| a == "nvme,id=nvme0,serial=janus")
+            .unwrap()..];
+        assert_eq!(
+            tail[..9],
+            [
+                "nvme,id=nvme0,serial=janus",
+                "-drive",
+                "file=a.img,format=raw,if=none,id=nvme0,cache=writeback",
+                "-device",
+                "nvme-ns,drive=nvme0,bus=nvme0,nsid=1",
+                "-drive",
+                "file=b.img,format=raw,if=none,id=nvme1,cache=writeback",
+                "-device",
+                "nvme-ns,drive=nvme1,bus=nvme0,nsid=2",
+            ]
+        );
+        let mut bad = spec;
+        bad.nvme = vec!["a,b.img".into()];
+        assert!(command(&bad, std::path::Path::new("s.sock")).is_err());
     }
 }

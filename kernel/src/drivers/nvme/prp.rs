@@ -1,0 +1,150 @@
+//! Physical Region Page entries for one physically contiguous data buffer, with 4 KiB
+//! memory pages (CC.MPS = 0).
+//!
+//! PRP1 points at the first byte and may carry an offset into its page (dword aligned);
+//! every later entry is page aligned. One page of data needs only PRP1, two pages PRP1 and
+//! PRP2, more pages put the second and later pages in a PRP list that PRP2 points at.
+//! The driver keeps one list page, so a transfer spans at most 1 + 512 pages; longer ones
+//! would need chained lists and are refused (the driver splits transfers well below that).
+
+use super::regs::PAGE;
+
+/// Entries in one PRP list page.
+pub const LIST_ENTRIES: usize = (PAGE / 8) as usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prps {
+    pub prp1: u64,
+    pub prp2: u64,
+    /// How many entries of the list were filled (0 when PRP2 is not a list pointer).
+    pub list_len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrpError {
+    /// A zero-length transfer has nothing to describe.
+    Empty,
+    /// PRP1's offset must be dword aligned; a list page must be page aligned.
+    Unaligned,
+    /// More pages than one list page can describe.
+    TooLong,
+}
+
+/// Describes `len` bytes at physical address `addr`. When a list is needed its entries go to
+/// `list`, which the controller will read at physical address `list_pa`.
+pub fn build(addr: u64, len: usize, list: &mut [u64], list_pa: u64) -> Result<Prps, PrpError> {
+    if len == 0 {
+        return Err(PrpError::Empty);
+    }
+    if !addr.is_multiple_of(4) {
+        return Err(PrpError::Unaligned);
+    }
+    let first = addr & !(PAGE - 1);
+    let end = addr.checked_add(len as u64).ok_or(PrpError::TooLong)?;
+    let pages = (end - first).div_ceil(PAGE);
+    let (prp2, list_len) = match pages {
+        1 => (0, 0),
+        2 => (first + PAGE, 0),
+        _ => {
+            let n = (pages - 1) as usize;
+            if n > LIST_ENTRIES.min(list.len()) {
+                return Err(PrpError::TooLong);
+            }
+            if !list_pa.is_multiple_of(PAGE) {
+                return Err(PrpError::Unaligned);
+            }
+            for (i, e) in list[..n].iter_mut().enumerate() {
+                *e = first + (i as u64 + 1) * PAGE;
+            }
+            (list_pa, n)
+        }
+    };
+    Ok(Prps {
+        prp1: addr,
+        prp2,
+        list_len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIST: u64 = 0x7000;
+
+    fn build_(addr: u64, len: usize) -> (Result<Prps, PrpError>, [u64; LIST_ENTRIES]) {
+        let mut list = [0u64; LIST_ENTRIES];
+        let r = build(addr, len, &mut list, LIST);
+        (r, list)
+    }
+
+    #[test]
+    fn one_page_needs_only_prp1() {
+        let (r, _) = build_(0x10000, 4096);
+        assert_eq!(
+            r,
+            Ok(Prps {
+                prp1: 0x10000,
+                prp2: 0,
+                list_len: 0
+            })
+        );
+        let (r, _) = build_(0x10200, 512);
+        assert_eq!(r.unwrap().prp2, 0);
+        // Ends exactly at the page boundary.
+        let (r, _) = build_(0x10e00, 512);
+        assert_eq!(r.unwrap().prp2, 0);
+    }
+
+    #[test]
+    fn two_pages_use_prp2_directly() {
+        let (r, _) = build_(0x10000, 8192);
+        assert_eq!(r.unwrap().prp2, 0x11000);
+        // A single sector straddling a page boundary.
+        let (r, _) = build_(0x10f00, 512);
+        let p = r.unwrap();
+        assert_eq!((p.prp1, p.prp2, p.list_len), (0x10f00, 0x11000, 0));
+    }
+
+    #[test]
+    fn more_pages_use_a_list() {
+        let (r, list) = build_(0x10000, 64 * 1024);
+        let p = r.unwrap();
+        assert_eq!((p.prp1, p.prp2, p.list_len), (0x10000, LIST, 15));
+        assert_eq!(list[0], 0x11000);
+        assert_eq!(list[14], 0x1f000);
+        assert_eq!(list[15], 0, "nothing past the transfer");
+    }
+
+    #[test]
+    fn a_buffer_starting_mid_page_needs_one_page_more() {
+        // 8 KiB from 0x10800 touches 0x10000, 0x11000 and 0x12000.
+        let (r, list) = build_(0x10800, 8192);
+        let p = r.unwrap();
+        assert_eq!((p.prp1, p.prp2, p.list_len), (0x10800, LIST, 2));
+        assert_eq!(&list[..2], &[0x11000, 0x12000]);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_describe() {
+        assert_eq!(build_(0x10000, 0).0, Err(PrpError::Empty));
+        assert_eq!(build_(0x10001, 512).0, Err(PrpError::Unaligned));
+        assert_eq!(build_(0x10002, 512).0, Err(PrpError::Unaligned));
+        // 513 pages exactly fit: PRP1 plus a full list.
+        let (r, list) = build_(0x100000, 513 * 4096);
+        assert_eq!(r.unwrap().list_len, 512);
+        assert_eq!(list[511], 0x100000 + 512 * 4096);
+        assert_eq!(build_(0x100000, 513 * 4096 + 4).0, Err(PrpError::TooLong));
+        assert_eq!(build_(u64::MAX - 3, 8).0, Err(PrpError::TooLong));
+        let mut list = [0u64; 4];
+        assert_eq!(
+            build(0, 6 * 4096, &mut list, LIST),
+            Err(PrpError::TooLong),
+            "a short list slice bounds the transfer too"
+        );
+        assert_eq!(
+            build(0, 3 * 4096, &mut list, LIST + 8),
+            Err(PrpError::Unaligned)
+        );
+    }
+}
