@@ -421,13 +421,16 @@ impl core::fmt::Display for SelftestError {
     }
 }
 
-/// `janus.selftest=nvme`: brings up the controller, writes a pattern to the first
+/// `janus.selftest=nvme`: brings up the controller (twice), writes a pattern to the first
 /// namespace (destroying what was there: the test's scratch disk), flushes, reads it back.
 /// The multi-page write and the large read (which the driver splits) go through PRP lists;
 /// the single-LBA write and the read come from buffers at odd offsets in a page.
 pub fn selftest() -> Result<(), SelftestError> {
     let step = |step| move |err| SelftestError::Driver { step, err };
-    let mut nvme = Nvme::init().map_err(step("init"))?;
+    // Twice: the second bring-up has to reset the controller the first left running, as
+    // when the storage layer takes over after this test (firmware leaves it disabled).
+    Nvme::init().map_err(step("init"))?;
+    let mut nvme = Nvme::init().map_err(step("init of a running controller"))?;
     for ns in nvme.namespaces() {
         println!(
             "nvme: ns {}: {} LBAs of {} bytes",
