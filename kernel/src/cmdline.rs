@@ -11,6 +11,12 @@ pub enum SelfTest {
     /// Bring up the host's NVMe controller and write, flush and read back its first
     /// namespace (a scratch disk: its start is overwritten); the run continues if it works.
     Nvme,
+    /// After the manifest's disks are opened: write, flush and read back each writable disk
+    /// through the volume layer (the run continues if it works).
+    Disk,
+    /// Rounds of writes and flushes on the first VM's first disk until the machine is
+    /// stopped (the power-cut test).
+    DiskStress,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +46,8 @@ impl Options {
                 "janus.selftest=panic" => opts.selftest = SelfTest::Panic,
                 "janus.selftest=fault" => opts.selftest = SelfTest::Fault,
                 "janus.selftest=nvme" => opts.selftest = SelfTest::Nvme,
+                "janus.selftest=disk" => opts.selftest = SelfTest::Disk,
+                "janus.selftest=disk-stress" => opts.selftest = SelfTest::DiskStress,
                 "janus.watch" => opts.watch = true,
                 _ => return Err(UnknownOption(word)),
             }

@@ -153,6 +153,17 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     let manifest = intake_manifest(&info);
     describe(&manifest, &info);
     defmt::info!("manifest: {=usize} VM(s) accepted", manifest.vms.len());
+    crate::storage::host::attach(&manifest);
+    match opts.selftest {
+        SelfTest::Disk if !crate::storage::selftest::disk() => {
+            fatal(format_args!("disk: selftest failed"))
+        }
+        SelfTest::DiskStress => {
+            crate::storage::selftest::stress();
+            fatal(format_args!("disk: stress test stopped on an error"))
+        }
+        _ => {}
+    }
 
     let Some(vendor) = virt else {
         fatal(format_args!(
@@ -267,7 +278,8 @@ fn wait_for_ticks(n: u64) -> u64 {
 
 fn run_selftest(test: SelfTest) {
     match test {
-        SelfTest::None => {}
+        // The disk tests need the manifest's disks open; they run after the intake.
+        SelfTest::None | SelfTest::Disk | SelfTest::DiskStress => {}
         SelfTest::Nvme => {
             if let Err(e) = crate::drivers::nvme::selftest() {
                 fatal(format_args!("nvme: selftest failed: {e}"))

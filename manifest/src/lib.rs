@@ -22,8 +22,13 @@ pub const MAX_CMDLINE: usize = 1024;
 pub const MIN_MEMORY_MIB: u32 = 1;
 /// Guest RAM is one range below the 3 GiB MMIO hole (nothing splits it around the hole).
 pub const MAX_MEMORY_MIB: u32 = 3 * 1024;
+pub const MAX_DISKS: usize = 8;
+/// Images in one disk's chain: the disk and its parents.
+pub const MAX_CHAIN: usize = 8;
 /// The largest encoded manifest the kernel accepts.
-pub const MAX_ENCODED: usize = MAX_VMS * (MAX_NAME + 2 * MAX_FILE + MAX_CMDLINE + 32) + 16;
+pub const MAX_ENCODED: usize = MAX_VMS
+    * (MAX_NAME + 2 * MAX_FILE + MAX_CMDLINE + 32 + MAX_DISKS * (MAX_FILE + 8 + MAX_CHAIN * 5))
+    + 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Personality {
@@ -101,6 +106,19 @@ impl Default for Policies {
     }
 }
 
+/// One guest disk: a VHD image in a container of the host's block device (an NVMe namespace;
+/// under QEMU, xtask attaches each image file as one), and the images of its parents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpec {
+    /// The image's file name, for messages.
+    pub name: String<MAX_FILE>,
+    /// The namespace holding the image.
+    pub nsid: u32,
+    /// The namespaces holding its parents, nearest first (a differencing chain).
+    pub parents: Vec<u32, { MAX_CHAIN - 1 }>,
+    pub read_only: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmSpec {
     pub name: String<MAX_NAME>,
@@ -113,6 +131,8 @@ pub struct VmSpec {
     pub initrd: Option<String<MAX_FILE>>,
     pub cmdline: String<MAX_CMDLINE>,
     pub policies: Policies,
+    /// The guest's disks; the first is its first disk on every personality.
+    pub disks: Vec<DiskSpec, MAX_DISKS>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +165,8 @@ pub enum Rule {
     EmptyKernel,
     /// `preserve` is for crashes only.
     PreserveNotCrash,
+    /// A disk in namespace 0, or a chain naming one namespace twice.
+    BadDisk,
 }
 
 impl Rule {
@@ -157,6 +179,7 @@ impl Rule {
             Rule::VcpuRange => "`vcpus` must be between 1 and 8",
             Rule::EmptyKernel => "`kernel` must name a file",
             Rule::PreserveNotCrash => "`preserve` applies to `on_crash` only",
+            Rule::BadDisk => "a disk names namespace 0 or one namespace twice in its chain",
         }
     }
 }
@@ -262,6 +285,7 @@ mod tests {
             initrd: Some("initrd.cpio".try_into().unwrap()),
             cmdline: "console=hvc0 quiet".try_into().unwrap(),
             policies: Policies::default(),
+            disks: Vec::new(),
         }
     }
 

@@ -77,6 +77,15 @@ fn layout<S: Storage>(io: &mut S, container: u64) -> Result<Layout, S> {
     let table_end = header.table_offset + u64::from(entries) * 4;
     let stride = bitmap_size(header.block_size) + block;
     let mut blocks_end = table_end.next_multiple_of(SECTOR);
+    // A differencing image keeps its parent locators' data after the table.
+    for l in header
+        .locators
+        .iter()
+        .filter(|l| l.code != 0 && l.data_offset != 0)
+    {
+        let space = l.space_bytes().unwrap_or(0).max(u64::from(l.data_length));
+        blocks_end = blocks_end.max((l.data_offset + space).next_multiple_of(SECTOR));
+    }
     let mut allocated = 0u64;
     let mut chunk = [0u8; SECTOR as usize];
     let mut i = 0u32;
@@ -152,7 +161,10 @@ pub fn room_to_grow<S: Storage>(io: &mut S, len: u64) -> Result<u64, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CreateOptions, Layer, MemDisk, OpenOptions, Vhd, create_dynamic};
+    use crate::{
+        CreateOptions, Layer, MemDisk, OpenOptions, Vhd, create_differencing, create_dynamic,
+        link_from,
+    };
     use alloc::vec;
     use embedded_io::{Seek, SeekFrom, Write};
 
@@ -220,6 +232,32 @@ mod tests {
         d.seek(SeekFrom::Start(0)).unwrap();
         d.flush().unwrap();
         assert!(Layer::open(d, OpenOptions::read_only()).is_ok());
+    }
+
+    #[test]
+    fn a_differencing_image_ends_after_its_locators_and_blocks() {
+        let parent = dynamic(1 << 20);
+        let p = Layer::open(parent.clone(), OpenOptions::read_only()).unwrap();
+        let mut link = link_from(&p, 5, "parent.vhd");
+        link.relative = Some("parent.vhd");
+        link.absolute = Some("/x/parent.vhd");
+        let mut child = MemDisk::default();
+        create_differencing(&mut child, &link, &CreateOptions::new(2, [9; 16])).unwrap();
+        for writes in [&[][..], &[0u64, 300 << 10]] {
+            let mut v = Vhd::from_layers(alloc::vec![
+                Layer::open(child.clone(), OpenOptions::read_write()).unwrap(),
+                Layer::open(parent.clone(), OpenOptions::read_only()).unwrap(),
+            ])
+            .unwrap();
+            for &at in writes {
+                v.write_at(at, &[5; 512]).unwrap();
+            }
+            v.flush().unwrap();
+            let c = v.into_layers().remove(0).into_inner();
+            let (mut c, len) = padded(c, 4 * (BLOCK as usize + 512));
+            let container = c.data.len() as u64;
+            assert_eq!(image_len(&mut c, container).unwrap(), len, "{writes:?}");
+        }
     }
 
     #[test]

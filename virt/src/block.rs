@@ -31,6 +31,19 @@ pub trait Volume {
     fn flush(&mut self) -> Result<(), VolumeError>;
 }
 
+/// The bytes the hypervisor's disk self-tests write: a function of the round, the sector and
+/// the byte's place in it, so that the host can tell from the image which round's write each
+/// sector holds.
+pub fn test_pattern(round: u32, sector: u64, buf: &mut [u8]) {
+    for (i, b) in buf.iter_mut().enumerate() {
+        let s = sector + (i as u64 / SECTOR);
+        *b = (s.wrapping_mul(31) as u32)
+            .wrapping_add(round.wrapping_mul(131))
+            .wrapping_add((i as u32 % 512).wrapping_mul(7))
+            .wrapping_add(0x5A) as u8;
+    }
+}
+
 /// Whether `buf` is whole sectors that start at `sector` and end inside `sectors`.
 pub fn in_range(sectors: u64, sector: u64, len: usize) -> bool {
     (len as u64).is_multiple_of(SECTOR)

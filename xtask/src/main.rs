@@ -2,6 +2,8 @@
 
 mod bench_boot;
 mod defmt_rx;
+mod disk_cases;
+mod disks;
 mod emulator;
 mod image;
 mod iso;
@@ -222,9 +224,19 @@ fn run(
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
-        nvme,
+        nvme: staged
+            .disks
+            .namespaces()
+            .into_iter()
+            .map(|(file, read_only)| emulator::Namespace { file, read_only })
+            .chain(nvme.into_iter().map(Into::into))
+            .collect(),
     };
-    let outcome = emulator::run(emulator, &spec)?;
+    staged.disks.grow()?;
+    let outcome = emulator::run(emulator, &spec);
+    // However the run ended, each image goes back to its own length.
+    staged.disks.trim()?;
+    let outcome = outcome?;
     for (vm, class) in outcome.vm_ends() {
         println!("xtask: vm {vm} ended: {class}");
     }

@@ -30,6 +30,16 @@ struct VmToml {
     on_poweroff: Option<String>,
     on_reboot: Option<String>,
     on_crash: Option<String>,
+    #[serde(default)]
+    disk: Vec<DiskToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskToml {
+    path: String,
+    #[serde(default)]
+    read_only: bool,
 }
 
 fn one() -> u8 {
@@ -44,6 +54,8 @@ pub struct Staged {
     pub manifest: Manifest,
     pub guest_memory_mib: u64,
     pub max_vcpus: u8,
+    /// The image files the VMs' disks live in, one NVMe namespace each.
+    pub disks: crate::disks::DiskSet,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -144,6 +156,7 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
     let mut manifest = Manifest::default();
     let mut guest_memory_mib = 0;
     let mut max_vcpus = 1;
+    let mut disks = crate::disks::DiskSet::default();
     for (i, vm) in parsed.vm.iter().enumerate() {
         let at = format!("manifest {file}: vm[{i}] '{}'", vm.name);
         let bad = |key: &str, why: &str| anyhow!("{at}: key `{key}`: {why}");
@@ -253,7 +266,21 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
                 .try_into()
                 .map_err(|_| bad("cmdline", "too long"))?,
             policies,
+            disks: Default::default(),
         };
+        if vm.disk.len() > km::MAX_DISKS {
+            return Err(bad(
+                "disk",
+                &format!("{} disks, at most {}", vm.disk.len(), km::MAX_DISKS),
+            ));
+        }
+        let mut spec = spec;
+        for (j, d) in vm.disk.iter().enumerate() {
+            let disk = disks
+                .add(&base.join(&d.path), d.read_only)
+                .map_err(|e| bad(&format!("disk[{j}].path"), &format!("{e:#}")))?;
+            let _ = spec.disks.push(disk);
+        }
         if let Err(rule) = spec.check() {
             let key = match rule {
                 km::Rule::MemoryRange => "memory_mib",
@@ -289,6 +316,7 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
         manifest,
         guest_memory_mib,
         max_vcpus,
+        disks,
     })
 }
 

@@ -46,6 +46,10 @@ struct Case {
     restarts: &'static [&'static str],
     /// The exit code `cargo xtask run` gives this run (see `emulator::exit_code`).
     exit_code: u8,
+    /// Makes what the manifest names (disk images) before the run.
+    setup: Option<fn() -> anyhow::Result<()>>,
+    /// Checks on the host after the run (the disk images, with independent tools).
+    verify: Option<fn() -> anyhow::Result<()>>,
 }
 
 const BANNER: &[&str] = &[
@@ -114,6 +118,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         ends: &[("probe", "poweroff")],
         restarts: &[],
         exit_code: 0,
+        setup: None,
+        verify: None,
     };
     let mut v = vec![
         probe(
@@ -156,6 +162,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ],
             restarts: &[],
             exit_code: 0,
+            setup: None,
+            verify: None,
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
@@ -183,6 +191,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ends: &[("crasher", "triple-fault"), ("survivor", "poweroff")],
             restarts: &[],
             exit_code: crate::emulator::exit_code::TRIPLE_FAULT,
+            setup: None,
+            verify: None,
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -197,6 +207,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ends: &[],
             restarts: &[],
             exit_code: crate::emulator::exit_code::HYPERVISOR,
+            setup: None,
+            verify: None,
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -211,6 +223,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ends: &[],
             restarts: &[],
             exit_code: crate::emulator::exit_code::HYPERVISOR,
+            setup: None,
+            verify: None,
         },
         probe(
             "bochs-vmx-probe",
@@ -244,6 +258,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         ends,
         restarts: &[],
         exit_code: 0,
+        setup: None,
+        verify: None,
     };
     for (emulator, xen, hyperv) in [
         (
@@ -287,6 +303,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         ends,
         restarts: &[],
         exit_code: 0,
+        setup: None,
+        verify: None,
     };
     v.push(linux(
         "qemu-svm-xen-linux",
@@ -332,6 +350,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
     v.push(Case {
         pass: false,
         exit_code: crate::emulator::exit_code::CRASH,
+        setup: None,
+        verify: None,
         ..linux(
             "qemu-svm-linux-panic-is-a-crash",
             "manifests/linux-panic.toml",
@@ -362,6 +382,33 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         ends: &[("too-small", "boot-failure"), ("neighbour", "poweroff")],
         restarts: &[],
         exit_code: crate::emulator::exit_code::VM_ERROR,
+        setup: None,
+        verify: None,
+    });
+    // Guest disks on the hypervisor's NVMe driver and VHD volume layer, before any guest
+    // protocol: a dynamic image made by qemu-img and a differencing child over a read-only
+    // parent, written, flushed and read back; the host then reads them with its own tools.
+    v.push(Case {
+        name: "qemu-svm-disk-selftest",
+        emulator: Emulator::Qemu,
+        manifest: "target/janus/disk-test/disks.toml",
+        cmdline: "janus.selftest=disk",
+        pass: true,
+        com1: &[
+            "vm probe: disk 0 (dynamic.vhd): ",
+            "vm probe: disk 1 (child.vhd): ",
+            "disk: vm 0 disk 0: written, flushed and read back",
+            "disk: vm 0 disk 1: written, flushed and read back",
+            "disk: selftest passed",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("probe", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: Some(crate::disk_cases::setup_selftest),
+        verify: Some(crate::disk_cases::verify_selftest),
     });
     // on_reboot = "restart": the probe resets its VM once and boots again from its files.
     v.push(Case {
@@ -382,6 +429,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         ends: &[("rebooter", "poweroff")],
         restarts: &["rebooter"],
         exit_code: 0,
+        setup: None,
+        verify: None,
     });
     // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
     v.push(Case {
@@ -400,6 +449,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         ends: &[("probe", "poweroff")],
         restarts: &[],
         exit_code: 0,
+        setup: None,
+        verify: None,
     });
     if inject_failure {
         v.push(Case {
@@ -415,6 +466,8 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             ends: &[],
             restarts: &[],
             exit_code: 0,
+            setup: None,
+            verify: None,
         });
     }
     v
@@ -525,12 +578,16 @@ fn report(name: &str, ok: bool, started: Instant, why: &str) {
 fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     let manifest = root().join(case.manifest);
     let stage = out_dir().join("test-stage").join(case.name);
+    if let Some(setup) = case.setup {
+        crate::disk_cases::step(setup)?;
+    }
     let staged = manifest::load(&manifest, &stage).map_err(|e| format!("{e:#}"))?;
     let nvme = if case.cmdline.contains(NVME_SELFTEST) {
         vec![nvme_scratch_disk(case.name).map_err(|e| format!("{e:#}"))?]
     } else {
         vec![]
     };
+    let disks = &staged.disks;
     let spec = RunSpec {
         boot: images.boot.clone(),
         kernel: images.kernel.clone(),
@@ -540,10 +597,21 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
-        nvme: nvme.clone(),
+        nvme: disks
+            .namespaces()
+            .into_iter()
+            .map(|(file, read_only)| emulator::Namespace { file, read_only })
+            .chain(nvme.iter().cloned().map(Into::into))
+            .collect(),
     };
-    let outcome = emulator::run(case.emulator, &spec).map_err(|e| format!("{e:#}"))?;
+    disks.grow().map_err(|e| format!("{e:#}"))?;
+    let outcome = emulator::run(case.emulator, &spec);
+    disks.trim().map_err(|e| format!("{e:#}"))?;
+    let outcome = outcome.map_err(|e| format!("{e:#}"))?;
     check(case, &outcome)?;
+    if let Some(verify) = case.verify {
+        crate::disk_cases::step(verify)?;
+    }
     match nvme.first() {
         Some(disk) => check_nvme_disk(&std::fs::read(disk).map_err(|e| format!("{e}"))?),
         None => Ok(()),

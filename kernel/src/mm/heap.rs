@@ -1,13 +1,15 @@
-//! A small boot-time heap. The ELF reader that loads guests links `alloc` (it does not
-//! allocate for what we use), so the image needs a global allocator; exit handling never
-//! allocates. The arena is fixed and lives in the kernel's own .bss.
+//! A fixed heap in the kernel's own .bss. The VHD library keeps each open image's block table
+//! and bitmaps here (allocated when the disks are opened at boot, never per request); the ELF
+//! reader that loads guests links `alloc` too. Exit handling never allocates. 4 MiB holds the
+//! largest tables xtask lets through (65536 blocks per image, see `cargo xtask` disk checks)
+//! for a few disks.
 #![expect(unsafe_code)]
 // UNSAFETY: handing the static arena to the allocator once.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use linked_list_allocator::LockedHeap;
 
-const HEAP_SIZE: usize = 256 * 1024;
+const HEAP_SIZE: usize = 4 << 20;
 
 #[repr(align(4096))]
 struct Arena(#[allow(dead_code)] [u8; HEAP_SIZE]);

@@ -22,6 +22,22 @@ pub enum Emulator {
     BochsSvm,
 }
 
+/// A file attached as an NVMe namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub file: PathBuf,
+    pub read_only: bool,
+}
+
+impl From<PathBuf> for Namespace {
+    fn from(file: PathBuf) -> Self {
+        Namespace {
+            file,
+            read_only: false,
+        }
+    }
+}
+
 pub struct RunSpec {
     pub boot: PathBuf,
     pub kernel: PathBuf,
@@ -34,7 +50,8 @@ pub struct RunSpec {
     /// Echo COM1 and decoded defmt frames while running.
     pub echo: bool,
     /// Raw files that become the namespaces (1, 2, …) of one NVMe controller (QEMU only).
-    pub nvme: Vec<PathBuf>,
+    /// Files attached as the namespaces of one NVMe controller (QEMU), nsid 1 first.
+    pub nvme: Vec<Namespace>,
 }
 
 #[derive(Debug)]

@@ -92,14 +92,15 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
     if !spec.nvme.is_empty() {
         cmd.args(["-device", "nvme,id=nvme0,serial=janus"]);
     }
-    for (k, file) in spec.nvme.iter().enumerate() {
-        let f = file.display().to_string();
+    for (k, ns) in spec.nvme.iter().enumerate() {
+        let f = ns.file.display().to_string();
         if f.contains(',') {
             bail!("{f}: QEMU cannot take a drive path with a comma");
         }
         cmd.arg("-drive")
             .arg(format!(
-                "file={f},format=raw,if=none,id=nvme{k},cache=writeback"
+                "file={f},format=raw,if=none,id=nvme{k},cache=writeback{}",
+                if ns.read_only { ",read-only=on" } else { "" }
             ))
             .arg("-device")
             .arg(format!("nvme-ns,drive=nvme{k},bus=nvme0,nsid={}", k + 1));
@@ -235,6 +236,7 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn single_threaded_tcg_unless_told_otherwise() {
@@ -282,7 +284,13 @@ mod tests {
             memory_mib: 64,
             cpus: 2,
             echo: false,
-            nvme: vec!["a.img".into(), "b.img".into()],
+            nvme: vec![
+                PathBuf::from("a.img").into(),
+                crate::emulator::Namespace {
+                    file: "b.img".into(),
+                    read_only: true,
+                },
+            ],
         };
         let args: Vec<String> = command(&spec, std::path::Path::new("s.sock"))
             .unwrap()
@@ -302,13 +310,13 @@ mod tests {
                 "-device",
                 "nvme-ns,drive=nvme0,bus=nvme0,nsid=1",
                 "-drive",
-                "file=b.img,format=raw,if=none,id=nvme1,cache=writeback",
+                "file=b.img,format=raw,if=none,id=nvme1,cache=writeback,read-only=on",
                 "-device",
                 "nvme-ns,drive=nvme1,bus=nvme0,nsid=2",
             ]
         );
         let mut bad = spec;
-        bad.nvme = vec!["a,b.img".into()];
+        bad.nvme = vec![PathBuf::from("a,b.img").into()];
         assert!(command(&bad, std::path::Path::new("s.sock")).is_err());
     }
 }
