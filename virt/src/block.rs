@@ -44,6 +44,16 @@ pub fn test_pattern(round: u32, sector: u64, buf: &mut [u8]) {
     }
 }
 
+/// Sectors round `round` (from 1) of the hypervisor's disk stress test writes on a disk of
+/// `sectors`, one sector each: 16 spread over the disk's first half, rewritten every round,
+/// and one in its second half that lands in a new 2 MiB block each round (until they wrap).
+pub fn stress_sectors(round: u32, sectors: u64) -> impl Iterator<Item = u64> {
+    let half = (sectors / 2).max(1);
+    (0..16u64)
+        .map(move |k| (k * 977 + 1) % half)
+        .chain(core::iter::once(half + u64::from(round) * 4096 % half))
+}
+
 /// Whether `buf` is whole sectors that start at `sector` and end inside `sectors`.
 pub fn in_range(sectors: u64, sector: u64, len: usize) -> bool {
     (len as u64).is_multiple_of(SECTOR)

@@ -558,6 +558,29 @@ pub fn test(opts: &TestOpts) -> Result<bool> {
         }
     }
 
+    // Power cuts during disk writes: ten runs of one case.
+    const POWER_CUT: &str = "qemu-svm-disk-power-cut";
+    if opts
+        .filter
+        .as_ref()
+        .is_none_or(|f| POWER_CUT.contains(f.as_str()))
+    {
+        println!("\n=== {POWER_CUT} ===");
+        let started = Instant::now();
+        let r = crate::disk_cases::power_cut(&images, 10).map_err(|e| format!("{e:#}"));
+        report(
+            POWER_CUT,
+            r.is_ok(),
+            started,
+            r.as_ref().err().map_or("", |e| e),
+        );
+        if r.is_ok() {
+            passed += 1
+        } else {
+            failed.push(POWER_CUT.to_string())
+        }
+    }
+
     println!();
     if !failed.is_empty() {
         println!("failed: {}", failed.join(", "));

@@ -11,10 +11,9 @@
 
 use super::host::DISKS;
 use crate::println;
-use virt::block::{SECTOR, Volume, test_pattern};
+use virt::block::{SECTOR, Volume, stress_sectors, test_pattern};
 
 const RUN: usize = 128;
-const SPREAD: u64 = 16;
 
 fn fail(what: core::fmt::Arguments<'_>) -> bool {
     println!("disk: selftest FAILED: {what}");
@@ -78,22 +77,14 @@ pub fn stress() -> bool {
     };
     let mut v = d.lock();
     let sectors = v.sectors();
-    // Blocks of 2 MiB (the usual size): one new block per round, from the disk's middle on.
-    let block = 4096;
     let mut sector = [0u8; SECTOR as usize];
     let mut round = 1u32;
     loop {
-        for k in 0..SPREAD {
-            let at = (k * 977 + 1) % (sectors / 2);
+        for at in stress_sectors(round, sectors) {
             test_pattern(round, at, &mut sector);
             if let Err(e) = v.write(at, &sector) {
                 return fail(format_args!("round {round}: write at {at}: {e:?}"));
             }
-        }
-        let grow = sectors / 2 + u64::from(round) * block % (sectors / 2);
-        test_pattern(round, grow, &mut sector);
-        if let Err(e) = v.write(grow, &sector) {
-            return fail(format_args!("round {round}: write at {grow}: {e:?}"));
         }
         if let Err(e) = v.flush() {
             return fail(format_args!("round {round}: flush: {e:?}"));

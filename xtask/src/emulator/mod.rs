@@ -98,6 +98,13 @@ impl Outcome {
             .collect()
     }
 
+    /// The numbers of a record the hypervisor writes with one number (e.g. `disk-flushed N`).
+    pub fn numbers(&self, tag: &str) -> Vec<u64> {
+        records(&self.defmt, tag)
+            .filter_map(|w| w.first()?.parse().ok())
+            .collect()
+    }
+
     /// VMs that started over, and after what: `vm-restart` records.
     pub fn vm_restarts(&self) -> Vec<(String, String)> {
         records(&self.defmt, "vm-restart")
