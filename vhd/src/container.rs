@@ -49,7 +49,15 @@ struct Layout {
 }
 
 fn layout<S: Storage>(io: &mut S, container: u64) -> Result<Layout, S> {
-    let head = footer_at(io, 0, container)?.ok_or(Error::BadFooterCookie)?;
+    if container < SECTOR {
+        return Err(Error::Truncated {
+            needed: SECTOR,
+            len: container,
+        });
+    }
+    let mut b = [0u8; FOOTER_SIZE];
+    io::read_at(io, 0, &mut b)?;
+    let head = Footer::parse(&b).map_err(crate::layer::footer_error)?;
     if !matches!(
         head.kind(),
         Some(DiskType::Dynamic | DiskType::Differencing)
@@ -138,7 +146,11 @@ pub fn image_len<S: Storage>(io: &mut S, container: u64) -> Result<u64, S> {
         // A block the table does not reference yet.
         at += l.stride;
     }
-    let mut end = found.ok_or(Error::BadFooterCookie)?;
+    // Blocks but no footer after them: the file lost its end.
+    let mut end = found.ok_or(Error::Truncated {
+        needed: l.blocks_end + SECTOR,
+        len: container,
+    })?;
     // A footer written one stride on whose block's bitmap never arrived: the newer one counts.
     while footer_at(io, end + l.stride, container)?.is_some() {
         end += l.stride;

@@ -82,7 +82,7 @@ pub struct Layer<S> {
     pub(crate) sparse: Option<Sparse>,
 }
 
-fn footer_error<E>(f: FooterFault) -> Error<E> {
+pub(crate) fn footer_error<E>(f: FooterFault) -> Error<E> {
     match f {
         FooterFault::Cookie => Error::BadFooterCookie,
         FooterFault::Checksum { stored, computed } => Error::BadFooterChecksum { stored, computed },

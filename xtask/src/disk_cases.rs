@@ -271,3 +271,65 @@ fn verify_rounds(image: &Path, flushed: u32) -> Result<()> {
     }
     Ok(())
 }
+
+/// Three images that xtask checked and that are then damaged before the run (a truncated
+/// file, a bad footer checksum, a block table entry past the end), all disks of one VM;
+/// a second VM beside it has none.
+pub fn setup_bad() -> Result<()> {
+    let d = dir().join("bad");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    for name in ["truncated.vhd", "badsum.vhd", "badbat.vhd"] {
+        let p = d.join(name);
+        vhd::fs::create(
+            &p,
+            vhd::DiskType::Dynamic,
+            16 << 20,
+            &vhd::fs::create_options(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut v = vhd::fs::open(&p, vhd::OpenOptions::read_write())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        v.write_at(0, &[0x44; 4096])
+            .and_then(|_| v.flush())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    std::fs::write(
+        d.join("bad.toml"),
+        "# Made by `cargo xtask test` (the disk cases).\n\
+         [[vm]]\nname = \"victim\"\npersonality = \"none\"\nmemory_mib = 16\n\
+         kernel = \"../../guests/probe\"\n\
+         [[vm.disk]]\npath = \"truncated.vhd\"\nread_only = true\n\
+         [[vm.disk]]\npath = \"badsum.vhd\"\nread_only = true\n\
+         [[vm.disk]]\npath = \"badbat.vhd\"\nread_only = true\n\
+         [[vm]]\nname = \"neighbour\"\npersonality = \"none\"\nmemory_mib = 16\n\
+         kernel = \"../../guests/probe\"\n",
+    )?;
+    Ok(())
+}
+
+/// Damages the three images after xtask accepted them.
+pub fn tamper_bad() -> Result<()> {
+    let d = dir().join("bad");
+    let t = d.join("truncated.vhd");
+    let len = std::fs::metadata(&t)?.len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&t)?
+        .set_len(len / 2 / 512 * 512)?;
+    let s = d.join("badsum.vhd");
+    let mut b = std::fs::read(&s)?;
+    let n = b.len();
+    // The checksum field of both footer copies.
+    for at in [64, n - 512 + 64] {
+        b[at] ^= 0xFF;
+    }
+    std::fs::write(&s, b)?;
+    let p = d.join("badbat.vhd");
+    let mut b = std::fs::read(&p)?;
+    let past = (b.len() as u32 / 512 + 100).to_be_bytes();
+    // The first block table entry (the table follows the footer copy and the header).
+    b[1536..1540].copy_from_slice(&past);
+    std::fs::write(&p, b)?;
+    Ok(())
+}

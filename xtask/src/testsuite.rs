@@ -50,6 +50,9 @@ struct Case {
     setup: Option<fn() -> anyhow::Result<()>>,
     /// Checks on the host after the run (the disk images, with independent tools).
     verify: Option<fn() -> anyhow::Result<()>>,
+    /// Runs after xtask staged and checked the manifest, just before the emulator starts
+    /// (to damage what xtask accepted, so that the hypervisor's own checks are tested).
+    tamper: Option<fn() -> anyhow::Result<()>>,
 }
 
 const BANNER: &[&str] = &[
@@ -120,6 +123,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: 0,
         setup: None,
         verify: None,
+        tamper: None,
     };
     let mut v = vec![
         probe(
@@ -164,6 +168,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             exit_code: 0,
             setup: None,
             verify: None,
+            tamper: None,
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
@@ -193,6 +198,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             exit_code: crate::emulator::exit_code::TRIPLE_FAULT,
             setup: None,
             verify: None,
+            tamper: None,
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -209,6 +215,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             exit_code: crate::emulator::exit_code::HYPERVISOR,
             setup: None,
             verify: None,
+            tamper: None,
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -225,6 +232,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             exit_code: crate::emulator::exit_code::HYPERVISOR,
             setup: None,
             verify: None,
+            tamper: None,
         },
         probe(
             "bochs-vmx-probe",
@@ -260,6 +268,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: 0,
         setup: None,
         verify: None,
+        tamper: None,
     };
     for (emulator, xen, hyperv) in [
         (
@@ -305,6 +314,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: 0,
         setup: None,
         verify: None,
+        tamper: None,
     };
     v.push(linux(
         "qemu-svm-xen-linux",
@@ -352,6 +362,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: crate::emulator::exit_code::CRASH,
         setup: None,
         verify: None,
+        tamper: None,
         ..linux(
             "qemu-svm-linux-panic-is-a-crash",
             "manifests/linux-panic.toml",
@@ -384,6 +395,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: crate::emulator::exit_code::VM_ERROR,
         setup: None,
         verify: None,
+        tamper: None,
     });
     // Guest disks on the hypervisor's NVMe driver and VHD volume layer, before any guest
     // protocol: a dynamic image made by qemu-img and a differencing child over a read-only
@@ -409,6 +421,32 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: 0,
         setup: Some(crate::disk_cases::setup_selftest),
         verify: Some(crate::disk_cases::verify_selftest),
+        tamper: None,
+    });
+    // Disks damaged after xtask checked them: the hypervisor names each and leaves it out;
+    // both VMs run.
+    v.push(Case {
+        name: "qemu-svm-bad-disks-are-left-out",
+        emulator: Emulator::Qemu,
+        manifest: "target/janus/disk-test/bad/bad.toml",
+        cmdline: "",
+        pass: true,
+        com1: &[
+            "vm victim: disk 0 (truncated.vhd): cannot be opened: ",
+            "vm victim: disk 1 (badsum.vhd): cannot be opened: ",
+            "vm victim: disk 2 (badbat.vhd): cannot be opened: ",
+            "[neighbour] probe: verdict: PASS",
+            "[victim] probe: verdict: PASS",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("victim", "poweroff"), ("neighbour", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: Some(crate::disk_cases::setup_bad),
+        verify: None,
+        tamper: Some(crate::disk_cases::tamper_bad),
     });
     // on_reboot = "restart": the probe resets its VM once and boots again from its files.
     v.push(Case {
@@ -431,6 +469,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: 0,
         setup: None,
         verify: None,
+        tamper: None,
     });
     // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
     v.push(Case {
@@ -451,6 +490,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         exit_code: 0,
         setup: None,
         verify: None,
+        tamper: None,
     });
     if inject_failure {
         v.push(Case {
@@ -468,6 +508,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             exit_code: 0,
             setup: None,
             verify: None,
+            tamper: None,
         });
     }
     v
@@ -628,6 +669,9 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
             .collect(),
     };
     disks.grow().map_err(|e| format!("{e:#}"))?;
+    if let Some(tamper) = case.tamper {
+        crate::disk_cases::step(tamper)?;
+    }
     let outcome = emulator::run(case.emulator, &spec);
     disks.trim().map_err(|e| format!("{e:#}"))?;
     let outcome = outcome.map_err(|e| format!("{e:#}"))?;
