@@ -17,6 +17,8 @@ pub enum SelfTest {
     /// Rounds of writes and flushes on the first VM's first disk until the machine is
     /// stopped (the power-cut test).
     DiskStress,
+    /// The workloads of `cargo xtask bench disk` on the first VM's first disk, timed.
+    DiskBench,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +50,7 @@ impl Options {
                 "janus.selftest=nvme" => opts.selftest = SelfTest::Nvme,
                 "janus.selftest=disk" => opts.selftest = SelfTest::Disk,
                 "janus.selftest=disk-stress" => opts.selftest = SelfTest::DiskStress,
+                "janus.selftest=disk-bench" => opts.selftest = SelfTest::DiskBench,
                 "janus.watch" => opts.watch = true,
                 _ => return Err(UnknownOption(word)),
             }

@@ -162,6 +162,9 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
             crate::storage::selftest::stress();
             fatal(format_args!("disk: stress test stopped on an error"))
         }
+        SelfTest::DiskBench if !crate::storage::selftest::bench() => {
+            fatal(format_args!("disk: benchmark failed"))
+        }
         _ => {}
     }
 
@@ -279,7 +282,7 @@ fn wait_for_ticks(n: u64) -> u64 {
 fn run_selftest(test: SelfTest) {
     match test {
         // The disk tests need the manifest's disks open; they run after the intake.
-        SelfTest::None | SelfTest::Disk | SelfTest::DiskStress => {}
+        SelfTest::None | SelfTest::Disk | SelfTest::DiskStress | SelfTest::DiskBench => {}
         SelfTest::Nvme => {
             if let Err(e) = crate::drivers::nvme::selftest() {
                 fatal(format_args!("nvme: selftest failed: {e}"))

@@ -1,6 +1,7 @@
 //! Host orchestration for Janus: build, run, test, iso, bench, vhd.
 
 mod bench_boot;
+mod bench_disk;
 mod defmt_rx;
 mod disk_cases;
 mod disks;
@@ -99,6 +100,8 @@ enum Bench {
     Vhd(vhd_cli::BenchArgs),
     /// Stripped image sizes per feature set.
     Size,
+    /// The hypervisor's NVMe + VHD volume path vs qemu-io on a 1 GiB dynamic image.
+    Disk,
 }
 
 fn main() -> ExitCode {
@@ -172,6 +175,7 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
         }
         Cmd::Bench { what: Bench::Size } => bench_size(),
         Cmd::Bench { what: Bench::Boot } => bench_boot::bench(),
+        Cmd::Bench { what: Bench::Disk } => bench_disk::bench(),
         Cmd::LinuxGuest { cmd } => linux_guest::run(cmd),
         Cmd::Vhd { .. }
         | Cmd::Bench {

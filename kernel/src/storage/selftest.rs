@@ -94,3 +94,56 @@ pub fn stress() -> bool {
         round += 1;
     }
 }
+
+/// The workloads of `cargo xtask bench disk`, on the first VM's first disk: (name, request
+/// bytes, requests, random, write).
+pub const BENCH: [(&str, usize, u32, bool, bool); 4] = [
+    ("seq-write-1M", 1 << 20, 64, false, true),
+    ("seq-read-1M", 1 << 20, 64, false, false),
+    ("rand-write-4K", 4096, 1024, true, true),
+    ("rand-read-4K", 4096, 1024, true, false),
+];
+/// Random requests fall in the first 64 MiB, which the sequential writes filled.
+const BENCH_SPAN: u64 = 64 << 20;
+
+/// `janus.selftest=disk-bench`: each workload timed on the hypervisor's clock, from the first
+/// request to the completion of the flush that makes the writes durable. Each result is a
+/// `disk-bench NAME BYTES NS` record.
+pub fn bench() -> bool {
+    let Some(d) = DISKS[0][0].get() else {
+        return fail(format_args!("the first VM's first disk is not open"));
+    };
+    let mut v = d.lock();
+    let mut buf = alloc::vec![0u8; 1 << 20];
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    for (name, size, count, random, write) in BENCH {
+        let started = crate::arch::tsc::now_ns();
+        for i in 0..count {
+            let at = if random {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % (BENCH_SPAN / size as u64) * size as u64
+            } else {
+                u64::from(i) * size as u64
+            } / SECTOR;
+            let r = if write {
+                test_pattern(i, at, &mut buf[..size]);
+                v.write(at, &buf[..size])
+            } else {
+                v.read(at, &mut buf[..size])
+            };
+            if let Err(e) = r {
+                return fail(format_args!("{name}: request {i} at sector {at}: {e:?}"));
+            }
+        }
+        if write && let Err(e) = v.flush() {
+            return fail(format_args!("{name}: flush: {e:?}"));
+        }
+        let ns = crate::arch::tsc::now_ns() - started;
+        let bytes = size as u64 * u64::from(count);
+        println!("disk-bench: {name}: {bytes} bytes in {} us", ns / 1000);
+        defmt::info!("disk-bench {=str} {=u64} {=u64}", name, bytes, ns);
+    }
+    true
+}
