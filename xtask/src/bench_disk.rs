@@ -7,7 +7,7 @@
 //! emulated NVMe controller, `qemu-io` natively on the host. The figure says how far the
 //! hypervisor's storage path is from QEMU's own VHD driver on this machine.
 
-use crate::emulator::{self, Emulator, RunSpec};
+use crate::emulator::{Emulator, RunSpec};
 use crate::image::{self, BuildOpts};
 use crate::util::out_dir;
 use anyhow::{Context, Result, bail};
@@ -23,20 +23,6 @@ const WORKLOADS: [(&str, u64, u32, bool, bool); 4] = [
     ("rand-read-4K", 4096, 1024, true, false),
 ];
 const SPAN: u64 = 64 << 20;
-
-fn fresh(path: &Path) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    let out = Command::new(crate::prereq::QEMU_IMG.binary)
-        .args(["create", "-q", "-f", "vpc", "-o", "subformat=dynamic"])
-        .arg(path)
-        .arg("1G")
-        .output()
-        .context("cannot run qemu-img")?;
-    if !out.status.success() {
-        bail!("qemu-img create: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
 
 /// The offsets the hypervisor's benchmark uses (the same generator and seed).
 fn offsets(size: u64, count: u32, random: bool, rng: &mut u64) -> Vec<u64> {
@@ -78,7 +64,7 @@ pub fn bench() -> Result<bool> {
     image::build_guest("probe", false)?;
 
     // The hypervisor.
-    fresh(&dir.join("janus.vhd"))?;
+    crate::disk_cases::qemu_img_dynamic(&dir.join("janus.vhd"), "1G")?;
     let manifest = dir.join("bench.toml");
     std::fs::write(
         &manifest,
@@ -95,17 +81,9 @@ pub fn bench() -> Result<bool> {
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2,
         echo: false,
-        nvme: staged
-            .disks
-            .namespaces()
-            .into_iter()
-            .map(|(file, read_only)| emulator::Namespace { file, read_only })
-            .collect(),
+        nvme: Vec::new(),
     };
-    staged.disks.grow()?;
-    let outcome = emulator::run(Emulator::Qemu, &spec);
-    staged.disks.trim()?;
-    let outcome = outcome?;
+    let outcome = staged.disks.run(Emulator::Qemu, spec)?;
     if let Err(why) = &outcome.verdict {
         bail!("the hypervisor's benchmark run failed: {why}");
     }
@@ -125,7 +103,7 @@ pub fn bench() -> Result<bool> {
 
     // qemu-io: its start-up cost measured alone and taken off each workload.
     let qimage = dir.join("qemu-io.vhd");
-    fresh(&qimage)?;
+    crate::disk_cases::qemu_img_dynamic(&qimage, "1G")?;
     let startup = (0..3)
         .map(|_| qemu_io(&qimage, &["flush".into()]))
         .collect::<Result<Vec<_>>>()?

@@ -32,6 +32,22 @@ fn qemu_img(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A dynamic VHD made by QEMU's own tool, the kind of image users bring.
+pub fn qemu_img_dynamic(path: &Path, size: &str) -> Result<()> {
+    let _ = std::fs::remove_file(path);
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=dynamic",
+        &path.display().to_string(),
+        size,
+    ])
+    .map(|_| ())
+}
+
 fn sha(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -44,16 +60,7 @@ pub fn setup_selftest() -> Result<()> {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d)?;
     let dynamic = d.join("dynamic.vhd");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "vpc",
-        "-o",
-        "subformat=dynamic",
-        &dynamic.display().to_string(),
-        "64M",
-    ])?;
+    qemu_img_dynamic(&dynamic, "64M")?;
     let base = d.join("base.vhd");
     vhd::fs::create(
         &base,
@@ -160,7 +167,7 @@ pub fn step(f: fn() -> Result<()>) -> Result<(), String> {
 /// check clean, and every sector must hold a round no older than the last flushed round that
 /// wrote it (a flushed write is never lost; nothing but whole rounds' writes appears).
 pub fn power_cut(images: &crate::image::Images, runs: usize) -> Result<()> {
-    use crate::emulator::{self, Emulator, RunSpec};
+    use crate::emulator::{Emulator, RunSpec};
     let d = dir().join("power-cut");
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -170,18 +177,9 @@ pub fn power_cut(images: &crate::image::Images, runs: usize) -> Result<()> {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d)?;
         let image = d.join("stress.vhd");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "vpc",
-            "-o",
-            "subformat=dynamic",
-            &image.display().to_string(),
-            // Large enough that every round until the cut allocates a block (the second
-            // half holds 1024 of them), so cuts land inside allocations too.
-            "4G",
-        ])?;
+        // Large enough that every round until the cut allocates a block (the second half
+        // holds 1024 of them), so cuts land inside allocations too.
+        qemu_img_dynamic(&image, "4G")?;
         let manifest = d.join("stress.toml");
         std::fs::write(
             &manifest,
@@ -204,17 +202,9 @@ pub fn power_cut(images: &crate::image::Images, runs: usize) -> Result<()> {
             memory_mib: 512 + staged.guest_memory_mib,
             cpus: 2,
             echo: false,
-            nvme: staged
-                .disks
-                .namespaces()
-                .into_iter()
-                .map(|(file, read_only)| emulator::Namespace { file, read_only })
-                .collect(),
+            nvme: Vec::new(),
         };
-        staged.disks.grow()?;
-        let outcome = emulator::run(Emulator::Qemu, &spec);
-        staged.disks.trim()?;
-        let outcome = outcome?;
+        let outcome = staged.disks.run(Emulator::Qemu, spec)?;
         if !outcome.timed_out {
             bail!(
                 "run {run}: the stress test ended before the cut: {:?}",

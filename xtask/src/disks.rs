@@ -151,12 +151,31 @@ impl DiskSet {
         Ok(())
     }
 
-    /// (file, read-only) in namespace order.
-    pub fn namespaces(&self) -> Vec<(PathBuf, bool)> {
+    /// The files as NVMe namespaces, in namespace order.
+    pub fn namespaces(&self) -> Vec<crate::emulator::Namespace> {
         self.files
             .iter()
-            .map(|f| (f.path.clone(), !f.writable))
+            .map(|f| crate::emulator::Namespace {
+                file: f.path.clone(),
+                read_only: !f.writable,
+            })
             .collect()
+    }
+
+    /// Runs `spec` with these disks attached after the namespaces it names already: room
+    /// to grow before, and each image trimmed back after, however the run ended.
+    pub fn run(
+        &self,
+        emulator: crate::emulator::Emulator,
+        mut spec: crate::emulator::RunSpec,
+    ) -> Result<crate::emulator::Outcome> {
+        let extra = std::mem::take(&mut spec.nvme);
+        spec.nvme = self.namespaces();
+        spec.nvme.extend(extra);
+        self.grow()?;
+        let outcome = crate::emulator::run(emulator, &spec);
+        self.trim()?;
+        outcome
     }
 }
 
@@ -249,8 +268,13 @@ mod tests {
                 .to_string()
                 .contains("written by another")
         );
+        let ns: Vec<_> = set
+            .namespaces()
+            .into_iter()
+            .map(|n| (n.file, n.read_only))
+            .collect();
         assert_eq!(
-            set.namespaces(),
+            ns,
             [
                 (child.canonicalize().unwrap(), false),
                 (base.canonicalize().unwrap(), true)

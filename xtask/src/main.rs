@@ -228,19 +228,9 @@ fn run(
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
-        nvme: staged
-            .disks
-            .namespaces()
-            .into_iter()
-            .map(|(file, read_only)| emulator::Namespace { file, read_only })
-            .chain(nvme.into_iter().map(Into::into))
-            .collect(),
+        nvme: nvme.into_iter().map(Into::into).collect(),
     };
-    staged.disks.grow()?;
-    let outcome = emulator::run(emulator, &spec);
-    // However the run ended, each image goes back to its own length.
-    staged.disks.trim()?;
-    let outcome = outcome?;
+    let outcome = staged.disks.run(emulator, spec)?;
     for (vm, class) in outcome.vm_ends() {
         println!("xtask: vm {vm} ended: {class}");
     }

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: host unit tests, then boots under QEMU and Bochs judged by the run
 //! contract. Ends with one `N passed, M failed` line; exits non-zero on any failure.
 
-use crate::emulator::{self, Emulator, Outcome, RunSpec};
+use crate::emulator::{Emulator, Outcome, RunSpec};
 use crate::image::{self, BuildOpts, Images};
 use crate::util::{out_dir, root, run};
 use crate::{manifest, prereq};
@@ -661,20 +661,16 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
-        nvme: disks
-            .namespaces()
-            .into_iter()
-            .map(|(file, read_only)| emulator::Namespace { file, read_only })
-            .chain(nvme.iter().cloned().map(Into::into))
-            .collect(),
+        nvme: nvme.iter().cloned().map(Into::into).collect(),
     };
-    disks.grow().map_err(|e| format!("{e:#}"))?;
     if let Some(tamper) = case.tamper {
+        // Tampered disks are read-only ones: neither grown nor trimmed, so damaging them now
+        // is the same as before the run starts.
         crate::disk_cases::step(tamper)?;
     }
-    let outcome = emulator::run(case.emulator, &spec);
-    disks.trim().map_err(|e| format!("{e:#}"))?;
-    let outcome = outcome.map_err(|e| format!("{e:#}"))?;
+    let outcome = disks
+        .run(case.emulator, spec)
+        .map_err(|e| format!("{e:#}"))?;
     check(case, &outcome)?;
     if let Some(verify) = case.verify {
         crate::disk_cases::step(verify)?;

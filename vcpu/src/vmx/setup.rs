@@ -19,8 +19,9 @@ const AREA_MSRS: [u32; 5] = [
     0xc000_0084,
 ];
 
-pub(super) fn write_seg(r: SegReg, s: &Segment) -> Result<(), Error> {
-    let (sel, base, limit, ar) = match r {
+/// The VMCS fields of a segment register: selector, base, limit, access rights.
+pub(super) fn seg_fields(r: SegReg) -> (u32, u32, u32, u32) {
+    match r {
         SegReg::Es => (g::ES_SELECTOR, g::ES_BASE, g::ES_LIMIT, g::ES_ACCESS_RIGHTS),
         SegReg::Cs => (g::CS_SELECTOR, g::CS_BASE, g::CS_LIMIT, g::CS_ACCESS_RIGHTS),
         SegReg::Ss => (g::SS_SELECTOR, g::SS_BASE, g::SS_LIMIT, g::SS_ACCESS_RIGHTS),
@@ -34,7 +35,11 @@ pub(super) fn write_seg(r: SegReg, s: &Segment) -> Result<(), Error> {
             g::LDTR_ACCESS_RIGHTS,
         ),
         SegReg::Tr => (g::TR_SELECTOR, g::TR_BASE, g::TR_LIMIT, g::TR_ACCESS_RIGHTS),
-    };
+    }
+}
+
+pub(super) fn write_seg(r: SegReg, s: &Segment) -> Result<(), Error> {
+    let (sel, base, limit, ar) = seg_fields(r);
     w(sel, s.selector.into())?;
     w(base, s.base)?;
     w(limit, s.limit.into())?;

@@ -142,21 +142,7 @@ impl Vcpu for VmxVcpu {
 
     fn segment(&self, r: SegReg) -> Segment {
         self.cur();
-        let (sel, base, limit, ar) = match r {
-            SegReg::Es => (g::ES_SELECTOR, g::ES_BASE, g::ES_LIMIT, g::ES_ACCESS_RIGHTS),
-            SegReg::Cs => (g::CS_SELECTOR, g::CS_BASE, g::CS_LIMIT, g::CS_ACCESS_RIGHTS),
-            SegReg::Ss => (g::SS_SELECTOR, g::SS_BASE, g::SS_LIMIT, g::SS_ACCESS_RIGHTS),
-            SegReg::Ds => (g::DS_SELECTOR, g::DS_BASE, g::DS_LIMIT, g::DS_ACCESS_RIGHTS),
-            SegReg::Fs => (g::FS_SELECTOR, g::FS_BASE, g::FS_LIMIT, g::FS_ACCESS_RIGHTS),
-            SegReg::Gs => (g::GS_SELECTOR, g::GS_BASE, g::GS_LIMIT, g::GS_ACCESS_RIGHTS),
-            SegReg::Ldtr => (
-                g::LDTR_SELECTOR,
-                g::LDTR_BASE,
-                g::LDTR_LIMIT,
-                g::LDTR_ACCESS_RIGHTS,
-            ),
-            SegReg::Tr => (g::TR_SELECTOR, g::TR_BASE, g::TR_LIMIT, g::TR_ACCESS_RIGHTS),
-        };
+        let (sel, base, limit, ar) = super::setup::seg_fields(r);
         let (attr, unusable) = Segment::attr_from_vmx(vmcs::read_or0(ar) as u32);
         Segment {
             selector: vmcs::read_or0(sel) as u16,
