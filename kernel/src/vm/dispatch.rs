@@ -28,6 +28,17 @@ pub fn handle<C, V: Vcpu>(
     exit: Exit,
 ) -> Action {
     st.stats.count(ExitKind::of(&exit));
+    // Only these exits stand for an instruction the guest executed and the answer retires;
+    // after the others (a triple fault, an event) RIP is where the report must show it.
+    let instruction = matches!(
+        exit,
+        Exit::Cpuid { .. }
+            | Exit::Rdmsr { .. }
+            | Exit::Wrmsr { .. }
+            | Exit::Io(_)
+            | Exit::Hypercall
+            | Exit::Hlt
+    );
     let action = match exit {
         Exit::Cpuid { leaf, subleaf } => cpuid(vm, index, st, m, leaf, subleaf),
         Exit::Rdmsr { msr } => rdmsr(vm, index, st, m, msr),
@@ -68,13 +79,18 @@ pub fn handle<C, V: Vcpu>(
             info,
         }),
     };
-    apply(&mut st.vcpu, action)
+    apply(&mut st.vcpu, action, instruction)
 }
 
 /// Carries out `action` on the exiting instruction: retired, left for a retry, or replaced by
 /// a fault. A handler that found nobody to answer ends in #UD, as the bare instruction would.
-fn apply<V: Vcpu>(vcpu: &mut V, action: Action) -> Action {
+fn apply<V: Vcpu>(vcpu: &mut V, action: Action, instruction: bool) -> Action {
     match action {
+        Action::Done | Action::Block | Action::Halt | Action::Yield | Action::Stop(_)
+            if !instruction =>
+        {
+            action
+        }
         Action::Done | Action::Block | Action::Halt | Action::Yield | Action::Stop(_) => {
             // A guest that rewrote the instruction under us gets #UD.
             if vcpu.advance_rip().is_err() {

@@ -479,6 +479,7 @@ fn a_triple_fault_stops_the_vm_and_the_first_stop_wins() {
     let mut r = rig(Personality::None, false);
     let a = r.exit(Exit::TripleFault);
     assert_eq!(a, Action::Stop(StopReason::TripleFault { vcpu: 0 }));
+    assert_eq!(r.rip(), 0x1000, "the report shows where it happened");
     let Action::Stop(reason) = a else {
         unreachable!()
     };
