@@ -61,7 +61,7 @@ fn wants_wake(r: VcpuRef) -> bool {
     let Some(vm) = create::vm(r.vm) else {
         return true;
     };
-    vm.stopped() || vm.vcpu(r.vcpu).is_none_or(|s| s.pending.any())
+    vm.stopped() || vm.vcpu(r.vcpu).is_none_or(|s| s.wants_wake())
 }
 
 fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
@@ -114,7 +114,9 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
             );
             break Turn::Gone;
         }
-        if st.vcpu.waiting_for_sipi() {
+        let waiting = st.vcpu.waiting_for_sipi();
+        slot.sipi_wait.store(waiting, Ordering::Release);
+        if waiting {
             break Turn::Blocked(None);
         }
         slot.started.store(true, Ordering::Release);

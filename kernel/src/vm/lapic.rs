@@ -125,6 +125,17 @@ impl Pending {
         }
     }
 
+    /// Whether what was posted wakes a vCPU: anything, except that a vCPU waiting for SIPI
+    /// heeds only INIT and SIPI (a CPU in that state takes no interrupts; waking it for one
+    /// would only put it back to sleep, over and over).
+    pub fn wakes(&self, waiting_for_sipi: bool) -> bool {
+        if waiting_for_sipi {
+            self.init.load(Ordering::Acquire) || self.sipi_valid.load(Ordering::Acquire)
+        } else {
+            self.any()
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.bits.iter().any(|w| w.load(Ordering::Acquire) != 0)
             || self.kicked.load(Ordering::Acquire)

@@ -43,6 +43,8 @@ pub struct VcpuSlot {
     pub personality_deadline: AtomicU64,
     /// Started (boot vCPU, or SIPI'd) and not stopped.
     pub started: AtomicBool,
+    /// Parked in wait-for-SIPI: only INIT or SIPI wakes it.
+    pub sipi_wait: AtomicBool,
 }
 
 impl VcpuSlot {
@@ -53,7 +55,13 @@ impl VcpuSlot {
             running_on: AtomicU8::new(NOT_RUNNING),
             personality_deadline: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            sipi_wait: AtomicBool::new(false),
         }
+    }
+
+    /// Whether what was posted to the vCPU should make its pCPU run it again.
+    pub fn wants_wake(&self) -> bool {
+        self.pending.wakes(self.sipi_wait.load(Ordering::Acquire))
     }
 
     /// The pCPU to interrupt so that the vCPU notices what was posted: the one running it in

@@ -3,7 +3,7 @@
 
 use super::exit::{self, Decoded, code};
 use super::vmcb::{int_ctl, misc1};
-use super::{EFER_WRITABLE, MSR_EFER, MSR_PAT, SvmVcpu};
+use super::{MSR_EFER, MSR_PAT, SvmVcpu};
 use crate::bits::*;
 use crate::insn_len::{self, Insn};
 use crate::{Error, Event, Exit, SegReg, Vcpu, hw};
@@ -70,14 +70,14 @@ impl SvmVcpu {
                 msr: MSR_EFER,
                 value,
             }) => {
-                let cur = self.vmcb.get().save.efer;
-                // LMA is read-only: keep the current value whatever the guest writes.
-                if value & !EFER_WRITABLE != 0 {
-                    self.inject(Event::GP0)?;
-                } else {
-                    let v = (value & !EFER_LMA) | (cur & EFER_LMA) | EFER_SVME;
-                    self.vmcb.get_mut().save.efer = v;
-                    self.advance_rip()?;
+                let save = &self.vmcb.get().save;
+                let paging = save.cr0 & CR0_PG != 0;
+                match super::efer_write(save.efer, value, paging) {
+                    None => self.inject(Event::GP0)?,
+                    Some(v) => {
+                        self.vmcb.get_mut().save.efer = v;
+                        self.advance_rip()?;
+                    }
                 }
             }
             Decoded::Exit(Exit::Rdmsr { msr: MSR_PAT }) => {

@@ -46,9 +46,21 @@ const MSR_EFER: u32 = 0xc000_0080;
 const MSR_PAT: u32 = 0x277;
 /// Power-on PAT.
 const PAT_DEFAULT: u64 = 0x0007_0406_0007_0406;
-/// EFER bits a guest may set (SCE, LME, LMA, NXE, SVME, LMSLE, FFXSR, TCE).
-const EFER_WRITABLE: u64 =
-    EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE | EFER_SVME | (1 << 13) | (1 << 14) | (1 << 15);
+/// EFER bits a guest may write: SCE, LME, LMA (ignored), NXE and SVME (kept set for VMRUN).
+/// LMSLE, FFXSR and TCE are refused like reserved bits: guests are not offered them (the
+/// CPUID policy hides FFXSR and TCE, and says LMSLE is unsupported), and a host without them
+/// would fail the next VMRUN.
+const EFER_WRITABLE: u64 = EFER_SCE | EFER_LME | EFER_LMA | EFER_NXE | EFER_SVME;
+
+/// The EFER a guest's WRMSR leaves, or `None` for the #GP the CPU raises: bits it may not set,
+/// or LME changed while paging is on (it would leave long mode, or enter it, behind the
+/// back of CR0.PG). LMA is the CPU's to set, so it keeps its current value.
+pub(crate) fn efer_write(cur: u64, value: u64, paging: bool) -> Option<u64> {
+    if value & !EFER_WRITABLE != 0 || (paging && (value ^ cur) & EFER_LME != 0) {
+        return None;
+    }
+    Some((value & !EFER_LMA) | (cur & EFER_LMA) | EFER_SVME)
+}
 
 /// MSRs that run without exits: the VMCB holds them and VMLOAD/VMSAVE switch them.
 pub const PASSTHROUGH_MSRS: [u32; 10] = [
@@ -119,6 +131,31 @@ fn unseg(v: &VmcbSegment) -> Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn efer_writes_the_cpu_would_refuse_fault() {
+        let long = EFER_LME | EFER_LMA | EFER_NXE | EFER_SCE | EFER_SVME;
+        // LMSLE, FFXSR, TCE and reserved bits.
+        for bit in [13, 14, 15, 16, 63] {
+            assert_eq!(
+                efer_write(long, (long & !EFER_SVME) | 1 << bit, true),
+                None,
+                "bit {bit}"
+            );
+        }
+        // Leaving long mode (LME cleared) while paging is on, or entering it that way.
+        assert_eq!(efer_write(long, EFER_NXE | EFER_SCE, true), None);
+        assert_eq!(efer_write(0, EFER_LME, true), None);
+        // What Linux does: LME before paging, NXE and SCE any time; LMA and SVME kept.
+        assert_eq!(
+            efer_write(EFER_SVME, EFER_LME, false),
+            Some(EFER_LME | EFER_SVME)
+        );
+        assert_eq!(
+            efer_write(long, EFER_LME | EFER_NXE | EFER_SCE, true),
+            Some(long)
+        );
+    }
 
     #[test]
     fn msrpm_bits() {

@@ -229,3 +229,18 @@ fn init_and_sipi_travel_through_pending() {
     assert_eq!(p.take_sipi(), Some(0x9a));
     assert_eq!(p.take_sipi(), None);
 }
+
+#[test]
+fn a_vcpu_waiting_for_sipi_wakes_only_for_init_or_sipi() {
+    let p = Pending::new();
+    p.post(0x40);
+    p.kick();
+    p.post_nmi();
+    assert!(p.wakes(false));
+    assert!(!p.wakes(true), "interrupts and kicks do not start a CPU");
+    p.post_sipi(0x9);
+    assert!(p.wakes(true));
+    let q = Pending::new();
+    q.post_init();
+    assert!(q.wakes(true));
+}
