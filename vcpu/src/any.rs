@@ -148,6 +148,9 @@ impl Vcpu for AnyVcpu {
     fn init(&mut self) {
         each!(self, v => v.init())
     }
+    fn skip_instruction(&mut self, len: u64) -> Result<(), Error> {
+        each!(self, v => v.skip_instruction(len))
+    }
     fn reset(&mut self, state: crate::InitialState) -> Result<(), Error> {
         each!(self, v => v.reset(state))
     }

@@ -89,6 +89,10 @@ pub trait Vcpu {
     /// RIP. `Err(UndecodableInstruction)`: the bytes are not the exiting instruction (the
     /// guest rewrote them) — inject #UD or stop the VM. Also clears the interrupt shadow.
     fn advance_rip(&mut self) -> Result<(), Error>;
+    /// Retires an instruction of `len` bytes the kernel decoded itself (an emulated MMIO
+    /// access, which exits without a length): RIP moves on and an STI/MOV-SS shadow ends, as
+    /// executing it would.
+    fn skip_instruction(&mut self, len: u64) -> Result<(), Error>;
 
     /// Queues an event for the next entry. `Err(EventPending)` if one is queued already
     /// (including an event the backend re-queued because an exit interrupted its delivery).

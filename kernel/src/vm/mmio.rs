@@ -92,7 +92,8 @@ pub fn emulate<C, V: Vcpu>(
     }
     cx.finish();
     // Retired here from the decoded length: a nested page fault has no instruction length.
-    let regs = st.vcpu.regs_mut();
-    regs.rip = regs.rip.wrapping_add(u64::from(insn.len));
+    if st.vcpu.skip_instruction(u64::from(insn.len)).is_err() {
+        return Action::Fault(virt::Event::UD);
+    }
     Action::Retry
 }

@@ -90,6 +90,8 @@ struct MockVcpu {
     window: bool,
     /// `advance_rip` fails, as for a guest that rewrote the instruction.
     rewritten: bool,
+    /// An STI or MOV-SS shadow is in force; retiring an instruction ends it.
+    shadow: bool,
 }
 
 impl MockVcpu {
@@ -111,6 +113,7 @@ impl MockVcpu {
             injected: None,
             window: false,
             rewritten: false,
+            shadow: false,
         }
     }
 
@@ -160,6 +163,7 @@ impl Vcpu for MockVcpu {
             return Err(Error::UndecodableInstruction);
         }
         self.regs.rip += self.len;
+        self.shadow = false;
         Ok(())
     }
     fn inject(&mut self, event: Event) -> Result<(), Error> {
@@ -186,6 +190,11 @@ impl Vcpu for MockVcpu {
     }
     fn set_exception_intercepts(&mut self, _mask: u32) {}
     fn init(&mut self) {}
+    fn skip_instruction(&mut self, len: u64) -> Result<(), Error> {
+        self.regs.rip += len;
+        self.shadow = false;
+        Ok(())
+    }
     fn reset(&mut self, _state: virt::InitialState) -> Result<(), Error> {
         Ok(())
     }
@@ -416,8 +425,10 @@ fn mmio_reaches_the_ioapic_and_unbacked_memory_reads_ones() {
     };
     // Select the version register, read it through the window.
     r.st.vcpu.regs.rax = 1;
+    r.st.vcpu.shadow = true;
     assert_eq!(store(&mut r, 0xFEC0_0000), Action::Retry);
     assert_eq!(r.rip(), 0x1002, "retired by the emulation");
+    assert!(!r.st.vcpu.shadow, "retiring ends an interrupt shadow");
     assert_eq!(load(&mut r, 0xFEC0_0010), Action::Retry);
     assert_eq!(r.st.vcpu.regs.rax, 0x0017_0011);
     assert_eq!(load(&mut r, 0xFED0_0000), Action::Retry);

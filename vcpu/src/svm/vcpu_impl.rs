@@ -137,6 +137,11 @@ impl Vcpu for SvmVcpu {
         &self.ram
     }
 
+    fn skip_instruction(&mut self, len: u64) -> Result<(), Error> {
+        self.skip(len);
+        Ok(())
+    }
+
     fn advance_rip(&mut self) -> Result<(), Error> {
         let (code, info2) = self.last_exit;
         let len = if code == code::IOIO {

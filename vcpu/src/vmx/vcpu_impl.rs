@@ -164,11 +164,15 @@ impl Vcpu for VmxVcpu {
     }
 
     fn advance_rip(&mut self) -> Result<(), Error> {
-        self.cur();
         let len = self.exit_insn_len;
         if len == 0 || len > 15 {
             return Err(Error::UndecodableInstruction);
         }
+        self.skip_instruction(len)
+    }
+
+    fn skip_instruction(&mut self, len: u64) -> Result<(), Error> {
+        self.cur();
         let long =
             vmcs::read_or0(g::IA32_EFER_FULL) & EFER_LMA != 0 && self.segment(SegReg::Cs).long();
         let rip = self.regs.rip.wrapping_add(len);
