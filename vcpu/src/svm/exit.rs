@@ -11,6 +11,7 @@ pub mod code {
     pub const VINTR: u64 = 0x64;
     pub const CPUID: u64 = 0x72;
     pub const INVD: u64 = 0x76;
+    pub const WBINVD: u64 = 0x89;
     pub const PAUSE: u64 = 0x77;
     pub const HLT: u64 = 0x78;
     pub const INVLPGA: u64 = 0x7a;
@@ -39,7 +40,7 @@ pub enum Decoded {
     Exit(Exit),
     /// SVM instructions, MONITOR/MWAIT: the guest sees #UD (they are not advertised).
     InjectUd,
-    /// INVD: retire without doing anything (never discard the host's caches).
+    /// INVD, WBINVD: retire without doing anything (never discard or flush the host's caches).
     Skip(Insn),
     /// XSETBV with ECX (index) and EDX:EAX — validated by the backend.
     Xsetbv,
@@ -56,6 +57,7 @@ pub fn insn_of(exit_code: u64) -> Option<Insn> {
         code::VMMCALL => Insn::Vmmcall,
         code::XSETBV => Insn::Xsetbv,
         code::INVD => Insn::Invd,
+        code::WBINVD => Insn::Wbinvd,
         code::MONITOR => Insn::Monitor,
         code::MWAIT | code::MWAIT_ARMED => Insn::Mwait,
         _ => return None,
@@ -145,6 +147,8 @@ pub fn decode(exit_code: u64, info1: u64, info2: u64, rax: u64, rcx: u64, rdx: u
         | code::MWAIT
         | code::MWAIT_ARMED => return Decoded::InjectUd,
         code::INVD => return Decoded::Skip(Insn::Invd),
+        // Caches are the host's: writing them all back would stall the pCPU's other VMs.
+        code::WBINVD => return Decoded::Skip(Insn::Wbinvd),
         code::XSETBV => return Decoded::Xsetbv,
         code::INVALID => return Decoded::Invalid,
         _ => Exit::Unknown {
@@ -214,6 +218,14 @@ pub fn external_interrupt(event_inj: u64) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_instructions_are_retired_as_no_ops() {
+        for (c, insn) in [(code::INVD, Insn::Invd), (code::WBINVD, Insn::Wbinvd)] {
+            assert_eq!(decode(c, 0, 0, 0, 0, 0), Decoded::Skip(insn));
+            assert_eq!(insn_of(c), Some(insn));
+        }
+    }
 
     #[test]
     fn reinjection_keeps_real_events_and_mends_qemus_interrupts() {

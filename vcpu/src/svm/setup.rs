@@ -78,6 +78,7 @@ impl SvmVcpu {
             | misc2::STGI
             | misc2::CLGI
             | misc2::SKINIT
+            | misc2::WBINVD
             | misc2::MONITOR
             | misc2::MWAIT
             | misc2::MWAIT_ARMED

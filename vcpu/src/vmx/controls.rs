@@ -62,6 +62,10 @@ pub fn choose(c: &VmxCaps) -> Option<Controls> {
     // RDTSCP stays disabled (it #UDs in the guest): TSC_AUX is the host's and is not
     // switched, and the platform CPUID hides RDTSCP accordingly.
     want2 |= SecondaryControls::ENABLE_INVPCID.bits() & (c.proc2 >> 32) as u32;
+    // A guest's WBINVD would write back and flush every cache of the pCPU, stalling the VMs
+    // that share it; it exits and is retired as a no-op (Xen does the same without
+    // passthrough devices).
+    want2 |= SecondaryControls::WBINVD_EXITING.bits() & (c.proc2 >> 32) as u32;
     let proc2 = adjust(c.proc2, want2, SecondaryControls::ENABLE_EPT.bits())?;
 
     let exit_need = (ExitControls::HOST_ADDRESS_SPACE_SIZE
@@ -149,6 +153,7 @@ mod tests {
             "no CR3 exits with TRUE controls"
         );
         assert_eq!(c.proc2 & 0xa2, 0xa2, "EPT, VPID, unrestricted guest");
+        assert_eq!(c.proc2 & (1 << 6), 1 << 6, "WBINVD exits");
         assert_eq!(c.exit & (1 << 15), 0, "no ack on exit");
         assert_eq!(c.exit & (1 << 9), 1 << 9);
         assert_eq!(c.entry & (1 << 15), 1 << 15);
