@@ -54,7 +54,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
         }
         v if v == u64::from(VECTOR_SPURIOUS) => {}
         // The kick's only job is the exit (or wake-up) it caused.
-        v if v == u64::from(VECTOR_KICK) => apic::eoi(),
+        v if v == u64::from(VECTOR_KICK) => {
+            crate::arch::smp::kick_taken();
+            apic::eoi()
+        }
         // A masked 8259 still raises these; they need no EOI.
         v if v == u64::from(pic::SPURIOUS_MASTER) || v == u64::from(pic::SPURIOUS_SLAVE) => {}
         v => {

@@ -132,7 +132,13 @@ pub fn current() -> usize {
         .unwrap_or(0)
 }
 
+/// A kick is on its way to the pCPU: further ones would only make it exit again.
+static KICKED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// The pCPU is halted with nothing to run (see `sched::run::cpu_loop`).
+static IDLE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
 /// Interrupts pCPU `cpu` so it leaves guest mode (or wakes from idle) and looks at its queue.
+/// Kicks coalesce: while one is in flight, another costs nothing.
 pub fn kick_cpu(cpu: usize) {
     let Some(id) = APIC_IDS.get(cpu).map(|a| a.load(Ordering::Acquire)) else {
         return;
@@ -140,7 +146,31 @@ pub fn kick_cpu(cpu: usize) {
     if id == NO_APIC || cpu == current() {
         return;
     }
+    if KICKED[cpu].swap(true, Ordering::AcqRel) {
+        return;
+    }
     apic::send_fixed_ipi(id, idt::VECTOR_KICK);
+}
+
+/// Wakes pCPU `cpu` only if it is idle.
+pub fn wake_cpu(cpu: usize) {
+    if IDLE.get(cpu).is_some_and(|i| i.load(Ordering::Acquire)) {
+        kick_cpu(cpu);
+    }
+}
+
+/// The kick arrived on this pCPU: the next one must be sent again.
+pub fn kick_taken() {
+    if let Some(k) = KICKED.get(current()) {
+        k.store(false, Ordering::Release);
+    }
+}
+
+/// Marks this pCPU idle (before it halts) or busy again.
+pub fn set_idle(cpu: usize, idle: bool) {
+    if let Some(i) = IDLE.get(cpu) {
+        i.store(idle, Ordering::Release);
+    }
 }
 
 /// Starts every other pCPU at `entry(index)`, through a trampoline at `page` (below 1 MiB,

@@ -39,9 +39,20 @@ pub fn cpu_loop(cpu: usize) {
             q.pop_next()
         };
         let Some(r) = next else {
-            // Nothing to run: sleep until the host tick (or a kick) and look again.
-            cpu::wait_for_interrupt();
-            cpu::disable_interrupts();
+            // Nothing to run: sleep until the host tick (or a kick) and look again. Idle is
+            // announced before the last look, so a vCPU posted to after it is seen by its
+            // waker, who kicks (interrupts stay off until the halt).
+            crate::arch::smp::set_idle(cpu, true);
+            let ready = {
+                let mut q = QUEUES[cpu].lock();
+                q.wake(tsc::now_ns(), wants_wake);
+                q.has_ready()
+            };
+            if !ready {
+                cpu::wait_for_interrupt();
+                cpu::disable_interrupts();
+            }
+            crate::arch::smp::set_idle(cpu, false);
             continue;
         };
         match run_turn(cpu, r) {
@@ -222,7 +233,7 @@ pub fn stop(vm: &VmSlot, reason: StopReason) {
     let m = HostMachine;
     for v in 0..vm.info.get().map_or(0, |i| i.vcpus) {
         if let Some(s) = vm.vcpu(v) {
-            m.kick_cpu(s.kick_target());
+            s.notify(&m);
         }
     }
 }

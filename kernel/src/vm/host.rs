@@ -39,6 +39,10 @@ impl Machine for HostMachine {
         smp::kick_cpu(cpu);
     }
 
+    fn wake_cpu(&self, cpu: usize) {
+        smp::wake_cpu(cpu);
+    }
+
     fn print(&self, args: core::fmt::Arguments<'_>) {
         crate::println!("{}", args);
     }

@@ -39,7 +39,7 @@ pub fn send_ipi<C>(vm: &Vm<C>, m: &dyn Machine, from: u8, ipi: Ipi) {
             Ipi::Sipi { vector, .. } => target.pending.post_sipi(vector),
             Ipi::Nmi { .. } => target.pending.post_nmi(),
         }
-        m.kick_cpu(target.kick_target());
+        target.notify(m);
     }
 }
 
@@ -57,7 +57,7 @@ pub fn deliver<C>(vm: &Vm<C>, m: &dyn Machine, msg: InterruptMessage) {
     });
     if let Some(target) = hit.and_then(|v| vm.vcpu(v)) {
         target.pending.post(msg.vector);
-        m.kick_cpu(target.kick_target());
+        target.notify(m);
     }
 }
 

@@ -47,8 +47,11 @@ pub trait Machine {
     fn host_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4];
     /// Takes the host interrupt that made the guest exit (it is still pending in the host).
     fn take_host_interrupt(&self);
-    /// Interrupts pCPU `cpu` so that it looks at its vCPUs again.
+    /// Interrupts pCPU `cpu` so that the vCPU it runs leaves guest mode (one interrupt in
+    /// flight per pCPU is enough; more are coalesced).
     fn kick_cpu(&self, cpu: usize);
+    /// Wakes pCPU `cpu` if it is idle, so that it looks at its queue.
+    fn wake_cpu(&self, cpu: usize);
     /// A line on the hypervisor's console.
     fn print(&self, args: core::fmt::Arguments<'_>);
     /// Prints a line of `vm`'s console (`[vm] text`) and records on the log channel, in the

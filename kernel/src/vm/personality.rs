@@ -96,7 +96,7 @@ impl<C> KernelHost<'_, C> {
     fn post(&self, vcpu: u32, f: impl FnOnce(&VcpuSlot)) {
         if let Some(s) = self.slot(vcpu) {
             f(s);
-            self.machine.kick_cpu(s.kick_target());
+            s.notify(self.machine);
         }
     }
 }

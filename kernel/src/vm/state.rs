@@ -64,12 +64,13 @@ impl VcpuSlot {
         self.pending.wakes(self.sipi_wait.load(Ordering::Acquire))
     }
 
-    /// The pCPU to interrupt so that the vCPU notices what was posted: the one running it in
-    /// guest mode, else its home, whose scheduler finds it parked.
-    pub fn kick_target(&self) -> usize {
+    /// Makes the vCPU notice what was just posted to it: a vCPU in guest mode is forced out
+    /// by a kick of the pCPU running it; a parked one only needs its home pCPU to look at its
+    /// queue, which a busy pCPU does at its next exit anyway, so only an idle one is woken.
+    pub fn notify(&self, m: &dyn super::Machine) {
         match self.running_on.load(Ordering::Acquire) {
-            NOT_RUNNING => usize::from(self.home.load(Ordering::Acquire)),
-            cpu => usize::from(cpu),
+            NOT_RUNNING => m.wake_cpu(usize::from(self.home.load(Ordering::Acquire))),
+            cpu => m.kick_cpu(usize::from(cpu)),
         }
     }
 }

@@ -21,6 +21,7 @@ const TSC_HZ: u64 = 1_000_000_000;
 struct FakeMachine {
     tsc: Cell<u64>,
     kicks: RefCell<Vec<usize>>,
+    wakes: RefCell<Vec<usize>>,
     lines: RefCell<Vec<String>>,
     stamps: RefCell<Vec<(String, u32)>>,
     host_interrupts: Cell<u32>,
@@ -31,6 +32,7 @@ impl FakeMachine {
         Self {
             tsc: Cell::new(5 * TSC_HZ),
             kicks: RefCell::new(Vec::new()),
+            wakes: RefCell::new(Vec::new()),
             lines: RefCell::new(Vec::new()),
             stamps: RefCell::new(Vec::new()),
             host_interrupts: Cell::new(0),
@@ -63,6 +65,9 @@ impl Machine for FakeMachine {
     }
     fn kick_cpu(&self, cpu: usize) {
         self.kicks.borrow_mut().push(cpu);
+    }
+    fn wake_cpu(&self, cpu: usize) {
+        self.wakes.borrow_mut().push(cpu);
     }
     fn print(&self, args: core::fmt::Arguments<'_>) {
         self.lines.borrow_mut().push(args.to_string());
@@ -347,7 +352,18 @@ fn an_icr_write_posts_the_ipi_and_kicks_the_target() {
     );
     assert!(r.vm.vcpus[1].pending.any());
     assert!(!r.vm.vcpus[0].pending.any());
-    assert_eq!(*r.m.kicks.borrow(), [1], "vCPU 1's home pCPU");
+    // Parked: its home pCPU is asked to look (woken only if idle), not interrupted.
+    assert_eq!(*r.m.wakes.borrow(), [1], "vCPU 1's home pCPU");
+    assert!(r.m.kicks.borrow().is_empty());
+    // In guest mode on pCPU 0: forced out.
+    r.vm.vcpus[1]
+        .running_on
+        .store(0, core::sync::atomic::Ordering::Release);
+    r.exit(Exit::Wrmsr {
+        msr: X2APIC_MSR_FIRST + 0x30,
+        value: icr,
+    });
+    assert_eq!(*r.m.kicks.borrow(), [0]);
 }
 
 #[test]
