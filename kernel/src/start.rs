@@ -30,6 +30,14 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         "janus {} — Xen and Hyper-V faces on one hypervisor",
         env!("CARGO_PKG_VERSION")
     );
+    // A single-ABI image says so before anything else can go wrong, so a lab machine's
+    // console shows which manifests it can take.
+    let mut faces = heapless::String::<32>::new();
+    for p in crate::PERSONALITIES {
+        let _ = faces.push_str(" ");
+        let _ = faces.push_str(p.as_str());
+    }
+    println!("personalities:{faces}");
 
     let ctx = match BootContext::from_boot_info(&BootInfo::from(*raw)) {
         Ok(ctx) => ctx,

@@ -147,6 +147,7 @@ pub fn bench() -> Result<bool> {
         let mut exits = BTreeMap::new();
         for _ in 0..RUNS {
             let spec = RunSpec {
+                via: crate::emulator::Via::Loader,
                 boot: images.boot.clone(),
                 kernel: images.kernel.clone(),
                 modules: staged.modules.clone(),

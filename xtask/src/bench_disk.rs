@@ -73,6 +73,7 @@ pub fn bench() -> Result<bool> {
     )?;
     let staged = crate::manifest::load(&manifest, &dir.join("stage"))?;
     let spec = RunSpec {
+        via: crate::emulator::Via::Loader,
         boot: images.boot,
         kernel: images.kernel,
         modules: staged.modules.clone(),

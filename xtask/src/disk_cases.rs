@@ -194,6 +194,7 @@ pub fn power_cut(images: &crate::image::Images, runs: usize) -> Result<()> {
         // milliseconds.
         let cut = std::time::Duration::from_millis(1200 + seed % 3000);
         let spec = RunSpec {
+            via: crate::emulator::Via::Loader,
             boot: images.boot.clone(),
             kernel: images.kernel.clone(),
             modules: staged.modules.clone(),

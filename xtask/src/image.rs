@@ -3,7 +3,7 @@
 use crate::prereq::{self, TARGET};
 use crate::util::{out_dir, root, run, shown};
 use anyhow::{Context, Result, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -57,10 +57,16 @@ fn cargo() -> Command {
 }
 
 pub fn build(opts: &BuildOpts) -> Result<Images> {
+    build_in(opts, &out_dir())
+}
+
+/// Builds the images into `out`: an image with other features goes to a folder of its own, so
+/// that it never replaces the default image other runs use.
+pub fn build_in(opts: &BuildOpts, out: &Path) -> Result<Images> {
     prereq::rust_target()?;
     prereq::tools(&[&prereq::OBJCOPY])?;
     let target_dir = root().join("target").join(TARGET).join(opts.profile_dir());
-    let out = out_dir();
+    let out = out.to_path_buf();
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", shown(&out)))?;
 
     let mut boot = cargo();

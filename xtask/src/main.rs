@@ -11,6 +11,7 @@ mod iso;
 mod linux_guest;
 mod manifest;
 mod prereq;
+mod pxe;
 mod testsuite;
 mod util;
 mod vhd_cli;
@@ -71,6 +72,23 @@ enum Cmd {
         output: Option<PathBuf>,
         #[arg(long, default_value = "")]
         cmdline: String,
+        #[command(flatten)]
+        build: BuildOpts,
+    },
+    /// A TFTP directory for PXE: janus-boot, the kernel, a manifest's modules and boot.ipxe;
+    /// prints how to serve it (dnsmasq, QEMU). Files already there are not copied again.
+    Pxe {
+        /// Where to stage (a TFTP root, or a folder in one).
+        #[arg(required_unless_present = "readme")]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Extra words for the hypervisor's command line (the script's `kernel` line).
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// Print the README's PXE section (generated from manifests/demo.toml) and stage nothing.
+        #[arg(long)]
+        readme: bool,
         #[command(flatten)]
         build: BuildOpts,
     },
@@ -173,6 +191,30 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
             );
             Ok(true)
         }
+        Cmd::Pxe { readme: true, .. } => {
+            print!("{}", pxe::readme_section()?);
+            Ok(true)
+        }
+        Cmd::Pxe {
+            dir,
+            manifest,
+            cmdline,
+            readme: false,
+            build,
+        } => {
+            let dir = dir.ok_or_else(|| anyhow::anyhow!("no DIR given"))?;
+            let images = image::build(&build)?;
+            let staged = stage(manifest, &build)?;
+            pxe::run(
+                &dir,
+                &images,
+                &staged,
+                &cmdline,
+                512 + staged.guest_memory_mib,
+                2.max(staged.max_vcpus),
+            )?;
+            Ok(true)
+        }
         Cmd::Bench { what: Bench::Size } => bench_size(),
         Cmd::Bench { what: Bench::Boot } => bench_boot::bench(),
         Cmd::Bench { what: Bench::Disk } => bench_disk::bench(),
@@ -220,6 +262,7 @@ fn run(
         );
     }
     let spec = RunSpec {
+        via: crate::emulator::Via::Loader,
         boot: images.boot,
         kernel: images.kernel,
         modules: staged.modules,
@@ -257,7 +300,7 @@ fn bench_size() -> Result<bool> {
             features,
             no_default_features: no_default,
         };
-        let images = image::build(&opts)?;
+        let images = image::build_in(&opts, &out_dir().join(format!("size-{name}")))?;
         let stripped = out_dir().join(format!("janus-kernel.{name}.stripped"));
         util::run(
             std::process::Command::new("objcopy")

@@ -320,6 +320,37 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
     })
 }
 
+/// What `load` would stage for a manifest, worked out from its text alone (no file is read):
+/// for documentation generated from a manifest whose guests are not built.
+pub struct Plan {
+    /// Module names in boot order, the encoded manifest last.
+    pub modules: Vec<String>,
+    pub guest_memory_mib: u64,
+    pub max_vcpus: u8,
+}
+
+pub fn plan(text: &str) -> Result<Plan> {
+    let parsed: FileToml = toml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+    let mut modules: Vec<String> = Vec::new();
+    let mut sources: Vec<&str> = Vec::new();
+    for (i, vm) in parsed.vm.iter().enumerate() {
+        for (key, rel) in [("kernel", Some(&vm.kernel)), ("initrd", vm.initrd.as_ref())] {
+            if let Some(rel) = rel
+                && !sources.contains(&rel.as_str())
+            {
+                sources.push(rel);
+                modules.push(module_name(i, key, Path::new(rel)));
+            }
+        }
+    }
+    modules.push(km::MODULE_NAME.to_string());
+    Ok(Plan {
+        modules,
+        guest_memory_mib: parsed.vm.iter().map(|v| u64::from(v.memory_mib)).sum(),
+        max_vcpus: parsed.vm.iter().map(|v| v.vcpus).max().unwrap_or(1),
+    })
+}
+
 /// A module name every loader passes through intact: `vmI-KEY-basename`, restricted to
 /// [A-Za-z0-9._-] and to the kernel's name bound.
 fn module_name(vm: usize, key: &str, src: &Path) -> String {

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: host unit tests, then boots under QEMU and Bochs judged by the run
 //! contract. Ends with one `N passed, M failed` line; exits non-zero on any failure.
 
-use crate::emulator::{Emulator, Outcome, RunSpec};
+use crate::emulator::{self, Emulator, Outcome, RunSpec};
 use crate::image::{self, BuildOpts, Images};
 use crate::util::{out_dir, root, run};
 use crate::{manifest, prereq};
@@ -53,6 +53,13 @@ struct Case {
     /// Runs after xtask staged and checked the manifest, just before the emulator starts
     /// (to damage what xtask accepted, so that the hypervisor's own checks are tested).
     tamper: Option<fn() -> anyhow::Result<()>>,
+    /// Boot from a directory `cargo xtask pxe` staged, through QEMU's own iPXE.
+    pxe: bool,
+    /// Kernel features of a single-ABI image built for this case alone (empty: the default
+    /// image every other case shares).
+    features: &'static [&'static str],
+    /// None of these may appear in COM1 (as `com1` matches them).
+    absent: &'static [&'static str],
 }
 
 const BANNER: &[&str] = &[
@@ -63,6 +70,7 @@ const BANNER: &[&str] = &[
     "apic: ",
     "modules: ",
     "smp: 2 pCPU(s) online",
+    "personalities: none",
 ];
 /// The demo's probe VM: every check passed, its vCPUs ran, it powered itself off.
 const PROBE_OK: &[&str] = &[
@@ -103,6 +111,17 @@ const PROBE_HYPERV_OK: &[&str] = &[
     "vm probe-hyperv: stopped: powered off",
 ];
 
+/// A single-ABI image refuses a manifest naming the face it lacks, naming the VM and the
+/// personality; a failure of the hypervisor's own (`run` exits 7), as any refused manifest.
+const XEN_ONLY_REFUSES: &[&str] = &[
+    "personalities: none xen",
+    "janus: FATAL: VM 'probe-hyperv' wants the hyperv personality, which this image was built without",
+];
+const HYPERV_ONLY_REFUSES: &[&str] = &[
+    "personalities: none hyperv",
+    "janus: FATAL: VM 'probe-xen' wants the xen personality, which this image was built without",
+];
+
 fn cases(inject_failure: bool) -> Vec<Case> {
     let probe = |name, emulator, com1: &'static [&'static str]| Case {
         name,
@@ -124,6 +143,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: None,
         verify: None,
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
     };
     let mut v = vec![
         probe(
@@ -169,6 +191,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             setup: None,
             verify: None,
             tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
@@ -199,6 +224,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             setup: None,
             verify: None,
             tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -216,6 +244,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             setup: None,
             verify: None,
             tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -233,6 +264,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             setup: None,
             verify: None,
             tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
         },
         probe(
             "bochs-vmx-probe",
@@ -269,6 +303,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: None,
         verify: None,
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
     };
     for (emulator, xen, hyperv) in [
         (
@@ -315,6 +352,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: None,
         verify: None,
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
     };
     v.push(linux(
         "qemu-svm-xen-linux",
@@ -363,6 +403,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: None,
         verify: None,
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
         ..linux(
             "qemu-svm-linux-panic-is-a-crash",
             "manifests/linux-panic.toml",
@@ -396,6 +439,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: None,
         verify: None,
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
     });
     // Guest disks on the hypervisor's NVMe driver and VHD volume layer, before any guest
     // protocol: a dynamic image made by qemu-img and a differencing child over a read-only
@@ -422,6 +468,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: Some(crate::disk_cases::setup_selftest),
         verify: Some(crate::disk_cases::verify_selftest),
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
     });
     // Disks damaged after xtask checked them: the hypervisor names each and leaves it out;
     // both VMs run.
@@ -447,6 +496,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: Some(crate::disk_cases::setup_bad),
         verify: None,
         tamper: Some(crate::disk_cases::tamper_bad),
+        pxe: false,
+        features: &[],
+        absent: &[],
     });
     // on_reboot = "restart": the probe resets its VM once and boots again from its files.
     v.push(Case {
@@ -470,6 +522,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: None,
         verify: None,
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
     });
     // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
     v.push(Case {
@@ -491,7 +546,76 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         setup: None,
         verify: None,
         tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
     });
+    // What a lab machine does: the directory `cargo xtask pxe` stages, fetched over TFTP by
+    // iPXE (QEMU's own ROM), whose module strings are full URIs.
+    v.push(Case {
+        pxe: true,
+        ..probe(
+            "qemu-svm-pxe-probe",
+            Emulator::Qemu,
+            &[
+                // iPXE's own mark: the kernel's string is its URI.
+                "cmdline: tftp://10.0.2.2/janus-boot",
+                "personalities: none xen hyperv",
+            ],
+        )
+    });
+    // Single-ABI images: each boots its own face's probe, and refuses a manifest naming the
+    // other face before any VM starts, naming the VM and the personality it lacks: before
+    // the pCPUs come up, so no VM is built and no guest runs (`absent`).
+    for (features, own, own_manifest, banner, ends, other, other_manifest, refusal, absent) in [
+        (
+            &["xen"],
+            "qemu-svm-xen-only-image-probe",
+            "manifests/probe-xen.toml",
+            &["personalities: none xen"][..],
+            &[("probe-xen", "poweroff")][..],
+            "qemu-svm-xen-only-image-refuses-hyperv",
+            "manifests/probe-hyperv.toml",
+            XEN_ONLY_REFUSES,
+            &["smp: ", "janus: running", "[probe-hyperv]"][..],
+        ),
+        (
+            &["hyperv"],
+            "qemu-svm-hyperv-only-image-probe",
+            "manifests/probe-hyperv.toml",
+            &["personalities: none hyperv"],
+            &[("probe-hyperv", "poweroff")],
+            "qemu-svm-hyperv-only-image-refuses-xen",
+            "manifests/probe-xen.toml",
+            HYPERV_ONLY_REFUSES,
+            &["smp: ", "janus: running", "[probe-xen]"],
+        ),
+    ] {
+        v.push(Case {
+            features,
+            ..face(own, Emulator::Qemu, own_manifest, banner, ends)
+        });
+        v.push(Case {
+            name: other,
+            emulator: Emulator::Qemu,
+            manifest: other_manifest,
+            cmdline: "",
+            pass: false,
+            com1: refusal,
+            defmt: &[],
+            timeout_s: 120,
+            linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::HYPERVISOR,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features,
+            absent,
+        });
+    }
     if inject_failure {
         v.push(Case {
             name: "injected-failure",
@@ -509,6 +633,9 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             setup: None,
             verify: None,
             tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
         });
     }
     v
@@ -645,7 +772,27 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     if let Some(setup) = case.setup {
         crate::disk_cases::step(setup)?;
     }
+    let own;
+    let images = if case.features.is_empty() {
+        images
+    } else {
+        let opts = BuildOpts {
+            release: false,
+            features: case.features.iter().map(|f| f.to_string()).collect(),
+            no_default_features: true,
+        };
+        let dir = out_dir().join(format!("image-{}", case.features.join("-")));
+        own = image::build_in(&opts, &dir).map_err(|e| format!("{e:#}"))?;
+        &own
+    };
     let staged = manifest::load(&manifest, &stage).map_err(|e| format!("{e:#}"))?;
+    let via = if case.pxe {
+        let dir = out_dir().join("test-pxe").join(case.name);
+        crate::pxe::stage(images, &staged, case.cmdline, &dir).map_err(|e| format!("{e:#}"))?;
+        emulator::Via::Pxe(dir)
+    } else {
+        emulator::Via::Loader
+    };
     let nvme = if case.cmdline.contains(NVME_SELFTEST) {
         vec![nvme_scratch_disk(case.name).map_err(|e| format!("{e:#}"))?]
     } else {
@@ -653,6 +800,7 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     };
     let disks = &staged.disks;
     let spec = RunSpec {
+        via,
         boot: images.boot.clone(),
         kernel: images.kernel.clone(),
         modules: staged.modules,
@@ -764,10 +912,11 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         }
     }
     let com1: Vec<&str> = if case.pass {
-        let probe = if case.manifest.ends_with("demo.toml") {
-            PROBE_OK
-        } else {
-            &[]
+        let probe = match case.manifest {
+            m if m.ends_with("demo.toml") => PROBE_OK,
+            "manifests/probe-xen.toml" => PROBE_XEN_OK,
+            "manifests/probe-hyperv.toml" => PROBE_HYPERV_OK,
+            _ => &[],
         };
         BANNER
             .iter()
@@ -782,6 +931,13 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         if !outcome.com1.lines().any(|l| line_says(l, want)) {
             return Err(format!("COM1 lacks {want:?}"));
         }
+    }
+    if let Some(bad) = case
+        .absent
+        .iter()
+        .find(|b| outcome.com1.lines().any(|l| line_says(l, b)))
+    {
+        return Err(format!("COM1 shows {bad:?}"));
     }
     if case.pass
         && let Some(bad) = MUST_NOT_APPEAR

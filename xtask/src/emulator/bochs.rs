@@ -53,6 +53,9 @@ pub fn run(emulator: Emulator, spec: &RunSpec) -> Result<Outcome> {
     if !spec.nvme.is_empty() {
         anyhow::bail!("Bochs has no NVMe controller: NVMe disks need the QEMU runner");
     }
+    if spec.via != super::Via::Loader {
+        anyhow::bail!("Bochs boots from a GRUB ISO: PXE boots need the QEMU runner");
+    }
     prereq::tools(&[&prereq::BOCHS])?;
     let dir = out_dir().join(match emulator {
         Emulator::BochsSvm => "bochs-svm",

@@ -38,7 +38,20 @@ impl From<PathBuf> for Namespace {
     }
 }
 
+/// How the emulator gets Janus into memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The emulator's own multiboot loader (QEMU `-kernel`, Bochs through a GRUB ISO), with
+    /// the files and command line of the spec.
+    Loader,
+    /// QEMU's own iPXE over user-net TFTP from a directory `cargo xtask pxe` staged: what a
+    /// lab machine does. The spec's files name the same images for decoding; the boot
+    /// script in the directory carries the command line.
+    Pxe(PathBuf),
+}
+
 pub struct RunSpec {
+    pub via: Via,
     pub boot: PathBuf,
     pub kernel: PathBuf,
     /// (file, module name) after the kernel, in order.

@@ -1,7 +1,7 @@
 //! QEMU TCG with `-cpu max` (SVM + NPT). COM1 is stdio, COM2 a UNIX socket that xtask
 //! connects to before the guest starts (`wait=on`), so no defmt frame is lost.
 
-use super::{Outcome, RunSpec, judge, new_lines};
+use super::{Outcome, RunSpec, Via, judge, new_lines};
 use crate::defmt_rx::Decoder;
 use crate::prereq;
 use crate::util::describe;
@@ -24,7 +24,7 @@ const FAIL_STATUS: i32 = 35;
 /// thread it never did. `JANUS_QEMU_ACCEL=tcg` brings the parallel vCPUs back, and
 /// `tcg,tb-size=8` (a tiny translation cache, flushed and kicking every vCPU all the time)
 /// is the stress that exposes such races.
-const DEFAULT_ACCEL: &str = "tcg,thread=single";
+pub const DEFAULT_ACCEL: &str = "tcg,thread=single";
 
 /// QEMU's `-accel` argument for every run xtask starts, Janus or the direct baseline.
 pub fn accel() -> String {
@@ -35,7 +35,48 @@ fn accel_from(setting: Option<String>) -> String {
     setting.unwrap_or_else(|| DEFAULT_ACCEL.into())
 }
 
-pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
+/// The machine every run gets, Janus or a lab's copy of the command: the exit device is
+/// how the hypervisor reports pass (33) or fail (35).
+pub fn machine_args(accel: &str, memory_mib: u64, cpus: u8) -> Vec<String> {
+    [
+        "-machine",
+        "q35",
+        "-cpu",
+        "max",
+        "-accel",
+        accel,
+        "-m",
+        &memory_mib.to_string(),
+        "-smp",
+        &cpus.to_string(),
+        "-display",
+        "none",
+        "-no-reboot",
+        "-device",
+        "isa-debug-exit,iobase=0xf4,iosize=0x04",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A network boot from `dir` through QEMU's own iPXE (the e1000's option ROM, as Debian's
+/// `ipxe-qemu` ships it) over user-net TFTP: the path a lab machine takes.
+pub fn pxe_args(dir: &std::path::Path) -> Result<Vec<String>> {
+    let d = dir.display().to_string();
+    if d.contains(',') {
+        bail!("{d}: QEMU cannot take a TFTP directory with a comma");
+    }
+    Ok(vec![
+        "-netdev".into(),
+        format!("user,id=n0,tftp={d},bootfile={}", crate::pxe::SCRIPT),
+        "-device".into(),
+        "e1000,netdev=n0".into(),
+        "-boot".into(),
+        "n".into(),
+    ])
+}
+
+fn loader_args(spec: &RunSpec) -> Result<Vec<std::ffi::OsString>> {
     let mut initrd = spec.kernel.display().to_string();
     for (path, _) in &spec.modules {
         let p = path.display().to_string();
@@ -45,6 +86,17 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
         initrd.push(',');
         initrd.push_str(&p);
     }
+    Ok(vec![
+        "-kernel".into(),
+        spec.boot.clone().into(),
+        "-initrd".into(),
+        initrd.into(),
+        "-append".into(),
+        spec.cmdline.clone().into(),
+    ])
+}
+
+pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
     let accel = accel();
     let mut cmd = Command::new(prereq::QEMU.binary);
     // JANUS_QEMU_LOG=PATH: QEMU logs each CPU reset with the CPU state, and triple faults;
@@ -54,14 +106,7 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
             .unwrap_or_else(|_| "cpu_reset,guest_errors".into());
         cmd.args(["-d", &items, "-D", &path]);
     }
-    cmd.args(["-machine", "q35", "-cpu", "max", "-accel", &accel])
-        .args([
-            "-m",
-            &spec.memory_mib.to_string(),
-            "-smp",
-            &spec.cpus.to_string(),
-        ])
-        .args(["-display", "none", "-no-reboot"])
+    cmd.args(machine_args(&accel, spec.memory_mib, spec.cpus))
         // JANUS_QEMU_MONITOR=PATH opens QEMU's monitor on a UNIX socket (info registers -a
         // shows where each pCPU is when a run hangs).
         .args(match std::env::var("JANUS_QEMU_MONITOR") {
@@ -71,7 +116,6 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
             ],
             Err(_) => ["-monitor".to_string(), "none".to_string()],
         })
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args([
             "-chardev",
             "stdio,id=com1,signal=off",
@@ -83,12 +127,11 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
             "socket,id=com2,path={},server=on,wait=on",
             socket.display()
         ))
-        .args(["-serial", "chardev:com2"])
-        .arg("-kernel")
-        .arg(&spec.boot)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", &spec.cmdline]);
+        .args(["-serial", "chardev:com2"]);
+    match &spec.via {
+        Via::Loader => cmd.args(loader_args(spec)?),
+        Via::Pxe(dir) => cmd.args(pxe_args(dir)?),
+    };
     if !spec.nvme.is_empty() {
         cmd.args(["-device", "nvme,id=nvme0,serial=janus"]);
     }
@@ -248,6 +291,7 @@ mod tests {
     #[test]
     fn command_uses_the_chosen_accelerator() {
         let spec = RunSpec {
+            via: super::Via::Loader,
             boot: "boot".into(),
             kernel: "kernel".into(),
             modules: vec![("m".into(), "m".into())],
@@ -272,10 +316,46 @@ mod tests {
         assert!(!args.iter().any(|a| a.starts_with("nvme")));
     }
 
+    /// A PXE boot hands QEMU no kernel: its iPXE fetches the script from the directory.
+    #[test]
+    fn a_pxe_boot_goes_through_the_network_rom() {
+        let spec = RunSpec {
+            via: Via::Pxe("tftp/dir".into()),
+            boot: "boot".into(),
+            kernel: "kernel".into(),
+            modules: vec![("m".into(), "m".into())],
+            cmdline: String::new(),
+            timeout: Duration::from_secs(1),
+            memory_mib: 64,
+            cpus: 2,
+            echo: false,
+            nvme: vec![],
+        };
+        let args: Vec<String> = command(&spec, std::path::Path::new("s.sock"))
+            .unwrap()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!args.iter().any(|a| a == "-kernel" || a == "-initrd"));
+        let at = args.iter().position(|a| a == "-netdev").unwrap();
+        assert_eq!(
+            args[at..at + 6],
+            [
+                "-netdev",
+                "user,id=n0,tftp=tftp/dir,bootfile=boot.ipxe",
+                "-device",
+                "e1000,netdev=n0",
+                "-boot",
+                "n"
+            ]
+        );
+    }
+
     /// Each file is a namespace of one controller, numbered from 1 in order.
     #[test]
     fn nvme_files_become_namespaces() {
         let spec = RunSpec {
+            via: super::Via::Loader,
             boot: "boot".into(),
             kernel: "kernel".into(),
             modules: vec![],
