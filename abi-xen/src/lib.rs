@@ -17,6 +17,7 @@ mod console;
 mod cpuid;
 mod errno;
 mod evtchn;
+mod gnttab;
 mod guest;
 mod hvm;
 mod hypercall;
@@ -32,6 +33,7 @@ mod version;
 
 pub use errno::{Errno, is_valid_return};
 pub use evtchn::PortStatus;
+pub use gnttab::{ENTRIES_PER_FRAME, GrantError, MAX_FRAMES as MAX_GRANT_FRAMES};
 pub use hypercall::nr as hypercall_nr;
 pub use pvclock::{TimeBase, scale_delta, scale_for};
 pub use stats::{Unimplemented, UnimplementedCount};
@@ -157,6 +159,7 @@ pub struct Xen {
     pub(crate) hypercall_page: Option<u64>,
     pub(crate) e9: heapless::Vec<u8, 120>,
     pub(crate) stats: stats::Stats,
+    pub(crate) gnttab: gnttab::GrantTable,
 }
 
 impl Xen {
@@ -174,6 +177,7 @@ impl Xen {
             hypercall_page: None,
             e9: heapless::Vec::new(),
             stats: stats::Stats::new(),
+            gnttab: gnttab::GrantTable::new(),
         }
     }
 
