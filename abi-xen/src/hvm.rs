@@ -99,7 +99,10 @@ fn get_param(x: &mut Xen, cx: &mut Cx<'_>, arg: u64) -> Result<u64, Errno> {
     let value = match index {
         PARAM_CALLBACK_IRQ => x.callback_raw,
         // 0 tells Linux "none": no xenbus / no hvc0.
-        PARAM_STORE_PFN => x.cfg.store_pfn.unwrap_or(0),
+        PARAM_STORE_PFN => {
+            crate::xenstore_attach(x, cx.mem, cx.host);
+            x.cfg.store_pfn.unwrap_or(0)
+        }
         PARAM_STORE_EVTCHN => x.cfg.store_pfn.map_or(0, |_| u64::from(STORE_PORT)),
         PARAM_CONSOLE_PFN => x.cfg.console_pfn.unwrap_or(0),
         PARAM_CONSOLE_EVTCHN => x.cfg.console_pfn.map_or(0, |_| u64::from(CONSOLE_PORT)),

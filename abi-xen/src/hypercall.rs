@@ -3,7 +3,7 @@
 
 use crate::errno::Errno;
 use crate::guest::GuestVa;
-use crate::{Xen, console, evtchn, hvm, memory_op, sched, timer, vcpu_op, version};
+use crate::{Xen, console, evtchn, gnttab, hvm, memory_op, sched, timer, vcpu_op, version};
 use virt::personality::{Action, Host, VcpuView};
 use virt::{GuestMemory, GuestRegs};
 
@@ -112,6 +112,7 @@ pub(crate) fn dispatch(
         nr::SCHED_OP => sched::sched_op(x, &mut cx, args[0], args[1]),
         nr::EVENT_CHANNEL_OP => evtchn::op(x, &mut cx, args[0], args[1]),
         nr::HVM_OP => hvm::hvm_op(x, &mut cx, args[0], args[1]).into(),
+        nr::GRANT_TABLE_OP => gnttab::op(x, &mut cx, args[0], args[1], args[2]).into(),
         _ => Err(Errno::ENOSYS).into(),
     };
     if let Some(next) = out.cont {

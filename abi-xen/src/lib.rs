@@ -17,6 +17,7 @@ mod console;
 mod cpuid;
 mod errno;
 mod evtchn;
+mod gnttab;
 mod guest;
 mod hvm;
 mod hypercall;
@@ -29,12 +30,15 @@ mod stats;
 mod timer;
 mod vcpu_op;
 mod version;
+pub mod xenstore;
 
 pub use errno::{Errno, is_valid_return};
 pub use evtchn::PortStatus;
+pub use gnttab::{ENTRIES_PER_FRAME, GrantError, MAX_FRAMES as MAX_GRANT_FRAMES};
 pub use hypercall::nr as hypercall_nr;
 pub use pvclock::{TimeBase, scale_delta, scale_for};
 pub use stats::{Unimplemented, UnimplementedCount};
+pub use xenstore::{Store, StoreError};
 
 use virt::personality::{Action, Host, Personality, VcpuView};
 use virt::{GuestMemory, GuestRegs};
@@ -69,8 +73,9 @@ pub struct Config {
     /// Guest frame of the PV console ring page (`HVM_PARAM_CONSOLE_PFN`); it must lie inside
     /// guest memory (reserved in the guest's memory map). `None`: no hvc0.
     pub console_pfn: Option<u64>,
-    /// Guest frame of the xenstore ring (`HVM_PARAM_STORE_PFN`), served by a backend outside
-    /// this crate; `None` disables xenbus in the guest.
+    /// Guest frame of the xenstore ring (`HVM_PARAM_STORE_PFN`), served by this personality;
+    /// it must lie inside guest memory (reserved in the guest's memory map). `None` disables
+    /// xenbus in the guest.
     pub store_pfn: Option<u64>,
     /// UTC in nanoseconds at host time 0 (`Host::now_ns() == 0`): the shared_info wall clock.
     pub boot_utc_ns: u64,
@@ -157,6 +162,10 @@ pub struct Xen {
     pub(crate) hypercall_page: Option<u64>,
     pub(crate) e9: heapless::Vec<u8, 120>,
     pub(crate) stats: stats::Stats,
+    pub(crate) gnttab: gnttab::GrantTable,
+    pub(crate) store: xenstore::Store,
+    /// The store's ring was handed to the guest (`HVM_PARAM_STORE_PFN` read).
+    pub(crate) store_attached: bool,
 }
 
 impl Xen {
@@ -174,6 +183,9 @@ impl Xen {
             hypercall_page: None,
             e9: heapless::Vec::new(),
             stats: stats::Stats::new(),
+            gnttab: gnttab::GrantTable::new(),
+            store: xenstore::Store::new(cfg.domid),
+            store_attached: false,
         }
     }
 
@@ -264,10 +276,49 @@ impl Xen {
         Ok(())
     }
 
+    /// This domain's xenstore, for backends to publish and read nodes (absolute paths).
+    /// After changing it, call [`Xen::store_kick`] so the guest sees the watch events.
+    pub fn store_mut(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves the store ring (queued watch events included) and notifies the guest if it got
+    /// anything.
+    pub fn store_kick(&mut self, mem: &dyn GuestMemory, host: &mut dyn Host) {
+        xenstore_service(self, mem, host);
+    }
+
     /// Writes out port-0xE9 bytes still waiting for a newline (call before the VM ends).
     pub fn flush_console(&mut self, host: &mut dyn Host) {
         console::flush_e9(self, host);
     }
+}
+
+/// The guest notified the store port, or a backend changed the store.
+pub(crate) fn xenstore_service(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
+    if !x.store_attached {
+        return;
+    }
+    if x.store.service(mem) {
+        evtchn::set_pending(x, mem, host, STORE_PORT);
+    }
+}
+
+/// Hands the store ring to the guest: a fresh connection and the domain's initial nodes.
+pub(crate) fn xenstore_attach(x: &mut Xen, mem: &dyn GuestMemory, host: &dyn Host) {
+    let Some(page) = x.cfg.store_pfn.and_then(|p| p.checked_mul(4096)) else {
+        return;
+    };
+    if x.store_attached {
+        return;
+    }
+    x.store_attached = true;
+    let vcpus = Xen::nr_vcpus(host);
+    x.store.attach(mem, page, vcpus, mem.size() / 1024);
 }
 
 impl Personality for Xen {

@@ -1,4 +1,4 @@
-//! `memory_op`: placing shared_info in the guest's physical map.
+//! `memory_op`: placing shared_info and grant-table frames in the guest's physical map.
 
 use crate::errno::Errno;
 use crate::guest::{u16_at, u32_at, u64_at};
@@ -43,7 +43,8 @@ fn add_to_physmap(x: &mut Xen, cx: &mut Cx<'_>, arg: u64) -> Result<u64, Errno> 
     }
     match space {
         SPACE_SHARED_INFO => {}
-        SPACE_GRANT_TABLE..=SPACE_GMFN_FOREIGN => {
+        SPACE_GRANT_TABLE => return crate::gnttab::add_to_physmap(x, cx, idx, gpfn),
+        2..=SPACE_GMFN_FOREIGN => {
             x.stats.detail = Some(u64::from(space));
             return Err(Errno::ENOSYS);
         }

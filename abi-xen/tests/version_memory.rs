@@ -111,13 +111,9 @@ fn add_to_physmap_errors() {
     assert_eq!(add_to_physmap(&mut e, 0x7ff0, 0, 0, u64::MAX), EINVAL);
     assert_eq!(add_to_physmap(&mut e, 0x7ff0, 99, 0, 1), EINVAL);
     while e.xen.take_unimplemented().is_some() {}
-    assert_eq!(add_to_physmap(&mut e, 0x7ff0, 1, 0, 0x100), ENOSYS);
+    assert_eq!(add_to_physmap(&mut e, 0x7ff0, 2, 0, 0x100), ENOSYS);
     let u = e.xen.take_unimplemented().unwrap();
-    assert_eq!(
-        (u.op, u.sub, u.detail),
-        (12, Some(7), 1),
-        "grant table space"
-    );
+    assert_eq!((u.op, u.sub, u.detail), (12, Some(7), 2), "gmfn space");
     assert_eq!(e.call(op::MEMORY_OP, 7, UNMAPPED, 0), EFAULT);
     assert_eq!(e.call(op::MEMORY_OP, 9, 0, 0), ENOSYS, "memory_map");
     // The domid is our own id too.

@@ -6,7 +6,7 @@ use crate::errno::Errno;
 use crate::guest::{u16_at, u32_at};
 use crate::hypercall::{Cx, Outcome};
 use crate::shared_info::{EVTCHN_MASK, EVTCHN_PENDING, port_word};
-use crate::{CONSOLE_PORT, MAX_PORTS, Xen};
+use crate::{CONSOLE_PORT, MAX_PORTS, STORE_PORT, Xen};
 
 pub const BIND_INTERDOMAIN: u64 = 0;
 pub const BIND_VIRQ: u64 = 1;
@@ -223,6 +223,8 @@ fn send(x: &mut Xen, cx: &mut Cx<'_>, arg: u64) -> Result<u64, Errno> {
                 set_pending(x, cx.mem, cx.host, u32::from(remote_port));
             } else if port == CONSOLE_PORT && x.ports.console_open {
                 crate::console::drain_ring(x, cx.mem, cx.host);
+            } else if port == STORE_PORT && x.cfg.store_pfn.is_some() {
+                crate::xenstore_service(x, cx.mem, cx.host);
             } else {
                 x.ports.kick(port);
             }

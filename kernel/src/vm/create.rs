@@ -295,8 +295,10 @@ fn make_personality(
             let mut cfg = abi_xen::Config::new(insn);
             let layout = boot::guest::VmLayout::new(info.ram.size, u32::from(info.vcpus))
                 .map_err(|_| CreateError::Personality("guest memory layout"))?;
-            // The console ring lives in the hypervisor pages at the top of guest RAM.
+            // The console and xenstore rings live in the hypervisor pages at the top of guest
+            // RAM.
             cfg.console_pfn = Some(layout.hv_pages().start >> 12);
+            cfg.store_pfn = Some((layout.hv_pages().start >> 12) + 1);
             cfg.domid = u16::from(index) + 1;
             cfg.boot_utc_ns = crate::arch::tsc::boot_unix_ns();
             Ok(Instance::Xen(abi_xen::Xen::new(cfg)))
