@@ -242,3 +242,21 @@ fn events_before_shared_info_are_harmless() {
         "unmask without shared_info"
     );
 }
+
+#[test]
+fn closing_a_moved_global_virq_frees_its_binding() {
+    let mut e = Env::new();
+    e.boot();
+    // VIRQ_CONSOLE (2) is domain-wide: bound on vCPU 0, then moved to vCPU 1.
+    let (r, port) = e.bind_virq(2, 0);
+    assert_eq!(r, 0);
+    let mut a = [0u8; 8];
+    a[0..4].copy_from_slice(&port.to_le_bytes());
+    a[4..8].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(e.evtchn(8, &a), 0);
+    assert_eq!(e.evtchn(3, &port.to_le_bytes()), 0, "closed");
+    // The binding went with the port: the VIRQ binds again.
+    let (r, again) = e.bind_virq(2, 0);
+    assert_eq!(r, 0, "VIRQ_CONSOLE binds again after its port was closed");
+    assert_eq!(status(&mut e, again).1[0], 4, "bound to a VIRQ");
+}

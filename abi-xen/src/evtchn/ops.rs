@@ -172,13 +172,14 @@ fn close(x: &mut Xen, cx: &mut Cx<'_>, arg: u64) -> Result<u64, Errno> {
     match p.binding {
         Binding::Free => return Err(Errno::EINVAL),
         Binding::Virq(v) => {
-            if let Some(slot) = x
-                .ports
-                .virq
-                .get_mut(usize::from(p.vcpu))
-                .and_then(|s| s.get_mut(usize::from(v)))
-            {
-                *slot = 0;
+            // The table entry that names this port, wherever the port's notify vCPU is now:
+            // `bind_vcpu` moves a domain-wide VIRQ's port without moving its entry.
+            for per_vcpu in x.ports.virq.iter_mut() {
+                if let Some(slot) = per_vcpu.get_mut(usize::from(v))
+                    && u32::from(*slot) == port
+                {
+                    *slot = 0;
+                }
             }
         }
         Binding::Interdomain {
