@@ -71,13 +71,21 @@ impl Pending {
         }
     }
 
+    /// An interrupt the guest EOIs. It also ends a no-EOI marking of the vector: an ABI that
+    /// stopped delivering it without EOI (Xen's callback vector given up for per-vCPU upcall
+    /// vectors, or moved to another vector) must not leave it stranded outside ISR for ever.
     pub fn post(&self, vector: u8) {
-        self.bits[usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
+        let (w, b) = (usize::from(vector / 64), 1u64 << (vector % 64));
+        if self.no_eoi[w].load(Ordering::Acquire) & b != 0 {
+            self.no_eoi[w].fetch_and(!b, Ordering::AcqRel);
+        }
+        self.bits[w].fetch_or(b, Ordering::AcqRel);
     }
 
     pub fn post_no_eoi(&self, vector: u8) {
-        self.no_eoi[usize::from(vector / 64)].fetch_or(1 << (vector % 64), Ordering::AcqRel);
-        self.post(vector);
+        let (w, b) = (usize::from(vector / 64), 1u64 << (vector % 64));
+        self.no_eoi[w].fetch_or(b, Ordering::AcqRel);
+        self.bits[w].fetch_or(b, Ordering::AcqRel);
     }
 
     pub fn kick(&self) {
@@ -145,8 +153,9 @@ impl Pending {
     }
 
     fn drain_into(&self, irr: &mut [u64; 4], no_eoi: &mut [u64; 4]) {
+        // The vector's property as of the latest posting (see `post`).
         for (w, dst) in self.no_eoi.iter().zip(no_eoi.iter_mut()) {
-            *dst |= w.load(Ordering::Acquire);
+            *dst = w.load(Ordering::Acquire);
         }
         for (w, dst) in self.bits.iter().zip(irr.iter_mut()) {
             *dst |= w.swap(0, Ordering::AcqRel);

@@ -244,3 +244,31 @@ fn a_vcpu_waiting_for_sipi_wakes_only_for_init_or_sipi() {
     q.post_init();
     assert!(q.wakes(true));
 }
+
+#[test]
+fn a_vector_posted_for_eoi_again_is_no_longer_no_eoi() {
+    let mut a = VLapic::new(0, true, TSC_HZ, BUS_HZ);
+    a.wrmsr(X2APIC_MSR_FIRST + REG_SVR, 0x1FF, 0).unwrap();
+    let p = Pending::new();
+    // Xen's callback vector: delivered without an EOI to follow.
+    p.post_no_eoi(0xF3);
+    a.sync(&p);
+    assert_eq!(a.deliverable(), Some(0xF3));
+    a.delivered(0xF3);
+    assert_eq!(
+        a.rdmsr(X2APIC_MSR_FIRST + REG_ISR0 + 7, 0),
+        Ok(0),
+        "not in service"
+    );
+    // The guest moved to per-vCPU upcall vectors on the same vector: EOI'd from now on.
+    p.post(0xF3);
+    a.sync(&p);
+    a.delivered(0xF3);
+    assert_ne!(
+        a.rdmsr(X2APIC_MSR_FIRST + REG_ISR0 + 7, 0),
+        Ok(0),
+        "in service until EOI"
+    );
+    assert_eq!(a.wrmsr(X2APIC_MSR_FIRST + REG_EOI, 0, 0), Ok(Effect::None));
+    assert_eq!(a.unmatched_eois, 0);
+}
