@@ -240,7 +240,18 @@ fn rig(personality: Personality, long_mode: bool) -> Rig {
         Personality::Xen => Instance::Xen(abi_xen::Xen::new(abi_xen::Config::new(
             abi_xen::HypercallInsn::Vmcall,
         ))),
-        _ => Instance::None,
+        Personality::HyperV => Instance::HyperV(
+            abi_hyperv::HyperV::new(
+                abi_hyperv::Config {
+                    insn: abi_hyperv::HypercallInsn::Vmcall,
+                    apic_hz: Some(TSC_HZ),
+                    tsc_offset: 0,
+                },
+                &virt::testing::FakeHost::new(2),
+            )
+            .unwrap(),
+        ),
+        Personality::None => Instance::None,
     };
     if personality == Personality::HyperV {
         vm.devices.ioapic.call_once(IoApicDevice::new);
@@ -540,4 +551,78 @@ fn a_rewritten_instruction_gets_ud_and_host_interrupts_are_taken() {
         }),
         Action::Stop(StopReason::Unsupported { .. })
     ));
+}
+
+/// Seeded arbitrary exits on every personality: CPUID leaves, MSRs and ports anywhere,
+/// hypercalls with arbitrary registers, device and unbacked accesses decoded from arbitrary
+/// bytes at RIP. The hypervisor answers each without panicking, and the VM survives unless it
+/// was told to stop.
+#[test]
+fn arbitrary_exits_never_panic() {
+    let mut rng = virt::testing::XorShift(0x5eed_1234_abcd_0001);
+    for personality in [Personality::None, Personality::Xen, Personality::HyperV] {
+        for long in [false, true] {
+            let mut r = rig(personality, long);
+            for _ in 0..3000 {
+                let x = rng.next_u64();
+                let y = rng.next_u64();
+                let z = rng.next_u64();
+                r.st.vcpu.injected = None;
+                r.st.vcpu.regs.rip = 0x1000 + (x & 0xff);
+                let mut insn = [0u8; 16];
+                insn.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, b)| *b = (z >> (i % 8 * 8)) as u8);
+                r.st.vcpu.ram.write(r.st.vcpu.regs.rip, &insn).unwrap();
+                r.st.vcpu.regs.rax = y;
+                r.st.vcpu.regs.rbx = z;
+                r.st.vcpu.regs.rcx = x >> 32;
+                r.st.vcpu.regs.rdx = y.rotate_left(17);
+                r.st.vcpu.regs.rdi = z.rotate_left(9) & 0x1f_ffff;
+                r.st.vcpu.regs.rsi = y & 0x1f_ffff;
+                let exit = match x % 9 {
+                    0 => Exit::Cpuid {
+                        leaf: (y as u32) & 0x8000_00ff | (y >> 32) as u32 & 0x4000_0000,
+                        subleaf: z as u32,
+                    },
+                    1 => Exit::Rdmsr { msr: y as u32 },
+                    2 => Exit::Wrmsr {
+                        msr: y as u32,
+                        value: z,
+                    },
+                    3 => Exit::Io(IoExit {
+                        port: y as u16,
+                        size: [1, 2, 4][(z % 3) as usize],
+                        write: z & 8 != 0,
+                        value: (z >> 8) as u32,
+                        string: false,
+                        rep: false,
+                    }),
+                    4 => Exit::Hypercall,
+                    5 => Exit::NestedPageFault(NestedFault {
+                        gpa: if y & 1 == 0 {
+                            0xFEC0_0000 + (z & 0xfff)
+                        } else {
+                            y
+                        },
+                        read: z & 1 != 0,
+                        write: z & 2 != 0,
+                        exec: z & 4 != 0,
+                        present: false,
+                        during_walk: z & 8 != 0,
+                    }),
+                    6 => Exit::Hlt,
+                    7 => Exit::Exception {
+                        vector: (y % 32) as u8,
+                        error_code: Some(z as u32),
+                    },
+                    _ => Exit::InterruptWindow,
+                };
+                let _ = r.exit(exit);
+                interrupts::prepare(&mut r.st, &r.vm.vcpus[0].pending, r.m.tsc());
+                r.m.tsc.set(r.m.tsc.get() + (x & 0xffff));
+            }
+            assert_eq!(r.st.stats.total(), 3000, "every exit was handled");
+        }
+    }
 }
