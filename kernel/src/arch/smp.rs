@@ -16,7 +16,9 @@ pub static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// Released by the BSP once the VMs exist: APs then enter their scheduler loops.
 pub static GO: AtomicBool = AtomicBool::new(false);
 
-const AP_STACK: usize = 64 * 1024;
+/// As large as the BSP's: a pCPU that restarts a VM builds its personality there, and Xen's
+/// (with its xenstore) is over 64 KiB.
+pub const AP_STACK: usize = 256 * 1024;
 
 #[repr(C, align(16))]
 struct Stacks([[u8; AP_STACK]; MAX_CPUS]);

@@ -37,6 +37,10 @@ pub struct VcpuCell {
 
 pub type VmSlot = Vm<VcpuCell>;
 
+// A restart builds the personality on whichever pCPU the VM's last vCPU left; its value and a
+// copy or two must fit that pCPU's stack with room for the rest of the call chain.
+const _: () = assert!(core::mem::size_of::<Instance>() * 3 < crate::arch::smp::AP_STACK);
+
 /// What a VM is built from, kept to build it again when it restarts.
 pub struct BootFiles {
     pub spec: VmSpec,
