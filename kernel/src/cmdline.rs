@@ -8,6 +8,8 @@ pub enum SelfTest {
     Panic,
     /// A CPU exception (#UD) after bring-up.
     Fault,
+    /// The BSP's stack overflows into its guard page after bring-up.
+    StackOverflow,
     /// Bring up the host's NVMe controller and write, flush and read back its first
     /// namespace (a scratch disk: its start is overwritten); the run continues if it works.
     Nvme,
@@ -47,6 +49,7 @@ impl Options {
                 "janus.selftest=none" => opts.selftest = SelfTest::None,
                 "janus.selftest=panic" => opts.selftest = SelfTest::Panic,
                 "janus.selftest=fault" => opts.selftest = SelfTest::Fault,
+                "janus.selftest=stack-overflow" => opts.selftest = SelfTest::StackOverflow,
                 "janus.selftest=nvme" => opts.selftest = SelfTest::Nvme,
                 "janus.selftest=disk" => opts.selftest = SelfTest::Disk,
                 "janus.selftest=disk-stress" => opts.selftest = SelfTest::DiskStress,
@@ -73,6 +76,12 @@ mod tests {
         assert_eq!(
             Options::parse("janus.selftest=nvme").unwrap().selftest,
             SelfTest::Nvme
+        );
+        assert_eq!(
+            Options::parse("janus.selftest=stack-overflow")
+                .unwrap()
+                .selftest,
+            SelfTest::StackOverflow
         );
     }
 

@@ -10,12 +10,6 @@ mod entry {
 
     hermit_entry::define_entry_version!();
 
-    const STACK_SIZE: usize = 256 * 1024;
-
-    #[repr(C, align(16))]
-    struct Stack([u8; STACK_SIZE]);
-    static mut BOOT_STACK: Stack = Stack([0; STACK_SIZE]);
-
     // The loader's signature check: this must be exactly hermit-entry's `Entry`.
     const _ENTRY: hermit_entry::Entry = _start;
 
@@ -29,8 +23,8 @@ mod entry {
             "xor ebp, ebp",
             "call {main}",
             "ud2",
-            stack = sym BOOT_STACK,
-            size = const STACK_SIZE,
+            stack = sym kernel::arch::stack::BOOT_STACK,
+            size = const kernel::arch::stack::STRIDE,
             main = sym kernel::start::kernel_main,
         )
     }

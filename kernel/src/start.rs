@@ -87,6 +87,11 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         Ok(m) => m,
         Err(_) => fatal(format_args!("out of memory building the host page tables")),
     };
+    if crate::arch::stack::protect().is_err() {
+        fatal(format_args!(
+            "could not unmap the kernel stacks' guard pages"
+        ));
+    }
     println!(
         "memory: {} MiB usable in {} regions, top {:#x}, {} MiB free, {} GiB identity mapped",
         summary.usable >> 20,
@@ -303,6 +308,16 @@ fn run_selftest(test: SelfTest) {
             // SAFETY: raises #UD on purpose; the trap handler ends the run.
             unsafe {
                 core::arch::asm!("ud2")
+            };
+        }
+        SelfTest::StackOverflow => {
+            let guard_end = crate::arch::stack::bottom(0);
+            // UNSAFETY: running out of stack can only be arranged in assembly.
+            #[expect(unsafe_code)]
+            // SAFETY: moves RSP to the bottom of this CPU's stack and pushes once more, as a
+            // runaway recursion would; the guard page faults and the run ends there.
+            unsafe {
+                core::arch::asm!("mov rsp, {0}", "push rax", "ud2", in(reg) guard_end, options(noreturn))
             };
         }
     }

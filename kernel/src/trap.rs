@@ -70,11 +70,17 @@ pub fn dispatch(frame: &mut TrapFrame) {
 /// A CPU exception in the hypervisor itself is a hypervisor bug: report it and end the run.
 fn host_exception(frame: &TrapFrame) -> ! {
     let name = EXCEPTION_NAMES[(frame.vector & 31) as usize];
-    let cr2 = if frame.vector == 14 {
+    // A double fault keeps CR2 from the page fault that could not be delivered.
+    let cr2 = if frame.vector == 14 || frame.vector == 8 {
         crate::arch::cpu::read_cr2()
     } else {
         0
     };
+    if let Some(cpu) = crate::arch::stack::overflowed(cr2) {
+        crate::console::emergency(format_args!(
+            "\njanus: FATAL kernel stack overflow on pCPU {cpu} (guard page {cr2:#x} touched)\n"
+        ));
+    }
     crate::console::emergency(format_args!(
         "\njanus: FATAL host exception #{} ({}) at RIP={:#x} error={:#x} CR2={:#x} RSP={:#x}\n",
         frame.vector, name, frame.rip, frame.error_code, cr2, frame.rsp

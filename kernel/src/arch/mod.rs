@@ -9,5 +9,6 @@ pub mod gdt;
 pub mod idt;
 pub mod pic;
 pub mod smp;
+pub mod stack;
 pub mod tsc;
 pub mod verdict;

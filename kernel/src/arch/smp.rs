@@ -16,14 +16,6 @@ pub static ONLINE: AtomicUsize = AtomicUsize::new(1);
 /// Released by the BSP once the VMs exist: APs then enter their scheduler loops.
 pub static GO: AtomicBool = AtomicBool::new(false);
 
-/// As large as the BSP's: a pCPU that restarts a VM builds its personality there, and Xen's
-/// (with its xenstore) is over 64 KiB.
-pub const AP_STACK: usize = 256 * 1024;
-
-#[repr(C, align(16))]
-struct Stacks([[u8; AP_STACK]; MAX_CPUS]);
-static mut AP_STACKS: Stacks = Stacks([[0; AP_STACK]; MAX_CPUS]);
-
 // Offsets inside the trampoline page; the 16-bit code addresses them relative to DS = CS.
 const OFF_GDT_PTR: usize = 32;
 const OFF_CR3: usize = 40;
@@ -102,7 +94,7 @@ janus_tramp_end:
     .text
 "#,
     max = const MAX_CPUS,
-    stack = const AP_STACK,
+    stack = const super::stack::STRIDE,
 );
 
 unsafe extern "C" {
@@ -199,7 +191,7 @@ pub fn start_aps(page: u64, entry: extern "C" fn(usize) -> !) -> usize {
             dst.add(offset(&raw const janus_tramp_next)).cast::<u32>(),
             1,
         );
-        let stacks = (&raw mut AP_STACKS) as u64;
+        let stacks = super::stack::ap_stacks_base();
         core::ptr::write_unaligned(
             dst.add(offset(&raw const janus_tramp_stacks)).cast::<u64>(),
             stacks,

@@ -6,7 +6,8 @@
 use super::phys;
 use boot::mbinfo::{MachineInfo, RegionKind};
 use x86::bits64::paging::{
-    PAddr, PD, PDEntry, PDFlags, PDPT, PDPTEntry, PDPTFlags, PML4, PML4Entry, PML4Flags,
+    PAddr, PD, PDEntry, PDFlags, PDPT, PDPTEntry, PDPTFlags, PML4, PML4Entry, PML4Flags, PT,
+    PTEntry, PTFlags, VAddr, pd_index, pdpt_index, pml4_index, pt_index,
 };
 
 const GIB: u64 = 1 << 30;
@@ -62,8 +63,54 @@ pub fn mapped_span() -> u64 {
     SPAN.load(core::sync::atomic::Ordering::Acquire)
 }
 
+/// Unmaps the 4 KiB page at `page` (a stack's guard page), splitting its 2 MiB page into
+/// 4 KiB ones with the same attributes. Only before the APs start: no other CPU may hold a
+/// translation of the old large page.
+pub fn guard(page: u64) -> Result<(), PagingError> {
+    if !page.is_multiple_of(FRAME) || page >= SPAN.load(core::sync::atomic::Ordering::Acquire) {
+        return Err(PagingError);
+    }
+    let v = VAddr::from(page);
+    // SAFETY: reading CR3 has no side effects.
+    let root = unsafe { x86::controlregs::cr3() } & !0xfff;
+    // `init` built these tables in identity-mapped frames owned for ever, and only this
+    // function (on the BSP, before the APs run) changes them.
+    // SAFETY: see above.
+    let pml4 = unsafe { &*(root as *const PML4) };
+    // SAFETY: see above.
+    let pdpt = unsafe { &*(pml4[pml4_index(v)].address().as_u64() as *const PDPT) };
+    // SAFETY: see above.
+    let pd = unsafe { &mut *(pdpt[pdpt_index(v)].address().as_u64() as *mut PD) };
+    let entry = &mut pd[pd_index(v)];
+    if !entry.is_present() {
+        return Err(PagingError);
+    }
+    if entry.is_page() {
+        let base = entry.address().as_u64();
+        let mut flags = PTFlags::P | PTFlags::RW;
+        if entry.flags().contains(PDFlags::PCD) {
+            flags |= PTFlags::PCD | PTFlags::PWT;
+        }
+        let pt_pa = phys::alloc_zeroed(1, FRAME).map_err(|_| PagingError)?;
+        // SAFETY: a freshly allocated, zeroed, identity-mapped frame.
+        let pt = unsafe { &mut *(pt_pa as *mut PT) };
+        for (i, e) in pt.iter_mut().enumerate() {
+            *e = PTEntry::new(PAddr(base + i as u64 * FRAME), flags);
+        }
+        *entry = PDEntry::new(PAddr(pt_pa), PDFlags::P | PDFlags::RW);
+    }
+    // SAFETY: see above; the entry now points at a page table.
+    let pt = unsafe { &mut *(entry.address().as_u64() as *mut PT) };
+    pt[pt_index(v)] = PTEntry::new(PAddr(0), PTFlags::empty());
+    // SAFETY: reloading CR3 only drops cached translations.
+    unsafe { x86::tlb::flush_all() };
+    Ok(())
+}
+
 /// Walks the live host tables and compares them with the identity map `init` built, 2 MiB
-/// page by page; nothing changes them afterwards, so any mismatch is damage.
+/// page by page; nothing changes them afterwards but the guard pages, so any other mismatch
+/// is damage. A 2 MiB page split for a guard counts as intact when every 4 KiB page in it is
+/// identity mapped except the guard pages, which are absent.
 pub fn damaged() -> super::mapcheck::Mismatches {
     let span = SPAN.load(core::sync::atomic::Ordering::Acquire);
     // SAFETY: reading CR3 has no side effects.
@@ -73,21 +120,37 @@ pub fn damaged() -> super::mapcheck::Mismatches {
     // SAFETY: see above.
     let pml4 = unsafe { &*(root as *const PML4) };
     let walk = |va: u64| -> Option<u64> {
-        let v = x86::bits64::paging::VAddr::from(va);
-        let l4 = pml4[x86::bits64::paging::pml4_index(v)];
+        let v = VAddr::from(va);
+        let l4 = pml4[pml4_index(v)];
         if !l4.is_present() {
             return None;
         }
         // SAFETY: see above.
         let pdpt = unsafe { &*(l4.address().as_u64() as *const PDPT) };
-        let l3 = pdpt[x86::bits64::paging::pdpt_index(v)];
+        let l3 = pdpt[pdpt_index(v)];
         if !l3.is_present() {
             return None;
         }
         // SAFETY: see above.
         let pd = unsafe { &*(l3.address().as_u64() as *const PD) };
-        let l2 = pd[x86::bits64::paging::pd_index(v)];
-        (l2.is_present() && l2.is_page()).then(|| l2.address().as_u64())
+        let l2 = pd[pd_index(v)];
+        if !l2.is_present() {
+            return None;
+        }
+        if l2.is_page() {
+            return Some(l2.address().as_u64());
+        }
+        // SAFETY: see above.
+        let pt = unsafe { &*(l2.address().as_u64() as *const PT) };
+        let intact = pt.iter().enumerate().all(|(i, e)| {
+            let page = va + i as u64 * FRAME;
+            if crate::arch::stack::is_guard(page) {
+                !e.is_present()
+            } else {
+                e.is_present() && e.address().as_u64() == page
+            }
+        });
+        intact.then_some(va)
     };
     super::mapcheck::compare(0..span, LARGE, Some, walk)
 }

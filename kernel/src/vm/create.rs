@@ -13,6 +13,7 @@ use super::state::{
 use crate::manifest::{Personality, VmSpec};
 use crate::mm::phys::{self, Frames};
 use crate::sched::policy::{CpuQueue, VcpuRef, home_cpu};
+use alloc::boxed::Box;
 use boot::mbinfo::MachineInfo;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
@@ -37,9 +38,14 @@ pub struct VcpuCell {
 
 pub type VmSlot = Vm<VcpuCell>;
 
-// A restart builds the personality on whichever pCPU the VM's last vCPU left; its value and a
-// copy or two must fit that pCPU's stack with room for the rest of the call chain.
-const _: () = assert!(core::mem::size_of::<Instance>() * 3 < crate::arch::smp::AP_STACK);
+// A personality's value passes through the stack of `make_personality` on its way to the heap
+// (a restart runs on whichever pCPU the VM's last vCPU left); that copy must leave most of the
+// stack to the rest of the call chain.
+#[cfg(feature = "xen")]
+const _: () = assert!(core::mem::size_of::<abi_xen::Xen>() < crate::arch::stack::STACK_BYTES / 2);
+#[cfg(feature = "hyperv")]
+const _: () =
+    assert!(core::mem::size_of::<abi_hyperv::HyperV>() * 2 < crate::arch::stack::STACK_BYTES / 2);
 
 /// What a VM is built from, kept to build it again when it restarts.
 pub struct BootFiles {
@@ -305,7 +311,7 @@ fn make_personality(
             cfg.store_pfn = Some((layout.hv_pages().start >> 12) + 1);
             cfg.domid = u16::from(index) + 1;
             cfg.boot_utc_ns = crate::arch::tsc::boot_unix_ns();
-            Ok(Instance::Xen(abi_xen::Xen::new(cfg)))
+            Ok(Instance::Xen(Box::new(abi_xen::Xen::new(cfg))))
         }
         #[cfg(feature = "hyperv")]
         Personality::HyperV => {
@@ -328,7 +334,7 @@ fn make_personality(
                 outbox: super::console::Outbox::new(),
             };
             abi_hyperv::HyperV::new(cfg, &host)
-                .map(Instance::HyperV)
+                .map(|h| Instance::HyperV(Box::new(h)))
                 .map_err(|_| CreateError::Personality("Hyper-V: unsupported vCPU count"))
         }
         #[allow(unreachable_patterns)]

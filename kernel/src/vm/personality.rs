@@ -5,20 +5,21 @@ use super::Machine;
 use super::console::Outbox;
 use super::state::{VcpuSlot, Vm, VmInfo};
 use super::uart::LineBuf;
+use alloc::boxed::Box;
 use core::sync::atomic::Ordering;
 use vcpu::GuestRam;
 use virt::personality::{Host, Personality, VcpuView};
 use virt::{GuestMemory, MemError};
 
-/// The personality of one VM. It lives in the VM's slot and never moves after creation, so
-/// the size difference between variants costs nothing.
-#[allow(clippy::large_enum_variant)]
+/// The personality of one VM. On the heap: Xen's is tens of KiB (its xenstore), and an
+/// inline value would be copied through the stack of every function that builds or replaces
+/// it, which once overflowed the BSP's stack.
 pub enum Instance {
     None,
     #[cfg(feature = "xen")]
-    Xen(abi_xen::Xen),
+    Xen(Box<abi_xen::Xen>),
     #[cfg(feature = "hyperv")]
-    HyperV(abi_hyperv::HyperV),
+    HyperV(Box<abi_hyperv::HyperV>),
 }
 
 impl Instance {
@@ -26,9 +27,9 @@ impl Instance {
         match self {
             Instance::None => None,
             #[cfg(feature = "xen")]
-            Instance::Xen(x) => Some(x),
+            Instance::Xen(x) => Some(x.as_mut()),
             #[cfg(feature = "hyperv")]
-            Instance::HyperV(h) => Some(h),
+            Instance::HyperV(h) => Some(h.as_mut()),
         }
     }
 

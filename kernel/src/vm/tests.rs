@@ -237,10 +237,10 @@ fn rig(personality: Personality, long_mode: bool) -> Rig {
         vcpus: 2,
     });
     vm.personality.lock().instance = match personality {
-        Personality::Xen => Instance::Xen(abi_xen::Xen::new(abi_xen::Config::new(
+        Personality::Xen => Instance::Xen(Box::new(abi_xen::Xen::new(abi_xen::Config::new(
             abi_xen::HypercallInsn::Vmcall,
-        ))),
-        Personality::HyperV => Instance::HyperV(
+        )))),
+        Personality::HyperV => Instance::HyperV(Box::new(
             abi_hyperv::HyperV::new(
                 abi_hyperv::Config {
                     insn: abi_hyperv::HypercallInsn::Vmcall,
@@ -250,7 +250,7 @@ fn rig(personality: Personality, long_mode: bool) -> Rig {
                 &virt::testing::FakeHost::new(2),
             )
             .unwrap(),
-        ),
+        )),
         Personality::None => Instance::None,
     };
     if personality == Personality::HyperV {
