@@ -1,11 +1,12 @@
 //! Grant tables, version 1 only, for in-hypervisor backends.
 //!
-//! The table lives in guest memory: `XENMEM_add_to_physmap(XENMAPSPACE_grant_table, idx,
-//! gpfn)` adopts the guest's own page at `gpfn` as frame `idx`, so nothing is remapped and the
-//! guest writes its entries straight into RAM that a backend then reads. A guest that picks a
-//! GPFN outside its RAM (Linux's "unpopulated" scratch area) is answered `-ENOSYS` with the
-//! GPFN as the logged detail: backing such a frame needs the kernel to alias a hypervisor page
-//! into the nested page tables.
+//! The table lives in guest memory. `XENMEM_add_to_physmap(XENMAPSPACE_grant_table, idx,
+//! gpfn)` with `gpfn` in RAM adopts the guest's own page as frame `idx`: nothing is remapped
+//! and the guest writes its entries straight into RAM that a backend then reads. A `gpfn`
+//! outside RAM (where Linux puts them: its "unpopulated" area above memory) becomes, through
+//! [`Host::alias_page`], a second name for frame `idx`'s page among the reserved ones
+//! ([`crate::Config::grant_frames_pfn`]), which is where the backend reads it. As on Xen, a
+//! frame placed again moves: its old place is unbacked.
 //!
 //! Backends never map through hypercalls: they call [`Xen::grant_frame`] per access, which
 //! checks the entry the way Xen's grant copy does (permit_access, the backend's domain,
@@ -18,6 +19,7 @@ use crate::guest::u16_at;
 use crate::hypercall::Cx;
 use crate::{DOMID_SELF, Xen};
 use virt::GuestMemory;
+use virt::personality::{AliasError, Host};
 
 const PAGE: u64 = 0x1000;
 /// Frames a guest may map: 8 × 512 = 4096 grant references.
@@ -55,9 +57,18 @@ pub enum GrantError {
     BadFrame,
 }
 
+#[derive(Clone, Copy)]
+struct Frame {
+    /// Where the entries are read: the guest's own page, or the reserved page behind an alias.
+    table: u64,
+    /// Where the guest placed the frame, if it still is there.
+    placed: Option<u64>,
+    /// `placed` is an alias the kernel made (to be removed when the frame moves).
+    aliased: bool,
+}
+
 pub(crate) struct GrantTable {
-    /// Where the guest placed each frame (GPA), by index.
-    frames: [Option<u64>; MAX_FRAMES as usize],
+    frames: [Option<Frame>; MAX_FRAMES as usize],
 }
 
 impl GrantTable {
@@ -65,6 +76,28 @@ impl GrantTable {
         GrantTable {
             frames: [None; MAX_FRAMES as usize],
         }
+    }
+
+    /// Places frame `idx` at `gpa`, its entries read at `table`. Whatever was placed at `gpa`
+    /// before is displaced, and the frame's old alias, if any, removed.
+    fn place(&mut self, host: &mut dyn Host, idx: usize, gpa: u64, table: u64, aliased: bool) {
+        for (i, f) in self.frames.iter_mut().enumerate() {
+            let Some(f) = f else { continue };
+            if i == idx {
+                if f.aliased
+                    && let Some(old) = f.placed.filter(|&p| p != gpa)
+                {
+                    host.unalias_page(old);
+                }
+            } else if f.placed == Some(gpa) {
+                f.placed = None;
+            }
+        }
+        self.frames[idx] = Some(Frame {
+            table,
+            placed: Some(gpa),
+            aliased,
+        });
     }
 
     /// Frames in use: one past the highest index mapped.
@@ -75,23 +108,13 @@ impl GrantTable {
             .map_or(0, |i| i as u32 + 1)
     }
 
-    /// Records frame `idx` at the guest page `gpa` (which the caller checked lies in RAM).
-    pub fn map_frame(&mut self, idx: u64, gpa: u64) -> Result<(), Errno> {
-        let slot = usize::try_from(idx)
-            .ok()
-            .and_then(|i| self.frames.get_mut(i))
-            .ok_or(Errno::EINVAL)?;
-        *slot = Some(gpa);
-        Ok(())
-    }
-
     /// The entry's guest-physical address.
     fn entry_gpa(&self, gref: u32) -> Option<u64> {
         let frame = self
             .frames
             .get((gref / ENTRIES_PER_FRAME) as usize)?
             .as_ref()?;
-        Some(frame + u64::from(gref % ENTRIES_PER_FRAME) * ENTRY)
+        Some(frame.table + u64::from(gref % ENTRIES_PER_FRAME) * ENTRY)
     }
 
     pub fn grant(&self, mem: &dyn GuestMemory, gref: u32, write: bool) -> Result<u64, GrantError> {
@@ -133,19 +156,39 @@ impl Xen {
 }
 
 /// `XENMEM_add_to_physmap` with `XENMAPSPACE_grant_table`.
-pub(crate) fn add_to_physmap(x: &mut Xen, cx: &Cx<'_>, idx: u64, gpfn: u64) -> Result<u64, Errno> {
+pub(crate) fn add_to_physmap(
+    x: &mut Xen,
+    cx: &mut Cx<'_>,
+    idx: u64,
+    gpfn: u64,
+) -> Result<u64, Errno> {
     // Bit 31 of idx asks for a v2 status frame.
-    if idx >= u64::from(MAX_FRAMES) {
-        return Err(Errno::EINVAL);
-    }
-    let in_ram = gpfn
+    let idx = usize::try_from(idx)
+        .ok()
+        .filter(|&i| i < MAX_FRAMES as usize)
+        .ok_or(Errno::EINVAL)?;
+    let gpa = gpfn
         .checked_mul(PAGE)
-        .filter(|g| g.checked_add(PAGE).is_some_and(|end| end <= cx.mem.size()));
-    let Some(gpa) = in_ram else {
+        .filter(|g| g.checked_add(PAGE).is_some())
+        .ok_or(Errno::EINVAL)?;
+    if gpa + PAGE <= cx.mem.size() {
+        if x.is_reserved_pfn(gpfn) {
+            return Err(Errno::EINVAL);
+        }
+        x.gnttab.place(cx.host, idx, gpa, gpa, false);
+        return Ok(0);
+    }
+    let Some(base) = x.cfg.grant_frames_pfn else {
         x.stats.detail = Some(gpfn);
         return Err(Errno::ENOSYS);
     };
-    x.gnttab.map_frame(idx, gpa)?;
+    let backing = (base + idx as u64) * PAGE;
+    cx.host.alias_page(gpa, backing).map_err(|e| match e {
+        AliasError::Unsupported => Errno::ENOSYS,
+        AliasError::Refused => Errno::EINVAL,
+        AliasError::Full => Errno::ENOMEM,
+    })?;
+    x.gnttab.place(cx.host, idx, gpa, backing, true);
     Ok(0)
 }
 

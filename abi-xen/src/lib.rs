@@ -77,6 +77,11 @@ pub struct Config {
     /// it must lie inside guest memory (reserved in the guest's memory map). `None` disables
     /// xenbus in the guest.
     pub store_pfn: Option<u64>,
+    /// First of [`MAX_GRANT_FRAMES`] guest frames, reserved in the guest's memory maps, that
+    /// back grant-table frames the guest places outside its RAM (Linux puts them above it);
+    /// the kernel aliases each placement to its backing page. `None`: such placements are
+    /// answered `-ENOSYS`.
+    pub grant_frames_pfn: Option<u64>,
     /// UTC in nanoseconds at host time 0 (`Host::now_ns() == 0`): the shared_info wall clock.
     pub boot_utc_ns: u64,
     /// The host TSC is invariant and synchronised across pCPUs (`PVCLOCK_TSC_STABLE_BIT`).
@@ -96,6 +101,7 @@ impl Config {
             version: (4, 15),
             console_pfn: None,
             store_pfn: None,
+            grant_frames_pfn: None,
             boot_utc_ns: 0,
             tsc_stable: true,
             advertise_upcall_vector: false,
@@ -169,6 +175,16 @@ pub struct Xen {
 }
 
 impl Xen {
+    /// A frame this personality keeps for itself: the console and store rings and the pages
+    /// behind aliased grant frames.
+    pub(crate) fn is_reserved_pfn(&self, pfn: u64) -> bool {
+        let c = &self.cfg;
+        c.console_pfn == Some(pfn)
+            || c.store_pfn == Some(pfn)
+            || c.grant_frames_pfn
+                .is_some_and(|b| (b..b + u64::from(MAX_GRANT_FRAMES)).contains(&pfn))
+    }
+
     /// A VM's Xen personality. It is a few tens of KiB: place it in the VM object, not on a
     /// small stack.
     pub fn new(cfg: Config) -> Self {

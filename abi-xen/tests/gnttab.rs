@@ -132,3 +132,56 @@ fn backend_access_obeys_the_entry() {
     entry(&e, FRAME0_PFN, 8, 0, 0, data);
     assert_eq!(g(&e, 8, false), Err(GrantError::NotPermitted));
 }
+
+#[test]
+fn frames_outside_ram_are_aliases_of_reserved_pages() {
+    const BACKING_PFN: u64 = 0x60;
+    let mut cfg = config();
+    cfg.grant_frames_pfn = Some(BACKING_PFN);
+    let mut e = Env::with(cfg, 2);
+    let above = (RAM as u64 >> 12) + 0x1000;
+    assert_eq!(map_frame(&mut e, 1, above + 1), 0);
+    assert_eq!(map_frame(&mut e, 0, above), 0);
+    assert_eq!(
+        e.host.aliases,
+        [
+            (above * 4096 + 4096, (BACKING_PFN + 1) * 4096),
+            (above * 4096, BACKING_PFN * 4096)
+        ]
+    );
+    // The backend reads what the guest wrote through the alias: the backing page.
+    entry(&e, BACKING_PFN + 1, 3, 1, 0, DATA_PFN as u32);
+    assert_eq!(
+        e.xen.grant_frame(&e.mem, 512 + 3, true),
+        Ok(DATA_PFN * 4096)
+    );
+    // A frame placed again moves: its old place is unbacked.
+    assert_eq!(map_frame(&mut e, 1, above + 7), 0);
+    assert_eq!(
+        e.host.aliases,
+        [
+            (above * 4096, BACKING_PFN * 4096),
+            (above * 4096 + 7 * 4096, (BACKING_PFN + 1) * 4096)
+        ]
+    );
+    // Back into RAM: the guest's own page, and the alias goes.
+    assert_eq!(map_frame(&mut e, 0, FRAME0_PFN), 0);
+    assert_eq!(
+        e.host.aliases,
+        [(above * 4096 + 7 * 4096, (BACKING_PFN + 1) * 4096)]
+    );
+    // The reserved pages themselves, the console ring, and a GPFN that overflows are refused.
+    assert_eq!(map_frame(&mut e, 2, BACKING_PFN + 3), EINVAL);
+    assert_eq!(map_frame(&mut e, 2, CONSOLE_PFN), EINVAL);
+    assert_eq!(map_frame(&mut e, 2, u64::MAX >> 4), EINVAL);
+    // What the kernel refuses is refused to the guest.
+    e.host.alias_refusal = Some(virt::personality::AliasError::Refused);
+    assert_eq!(map_frame(&mut e, 2, above + 9), EINVAL);
+    e.host.alias_refusal = Some(virt::personality::AliasError::Full);
+    assert_eq!(map_frame(&mut e, 2, above + 9), -12);
+    assert_eq!(
+        e.xen.grant_frame(&e.mem, 2 * 512, false),
+        Err(GrantError::BadRef),
+        "a refused frame is not in the table"
+    );
+}

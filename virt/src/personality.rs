@@ -31,6 +31,19 @@ pub struct VcpuView {
     pub long_mode: bool,
 }
 
+/// Why the kernel would not make a guest page an alias (see [`Host::alias_page`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum AliasError {
+    /// This kernel (or test host) does not alias pages.
+    Unsupported,
+    /// The page is RAM, a device's, beyond what the nested tables map, or `backing` is not
+    /// one of the VM's reserved pages.
+    Refused,
+    /// The VM has as many aliases as the kernel keeps.
+    Full,
+}
+
 /// Services the kernel offers a personality. All calls are cheap and never block.
 pub trait Host {
     /// Host monotonic time in nanoseconds (TSC based).
@@ -52,6 +65,20 @@ pub trait Host {
     fn kick(&mut self, vcpu: u32);
     /// Bytes the guest wrote to the hypervisor console (prefixed with the VM name by the kernel).
     fn console_write(&mut self, bytes: &[u8]);
+
+    /// Makes the guest-physical page `gpa`, which lies outside the VM's RAM, a second name for
+    /// the RAM page `backing`, one the memory maps keep from the guest (Xen's grant-table
+    /// frames, which the guest places where it likes, often above its RAM). An earlier alias
+    /// at `gpa` is replaced. The personality reads the page at `backing`.
+    fn alias_page(&mut self, gpa: u64, backing: u64) -> Result<(), AliasError> {
+        let _ = (gpa, backing);
+        Err(AliasError::Unsupported)
+    }
+
+    /// Removes the alias at `gpa`, if there is one; the page is unbacked again.
+    fn unalias_page(&mut self, gpa: u64) {
+        let _ = gpa;
+    }
 
     /// Atomically ORs `bits` into the 8-byte-aligned guest word at `gpa`; returns the old value.
     ///

@@ -24,6 +24,10 @@ pub struct FakeHost {
     pub console_writes: usize,
     /// What `vcpu_is_up` answers; `None`: the kernel does not track it.
     pub up: Option<Vec<bool>>,
+    /// Live page aliases, (alias GPA, backing GPA), as `alias_page` left them.
+    pub aliases: Vec<(u64, u64)>,
+    /// What `alias_page` answers instead of recording (`None`: it records).
+    pub alias_refusal: Option<crate::personality::AliasError>,
 }
 
 impl FakeHost {
@@ -40,6 +44,8 @@ impl FakeHost {
             console: Vec::new(),
             console_writes: 0,
             up: None,
+            aliases: Vec::new(),
+            alias_refusal: None,
         }
     }
 
@@ -94,6 +100,21 @@ impl Host for FakeHost {
     fn console_write(&mut self, bytes: &[u8]) {
         self.console.extend_from_slice(bytes);
         self.console_writes += 1;
+    }
+    fn alias_page(&mut self, gpa: u64, backing: u64) -> Result<(), crate::personality::AliasError> {
+        assert!(
+            (gpa | backing).is_multiple_of(4096),
+            "unaligned alias {gpa:#x} -> {backing:#x}"
+        );
+        if let Some(e) = self.alias_refusal {
+            return Err(e);
+        }
+        self.aliases.retain(|&(g, _)| g != gpa);
+        self.aliases.push((gpa, backing));
+        Ok(())
+    }
+    fn unalias_page(&mut self, gpa: u64) {
+        self.aliases.retain(|&(g, _)| g != gpa);
     }
     fn vcpu_is_up(&self, vcpu: u32) -> Option<bool> {
         self.up

@@ -92,7 +92,11 @@ const PROBE_XEN_OK: &[&str] = &[
     "[probe-xen] probe: check xen-timer-not-early ... ok",
     "[probe-xen] probe: check xen-bad-hypercall-number-enosys ... ok",
     "[probe-xen] probe: check xen-bad-pointer-efault ... ok",
-    "[probe-xen] probe: 45 passed, 0 failed",
+    "[probe-xen] probe: check xen-gnttab-query-size ... ok",
+    "[probe-xen] probe: check xen-gnttab-frame-outside-ram-is-memory ... ok",
+    "[probe-xen] probe: check xen-gnttab-frame-moves ... ok",
+    "[probe-xen] probe: check xen-gnttab-bad-placement-einval ... ok",
+    "[probe-xen] probe: 49 passed, 0 failed",
     "[probe-xen] probe: verdict: PASS",
     "vm probe-xen: stopped: powered off",
 ];

@@ -55,9 +55,10 @@ pub const MMIO_HOLE_START: u64 = 0xC000_0000;
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
 /// Pages at the top of RAM the hypervisor keeps for itself (Xen's console and xenstore
-/// rings): reserved in every memory map, never given to the kernel or the initrd. Inside RAM
-/// so that the personality reaches them through ordinary guest-memory access.
-pub const HV_PAGES: u64 = 8;
+/// rings, the pages behind its grant frames): reserved in every memory map, never given to
+/// the kernel or the initrd. Inside RAM so that the personality reaches them through ordinary
+/// guest-memory access.
+pub const HV_PAGES: u64 = 16;
 /// Guest-physical pages that must stay unmapped in the nested page tables so that accesses
 /// exit to the platform's device models.
 pub const UNMAPPED_MMIO: [GuestRange; 2] = [

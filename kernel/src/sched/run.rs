@@ -141,6 +141,11 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         }
         interrupts::prepare(st, &slot.pending, tsc::now());
 
+        let epoch = vm.nested_epoch.load(Ordering::Acquire);
+        if epoch != cell.nested_epoch {
+            st.vcpu.flush_nested_tlb();
+            cell.nested_epoch = epoch;
+        }
         slot.running_on.store(cpu as u8, Ordering::Release);
         let entered = tsc::now_ns();
         let exit = st.vcpu.run(percpu);

@@ -25,6 +25,13 @@ pub const MAX_VMS: usize = crate::manifest::MAX_VMS;
 pub const MAX_CPUS: usize = crate::arch::gdt::MAX_CPUS;
 /// Guest RAM must stay below the local APIC / IOAPIC / PCI hole.
 pub const MAX_LOW_RAM: u64 = 3 << 30;
+/// Xen's reserved pages at the top of RAM: 0 the console ring, 1 the xenstore ring, from 8 the
+/// pages behind grant-table frames placed outside RAM.
+#[cfg(feature = "xen")]
+const GRANT_FRAMES_PAGE: u64 = 8;
+#[cfg(feature = "xen")]
+const _: () =
+    assert!(GRANT_FRAMES_PAGE + abi_xen::MAX_GRANT_FRAMES as u64 <= boot::guest::layout::HV_PAGES);
 
 /// What the pCPU running a vCPU keeps of it between turns.
 pub struct VcpuCell {
@@ -34,6 +41,8 @@ pub struct VcpuCell {
     /// Set when the VM starts over; the vCPU's own pCPU applies it at its next turn (VMX
     /// state can only be changed where it is loaded).
     pub reset: Option<InitialState>,
+    /// The VM's `nested_epoch` when this vCPU's nested TLB was last flushed.
+    pub nested_epoch: u32,
 }
 
 pub type VmSlot = Vm<VcpuCell>;
@@ -264,6 +273,7 @@ pub fn create(
             state: VcpuState::new(vcpu, lapic),
             ext: crate::arch::fpu::ExtState::new(area),
             reset: None,
+            nested_epoch: slot.nested_epoch.load(Ordering::Acquire),
         });
         let home = home_cpu(*global_vcpu, pcpus);
         *global_vcpu += 1;
@@ -309,6 +319,7 @@ fn make_personality(
             // RAM.
             cfg.console_pfn = Some(layout.hv_pages().start >> 12);
             cfg.store_pfn = Some((layout.hv_pages().start >> 12) + 1);
+            cfg.grant_frames_pfn = Some((layout.hv_pages().start >> 12) + GRANT_FRAMES_PAGE);
             cfg.domid = u16::from(index) + 1;
             cfg.boot_utc_ns = crate::arch::tsc::boot_unix_ns();
             Ok(Instance::Xen(Box::new(abi_xen::Xen::new(cfg))))
@@ -388,6 +399,14 @@ pub fn restart(index: u8) -> Result<(), CreateError> {
     // SAFETY: the RAM is this VM's, and none of its vCPUs runs: all left the scheduler.
     unsafe { phys::zero_owned(info.ram.hpa_base, info.ram.size) };
     let entry = load_guest(&files.spec, info.ram, files.kernel, files.initrd)?;
+    // The old personality's aliases go with it.
+    if let Some(npt) = slot.npt.lock().as_mut() {
+        let machine = super::host::HostMachine;
+        slot.aliases
+            .lock()
+            .drain(|gpa| _ = super::Machine::nested_map(&machine, npt, gpa, None));
+        slot.nested_epoch.fetch_add(1, Ordering::AcqRel);
+    }
     let instance = make_personality(index, slot, info, files.amd)?;
     {
         let mut p = slot.personality.lock();

@@ -47,6 +47,18 @@ impl Machine for HostMachine {
         crate::println!("{}", args);
     }
 
+    fn nested_map(&self, npt: &mut vcpu::NestedPageTable, gpa: u64, hpa: Option<u64>) -> bool {
+        let mut frames = crate::mm::phys::Frames;
+        let mut tables = vcpu::HostTables(&mut frames);
+        // Executable like the rest of guest RAM: a no-execute nested entry is a reserved-bit
+        // fault, not a permission fault, on an SVM host that runs without EFER.NXE.
+        match hpa {
+            Some(hpa) => npt.remap_page(&mut tables, gpa, hpa, vcpu::Perm::RWX),
+            None => npt.unmap_page(&mut tables, gpa),
+        }
+        .is_ok()
+    }
+
     fn guest_line(
         &self,
         vm: &str,

@@ -3,6 +3,7 @@
 //! the vCPU ([`vcpu::Vcpu`]) and the machine ([`Machine`]), so it is tested on the host with
 //! mocks of both; see `state` for the lock order.
 
+pub mod alias;
 pub mod bus;
 pub mod console;
 pub mod cpuid;
@@ -54,6 +55,9 @@ pub trait Machine {
     fn wake_cpu(&self, cpu: usize);
     /// A line on the hypervisor's console.
     fn print(&self, args: core::fmt::Arguments<'_>);
+    /// Maps the guest page `gpa` to the host page `hpa` in `npt` (`None`: unmaps it), taking
+    /// table frames from the host's allocator; false when out of memory.
+    fn nested_map(&self, npt: &mut vcpu::NestedPageTable, gpa: u64, hpa: Option<u64>) -> bool;
     /// Prints a line of `vm`'s console (`[vm] text`) and records on the log channel, in the
     /// same order, the next number from `seq` and the host time it was printed.
     fn guest_line(

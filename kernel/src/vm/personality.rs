@@ -2,13 +2,14 @@
 //! runs on.
 
 use super::Machine;
+use super::alias::Aliases;
 use super::console::Outbox;
 use super::state::{VcpuSlot, Vm, VmInfo};
 use super::uart::LineBuf;
 use alloc::boxed::Box;
 use core::sync::atomic::Ordering;
 use vcpu::GuestRam;
-use virt::personality::{Host, Personality, VcpuView};
+use virt::personality::{AliasError, Host, Personality, VcpuView};
 use virt::{GuestMemory, MemError};
 
 /// The personality of one VM. On the heap: Xen's is tens of KiB (its xenstore), and an
@@ -139,6 +140,40 @@ impl<C> Host for KernelHost<'_, C> {
 
     fn kick(&mut self, vcpu: u32) {
         self.post(vcpu, |s| s.pending.kick());
+    }
+
+    fn alias_page(&mut self, gpa: u64, backing: u64) -> Result<(), AliasError> {
+        let ram = self.info.ram;
+        let layout = boot::guest::VmLayout::new(ram.size, u32::from(self.info.vcpus))
+            .map_err(|_| AliasError::Refused)?;
+        let reserved = layout.hv_pages();
+        Aliases::check(ram.size, reserved.start..reserved.end, gpa, backing)?;
+        let mut npt = self.vm.npt.lock();
+        let npt = npt.as_mut().ok_or(AliasError::Unsupported)?;
+        let mut aliases = self.vm.aliases.lock();
+        let replaced = aliases.insert(gpa, backing)?;
+        if !self
+            .machine
+            .nested_map(npt, gpa, Some(ram.hpa_base + backing))
+        {
+            aliases.remove(gpa);
+            self.machine.nested_map(npt, gpa, None);
+            self.vm.nested_epoch.fetch_add(1, Ordering::AcqRel);
+            return Err(AliasError::Full);
+        }
+        if replaced {
+            self.vm.nested_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    fn unalias_page(&mut self, gpa: u64) {
+        let mut npt = self.vm.npt.lock();
+        let Some(npt) = npt.as_mut() else { return };
+        if self.vm.aliases.lock().remove(gpa) {
+            self.machine.nested_map(npt, gpa, None);
+            self.vm.nested_epoch.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     fn console_write(&mut self, bytes: &[u8]) {

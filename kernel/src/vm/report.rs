@@ -154,13 +154,23 @@ fn report_nested(vm: &VmSlot, info: &VmInfo) {
     let mut frames = crate::mm::phys::Frames;
     let tables = vcpu::HostTables(&mut frames);
     let ram = info.ram;
-    // RAM, plus 2 MiB beyond it that must stay unmapped.
-    let m = crate::mm::mapcheck::compare(
-        0..ram.size + (2 << 20),
-        4096,
-        |gpa| (gpa < ram.size).then(|| ram.hpa_base + gpa),
-        |gpa| npt.translate(&tables, gpa).map(|(hpa, _)| hpa),
-    );
+    let aliases = vm.aliases.lock();
+    let want = |gpa| {
+        (gpa < ram.size)
+            .then_some(gpa)
+            .or_else(|| aliases.backing(gpa))
+            .map(|g| ram.hpa_base + g)
+    };
+    let got = |gpa| npt.translate(&tables, gpa).map(|(hpa, _)| hpa);
+    // RAM, plus 2 MiB beyond it that must stay unmapped (but for aliases there), plus every
+    // alias.
+    let mut m = crate::mm::mapcheck::compare(0..ram.size + (2 << 20), 4096, want, got);
+    aliases.for_each(|gpa| {
+        if gpa >= ram.size + (2 << 20) && got(gpa) != want(gpa) {
+            m.count += 1;
+            m.first.get_or_insert((gpa, got(gpa)));
+        }
+    });
     match m.first {
         None => println!(
             "vm {}: nested tables intact ({} MiB mapped 1:1 onto its RAM)",

@@ -3,7 +3,8 @@
 //! the VM ended. Generic over the vCPU cell so the exit path runs on the host with a mock.
 //!
 //! Lock order (a lock may be taken while holding only those left of it):
-//! vCPU cell (held for a whole turn) → personality → one device lock | `end` | `npt`.
+//! vCPU cell (held for a whole turn) → personality → one device lock | `end` | `npt` →
+//! `aliases`.
 //! Device locks never nest: a device releases its own before it raises a line on the IOAPIC.
 
 use super::bus::Bus;
@@ -99,6 +100,11 @@ pub struct Vm<C> {
     pub bus: Once<Bus<'static>>,
     pub end: Mutex<VmEnd>,
     pub npt: Mutex<Option<NestedPageTable>>,
+    /// Pages the personality aliased in `npt` (see `alias`).
+    pub aliases: Mutex<super::alias::Aliases>,
+    /// Bumped when a nested translation changes or goes: each vCPU flushes its nested TLB
+    /// before it next enters the guest with an older value.
+    pub nested_epoch: AtomicU32,
     pub live: AtomicBool,
     /// Console lines printed so far, numbering the stamps (see `console`).
     pub console_seq: AtomicU32,
@@ -119,6 +125,8 @@ impl<C> Vm<C> {
                 vcpus_left: 0,
             }),
             npt: Mutex::new(None),
+            aliases: Mutex::new(super::alias::Aliases::new()),
+            nested_epoch: AtomicU32::new(0),
             live: AtomicBool::new(false),
             console_seq: AtomicU32::new(0),
             vcpus: [const { VcpuSlot::new() }; MAX_VCPUS],

@@ -8,6 +8,8 @@
 #![expect(unsafe_code)]
 // UNSAFETY: hypercalls are instructions (VMCALL/VMMCALL) and calls into the hypervisor's page.
 
+mod grant;
+
 use crate::arch;
 use crate::checks::check;
 use crate::page::Page;
@@ -354,6 +356,7 @@ pub fn checks() {
     );
     timer(x);
     loopback(x);
+    grant::checks(x);
 }
 
 #[repr(C)]
