@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+mod blkback;
 mod console;
 mod cpuid;
 mod errno;
@@ -172,6 +173,8 @@ pub struct Xen {
     pub(crate) store: xenstore::Store,
     /// The store's ring was handed to the guest (`HVM_PARAM_STORE_PFN` read).
     pub(crate) store_attached: bool,
+    /// The VM's disks, as virtual block devices.
+    pub(crate) vbds: heapless::Vec<blkback::Vbd, { blkback::MAX_VBDS }>,
 }
 
 impl Xen {
@@ -201,6 +204,7 @@ impl Xen {
             stats: stats::Stats::new(),
             gnttab: gnttab::GrantTable::new(),
             store: xenstore::Store::new(cfg.domid),
+            vbds: heapless::Vec::new(),
             store_attached: false,
         }
     }
@@ -319,8 +323,15 @@ pub(crate) fn xenstore_service(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dy
     if !x.store_attached {
         return;
     }
-    if x.store.service(mem) {
-        evtchn::set_pending(x, mem, host, STORE_PORT);
+    // A backend that reacts to the guest's change changes the store in turn; its watch
+    // events go out in the next round. Each backend change is a state step, so few rounds do.
+    for _ in 0..4 {
+        if x.store.service(mem) {
+            evtchn::set_pending(x, mem, host, STORE_PORT);
+        }
+        if !blkback::store_changed(x, mem) {
+            break;
+        }
     }
 }
 
@@ -335,6 +346,7 @@ pub(crate) fn xenstore_attach(x: &mut Xen, mem: &dyn GuestMemory, host: &dyn Hos
     x.store_attached = true;
     let vcpus = Xen::nr_vcpus(host);
     x.store.attach(mem, page, vcpus, mem.size() / 1024);
+    blkback::publish(x, host);
 }
 
 impl Personality for Xen {

@@ -19,6 +19,13 @@ pub enum VolumeError {
     NoSpace,
 }
 
+/// What a backend advertises of a disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskInfo {
+    pub sectors: u64,
+    pub read_only: bool,
+}
+
 pub trait Volume {
     /// Size in [`SECTOR`]s.
     fn sectors(&self) -> u64;

@@ -80,6 +80,24 @@ pub trait Host {
         let _ = gpa;
     }
 
+    /// The VM's disk `index` (manifest order): its size in sectors and whether it is
+    /// read-only; `None` past the last disk (or for one that could not be opened).
+    fn disk(&self, index: u32) -> Option<crate::block::DiskInfo> {
+        let _ = index;
+        None
+    }
+
+    /// Runs `io` on the VM's disk `index`, which no one else uses meanwhile. Backends call it
+    /// once per request: the I/O completes (a flush is durable) before it returns.
+    fn disk_io(
+        &mut self,
+        index: u32,
+        io: &mut dyn FnMut(&mut dyn crate::block::Volume) -> Result<(), crate::block::VolumeError>,
+    ) -> Result<(), crate::block::VolumeError> {
+        let _ = (index, io);
+        Err(crate::block::VolumeError::Io)
+    }
+
     /// Atomically ORs `bits` into the 8-byte-aligned guest word at `gpa`; returns the old value.
     ///
     /// Guest-shared bitmaps (Xen event-channel pending/mask words, vcpu_info flags) are

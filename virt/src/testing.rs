@@ -28,6 +28,8 @@ pub struct FakeHost {
     pub aliases: Vec<(u64, u64)>,
     /// What `alias_page` answers instead of recording (`None`: it records).
     pub alias_refusal: Option<crate::personality::AliasError>,
+    /// The VM's disks, in manifest order.
+    pub disks: Vec<crate::block::MemVolume>,
 }
 
 impl FakeHost {
@@ -46,6 +48,7 @@ impl FakeHost {
             up: None,
             aliases: Vec::new(),
             alias_refusal: None,
+            disks: Vec::new(),
         }
     }
 
@@ -115,6 +118,25 @@ impl Host for FakeHost {
     }
     fn unalias_page(&mut self, gpa: u64) {
         self.aliases.retain(|&(g, _)| g != gpa);
+    }
+    fn disk(&self, index: u32) -> Option<crate::block::DiskInfo> {
+        use crate::block::Volume;
+        let d = self.disks.get(index as usize)?;
+        Some(crate::block::DiskInfo {
+            sectors: d.sectors(),
+            read_only: d.read_only(),
+        })
+    }
+    fn disk_io(
+        &mut self,
+        index: u32,
+        io: &mut dyn FnMut(&mut dyn crate::block::Volume) -> Result<(), crate::block::VolumeError>,
+    ) -> Result<(), crate::block::VolumeError> {
+        let d = self
+            .disks
+            .get_mut(index as usize)
+            .ok_or(crate::block::VolumeError::Io)?;
+        io(d)
     }
     fn vcpu_is_up(&self, vcpu: u32) -> Option<bool> {
         self.up

@@ -8,6 +8,7 @@ mod disks;
 mod emulator;
 mod image;
 mod iso;
+mod linux_disk_cases;
 mod linux_guest;
 mod manifest;
 mod prereq;

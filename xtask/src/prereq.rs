@@ -42,6 +42,12 @@ pub const XZ: Tool = Tool {
     binary: "xz",
     packages: &["xz-utils"],
 };
+/// `mke2fs -d` and `e2fsck`/`debugfs` for the file systems of the Linux disk cases.
+pub const E2FSPROGS: Tool = Tool {
+    // By path: /usr/sbin is often not on a user's PATH.
+    binary: "/usr/sbin/e2fsck",
+    packages: &["e2fsprogs"],
+};
 pub const OBJCOPY: Tool = Tool {
     binary: "objcopy",
     packages: &["binutils"],

@@ -1,7 +1,7 @@
 //! `cargo xtask vhd …`: the qemu-img-like VHD tool. Owned by the VHD work (issue 4).
 
 mod bench;
-mod image;
+pub(crate) mod image;
 mod info;
 mod size;
 

@@ -210,6 +210,7 @@ pub fn create(
 
     let slot = &VMS[index];
     let info = slot.info.call_once(|| VmInfo {
+        index: index as u8,
         name: spec.name.clone(),
         personality: spec.personality,
         ram,

@@ -47,6 +47,33 @@ impl Machine for HostMachine {
         crate::println!("{}", args);
     }
 
+    fn disk(&self, vm: u8, index: u32) -> Option<virt::block::DiskInfo> {
+        use virt::block::Volume;
+        let d = crate::storage::host::DISKS
+            .get(usize::from(vm))?
+            .get(index as usize)?
+            .get()?
+            .lock();
+        Some(virt::block::DiskInfo {
+            sectors: d.sectors(),
+            read_only: d.read_only(),
+        })
+    }
+
+    fn disk_io(
+        &self,
+        vm: u8,
+        index: u32,
+        io: &mut dyn FnMut(&mut dyn virt::block::Volume) -> Result<(), virt::block::VolumeError>,
+    ) -> Result<(), virt::block::VolumeError> {
+        let disk = crate::storage::host::DISKS
+            .get(usize::from(vm))
+            .and_then(|d| d.get(index as usize))
+            .and_then(|d| d.get())
+            .ok_or(virt::block::VolumeError::Io)?;
+        io(&mut *disk.lock())
+    }
+
     fn nested_map(&self, npt: &mut vcpu::NestedPageTable, gpa: u64, hpa: Option<u64>) -> bool {
         let mut frames = crate::mm::phys::Frames;
         let mut tables = vcpu::HostTables(&mut frames);

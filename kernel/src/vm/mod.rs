@@ -58,6 +58,15 @@ pub trait Machine {
     /// Maps the guest page `gpa` to the host page `hpa` in `npt` (`None`: unmaps it), taking
     /// table frames from the host's allocator; false when out of memory.
     fn nested_map(&self, npt: &mut vcpu::NestedPageTable, gpa: u64, hpa: Option<u64>) -> bool;
+    /// VM `vm`'s disk `index` (manifest order), if it was opened.
+    fn disk(&self, vm: u8, index: u32) -> Option<virt::block::DiskInfo>;
+    /// Runs `io` on VM `vm`'s disk `index` under its lock.
+    fn disk_io(
+        &self,
+        vm: u8,
+        index: u32,
+        io: &mut dyn FnMut(&mut dyn virt::block::Volume) -> Result<(), virt::block::VolumeError>,
+    ) -> Result<(), virt::block::VolumeError>;
     /// Prints a line of `vm`'s console (`[vm] text`) and records on the log channel, in the
     /// same order, the next number from `seq` and the host time it was printed.
     fn guest_line(

@@ -167,6 +167,18 @@ impl<C> Host for KernelHost<'_, C> {
         Ok(())
     }
 
+    fn disk(&self, index: u32) -> Option<virt::block::DiskInfo> {
+        self.machine.disk(self.info.index, index)
+    }
+
+    fn disk_io(
+        &mut self,
+        index: u32,
+        io: &mut dyn FnMut(&mut dyn virt::block::Volume) -> Result<(), virt::block::VolumeError>,
+    ) -> Result<(), virt::block::VolumeError> {
+        self.machine.disk_io(self.info.index, index, io)
+    }
+
     fn unalias_page(&mut self, gpa: u64) {
         let mut npt = self.vm.npt.lock();
         let Some(npt) = npt.as_mut() else { return };

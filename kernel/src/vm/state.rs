@@ -4,7 +4,7 @@
 //!
 //! Lock order (a lock may be taken while holding only those left of it):
 //! vCPU cell (held for a whole turn) → personality → one device lock | `end` | `npt` →
-//! `aliases`.
+//! `aliases` | one disk (a backend's request) → the NVMe controller.
 //! Device locks never nest: a device releases its own before it raises a line on the IOAPIC.
 
 use super::bus::Bus;
@@ -28,6 +28,8 @@ pub const REFLECTED_EXCEPTIONS: u32 = (1 << 1) | (1 << 17);
 
 /// What never changes after creation.
 pub struct VmInfo {
+    /// The VM's place in the manifest (and in every per-VM table).
+    pub index: u8,
     pub name: heapless::String<{ crate::manifest::MAX_NAME }>,
     pub personality: Personality,
     pub ram: RamRegion,

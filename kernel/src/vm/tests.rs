@@ -75,6 +75,17 @@ impl Machine for FakeMachine {
     fn nested_map(&self, _npt: &mut vcpu::NestedPageTable, _gpa: u64, _hpa: Option<u64>) -> bool {
         true
     }
+    fn disk(&self, _vm: u8, _index: u32) -> Option<virt::block::DiskInfo> {
+        None
+    }
+    fn disk_io(
+        &self,
+        _vm: u8,
+        _index: u32,
+        _io: &mut dyn FnMut(&mut dyn virt::block::Volume) -> Result<(), virt::block::VolumeError>,
+    ) -> Result<(), virt::block::VolumeError> {
+        Err(virt::block::VolumeError::Io)
+    }
     fn guest_line(
         &self,
         vm: &str,
@@ -234,6 +245,7 @@ fn rig(personality: Personality, long_mode: bool) -> Rig {
     };
     let vm: &'static Vm<()> = Box::leak(Box::new(Vm::new()));
     vm.info.call_once(|| VmInfo {
+        index: 0,
         name: heapless::String::try_from("t").unwrap(),
         personality,
         ram: region,

@@ -3,6 +3,9 @@
 #   janus.face=xen|hyperv|none   which platform checks to run (none: a plain QEMU boot)
 #   janus.vcpus=N                how many CPUs the guest must see
 #   janus.clockwait=S            seconds between the two clock samples (default 5)
+#   janus.disk=LABEL             load the face's disk driver, mount the ext4 file system
+#                                labelled LABEL, check hello.bin against hello.sha256, write
+#                                new.bin (4 MiB of "janus-disk-line" lines), sync, unmount
 # Every line a host test reads starts with JANUS- and is written with one write(2) to
 # /dev/console, which the kernel's console= option points at hvc0 or ttyS0.
 echo JANUS-GUEST-MARKER
@@ -14,11 +17,13 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 face=
 vcpus=
 clockwait=5
+disk=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         janus.face=*) face=${word#janus.face=} ;;
         janus.vcpus=*) vcpus=${word#janus.vcpus=} ;;
         janus.clockwait=*) clockwait=${word#janus.clockwait=} ;;
+        janus.disk=*) disk=${word#janus.disk=} ;;
     esac
 done
 
@@ -106,6 +111,36 @@ case "$face" in
     none) ;;
     *) check face FAIL "janus.face='$face' (want xen, hyperv or none)" ;;
 esac
+
+# The disk test: the host checks the image afterwards; these lines only say how far it got.
+if [ -n "$disk" ]; then
+    case "$face" in
+        xen) driver=xen-blkfront ;;
+        *) driver= ;;
+    esac
+    if [ -n "$driver" ]; then
+        out=$(insmod "/lib/modules/$(uname -r)/$driver.ko" 2>&1)
+        if [ $? = 0 ]; then check disk-driver ok "$driver"; else check disk-driver FAIL "$driver: $out"; fi
+    fi
+    dev=
+    tries=0
+    while [ -z "$dev" ] && [ "$tries" -lt 600 ]; do
+        dev=$(findfs "LABEL=$disk" 2>/dev/null) || dev=
+        [ -n "$dev" ] || usleep 100000
+        tries=$((tries + 1))
+    done
+    if [ -n "$dev" ] && mount -t ext4 "$dev" /mnt; then
+        check disk-mount ok "$dev"
+        read -r want rest </mnt/hello.sha256
+        set -- $(sha256sum /mnt/hello.bin)
+        expect disk-read "$1" "$want"
+        yes janus-disk-line | head -c 4194304 >/mnt/new.bin
+        sync
+        if umount /mnt; then check disk-write ok "new.bin"; else check disk-write FAIL "umount"; fi
+    else
+        check disk-mount FAIL "no ext4 file system labelled '$disk' (found '$dev')"
+    fi
+fi
 
 if [ -n "$vcpus" ]; then
     expect nproc "$(nproc)" "$vcpus"

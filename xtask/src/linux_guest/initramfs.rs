@@ -12,9 +12,45 @@ pub const INIT_SCRIPT: &str = include_str!("init.sh");
 
 /// Applets reached through `/bin/<name> -> busybox` (the script's and a debugging shell's).
 const APPLETS: &[&str] = &[
-    "sh", "ash", "cat", "dmesg", "echo", "grep", "head", "insmod", "ls", "mkdir", "mount", "nproc",
-    "poweroff", "printf", "reboot", "sed", "sleep", "tr", "umount", "uname",
+    "sh",
+    "ash",
+    "cat",
+    "dd",
+    "dmesg",
+    "echo",
+    "findfs",
+    "grep",
+    "head",
+    "insmod",
+    "ls",
+    "mkdir",
+    "mount",
+    "nproc",
+    "poweroff",
+    "printf",
+    "reboot",
+    "sed",
+    "sha256sum",
+    "sleep",
+    "sync",
+    "tr",
+    "umount",
+    "uname",
+    "usleep",
+    "yes",
 ];
+
+/// Modules the guest loads from its kernel package (the disk drivers are not built in):
+/// file names under the package's `lib/modules/<release>/kernel/`, in load order.
+pub const MODULES: &[&str] = &["drivers/block/xen-blkfront.ko"];
+
+/// A kernel module for the archive: `lib/modules/<release>/<file name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Module {
+    pub release: String,
+    pub name: String,
+    pub data: Vec<u8>,
+}
 
 /// Linux's character device numbers for /dev/console (5, 1), so the kernel can open the
 /// initial console before /init mounts devtmpfs.
@@ -45,7 +81,7 @@ impl Entry {
 }
 
 /// The tree of the guest's root file system.
-pub fn entries(busybox: &[u8]) -> Vec<Entry> {
+pub fn entries(busybox: &[u8], modules: &[Module]) -> Vec<Entry> {
     let mut v = vec![
         Entry::new("bin", Node::Dir),
         Entry::new(
@@ -61,8 +97,31 @@ pub fn entries(busybox: &[u8]) -> Vec<Entry> {
             .iter()
             .map(|a| Entry::new(&format!("bin/{a}"), Node::Symlink("busybox".into()))),
     );
-    for dir in ["dev", "proc", "sys", "tmp", "root"] {
+    for dir in [
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "root",
+        "mnt",
+        "lib",
+        "lib/modules",
+    ] {
         v.push(Entry::new(dir, Node::Dir));
+    }
+    let mut releases: Vec<&str> = modules.iter().map(|m| m.release.as_str()).collect();
+    releases.dedup();
+    for r in releases {
+        v.push(Entry::new(&format!("lib/modules/{r}"), Node::Dir));
+    }
+    for m in modules {
+        v.push(Entry::new(
+            &format!("lib/modules/{}/{}", m.release, m.name),
+            Node::File {
+                data: m.data.clone(),
+                executable: false,
+            },
+        ));
     }
     v.push(Entry::new(
         "dev/console",
@@ -115,9 +174,10 @@ pub fn newc(entries: &[Entry]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The gzip-compressed initramfs for `busybox` (the static binary's bytes).
-pub fn build(busybox: &[u8]) -> Result<Vec<u8>> {
-    let archive = newc(&entries(busybox))?;
+/// The gzip-compressed initramfs for `busybox` (the static binary's bytes) with `modules`
+/// (for every kernel the initramfs may boot with; /init loads those of the running one).
+pub fn build(busybox: &[u8], modules: &[Module]) -> Result<Vec<u8>> {
+    let archive = newc(&entries(busybox, modules))?;
     let mut gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::best());
@@ -163,7 +223,12 @@ mod tests {
     #[test]
     fn the_archive_reads_back_entry_by_entry() {
         let busybox = b"\x7fELF pretend busybox of odd length".to_vec();
-        let parsed = parse_newc(&newc(&entries(&busybox)).unwrap());
+        let module = Module {
+            release: "6.1.0-1-cloud-amd64".into(),
+            name: "xen-blkfront.ko".into(),
+            data: b"\x7fELF module".to_vec(),
+        };
+        let parsed = parse_newc(&newc(&entries(&busybox, &[module])).unwrap());
         let get = |name: &str| {
             parsed
                 .iter()
@@ -187,17 +252,26 @@ mod tests {
         // Parents come before children, so the kernel can create every path.
         let pos = |n: &str| parsed.iter().position(|e| e.0 == n).unwrap();
         assert!(pos("bin") < pos("bin/busybox") && pos("dev") < pos("dev/console"));
+        let m = "lib/modules/6.1.0-1-cloud-amd64/xen-blkfront.ko";
+        assert_eq!(
+            (get(m).1, get(m).3.as_slice()),
+            (0o100644, &b"\x7fELF module"[..])
+        );
+        assert!(
+            pos("lib/modules") < pos("lib/modules/6.1.0-1-cloud-amd64")
+                && pos("lib/modules/6.1.0-1-cloud-amd64") < pos(m)
+        );
     }
 
     #[test]
     fn the_gzip_image_is_deterministic_and_holds_the_archive() {
-        let a = build(b"bb").unwrap();
-        assert_eq!(a, build(b"bb").unwrap());
+        let a = build(b"bb", &[]).unwrap();
+        assert_eq!(a, build(b"bb", &[]).unwrap());
         let mut raw = Vec::new();
         flate2::read::GzDecoder::new(a.as_slice())
             .read_to_end(&mut raw)
             .unwrap();
-        assert_eq!(raw, newc(&entries(b"bb")).unwrap());
+        assert_eq!(raw, newc(&entries(b"bb", &[])).unwrap());
     }
 
     #[test]

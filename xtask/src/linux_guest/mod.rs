@@ -104,10 +104,12 @@ fn kernel_files(pkg: &Package, dir: &Path) -> Result<Kernel> {
     let vmlinuz = kdir.join("vmlinuz");
     let vmlinux = kdir.join("vmlinux");
     let compression_file = kdir.join("compression");
-    if !vmlinux.is_file() {
+    let modules = kdir.join("modules");
+    if !vmlinux.is_file() || !modules.is_dir() {
         let deb = fetch::download(pkg, &dir.join("debs"))?;
         let unpacked = kdir.join("unpacked");
         fetch::unpack(&deb, &unpacked)?;
+        copy_modules(&unpacked, &pkg.name, &modules)?;
         let src = fetch::find_one(&unpacked, "boot", "vmlinuz-")?;
         std::fs::copy(&src, &vmlinuz).with_context(|| format!("cannot copy {}", shown(&src)))?;
         if let Ok(config) = fetch::find_one(&unpacked, "boot", "config-") {
@@ -178,6 +180,58 @@ fn busybox_file(pkg: &Package, dir: &Path) -> Result<PathBuf> {
             .with_context(|| format!("cannot remove {}", shown(&unpacked)))?;
     }
     Ok(busybox)
+}
+
+/// The kernel release a `linux-image-<release>` package installs.
+fn release(package: &str) -> &str {
+    package.strip_prefix("linux-image-").unwrap_or(package)
+}
+
+/// Copies the modules the guest loads ([`initramfs::MODULES`]) out of the unpacked package
+/// into `into`; a module the package builds in (or lacks) is left out.
+fn copy_modules(unpacked: &Path, package: &str, into: &Path) -> Result<()> {
+    let tmp = into.with_extension("new");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", shown(&tmp)))?;
+    let base = unpacked
+        .join("lib/modules")
+        .join(release(package))
+        .join("kernel");
+    for m in initramfs::MODULES {
+        let src = base.join(m);
+        if let (true, Some(name)) = (src.is_file(), Path::new(m).file_name()) {
+            std::fs::copy(&src, tmp.join(name))
+                .with_context(|| format!("cannot copy {}", shown(&src)))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(into);
+    std::fs::rename(&tmp, into).with_context(|| format!("cannot create {}", shown(into)))
+}
+
+/// The modules of every prepared kernel flavour, for the shared initramfs.
+fn initramfs_modules(dir: &Path) -> Result<Vec<initramfs::Module>> {
+    let mut out = Vec::new();
+    for f in [Flavour::Cloud, Flavour::Generic] {
+        let Some((k, _)) = read_current(dir, f) else {
+            continue;
+        };
+        let mdir = dir.join(k.key()).join("modules");
+        for m in initramfs::MODULES {
+            let Some(name) = Path::new(m).file_name() else {
+                continue;
+            };
+            let path = mdir.join(name);
+            if path.is_file() {
+                out.push(initramfs::Module {
+                    release: release(&k.name).to_string(),
+                    name: name.to_string_lossy().into_owned(),
+                    data: std::fs::read(&path)
+                        .with_context(|| format!("cannot read {}", shown(&path)))?,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The stable names of a flavour's files: (vmlinux, bzImage, the record of its packages).
@@ -265,8 +319,6 @@ pub fn prepare_flavour(flavour: Flavour) -> Result<LinuxGuest> {
     let kernel = kernel_files(&kpkg, &dir)?;
     let busybox = busybox_file(&bpkg, &dir)?;
     let bb = std::fs::read(&busybox).with_context(|| format!("cannot read {}", shown(&busybox)))?;
-    let initramfs = dir.join("initramfs.cpio.gz");
-    write_atomic(&initramfs, &initramfs::build(&bb)?)?;
     let [vmlinux_name, bzimage_name, current] = stable_names(flavour);
     let vmlinux = dir.join(vmlinux_name);
     let bzimage = dir.join(bzimage_name);
@@ -279,6 +331,12 @@ pub fn prepare_flavour(flavour: Flavour) -> Result<LinuxGuest> {
             kpkg.name, kpkg.version, bpkg.name, bpkg.version
         )
         .as_bytes(),
+    )?;
+    // After `current`: the initramfs carries the modules of every prepared kernel.
+    let initramfs = dir.join("initramfs.cpio.gz");
+    write_atomic(
+        &initramfs,
+        &initramfs::build(&bb, &initramfs_modules(&dir)?)?,
     )?;
     Ok(LinuxGuest {
         vmlinux,

@@ -1,0 +1,242 @@
+//! The blkif ring of one virtual disk: a page shared with the frontend that carries requests in
+//! and responses out, and the serving of each request from the disk through granted pages.
+//!
+//! Every request is copied out of the ring once and checked on that copy (the guest may rewrite
+//! the ring meanwhile). A bad request gets `BLKIF_RSP_ERROR` (or `EOPNOTSUPP` for an operation
+//! not advertised); only indices that could not come from an honest frontend break the ring.
+
+use crate::gnttab::GrantTable;
+use core::sync::atomic::{Ordering, fence};
+use virt::GuestMemory;
+use virt::block::{SECTOR, Volume, VolumeError};
+use virt::personality::Host;
+
+const HEADER: u64 = 64;
+const ENTRY: u64 = 112;
+/// Slots in a one-page ring: (4096 - 64) / 112, rounded down to a power of two.
+pub const RING_SIZE: u32 = 32;
+pub const MAX_SEGMENTS: usize = 11;
+const SECTORS_PER_PAGE: u8 = 8;
+const PAGE: u64 = 4096;
+
+const REQ_PROD: u64 = 0;
+const REQ_EVENT: u64 = 4;
+const RSP_PROD: u64 = 8;
+const RSP_EVENT: u64 = 12;
+
+pub const OP_READ: u8 = 0;
+pub const OP_WRITE: u8 = 1;
+pub const OP_FLUSH_DISKCACHE: u8 = 3;
+
+pub const RSP_OKAY: i16 = 0;
+pub const RSP_ERROR: i16 = -1;
+pub const RSP_EOPNOTSUPP: i16 = -2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub gref: u32,
+    pub first: u8,
+    pub last: u8,
+}
+
+impl Segment {
+    fn sectors(self) -> u64 {
+        u64::from(self.last - self.first) + 1
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub op: u8,
+    pub id: u64,
+    pub sector: u64,
+    pub segments: heapless::Vec<Segment, MAX_SEGMENTS>,
+}
+
+/// A request entry as decoded: servable, or to be answered with `status` at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    Request(Request),
+    Refused { op: u8, id: u64, status: i16 },
+}
+
+/// Decodes the x86-64 `blkif_request` in `e`.
+pub fn parse(e: &[u8; ENTRY as usize]) -> Parsed {
+    let op = e[0];
+    let n = usize::from(e[1]);
+    let id = u64::from_le_bytes(e[8..16].try_into().unwrap_or_default());
+    let sector = u64::from_le_bytes(e[16..24].try_into().unwrap_or_default());
+    let refused = |status| Parsed::Refused { op, id, status };
+    let mut segments = heapless::Vec::new();
+    match op {
+        OP_READ | OP_WRITE => {
+            if n == 0 || n > MAX_SEGMENTS {
+                return refused(RSP_ERROR);
+            }
+            for s in e[24..24 + 8 * n].chunks_exact(8) {
+                let seg = Segment {
+                    gref: u32::from_le_bytes([s[0], s[1], s[2], s[3]]),
+                    first: s[4],
+                    last: s[5],
+                };
+                if seg.first > seg.last || seg.last >= SECTORS_PER_PAGE {
+                    return refused(RSP_ERROR);
+                }
+                let _ = segments.push(seg);
+            }
+        }
+        // Carries no data; Linux sends it with no segments.
+        OP_FLUSH_DISKCACHE => {}
+        // Barriers, discard and indirect requests are not advertised.
+        _ => return refused(RSP_EOPNOTSUPP),
+    }
+    Parsed::Request(Request {
+        op,
+        id,
+        sector,
+        segments,
+    })
+}
+
+/// The backend's side of a connected ring.
+#[derive(Clone, Copy, Debug)]
+pub struct Ring {
+    /// Grant reference of the ring page.
+    pub gref: u32,
+    /// The frontend's event channel (bound to the backend).
+    pub port: u32,
+    req_cons: u32,
+    rsp_prod_pvt: u32,
+}
+
+/// The frontend's indices are beyond anything the protocol allows; the disk stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Broken;
+
+/// The disk a ring serves, and where its data goes.
+pub struct Disk<'a> {
+    pub index: u32,
+    pub sectors: u64,
+    pub read_only: bool,
+    pub grants: &'a GrantTable,
+}
+
+impl Ring {
+    /// A ring the frontend just initialised (all indices zero).
+    pub fn new(gref: u32, port: u32) -> Self {
+        Ring {
+            gref,
+            port,
+            req_cons: 0,
+            rsp_prod_pvt: 0,
+        }
+    }
+
+    /// Serves every request the frontend queued, answering each. `Ok(true)`: the frontend
+    /// asked to be notified of the responses.
+    pub fn service(
+        &mut self,
+        mem: &dyn GuestMemory,
+        host: &mut dyn Host,
+        disk: &Disk<'_>,
+    ) -> Result<bool, Broken> {
+        let page = disk
+            .grants
+            .grant(mem, self.gref, true)
+            .map_err(|_| Broken)?;
+        let rd = |off| mem.read_u32(page + off).map_err(|_| Broken);
+        let wr = |off, v: u32| mem.write_u32(page + off, v).map_err(|_| Broken);
+        let mut notify = false;
+        loop {
+            let prod = rd(REQ_PROD)?;
+            // Acquire: the requests were written before `req_prod`.
+            fence(Ordering::Acquire);
+            if prod.wrapping_sub(self.req_cons) > RING_SIZE {
+                return Err(Broken);
+            }
+            while self.req_cons != prod {
+                if self.req_cons.wrapping_sub(self.rsp_prod_pvt) >= RING_SIZE {
+                    return Err(Broken);
+                }
+                let slot = page + HEADER + u64::from(self.req_cons % RING_SIZE) * ENTRY;
+                let mut e = [0u8; ENTRY as usize];
+                mem.read(slot, &mut e).map_err(|_| Broken)?;
+                self.req_cons = self.req_cons.wrapping_add(1);
+                let (op, id, status) = match parse(&e) {
+                    Parsed::Refused { op, id, status } => (op, id, status),
+                    Parsed::Request(r) => (r.op, r.id, serve(&r, mem, host, disk)),
+                };
+                let mut rsp = [0u8; 16];
+                rsp[0..8].copy_from_slice(&id.to_le_bytes());
+                rsp[8] = op;
+                rsp[10..12].copy_from_slice(&status.to_le_bytes());
+                let at = page + HEADER + u64::from(self.rsp_prod_pvt % RING_SIZE) * ENTRY;
+                mem.write(at, &rsp).map_err(|_| Broken)?;
+                self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+            }
+            // Release: the responses before `rsp_prod`.
+            let old = rd(RSP_PROD)?;
+            fence(Ordering::Release);
+            let new = self.rsp_prod_pvt;
+            wr(RSP_PROD, new)?;
+            fence(Ordering::SeqCst);
+            let event = rd(RSP_EVENT)?;
+            notify |= new.wrapping_sub(event) < new.wrapping_sub(old);
+            // Ask for a notification with the next request, then look once more for one that
+            // arrived before the frontend could see that.
+            wr(REQ_EVENT, self.req_cons.wrapping_add(1))?;
+            fence(Ordering::SeqCst);
+            if rd(REQ_PROD)? == self.req_cons {
+                return Ok(notify);
+            }
+        }
+    }
+}
+
+/// Performs one request; its response status.
+fn serve(r: &Request, mem: &dyn GuestMemory, host: &mut dyn Host, disk: &Disk<'_>) -> i16 {
+    let write = r.op == OP_WRITE;
+    if r.op == OP_FLUSH_DISKCACHE {
+        return status(host.disk_io(disk.index, &mut |v| v.flush()));
+    }
+    if write && disk.read_only {
+        return RSP_ERROR;
+    }
+    let total: u64 = r.segments.iter().map(|s| s.sectors()).sum();
+    if r.sector
+        .checked_add(total)
+        .is_none_or(|end| end > disk.sectors)
+    {
+        return RSP_ERROR;
+    }
+    // Every grant is checked before any data moves: a read into the guest needs write access
+    // to its page, a write from it read access.
+    let mut pages: heapless::Vec<(u64, Segment), MAX_SEGMENTS> = heapless::Vec::new();
+    for &s in &r.segments {
+        let Ok(gpa) = disk.grants.grant(mem, s.gref, !write) else {
+            return RSP_ERROR;
+        };
+        let _ = pages.push((gpa, s));
+    }
+    let mut sector = r.sector;
+    status(host.disk_io(disk.index, &mut |v: &mut dyn Volume| {
+        let mut buf = [0u8; PAGE as usize];
+        for &(gpa, s) in &pages {
+            let at = gpa + u64::from(s.first) * SECTOR;
+            let data = &mut buf[..(s.sectors() * SECTOR) as usize];
+            if write {
+                mem.read(at, data).map_err(|_| VolumeError::Io)?;
+                v.write(sector, data)?;
+            } else {
+                v.read(sector, data)?;
+                mem.write(at, data).map_err(|_| VolumeError::Io)?;
+            }
+            sector += s.sectors();
+        }
+        Ok(())
+    }))
+}
+
+fn status(r: Result<(), VolumeError>) -> i16 {
+    if r.is_ok() { RSP_OKAY } else { RSP_ERROR }
+}

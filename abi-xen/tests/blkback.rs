@@ -1,0 +1,366 @@
+//! blkback: the vbd nodes each disk gets, the handshake with a frontend, and requests on the
+//! blkif ring served from the disk, good and hostile.
+
+mod common;
+
+use common::*;
+use virt::GuestMemory;
+use virt::block::{MemVolume, SECTOR};
+
+const FRAME_PFN: u64 = 0x40;
+const RING_PFN: u64 = 0x50;
+const RING2_PFN: u64 = 0x51;
+const DATA_PFN: u64 = 0x60;
+const RING_REF: u32 = 8;
+const RING2_REF: u32 = 11;
+const DATA_RW: u32 = 9;
+const DATA_RO: u32 = 10;
+const FE: &str = "/local/domain/1/device/vbd/51712";
+const BE: &str = "/local/domain/0/backend/vbd/1/51712";
+const FE2: &str = "/local/domain/1/device/vbd/51728";
+const BE2: &str = "/local/domain/0/backend/vbd/1/51728";
+
+fn grant(e: &Env, gref: u32, flags: u16, pfn: u64) {
+    let v = u64::from(flags) | (pfn << 32);
+    e.mem
+        .write_u64(FRAME_PFN * 4096 + u64::from(gref) * 8, v)
+        .unwrap();
+}
+
+fn node(e: &Env, path: &str) -> Option<String> {
+    e.xen
+        .store()
+        .read(path.as_bytes())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+fn write(e: &mut Env, path: &str, value: &str) {
+    e.xen
+        .store_mut()
+        .write(path.as_bytes(), value.as_bytes())
+        .unwrap();
+    e.xen.store_kick(&e.mem, &mut e.host);
+}
+
+fn alloc_unbound(e: &mut Env) -> u32 {
+    let mut a = [0u8; 8];
+    a[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    assert_eq!(e.evtchn(6, &a), 0);
+    e.u32_at(ARG + 4)
+}
+
+/// A guest with two disks (the second read-only), its grant table at FRAME_PFN, the ring
+/// page and a data page granted to domain 0 (the data page both read-write and read-only).
+fn guest() -> Env {
+    let mut cfg = config();
+    cfg.store_pfn = Some(STORE_PFN);
+    let mut e = Env::with(cfg, 1);
+    let mut disk = MemVolume::new(4096);
+    for (i, b) in disk.data.iter_mut().enumerate() {
+        *b = (i / SECTOR as usize) as u8;
+    }
+    let mut ro = MemVolume::new(1024);
+    ro.read_only = true;
+    e.host.disks = vec![disk, ro];
+    e.boot();
+    // The store (and with it the vbds) appears when the guest asks where it is.
+    let p = e.arg(ARG, &param(1, 0));
+    assert_eq!(e.call(op::HVM_OP, 1, p, 0), 0);
+    let mut a = [0u8; 24];
+    a[0..2].copy_from_slice(&0x7ff0u16.to_le_bytes());
+    a[4..8].copy_from_slice(&1u32.to_le_bytes());
+    a[16..24].copy_from_slice(&FRAME_PFN.to_le_bytes());
+    let p = e.arg(ARG, &a);
+    assert_eq!(e.call(op::MEMORY_OP, 7, p, 0), 0);
+    grant(&e, RING_REF, 1, RING_PFN);
+    grant(&e, RING2_REF, 1, RING2_PFN);
+    grant(&e, DATA_RW, 1, DATA_PFN);
+    grant(&e, DATA_RO, 1 | 4, DATA_PFN);
+    e
+}
+
+/// Connects the frontend of `fe` through ring page `ring` (ref `gref`); the port.
+fn connect(e: &mut Env, fe: &str, gref: u32, ring: u64) -> u32 {
+    let port = alloc_unbound(e);
+    // SHARED_RING_INIT: all indices 0, both event indices 1.
+    e.mem.write(ring * 4096, &[0; 4096]).unwrap();
+    e.mem.write_u32(ring * 4096 + 4, 1).unwrap();
+    e.mem.write_u32(ring * 4096 + 12, 1).unwrap();
+    write(e, &format!("{fe}/ring-ref"), &gref.to_string());
+    write(e, &format!("{fe}/event-channel"), &port.to_string());
+    write(e, &format!("{fe}/protocol"), "x86_64-abi");
+    write(e, &format!("{fe}/state"), "3");
+    port
+}
+
+struct Req {
+    op: u8,
+    id: u64,
+    sector: u64,
+    segs: Vec<(u32, u8, u8)>,
+    nr: Option<u8>,
+}
+
+fn req(op: u8, id: u64, sector: u64, segs: &[(u32, u8, u8)]) -> Req {
+    Req {
+        op,
+        id,
+        sector,
+        segs: segs.to_vec(),
+        nr: None,
+    }
+}
+
+/// Queues `reqs` on the ring at `ring`, notifies `port`, and returns the responses
+/// (id, op, status) that came back.
+fn submit(e: &mut Env, ring: u64, port: u32, reqs: &[Req]) -> Vec<(u64, u8, i16)> {
+    let base = ring * 4096;
+    let prod = e.mem.read_u32(base).unwrap();
+    let rsp_before = e.mem.read_u32(base + 8).unwrap();
+    for (k, r) in reqs.iter().enumerate() {
+        let mut b = [0u8; 112];
+        b[0] = r.op;
+        b[1] = r.nr.unwrap_or(r.segs.len() as u8);
+        b[8..16].copy_from_slice(&r.id.to_le_bytes());
+        b[16..24].copy_from_slice(&r.sector.to_le_bytes());
+        for (i, &(gref, first, last)) in r.segs.iter().enumerate() {
+            let o = 24 + 8 * i;
+            b[o..o + 4].copy_from_slice(&gref.to_le_bytes());
+            b[o + 4] = first;
+            b[o + 5] = last;
+        }
+        let slot = (prod + k as u32) % 32;
+        e.mem.write(base + 64 + u64::from(slot) * 112, &b).unwrap();
+    }
+    e.mem.write_u32(base, prod + reqs.len() as u32).unwrap();
+    assert_eq!(e.send(port), 0);
+    let rsp_after = e.mem.read_u32(base + 8).unwrap();
+    (rsp_before..rsp_after)
+        .map(|i| {
+            let mut r = [0u8; 16];
+            e.mem
+                .read(base + 64 + u64::from(i % 32) * 112, &mut r)
+                .unwrap();
+            (
+                u64::from_le_bytes(r[0..8].try_into().unwrap()),
+                r[8],
+                i16::from_le_bytes([r[10], r[11]]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn each_disk_is_a_vbd_with_the_nodes_blkfront_reads() {
+    let e = guest();
+    for (k, v) in [
+        ("state", "1"),
+        ("backend", BE),
+        ("backend-id", "0"),
+        ("virtual-device", "51712"),
+        ("device-type", "disk"),
+    ] {
+        assert_eq!(node(&e, &format!("{FE}/{k}")).as_deref(), Some(v), "{k}");
+    }
+    for (k, v) in [
+        ("state", "2"),
+        ("frontend", FE),
+        ("frontend-id", "1"),
+        ("sectors", "4096"),
+        ("info", "0"),
+        ("sector-size", "512"),
+        ("feature-flush-cache", "1"),
+    ] {
+        assert_eq!(node(&e, &format!("{BE}/{k}")).as_deref(), Some(v), "{k}");
+    }
+    assert_eq!(node(&e, &format!("{BE2}/info")).as_deref(), Some("4"));
+    assert_eq!(node(&e, &format!("{BE2}/sectors")).as_deref(), Some("1024"));
+    assert_eq!(
+        node(&e, &format!("{FE2}/virtual-device")).as_deref(),
+        Some("51728")
+    );
+    assert_eq!(node(&e, "/local/domain/1/device/vbd/51744/state"), None);
+}
+
+#[test]
+fn handshake_reads_write_flush_and_a_read_only_disk() {
+    let mut e = guest();
+    let port = connect(&mut e, FE, RING_REF, RING_PFN);
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("4"));
+
+    // A write from a read-only grant (the backend only reads the guest's page).
+    e.mem.write(DATA_PFN * 4096, &[0xAB; 4096]).unwrap();
+    e.host.raised.clear();
+    let got = submit(
+        &mut e,
+        RING_PFN,
+        port,
+        &[req(1, 77, 16, &[(DATA_RO, 0, 7)])],
+    );
+    assert_eq!(got, [(77, 1, 0)]);
+    assert!(
+        !e.host.raised.is_empty(),
+        "the frontend asked to be notified"
+    );
+    let d = &e.host.disks[0].data;
+    assert!(d[16 * 512..24 * 512].iter().all(|&b| b == 0xAB));
+    assert_eq!(d[24 * 512], 24, "the next sector untouched");
+
+    // Two segments: sectors 100-101 land at 1 KiB into the page, 102 at 3.5 KiB.
+    let got = submit(
+        &mut e,
+        RING_PFN,
+        port,
+        &[req(0, 78, 100, &[(DATA_RW, 2, 3), (DATA_RW, 7, 7)])],
+    );
+    assert_eq!(got, [(78, 0, 0)]);
+    let page = |e: &Env, off: u64| {
+        let mut b = [0u8; 1];
+        e.mem.read(DATA_PFN * 4096 + off, &mut b).unwrap();
+        b[0]
+    };
+    assert_eq!(
+        (page(&e, 1024), page(&e, 1535), page(&e, 1536)),
+        (100, 100, 101)
+    );
+    assert_eq!(page(&e, 3584), 102);
+    assert_eq!(page(&e, 0), 0xAB, "sectors outside the segments untouched");
+
+    let flushes = e.host.disks[0].flushes;
+    let got = submit(&mut e, RING_PFN, port, &[req(3, 79, 0, &[])]);
+    assert_eq!(got, [(79, 3, 0)]);
+    assert_eq!(e.host.disks[0].flushes, flushes + 1);
+    assert_eq!(e.host.disks[0].durable, e.host.disks[0].data);
+
+    // The read-only disk serves reads and refuses writes.
+    let port2 = connect(&mut e, FE2, RING2_REF, RING2_PFN);
+    assert_eq!(node(&e, &format!("{BE2}/state")).as_deref(), Some("4"));
+    let got = submit(
+        &mut e,
+        RING2_PFN,
+        port2,
+        &[
+            req(0, 1, 5, &[(DATA_RW, 0, 0)]),
+            req(1, 2, 5, &[(DATA_RO, 0, 0)]),
+        ],
+    );
+    assert_eq!(got, [(1, 0, 0), (2, 1, -1)]);
+}
+
+#[test]
+fn hostile_requests_get_errors_and_the_disk_carries_on() {
+    let mut e = guest();
+    let port = connect(&mut e, FE, RING_REF, RING_PFN);
+    let before = e.host.disks[0].data.clone();
+    let mut twelve = req(0, 6, 0, &[(DATA_RW, 0, 0)]);
+    twelve.nr = Some(12);
+    let mut none = req(1, 7, 0, &[]);
+    none.nr = Some(0);
+    let got = submit(
+        &mut e,
+        RING_PFN,
+        port,
+        &[
+            req(0, 1, 0, &[(DATA_RW, 3, 2)]),        // first > last
+            req(0, 2, 0, &[(DATA_RW, 0, 8)]),        // past the page
+            req(0, 3, 4095, &[(DATA_RW, 0, 1)]),     // past the disk's end
+            req(0, 4, u64::MAX, &[(DATA_RW, 0, 0)]), // sector overflow
+            req(0, 5, 0, &[(DATA_RO, 0, 0)]),        // a read into a read-only grant
+            twelve,
+            none,
+            req(0, 8, 0, &[(4095, 0, 0)]), // a reference past the table
+            req(0, 9, 0, &[(3, 0, 0)]),    // a free entry
+            req(6, 10, 0, &[]),            // indirect: not advertised
+            req(2, 11, 0, &[]),            // barrier: not advertised
+        ],
+    );
+    let want: Vec<(u64, u8, i16)> = vec![
+        (1, 0, -1),
+        (2, 0, -1),
+        (3, 0, -1),
+        (4, 0, -1),
+        (5, 0, -1),
+        (6, 0, -1),
+        (7, 1, -1),
+        (8, 0, -1),
+        (9, 0, -1),
+        (10, 6, -2),
+        (11, 2, -2),
+    ];
+    assert_eq!(got, want);
+    assert_eq!(e.host.disks[0].data, before, "nothing was written");
+
+    // A grant revoked before the request is served fails that request only.
+    grant(&e, DATA_RW, 0, DATA_PFN);
+    assert_eq!(
+        submit(&mut e, RING_PFN, port, &[req(0, 12, 0, &[(DATA_RW, 0, 0)])]),
+        [(12, 0, -1)]
+    );
+    grant(&e, DATA_RW, 1, DATA_PFN);
+    assert_eq!(
+        submit(&mut e, RING_PFN, port, &[req(0, 13, 0, &[(DATA_RW, 0, 0)])]),
+        [(13, 0, 0)]
+    );
+
+    // Indices no frontend could produce stop the disk, and only it.
+    let base = RING_PFN * 4096;
+    let prod = e.mem.read_u32(base).unwrap();
+    e.mem.write_u32(base, prod + 33).unwrap();
+    assert_eq!(e.send(port), 0);
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("6"));
+    assert!(node(&e, &format!("{BE}/error")).is_some());
+    let rsp = e.mem.read_u32(base + 8).unwrap();
+    assert_eq!(e.send(port), 0);
+    assert_eq!(
+        e.mem.read_u32(base + 8).unwrap(),
+        rsp,
+        "a stopped disk serves nothing"
+    );
+    let port2 = connect(&mut e, FE2, RING2_REF, RING2_PFN);
+    assert_eq!(
+        submit(
+            &mut e,
+            RING2_PFN,
+            port2,
+            &[req(0, 1, 0, &[(DATA_RW, 0, 0)])]
+        ),
+        [(1, 0, 0)]
+    );
+}
+
+#[test]
+fn bad_handshakes_and_a_frontend_that_starts_over() {
+    let mut e = guest();
+    // A ring reference that grants nothing.
+    let port = alloc_unbound(&mut e);
+    write(&mut e, &format!("{FE}/ring-ref"), "3");
+    write(&mut e, &format!("{FE}/event-channel"), &port.to_string());
+    write(&mut e, &format!("{FE}/state"), "3");
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("6"));
+    assert!(node(&e, &format!("{BE}/error")).is_some());
+    // The frontend starts over: InitWait again, then a good connection.
+    write(&mut e, &format!("{FE}/state"), "1");
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("2"));
+    connect(&mut e, FE, RING_REF, RING_PFN);
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("4"));
+    // Closing → Closed.
+    write(&mut e, &format!("{FE}/state"), "5");
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("6"));
+    // A 32-bit frontend's layout is refused; so is a port not bound for domain 0.
+    let mut e = guest();
+    let port32 = alloc_unbound(&mut e);
+    write(&mut e, &format!("{FE}/protocol"), "x86_32-abi");
+    write(&mut e, &format!("{FE}/ring-ref"), &RING_REF.to_string());
+    write(&mut e, &format!("{FE}/event-channel"), &port32.to_string());
+    write(&mut e, &format!("{FE}/state"), "3");
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("6"));
+    let mut e = guest();
+    write(&mut e, &format!("{FE}/ring-ref"), &RING_REF.to_string());
+    write(&mut e, &format!("{FE}/event-channel"), "2");
+    write(&mut e, &format!("{FE}/state"), "3");
+    assert_eq!(
+        node(&e, &format!("{BE}/state")).as_deref(),
+        Some("6"),
+        "the store's port"
+    );
+}
