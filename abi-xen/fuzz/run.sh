@@ -1,6 +1,7 @@
 #!/bin/sh
-# Fuzz hypercall dispatch, MSRs, port I/O and timers (target dispatch) or the xenstore server
-# (target xenstore) for a bounded time: abi-xen/fuzz/run.sh SECONDS [TARGET]
+# Fuzz hypercall dispatch, MSRs, port I/O and timers (target dispatch), the xenstore server
+# (target xenstore) or the blkif ring server (target blkif) for a bounded time:
+# abi-xen/fuzz/run.sh SECONDS [TARGET]
 # Needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz). Seeds come from the
 # stable fuzz test, which writes its inputs when ABI_XEN_FUZZ_SEED_DIR is set.
 set -eu

@@ -13,7 +13,7 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
-mod blkback;
+pub mod blkback;
 mod console;
 mod cpuid;
 mod errno;

@@ -1,15 +1,18 @@
-//! Linux on a disk: an ext4 file system made on the host (`mke2fs -d`, no root rights), turned
-//! into a dynamic VHD by the project's converter, mounted by label inside the guest through
-//! the face's own disk driver; afterwards the image is read back with QEMU's converter and
-//! checked with `e2fsck`, and the file the guest wrote is compared byte for byte.
+//! Linux on its disks: ext4 file systems made on the host (`mke2fs -d`, no root rights), turned
+//! into VHDs by the project's converter (a dynamic image, and a differencing child over a
+//! parent the manifest cannot write), mounted by label inside the guest through the face's own
+//! disk driver. Afterwards each image is read back (the dynamic one by QEMU's converter, the
+//! child by the project's reader, as QEMU cannot follow chains) and checked with `e2fsck`, the
+//! file the guest wrote is compared byte for byte, and the parent must be unchanged.
 
 use crate::util::out_dir;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The file system's label: what the guest mounts (`janus.disk=`).
+/// The file systems' labels: what the guest mounts (`janus.disk=`).
 pub const LABEL: &str = "janus-data";
+pub const CHILD_LABEL: &str = "janus-child";
 const HELLO_BYTES: usize = 1 << 20;
 /// What the guest writes: `janus-disk-line\n` over and over, cut at 4 MiB.
 const NEW_BYTES: usize = 4 << 20;
@@ -50,13 +53,10 @@ fn expected_new() -> Vec<u8> {
     NEW_LINE.iter().copied().cycle().take(NEW_BYTES).collect()
 }
 
-/// The file system's files, a 64 MiB ext4 image of them, its dynamic VHD, and the manifest of
-/// a Xen VM (Debian's cloud kernel) with that disk.
-pub fn setup_xen() -> Result<()> {
-    crate::prereq::tools(&[&crate::prereq::E2FSPROGS])?;
-    let d = dir();
-    let _ = std::fs::remove_dir_all(&d);
-    let files = d.join("files");
+/// A 64 MiB ext4 file system labelled `label` holding hello.bin and its checksum, as raw.
+fn make_fs(d: &Path, label: &str) -> Result<PathBuf> {
+    let files = d.join(format!("files-{label}"));
+    let _ = std::fs::remove_dir_all(&files);
     std::fs::create_dir_all(&files)?;
     std::fs::write(files.join("hello.bin"), hello())?;
     let sum = run(
@@ -66,21 +66,45 @@ pub fn setup_xen() -> Result<()> {
         "sha256sum",
     )?;
     std::fs::write(files.join("hello.sha256"), sum)?;
-    let raw = d.join("fs.raw");
+    let raw = d.join(format!("{label}.raw"));
     run(
         Command::new(e2fs("mke2fs"))
-            .args(["-q", "-F", "-t", "ext4", "-L", LABEL, "-d"])
+            .args(["-q", "-F", "-t", "ext4", "-L", label, "-d"])
             .arg(&files)
             .arg(&raw)
             .arg("64M"),
         "mke2fs",
     )?;
-    let vhd = d.join("xen-disk.vhd");
-    let mut src = crate::vhd_cli::image::Source::open(&raw).map_err(anyhow::Error::msg)?;
+    Ok(raw)
+}
+
+fn raw_to_dynamic(raw: &Path, vhd: &Path) -> Result<()> {
+    let mut src = crate::vhd_cli::image::Source::open(raw).map_err(anyhow::Error::msg)?;
     let size = src.size();
-    crate::vhd_cli::image::write_vhd(&mut src, &vhd, vhd::DiskType::Dynamic, size, true)
+    crate::vhd_cli::image::write_vhd(&mut src, vhd, vhd::DiskType::Dynamic, size, true)
         .map_err(anyhow::Error::msg)?;
-    std::fs::remove_file(&raw)?;
+    std::fs::remove_file(raw)?;
+    Ok(())
+}
+
+/// The two images and the manifest of a Xen VM (Debian's cloud kernel) with them: xvda a
+/// dynamic VHD, xvdb a differencing VHD whose parent (another file system) stays read-only.
+pub fn setup_xen() -> Result<()> {
+    crate::prereq::tools(&[&crate::prereq::E2FSPROGS])?;
+    let d = dir();
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    raw_to_dynamic(&make_fs(&d, LABEL)?, &d.join("xen-disk.vhd"))?;
+    let parent = d.join("parent.vhd");
+    raw_to_dynamic(&make_fs(&d, CHILD_LABEL)?, &parent)?;
+    vhd::fs::create_differencing(
+        &d.join("child.vhd"),
+        &parent,
+        None,
+        &vhd::fs::create_options(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::write(d.join("parent.before"), std::fs::read(&parent)?)?;
     std::fs::write(
         d.join("xen-disk.toml"),
         format!(
@@ -89,53 +113,69 @@ pub fn setup_xen() -> Result<()> {
              kernel = \"../../../target/linux/vmlinux\"\n\
              initrd = \"../../../target/linux/initramfs.cpio.gz\"\n\
              cmdline = \"console=hvc0 janus.face=xen janus.vcpus=2 janus.clockwait=1 \
-             janus.disk={LABEL} quiet panic=-1 nokaslr\"\n\
-             [[vm.disk]]\npath = \"xen-disk.vhd\"\n"
+             janus.disk={LABEL},{CHILD_LABEL} quiet panic=-1 nokaslr\"\n\
+             [[vm.disk]]\npath = \"xen-disk.vhd\"\n\
+             [[vm.disk]]\npath = \"child.vhd\"\n"
         ),
     )?;
     Ok(())
 }
 
-/// After the run: QEMU reads the image, e2fsck finds the file system clean, and it holds the
-/// file the guest wrote, byte for byte, beside the one it read.
-pub fn verify_xen() -> Result<()> {
-    let d = dir();
-    let vhd = d.join("xen-disk.vhd");
-    let raw = d.join("after.raw");
-    let _ = std::fs::remove_file(&raw);
+/// e2fsck finds the file system in `raw` clean, and it holds the file the guest wrote beside
+/// the one it read, byte for byte.
+fn check_fs(raw: &Path, what: &str) -> Result<()> {
     run(
-        Command::new(crate::prereq::QEMU_IMG.binary)
-            .args(["convert", "-f", "vpc", "-O", "raw"])
-            .arg(&vhd)
-            .arg(&raw),
-        "qemu-img convert",
-    )?;
-    run(
-        Command::new(e2fs("e2fsck")).arg("-fn").arg(&raw),
-        "e2fsck -fn (the file system the guest wrote)",
+        Command::new(e2fs("e2fsck")).arg("-fn").arg(raw),
+        &format!("e2fsck -fn ({what})"),
     )?;
     for (name, want) in [("new.bin", expected_new()), ("hello.bin", hello())] {
-        let out = d.join(format!("after-{name}"));
+        let out = raw.with_extension(name);
         let _ = std::fs::remove_file(&out);
         run(
             Command::new(e2fs("debugfs"))
                 .arg("-R")
                 .arg(format!("dump /{name} {}", out.display()))
-                .arg(&raw),
+                .arg(raw),
             "debugfs dump",
         )?;
         let got = std::fs::read(&out)
-            .with_context(|| format!("{name} is not on the disk after the run"))?;
+            .with_context(|| format!("{what}: {name} is not on the disk after the run"))?;
         if got != want {
             let at = got.iter().zip(&want).position(|(a, b)| a != b);
             bail!(
-                "{name} on the disk differs from what was written ({} bytes, want {}; first difference at {:?})",
+                "{what}: {name} differs from what was written ({} bytes, want {}; first difference at {:?})",
                 got.len(),
                 want.len(),
                 at
             );
         }
+        std::fs::remove_file(&out)?;
     }
-    std::fs::remove_file(&raw)?;
+    std::fs::remove_file(raw)?;
+    Ok(())
+}
+
+/// After the run: the dynamic image through QEMU's converter, the child through the project's
+/// reader; both file systems clean and holding the guest's file; the parent unchanged.
+pub fn verify_xen() -> Result<()> {
+    let d = dir();
+    let raw = d.join("after-dynamic.raw");
+    let _ = std::fs::remove_file(&raw);
+    run(
+        Command::new(crate::prereq::QEMU_IMG.binary)
+            .args(["convert", "-f", "vpc", "-O", "raw"])
+            .arg(d.join("xen-disk.vhd"))
+            .arg(&raw),
+        "qemu-img convert",
+    )?;
+    check_fs(&raw, "xen-disk.vhd")?;
+    let child = d.join("child.vhd");
+    let raw = d.join("after-child.raw");
+    let mut src = crate::vhd_cli::image::Source::open(&child).map_err(anyhow::Error::msg)?;
+    crate::vhd_cli::image::write_raw(&mut src, &raw).map_err(anyhow::Error::msg)?;
+    check_fs(&raw, "child.vhd")?;
+    if std::fs::read(d.join("parent.vhd"))? != std::fs::read(d.join("parent.before"))? {
+        bail!("parent.vhd changed: a read-only parent was written");
+    }
     Ok(())
 }

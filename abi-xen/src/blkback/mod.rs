@@ -220,6 +220,8 @@ pub(crate) fn kick(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host, port
     else {
         return false;
     };
+    let gnttab = &x.gnttab;
+    let grants = |m: &dyn GuestMemory, r: u32, w: bool| gnttab.grant(m, r, w);
     let v = &mut x.vbds[i];
     let Some(ring) = v.ring.as_mut() else {
         return false;
@@ -228,7 +230,7 @@ pub(crate) fn kick(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host, port
         index: v.disk,
         sectors: v.info.sectors,
         read_only: v.info.read_only,
-        grants: &x.gnttab,
+        grants: &grants,
     };
     match ring.service(mem, host, &disk) {
         Ok(true) => crate::evtchn::set_pending(x, mem, host, port),

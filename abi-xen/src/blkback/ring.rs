@@ -5,7 +5,7 @@
 //! the ring meanwhile). A bad request gets `BLKIF_RSP_ERROR` (or `EOPNOTSUPP` for an operation
 //! not advertised); only indices that could not come from an honest frontend break the ring.
 
-use crate::gnttab::GrantTable;
+use crate::gnttab::GrantError;
 use core::sync::atomic::{Ordering, fence};
 use virt::GuestMemory;
 use virt::block::{SECTOR, Volume, VolumeError};
@@ -113,12 +113,17 @@ pub struct Ring {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Broken;
 
+/// Resolves a grant reference for an access by the backend (write: into the guest's page):
+/// the page's guest-physical address, if the guest's grant entry allows it now.
+pub type Grants<'a> = &'a dyn Fn(&dyn GuestMemory, u32, bool) -> Result<u64, GrantError>;
+
 /// The disk a ring serves, and where its data goes.
 pub struct Disk<'a> {
+    /// The VM's disk, for [`Host::disk_io`].
     pub index: u32,
     pub sectors: u64,
     pub read_only: bool,
-    pub grants: &'a GrantTable,
+    pub grants: Grants<'a>,
 }
 
 impl Ring {
@@ -140,10 +145,7 @@ impl Ring {
         host: &mut dyn Host,
         disk: &Disk<'_>,
     ) -> Result<bool, Broken> {
-        let page = disk
-            .grants
-            .grant(mem, self.gref, true)
-            .map_err(|_| Broken)?;
+        let page = (disk.grants)(mem, self.gref, true).map_err(|_| Broken)?;
         let rd = |off| mem.read_u32(page + off).map_err(|_| Broken);
         let wr = |off, v: u32| mem.write_u32(page + off, v).map_err(|_| Broken);
         let mut notify = false;
@@ -213,7 +215,7 @@ fn serve(r: &Request, mem: &dyn GuestMemory, host: &mut dyn Host, disk: &Disk<'_
     // to its page, a write from it read access.
     let mut pages: heapless::Vec<(u64, Segment), MAX_SEGMENTS> = heapless::Vec::new();
     for &s in &r.segments {
-        let Ok(gpa) = disk.grants.grant(mem, s.gref, !write) else {
+        let Ok(gpa) = (disk.grants)(mem, s.gref, !write) else {
             return RSP_ERROR;
         };
         let _ = pages.push((gpa, s));

@@ -3,8 +3,8 @@
 #   janus.face=xen|hyperv|none   which platform checks to run (none: a plain QEMU boot)
 #   janus.vcpus=N                how many CPUs the guest must see
 #   janus.clockwait=S            seconds between the two clock samples (default 5)
-#   janus.disk=LABEL             load the face's disk driver, mount the ext4 file system
-#                                labelled LABEL, check hello.bin against hello.sha256, write
+#   janus.disk=LABEL[,LABEL...]  load the face's disk driver; for each label mount the ext4
+#                                file system, check hello.bin against hello.sha256, write
 #                                new.bin (4 MiB of "janus-disk-line" lines), sync, unmount
 # Every line a host test reads starts with JANUS- and is written with one write(2) to
 # /dev/console, which the kernel's console= option points at hvc0 or ttyS0.
@@ -112,7 +112,7 @@ case "$face" in
     *) check face FAIL "janus.face='$face' (want xen, hyperv or none)" ;;
 esac
 
-# The disk test: the host checks the image afterwards; these lines only say how far it got.
+# The disk test: the host checks the images afterwards; these lines only say how far it got.
 if [ -n "$disk" ]; then
     case "$face" in
         xen) driver=xen-blkfront ;;
@@ -122,24 +122,27 @@ if [ -n "$disk" ]; then
         out=$(insmod "/lib/modules/$(uname -r)/$driver.ko" 2>&1)
         if [ $? = 0 ]; then check disk-driver ok "$driver"; else check disk-driver FAIL "$driver: $out"; fi
     fi
-    dev=
-    tries=0
-    while [ -z "$dev" ] && [ "$tries" -lt 600 ]; do
-        dev=$(findfs "LABEL=$disk" 2>/dev/null) || dev=
-        [ -n "$dev" ] || usleep 100000
-        tries=$((tries + 1))
+    for label in $(echo "$disk" | tr , ' '); do
+        dev=
+        tries=0
+        while [ -z "$dev" ] && [ "$tries" -lt 600 ]; do
+            dev=$(findfs "LABEL=$label" 2>/dev/null) || dev=
+            [ -n "$dev" ] || usleep 100000
+            tries=$((tries + 1))
+        done
+        mkdir -p "/mnt/$label"
+        if [ -n "$dev" ] && mount -t ext4 "$dev" "/mnt/$label"; then
+            check disk-mount ok "$label $dev"
+            read -r want rest <"/mnt/$label/hello.sha256"
+            set -- $(sha256sum "/mnt/$label/hello.bin")
+            expect disk-read "$label $1" "$label $want"
+            yes janus-disk-line | head -c 4194304 >"/mnt/$label/new.bin"
+            sync
+            if umount "/mnt/$label"; then check disk-write ok "$label new.bin"; else check disk-write FAIL "$label: umount"; fi
+        else
+            check disk-mount FAIL "no ext4 file system labelled '$label' (found '$dev')"
+        fi
     done
-    if [ -n "$dev" ] && mount -t ext4 "$dev" /mnt; then
-        check disk-mount ok "$dev"
-        read -r want rest </mnt/hello.sha256
-        set -- $(sha256sum /mnt/hello.bin)
-        expect disk-read "$1" "$want"
-        yes janus-disk-line | head -c 4194304 >/mnt/new.bin
-        sync
-        if umount /mnt; then check disk-write ok "new.bin"; else check disk-write FAIL "umount"; fi
-    else
-        check disk-mount FAIL "no ext4 file system labelled '$disk' (found '$dev')"
-    fi
 fi
 
 if [ -n "$vcpus" ]; then

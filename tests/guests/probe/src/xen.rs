@@ -9,6 +9,7 @@
 // UNSAFETY: hypercalls are instructions (VMCALL/VMMCALL) and calls into the hypervisor's page.
 
 mod grant;
+mod store;
 
 use crate::arch;
 use crate::checks::check;
@@ -357,6 +358,7 @@ pub fn checks() {
     timer(x);
     loopback(x);
     grant::checks(x);
+    store::checks(x);
 }
 
 #[repr(C)]
