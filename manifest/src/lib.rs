@@ -23,6 +23,9 @@ pub const MIN_MEMORY_MIB: u32 = 1;
 /// Guest RAM is one range below the 3 GiB MMIO hole (nothing splits it around the hole).
 pub const MAX_MEMORY_MIB: u32 = 3 * 1024;
 pub const MAX_DISKS: usize = 8;
+/// Disks a Xen VM may have: its vbds are xvda to xvdd (their xenstore nodes share the
+/// domain's bounded store).
+pub const MAX_XEN_DISKS: usize = 4;
 /// Images in one disk's chain: the disk and its parents.
 pub const MAX_CHAIN: usize = 8;
 /// The largest encoded manifest the kernel accepts.
@@ -167,6 +170,8 @@ pub enum Rule {
     PreserveNotCrash,
     /// A disk in namespace 0, or a chain naming one namespace twice.
     BadDisk,
+    /// A Xen VM with more disks than its face serves.
+    TooManyXenDisks,
 }
 
 impl Rule {
@@ -180,6 +185,7 @@ impl Rule {
             Rule::EmptyKernel => "`kernel` must name a file",
             Rule::PreserveNotCrash => "`preserve` applies to `on_crash` only",
             Rule::BadDisk => "a disk names namespace 0 or one namespace twice in its chain",
+            Rule::TooManyXenDisks => "a Xen VM has at most 4 disks (xvda to xvdd)",
         }
     }
 }
@@ -220,6 +226,9 @@ impl VmSpec {
             || self.policies.on_reboot == OnEnd::Preserve
         {
             return Err(Rule::PreserveNotCrash);
+        }
+        if self.personality == Personality::Xen && self.disks.len() > MAX_XEN_DISKS {
+            return Err(Rule::TooManyXenDisks);
         }
         Ok(())
     }
@@ -292,6 +301,25 @@ mod tests {
     fn encoded(m: &Manifest) -> std::vec::Vec<u8> {
         let mut buf = vec![0u8; MAX_ENCODED];
         m.encode(&mut buf).unwrap().to_vec()
+    }
+
+    #[test]
+    fn a_xen_vm_has_at_most_four_disks() {
+        let disk = |n: u32| DiskSpec {
+            name: "d.vhd".try_into().unwrap(),
+            nsid: n,
+            parents: Vec::new(),
+            read_only: false,
+        };
+        let mut v = vm("x");
+        for n in 1..=MAX_XEN_DISKS as u32 {
+            v.disks.push(disk(n)).unwrap();
+        }
+        assert_eq!(v.check(), Ok(()));
+        v.disks.push(disk(9)).unwrap();
+        assert_eq!(v.check(), Err(Rule::TooManyXenDisks));
+        v.personality = Personality::HyperV;
+        assert_eq!(v.check(), Ok(()), "the limit is the Xen face's");
     }
 
     #[test]

@@ -54,7 +54,7 @@ fn expected_new() -> Vec<u8> {
 }
 
 /// A 64 MiB ext4 file system labelled `label` holding hello.bin and its checksum, as raw.
-fn make_fs(d: &Path, label: &str) -> Result<PathBuf> {
+pub fn make_fs(d: &Path, label: &str) -> Result<PathBuf> {
     let files = d.join(format!("files-{label}"));
     let _ = std::fs::remove_dir_all(&files);
     std::fs::create_dir_all(&files)?;
@@ -78,7 +78,7 @@ fn make_fs(d: &Path, label: &str) -> Result<PathBuf> {
     Ok(raw)
 }
 
-fn raw_to_dynamic(raw: &Path, vhd: &Path) -> Result<()> {
+pub fn raw_to_dynamic(raw: &Path, vhd: &Path) -> Result<()> {
     let mut src = crate::vhd_cli::image::Source::open(raw).map_err(anyhow::Error::msg)?;
     let size = src.size();
     crate::vhd_cli::image::write_vhd(&mut src, vhd, vhd::DiskType::Dynamic, size, true)

@@ -286,6 +286,7 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
                 km::Rule::MemoryRange => "memory_mib",
                 km::Rule::VcpuRange => "vcpus",
                 km::Rule::EmptyKernel => "kernel",
+                km::Rule::TooManyXenDisks => "disk",
                 _ => "name",
             };
             return Err(bad(

@@ -220,23 +220,39 @@ fn serve(r: &Request, mem: &dyn GuestMemory, host: &mut dyn Host, disk: &Disk<'_
         };
         let _ = pages.push((gpa, s));
     }
-    let mut sector = r.sector;
-    status(host.disk_io(disk.index, &mut |v: &mut dyn Volume| {
-        let mut buf = [0u8; PAGE as usize];
+    // One volume request for the whole blkif request: its segments are consecutive on the
+    // disk, only the guest pages differ. The emulated (or real) controller pays per command.
+    let bytes = (total * SECTOR) as usize;
+    let mut buf = [0u8; MAX_SEGMENTS * PAGE as usize];
+    let Some(data) = buf.get_mut(..bytes) else {
+        return RSP_ERROR;
+    };
+    let copy = |to_guest: bool, data: &mut [u8]| -> Result<(), VolumeError> {
+        let mut off = 0;
         for &(gpa, s) in &pages {
             let at = gpa + u64::from(s.first) * SECTOR;
-            let data = &mut buf[..(s.sectors() * SECTOR) as usize];
-            if write {
-                mem.read(at, data).map_err(|_| VolumeError::Io)?;
-                v.write(sector, data)?;
+            let part = &mut data[off..off + (s.sectors() * SECTOR) as usize];
+            if to_guest {
+                mem.write(at, part)
             } else {
-                v.read(sector, data)?;
-                mem.write(at, data).map_err(|_| VolumeError::Io)?;
+                mem.read(at, part)
             }
-            sector += s.sectors();
+            .map_err(|_| VolumeError::Io)?;
+            off += part.len();
         }
         Ok(())
-    }))
+    };
+    if write {
+        if copy(false, data).is_err() {
+            return RSP_ERROR;
+        }
+        status(host.disk_io(disk.index, &mut |v: &mut dyn Volume| {
+            v.write(r.sector, data)
+        }))
+    } else {
+        let read = host.disk_io(disk.index, &mut |v: &mut dyn Volume| v.read(r.sector, data));
+        status(read.and_then(|()| copy(true, data)))
+    }
 }
 
 fn status(r: Result<(), VolumeError>) -> i16 {

@@ -35,6 +35,10 @@ pub struct DirectBoot {
     pub clockwait_s: u32,
     /// Copy the console to stdout while it runs.
     pub echo: bool,
+    /// More kernel command-line words (after the common ones).
+    pub cmdline_extra: String,
+    /// More QEMU arguments (a disk, say).
+    pub qemu_extra: Vec<String>,
 }
 
 impl DirectBoot {
@@ -46,14 +50,21 @@ impl DirectBoot {
             timeout,
             clockwait_s: 5,
             echo: false,
+            cmdline_extra: String::new(),
+            qemu_extra: Vec::new(),
         }
     }
 
     pub fn cmdline(&self) -> String {
-        format!(
+        let mut c = format!(
             "console=ttyS0 janus.face=none janus.vcpus={} janus.clockwait={} {COMMON_CMDLINE}",
             self.vcpus, self.clockwait_s
-        )
+        );
+        if !self.cmdline_extra.is_empty() {
+            c.push(' ');
+            c.push_str(&self.cmdline_extra);
+        }
+        c
     }
 }
 
@@ -162,6 +173,7 @@ pub fn direct_boot(guest: &LinuxGuest, opts: &DirectBoot) -> Result<BootReport> 
         .arg("-initrd")
         .arg(&guest.initramfs)
         .args(["-append", &opts.cmdline()])
+        .args(&opts.qemu_extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -3,6 +3,9 @@
 #   janus.face=xen|hyperv|none   which platform checks to run (none: a plain QEMU boot)
 #   janus.vcpus=N                how many CPUs the guest must see
 #   janus.clockwait=S            seconds between the two clock samples (default 5)
+#   janus.diskbench=LABEL        load the face's disk driver, mount LABEL and time direct I/O
+#                                on a file there: JANUS-BENCH begin/end lines, which the host
+#                                stamps (Janus's clock under Janus)
 #   janus.disk=LABEL[,LABEL...]  load the face's disk driver; for each label mount the ext4
 #                                file system, check hello.bin against hello.sha256, write
 #                                new.bin (4 MiB of "janus-disk-line" lines), sync, unmount
@@ -18,12 +21,14 @@ face=
 vcpus=
 clockwait=5
 disk=
+diskbench=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         janus.face=*) face=${word#janus.face=} ;;
         janus.vcpus=*) vcpus=${word#janus.vcpus=} ;;
         janus.clockwait=*) clockwait=${word#janus.clockwait=} ;;
         janus.disk=*) disk=${word#janus.disk=} ;;
+        janus.diskbench=*) diskbench=${word#janus.diskbench=} ;;
     esac
 done
 
@@ -112,8 +117,8 @@ case "$face" in
     *) check face FAIL "janus.face='$face' (want xen, hyperv or none)" ;;
 esac
 
-# The disk test: the host checks the images afterwards; these lines only say how far it got.
-if [ -n "$disk" ]; then
+# The face's disk driver (the direct QEMU boot's NVMe driver is built in).
+disk_driver() {
     case "$face" in
         xen) driver=xen-blkfront ;;
         *) driver= ;;
@@ -122,14 +127,23 @@ if [ -n "$disk" ]; then
         out=$(insmod "/lib/modules/$(uname -r)/$driver.ko" 2>&1)
         if [ $? = 0 ]; then check disk-driver ok "$driver"; else check disk-driver FAIL "$driver: $out"; fi
     fi
+}
+# find_label LABEL: the device holding that file system into $dev (waiting up to 60 s).
+find_label() {
+    dev=
+    tries=0
+    while [ -z "$dev" ] && [ "$tries" -lt 600 ]; do
+        dev=$(findfs "LABEL=$1" 2>/dev/null) || dev=
+        [ -n "$dev" ] || usleep 100000
+        tries=$((tries + 1))
+    done
+}
+
+# The disk test: the host checks the images afterwards; these lines only say how far it got.
+if [ -n "$disk" ]; then
+    disk_driver
     for label in $(echo "$disk" | tr , ' '); do
-        dev=
-        tries=0
-        while [ -z "$dev" ] && [ "$tries" -lt 600 ]; do
-            dev=$(findfs "LABEL=$label" 2>/dev/null) || dev=
-            [ -n "$dev" ] || usleep 100000
-            tries=$((tries + 1))
-        done
+        find_label "$label"
         mkdir -p "/mnt/$label"
         if [ -n "$dev" ] && mount -t ext4 "$dev" "/mnt/$label"; then
             check disk-mount ok "$label $dev"
@@ -143,6 +157,42 @@ if [ -n "$disk" ]; then
             check disk-mount FAIL "no ext4 file system labelled '$label' (found '$dev')"
         fi
     done
+fi
+
+# The disk benchmark: 32 MiB sequential in 1 MiB requests, 256 random 4 KiB requests, all
+# O_DIRECT so that every request reaches the disk.
+if [ -n "$diskbench" ]; then
+    disk_driver
+    find_label "$diskbench"
+    mkdir -p /mnt/bench
+    if [ -n "$dev" ] && mount -t ext4 "$dev" /mnt/bench; then
+        f=/mnt/bench/bench.bin
+        echo "JANUS-BENCH begin seq-write-1M"
+        dd if=/dev/zero of=$f bs=1M count=32 oflag=direct conv=fsync 2>/dev/null
+        echo "JANUS-BENCH end seq-write-1M 33554432"
+        echo "JANUS-BENCH begin seq-read-1M"
+        dd if=$f of=/dev/null bs=1M iflag=direct 2>/dev/null
+        echo "JANUS-BENCH end seq-read-1M 33554432"
+        echo "JANUS-BENCH begin rand-write-4K"
+        i=0
+        while [ $i -lt 256 ]; do
+            dd if=/dev/zero of=$f bs=4k count=1 seek=$((RANDOM % 8192)) oflag=direct conv=notrunc 2>/dev/null
+            i=$((i + 1))
+        done
+        sync
+        echo "JANUS-BENCH end rand-write-4K 1048576"
+        echo "JANUS-BENCH begin rand-read-4K"
+        i=0
+        while [ $i -lt 256 ]; do
+            dd if=$f of=/dev/null bs=4k count=1 skip=$((RANDOM % 8192)) iflag=direct 2>/dev/null
+            i=$((i + 1))
+        done
+        echo "JANUS-BENCH end rand-read-4K 1048576"
+        umount /mnt/bench
+        check disk-bench ok "$dev"
+    else
+        check disk-bench FAIL "no ext4 file system labelled '$diskbench' (found '$dev')"
+    fi
 fi
 
 if [ -n "$vcpus" ]; then
