@@ -175,6 +175,8 @@ pub struct Xen {
     pub(crate) store_attached: bool,
     /// The VM's disks, as virtual block devices.
     pub(crate) vbds: heapless::Vec<blkback::Vbd, { blkback::MAX_VBDS }>,
+    /// A shutdown the host asked for, written to `control/shutdown` once the store is up.
+    pub(crate) shutdown: Option<virt::personality::ShutdownKind>,
 }
 
 impl Xen {
@@ -205,6 +207,7 @@ impl Xen {
             gnttab: gnttab::GrantTable::new(),
             store: xenstore::Store::new(cfg.domid),
             vbds: heapless::Vec::new(),
+            shutdown: None,
             store_attached: false,
         }
     }
@@ -347,6 +350,20 @@ pub(crate) fn xenstore_attach(x: &mut Xen, mem: &dyn GuestMemory, host: &dyn Hos
     let vcpus = Xen::nr_vcpus(host);
     x.store.attach(mem, page, vcpus, mem.size() / 1024);
     blkback::publish(x, host);
+    write_shutdown(x);
+}
+
+/// Puts the host's shutdown request in `control/shutdown`, where Linux's xenbus watches.
+fn write_shutdown(x: &mut Xen) {
+    let Some(kind) = x.shutdown else { return };
+    let mut p: xenstore::tree::Path = heapless::Vec::new();
+    let _ = p.extend_from_slice(x.store.home());
+    let _ = p.extend_from_slice(b"/control/shutdown");
+    let value: &[u8] = match kind {
+        virt::personality::ShutdownKind::PowerOff => b"poweroff",
+        virt::personality::ShutdownKind::Reboot => b"reboot",
+    };
+    let _ = x.store.write(&p, value);
 }
 
 impl Personality for Xen {
@@ -414,5 +431,23 @@ impl Personality for Xen {
 
     fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool {
         evtchn::has_pending_work(self, vcpu, mem)
+    }
+
+    fn request_shutdown(
+        &mut self,
+        kind: virt::personality::ShutdownKind,
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> bool {
+        if self.cfg.store_pfn.is_none() {
+            return false;
+        }
+        // A guest whose xenbus is not up yet finds the request when it connects.
+        self.shutdown = Some(kind);
+        if self.store_attached {
+            write_shutdown(self);
+            xenstore_service(self, mem, host);
+        }
+        true
     }
 }

@@ -28,6 +28,8 @@ pub struct Options {
     pub selftest: SelfTest,
     /// `janus.watch`: print every vCPU's state every few seconds (for a guest that hangs).
     pub watch: bool,
+    /// `janus.shutdown_after=S`: S seconds after the VMs start, ask each to shut down.
+    pub shutdown_after_s: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +42,7 @@ impl Options {
         let mut opts = Options {
             selftest: SelfTest::None,
             watch: false,
+            shutdown_after_s: None,
         };
         for word in cmdline
             .split_ascii_whitespace()
@@ -55,6 +58,10 @@ impl Options {
                 "janus.selftest=disk-stress" => opts.selftest = SelfTest::DiskStress,
                 "janus.selftest=disk-bench" => opts.selftest = SelfTest::DiskBench,
                 "janus.watch" => opts.watch = true,
+                w if w.starts_with("janus.shutdown_after=") => {
+                    let secs = w["janus.shutdown_after=".len()..].parse().ok();
+                    opts.shutdown_after_s = Some(secs.ok_or(UnknownOption(word))?);
+                }
                 _ => return Err(UnknownOption(word)),
             }
         }
@@ -77,6 +84,14 @@ mod tests {
             Options::parse("janus.selftest=nvme").unwrap().selftest,
             SelfTest::Nvme
         );
+        assert_eq!(
+            Options::parse("janus.shutdown_after=30")
+                .unwrap()
+                .shutdown_after_s,
+            Some(30)
+        );
+        assert!(Options::parse("janus.shutdown_after=soon").is_err());
+        assert!(Options::parse("janus.shutdown_after=").is_err());
         assert_eq!(
             Options::parse("janus.selftest=stack-overflow")
                 .unwrap()

@@ -219,6 +219,9 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
     }
     println!("janus: running {started} VM(s)");
     report::WATCH.store(opts.watch, Ordering::Relaxed);
+    if let Some(secs) = opts.shutdown_after_s {
+        crate::vm::shutdown::arm(secs);
+    }
     smp::GO.store(true, Ordering::Release);
     run::cpu_loop(0);
     println!("janus: all VMs have stopped");

@@ -44,6 +44,14 @@ pub enum AliasError {
     Full,
 }
 
+/// What the host asks of a guest when it wants it gone (Xen's `control/shutdown`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum ShutdownKind {
+    PowerOff,
+    Reboot,
+}
+
 /// Services the kernel offers a personality. All calls are cheap and never block.
 pub trait Host {
     /// Host monotonic time in nanoseconds (TSC based).
@@ -185,4 +193,16 @@ pub trait Personality {
     fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host);
     /// Whether a vCPU blocked by [`Action::Block`] has something to wake for.
     fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool;
+    /// The host asks the guest to shut down (or reboot) by itself, the way this ABI does it.
+    /// False when the ABI (or this guest's configuration) has no way to ask; the kernel then
+    /// decides alone.
+    fn request_shutdown(
+        &mut self,
+        kind: ShutdownKind,
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> bool {
+        let _ = (kind, mem, host);
+        false
+    }
 }

@@ -435,6 +435,22 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             &[("xen-disk", "poweroff")],
         )
     });
+    // The host asks a Xen guest to shut down (control/shutdown); Linux's xenbus runs its
+    // orderly power-off, and the VM powers off long before the guest would by itself.
+    v.push(Case {
+        cmdline: "janus.shutdown_after=30",
+        absent: &["JANUS-GUEST-STAYED"],
+        ..linux(
+            "qemu-svm-xen-linux-host-shutdown",
+            "manifests/xen-linux-shutdown.toml",
+            &[
+                "vm xen-shutdown: asked to power off (host shutdown)",
+                "vm xen-shutdown: stopped: powered off",
+            ],
+            &[("xen-shutdown", "xen")],
+            &[("xen-shutdown", "poweroff")],
+        )
+    });
     v.push(linux(
         "qemu-svm-both-faces-side-by-side",
         "manifests/default.toml",
@@ -466,6 +482,30 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             &[],
             &[("xen-panic", "crash"), ("hyperv-panic", "crash")],
         )
+    });
+    // A host shutdown stops a VM whose face has no way to ask it (Hyper-V has no shutdown
+    // channel in Janus yet) at once, as an error.
+    v.push(Case {
+        name: "qemu-svm-host-shutdown-stops-what-it-cannot-ask",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/probe-hyperv.toml",
+        cmdline: "janus.shutdown_after=0",
+        pass: false,
+        com1: &[
+            "vm probe-hyperv: stopped: vCPU 0: its face has no way to ask it to shut down",
+        ],
+        defmt: &[],
+        timeout_s: 120,
+        linux: &[],
+        ends: &[("probe-hyperv", "error")],
+        restarts: &[],
+        exit_code: crate::emulator::exit_code::VM_ERROR,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &["probe: verdict: PASS"],
     });
     // A VM that cannot be built stops alone; its neighbour runs; the run fails.
     v.push(Case {

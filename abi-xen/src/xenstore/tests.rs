@@ -541,3 +541,41 @@ fn broken_rings_stop_the_store() {
     r.send(wire::READ, 0, b"domid\0");
     assert_eq!(r.messages(), vec![(wire::READ, b"3".to_vec())]);
 }
+
+/// What Linux's xenbus does with a host shutdown request: a relative watch on
+/// control/shutdown fires, then the node is read and cleared in a transaction.
+#[test]
+fn a_shutdown_request_is_seen_and_acknowledged_as_linux_does() {
+    let mut r = rig();
+    assert_eq!(
+        r.req(wire::WATCH, 0, b"control/shutdown\0tok\0"),
+        ok(wire::WATCH)
+    );
+    assert_eq!(r.events(), [b"control/shutdown\0tok\0".to_vec()]);
+    r.s.write(b"/local/domain/3/control/shutdown", b"poweroff")
+        .unwrap();
+    r.s.service(&r.mem);
+    assert_eq!(r.events(), [b"control/shutdown\0tok\0".to_vec()]);
+    let (t, id) = r.req(wire::TRANSACTION_START, 0, b"\0");
+    assert_eq!(t, wire::TRANSACTION_START);
+    let id: u32 = std::str::from_utf8(&id[..id.len() - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        r.req(wire::READ, id, b"control/shutdown\0"),
+        (wire::READ, b"poweroff".to_vec())
+    );
+    assert_eq!(
+        r.req(wire::WRITE, id, b"control/shutdown\0"),
+        ok(wire::WRITE)
+    );
+    assert_eq!(
+        r.req(wire::TRANSACTION_END, id, b"T\0"),
+        ok(wire::TRANSACTION_END)
+    );
+    assert_eq!(
+        r.req(wire::READ, 0, b"control/shutdown\0"),
+        (wire::READ, Vec::new())
+    );
+}

@@ -31,6 +31,7 @@ pub fn cpu_loop(cpu: usize) {
         }
         if cpu == 0 {
             report::watch_tick(None);
+            crate::vm::shutdown::tick();
         }
         let now = tsc::now_ns();
         let next = {
@@ -267,6 +268,12 @@ fn leave(r: VcpuRef) {
         .get(usize::from(r.vm))
         .and_then(|b| b.get())
         .map_or(OnEnd::Stop, |b| policy_for(&b.spec.policies, outcome));
+    // The host is shutting down: nothing starts again.
+    let policy = if crate::vm::shutdown::in_progress() && policy == OnEnd::Restart {
+        OnEnd::Stop
+    } else {
+        policy
+    };
     if policy == OnEnd::Restart {
         println!(
             "vm {}: {}: restarting (on_{} = \"restart\")",

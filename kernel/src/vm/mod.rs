@@ -31,6 +31,8 @@ pub mod create;
 pub mod host;
 #[cfg(target_os = "none")]
 pub mod report;
+#[cfg(target_os = "none")]
+pub mod shutdown;
 
 #[cfg(test)]
 mod tests;

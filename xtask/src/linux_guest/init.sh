@@ -3,6 +3,9 @@
 #   janus.face=xen|hyperv|none   which platform checks to run (none: a plain QEMU boot)
 #   janus.vcpus=N                how many CPUs the guest must see
 #   janus.clockwait=S            seconds between the two clock samples (default 5)
+#   janus.stay=S                 after the checks, wait up to S seconds for the host to ask
+#                                for a shutdown (a SIGUSR2 from /sbin/poweroff, which the
+#                                kernel runs on Xen's control/shutdown) before powering off
 #   janus.diskbench=LABEL        load the face's disk driver, mount LABEL and time direct I/O
 #                                on a file there: JANUS-BENCH begin/end lines, which the host
 #                                stamps (Janus's clock under Janus)
@@ -12,6 +15,8 @@
 # Every line a host test reads starts with JANUS- and is written with one write(2) to
 # /dev/console, which the kernel's console= option points at hvc0 or ttyS0.
 echo JANUS-GUEST-MARKER
+# busybox's poweroff (what the kernel's orderly power-off runs) signals init: power off then.
+trap 'echo JANUS-GUEST-SHUTDOWN-REQUESTED; poweroff -f' USR2 TERM
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -22,6 +27,7 @@ vcpus=
 clockwait=5
 disk=
 diskbench=
+stay=
 for word in $(cat /proc/cmdline); do
     case "$word" in
         janus.face=*) face=${word#janus.face=} ;;
@@ -29,6 +35,7 @@ for word in $(cat /proc/cmdline); do
         janus.clockwait=*) clockwait=${word#janus.clockwait=} ;;
         janus.disk=*) disk=${word#janus.disk=} ;;
         janus.diskbench=*) diskbench=${word#janus.diskbench=} ;;
+        janus.stay=*) stay=${word#janus.stay=} ;;
     esac
 done
 
@@ -215,4 +222,13 @@ clock 5
 clock 6
 
 if [ "$fail" = 0 ]; then echo "JANUS-GUEST-DONE ok"; else echo "JANUS-GUEST-DONE FAIL"; fi
+if [ -n "$stay" ]; then
+    # In steps, so that the trap runs soon after the signal.
+    i=0
+    while [ "$i" -lt $((stay * 10)) ]; do
+        usleep 100000
+        i=$((i + 1))
+    done
+    echo "JANUS-GUEST-STAYED $stay s without a shutdown request"
+fi
 poweroff -f

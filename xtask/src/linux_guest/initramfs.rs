@@ -40,6 +40,9 @@ const APPLETS: &[&str] = &[
     "yes",
 ];
 
+/// `/sbin/poweroff`, the kernel's `poweroff_cmd`.
+const ORDERLY_POWEROFF: &str = "#!/bin/busybox sh\nexec /bin/busybox kill -USR2 1\n";
+
 /// Modules the guest loads from its kernel package (the disk drivers are not built in):
 /// file names under the package's `lib/modules/<release>/kernel/`, in load order.
 pub const MODULES: &[&str] = &["drivers/block/xen-blkfront.ko"];
@@ -106,9 +109,19 @@ pub fn entries(busybox: &[u8], modules: &[Module]) -> Vec<Entry> {
         "mnt",
         "lib",
         "lib/modules",
+        "sbin",
     ] {
         v.push(Entry::new(dir, Node::Dir));
     }
+    // What the kernel's orderly power-off (Xen's control/shutdown) runs: it signals /init,
+    // which powers off. (busybox's own poweroff would look for a telinit that is not here.)
+    v.push(Entry::new(
+        "sbin/poweroff",
+        Node::File {
+            data: ORDERLY_POWEROFF.as_bytes().to_vec(),
+            executable: true,
+        },
+    ));
     let mut releases: Vec<&str> = modules.iter().map(|m| m.release.as_str()).collect();
     releases.dedup();
     for r in releases {
@@ -252,6 +265,11 @@ mod tests {
         // Parents come before children, so the kernel can create every path.
         let pos = |n: &str| parsed.iter().position(|e| e.0 == n).unwrap();
         assert!(pos("bin") < pos("bin/busybox") && pos("dev") < pos("dev/console"));
+        let p = get("sbin/poweroff");
+        assert_eq!(
+            (p.1, p.3.as_slice()),
+            (0o100755, ORDERLY_POWEROFF.as_bytes())
+        );
         let m = "lib/modules/6.1.0-1-cloud-amd64/xen-blkfront.ko";
         assert_eq!(
             (get(m).1, get(m).3.as_slice()),
