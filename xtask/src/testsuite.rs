@@ -77,7 +77,8 @@ const PROBE_OK: &[&str] = &[
     "vm probe: personality none, 32 MiB, 2 vCPU(s)",
     "[probe] probe: check smp-aps-started ... ok",
     "[probe] probe: check every-vcpu-made-progress ... ok",
-    "[probe] probe: 19 passed, 0 failed",
+    "[probe] probe: check xsave-follows-xcr0 ... ok",
+    "[probe] probe: 20 passed, 0 failed",
     "[probe] probe: verdict: PASS",
     "vm probe: stopped: powered off",
     "janus: all VMs have stopped",
@@ -102,7 +103,7 @@ const PROBE_XEN_OK: &[&str] = &[
     "[probe-xen] probe: check xen-store-transaction-conflict-eagain ... ok",
     "[probe-xen] probe: check xen-store-quotas ... ok",
     "[probe-xen] probe: check xen-store-oversized-message-drops-the-connection ... ok",
-    "[probe-xen] probe: 57 passed, 0 failed",
+    "[probe-xen] probe: 58 passed, 0 failed",
     "[probe-xen] probe: verdict: PASS",
     "vm probe-xen: stopped: powered off",
 ];
@@ -116,7 +117,7 @@ const PROBE_HYPERV_OK: &[&str] = &[
     "[probe-hyperv] probe: check hv-status-unknown-code ... ok",
     "[probe-hyperv] probe: check hv-status-rep-count-on-simple-call ... ok",
     "[probe-hyperv] probe: check hv-status-bad-input-gpa ... ok",
-    "[probe-hyperv] probe: 45 passed, 0 failed",
+    "[probe-hyperv] probe: 46 passed, 0 failed",
     "[probe-hyperv] probe: verdict: PASS",
     "vm probe-hyperv: stopped: powered off",
 ];
@@ -491,9 +492,7 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         manifest: "manifests/probe-hyperv.toml",
         cmdline: "janus.shutdown_after=0",
         pass: false,
-        com1: &[
-            "vm probe-hyperv: stopped: vCPU 0: its face has no way to ask it to shut down",
-        ],
+        com1: &["vm probe-hyperv: stopped: vCPU 0: its face has no way to ask it to shut down"],
         defmt: &[],
         timeout_s: 120,
         linux: &[],

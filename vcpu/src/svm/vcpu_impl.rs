@@ -50,6 +50,14 @@ impl Vcpu for SvmVcpu {
             let host_xcr0 = hw::xcr0();
             hw::set_xcr0(self.guest_xcr0);
             run::vmrun(&mut self.vmcb, cpu.host_save, &mut self.regs);
+            // VMRUN does not switch XCR0, so what it holds now is the guest's. The XSETBV
+            // intercept normally keeps `guest_xcr0` current, but an SVM that does not honour
+            // it (QEMU's TCG) lets the guest write XCR0 itself; reading it back keeps the
+            // value the guest set, instead of undoing it at the next entry and describing the
+            // wrong state in CPUID leaf 0xD.
+            if let (Some(_), Some(now)) = (host_xcr0, hw::xcr0()) {
+                self.guest_xcr0 = now;
+            }
             if let Some(x) = host_xcr0 {
                 hw::set_xcr0(x);
             }

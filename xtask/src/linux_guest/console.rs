@@ -185,15 +185,16 @@ pub fn rate_ratio(a: &ClockSample, b: &ClockSample) -> Option<f64> {
 /// Which platform checks a face's guest must report.
 pub fn expected_checks(face: &str) -> &'static [&'static str] {
     match face {
-        "xen" => &["platform", "clocksource", "nproc"],
+        "xen" => &["platform", "clocksource", "no-kernel-warning", "nproc"],
         "hyperv" => &[
             "platform",
             "clocksource",
             "clockevent",
             "serial-irq",
+            "no-kernel-warning",
             "nproc",
         ],
-        _ => &["nproc"],
+        _ => &["no-kernel-warning", "nproc"],
     }
 }
 
@@ -311,7 +312,8 @@ mod tests {
         (1850, "JANUS-INFO face=xen clocksource=xen"),
         (1900, "JANUS-CHECK platform ok Booting kernel on Xen PVH"),
         (1901, "JANUS-CHECK clocksource ok xen"),
-        (1902, "JANUS-CHECK nproc ok 2"),
+        (1902, "JANUS-CHECK no-kernel-warning ok"),
+        (1903, "JANUS-CHECK nproc ok 2"),
         (2000, "JANUS-CLOCK 1 1.500000000 timer_list"),
         (7000, "JANUS-CLOCK 2 6.510000000 timer_list"),
         (7001, "JANUS-GUEST-DONE ok"),
@@ -321,7 +323,7 @@ mod tests {
     fn a_good_console_parses_and_passes() {
         let r = parse_console(&lines(GOOD), None);
         assert_eq!(r.marker, Some(ms(1800)));
-        assert_eq!(r.checks.len(), 3);
+        assert_eq!(r.checks.len(), 4);
         assert_eq!(
             r.check("platform").unwrap().detail,
             "Booting kernel on Xen PVH"

@@ -202,6 +202,11 @@ if [ -n "$diskbench" ]; then
     fi
 fi
 
+# A kernel WARN (a "cut here" block) means the platform told the kernel something
+# inconsistent, as a CPUID leaf that disagrees with another once did.
+warn=$(dmesg | grep -m1 -A1 "cut here" | tail -n1)
+if [ -z "$warn" ]; then check no-kernel-warning ok; else check no-kernel-warning FAIL "$warn"; fi
+
 if [ -n "$vcpus" ]; then
     expect nproc "$(nproc)" "$vcpus"
 else

@@ -389,6 +389,32 @@ pub fn rdmsr(msr: u32) -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
+/// Sets CR4.OSXSAVE, so that XGETBV/XSETBV work.
+pub fn enable_osxsave() {
+    // SAFETY: the probe runs at CPL 0 and only checked XSAVE support; OSXSAVE changes nothing
+    // else it relies on.
+    unsafe {
+        asm!("mov {t}, cr4", "or {t}, {bit}", "mov cr4, {t}", t = out(reg) _, bit = const 1u64 << 18, options(nomem, nostack))
+    };
+}
+
+pub fn xgetbv() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: only after enable_osxsave.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
+pub fn xsetbv(v: u64) {
+    // SAFETY: only after enable_osxsave, with values the caller derived from CPUID leaf 0xD;
+    // a #GP is caught by `catching` where the caller expects one.
+    unsafe {
+        asm!("xsetbv", in("ecx") 0u32, in("eax") v as u32, in("edx") (v >> 32) as u32, options(nomem, nostack))
+    }
+}
+
 pub fn wrmsr(msr: u32, v: u64) {
     // SAFETY: as for rdmsr.
     unsafe {

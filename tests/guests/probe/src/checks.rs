@@ -167,6 +167,7 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
         format_args!("{fs:#x}"),
     );
     crate::policy::checks(!amd);
+    crate::policy::xsave_checks();
 
     let (b8, b16, b32) = (
         crate::io::inb(0x1234),

@@ -244,3 +244,40 @@ pub fn checks(intel: bool) {
         format_args!("{} failures, first {name} MSR {msr:#x} {what}", t.failures),
     );
 }
+
+/// XCR0 is the guest's: a value it sets survives the exits that follow, and CPUID leaf 0xD
+/// describes the state it enables (the size of an XSAVE area for exactly those components).
+pub fn xsave_checks() {
+    if arch::cpuid(1, 0)[2] & (1 << 26) == 0 || arch::cpuid(0, 0)[0] < 0xD {
+        check("xsave-follows-xcr0", true, format_args!("no XSAVE"));
+        return;
+    }
+    arch::enable_osxsave();
+    let supported = u64::from(arch::cpuid(0xD, 0)[0]);
+    let avx = supported & 4;
+    // The end of the last enabled component: legacy area and header, or AVX's.
+    let want = |xcr0: u64| {
+        if xcr0 & 4 != 0 {
+            let [size, offset, ..] = arch::cpuid(0xD, 2);
+            (offset + size).max(576)
+        } else {
+            576
+        }
+    };
+    arch::xsetbv(3);
+    let small = arch::cpuid(0xD, 0)[1];
+    let kept_small = arch::xgetbv();
+    arch::xsetbv(3 | avx);
+    // CPUID exits to the hypervisor; XCR0 must come back as the guest left it.
+    let large = arch::cpuid(0xD, 0)[1];
+    let kept_large = arch::xgetbv();
+    check(
+        "xsave-follows-xcr0",
+        small == 576 && kept_small == 3 && large == want(3 | avx) && kept_large == 3 | avx,
+        format_args!(
+            "xcr0 3: size {small}, read back {kept_small:#x}; xcr0 {:#x}: size {large} (want {}), read back {kept_large:#x}",
+            3 | avx,
+            want(3 | avx)
+        ),
+    );
+}
