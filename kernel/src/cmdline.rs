@@ -24,12 +24,22 @@ pub enum SelfTest {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MitigationMode {
+    Off,
+    Needed,
+    All,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     pub selftest: SelfTest,
     /// `janus.watch`: print every vCPU's state every few seconds (for a guest that hangs).
     pub watch: bool,
     /// `janus.shutdown_after=S`: S seconds after the VMs start, ask each to shut down.
     pub shutdown_after_s: Option<u32>,
+    /// `janus.mitigations=off|on|all`: none (benchmarks), what the CPU needs (default), or
+    /// everything it can do (to exercise the paths).
+    pub mitigations: MitigationMode,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +53,7 @@ impl Options {
             selftest: SelfTest::None,
             watch: false,
             shutdown_after_s: None,
+            mitigations: MitigationMode::Needed,
         };
         for word in cmdline
             .split_ascii_whitespace()
@@ -58,6 +69,9 @@ impl Options {
                 "janus.selftest=disk-stress" => opts.selftest = SelfTest::DiskStress,
                 "janus.selftest=disk-bench" => opts.selftest = SelfTest::DiskBench,
                 "janus.watch" => opts.watch = true,
+                "janus.mitigations=off" => opts.mitigations = MitigationMode::Off,
+                "janus.mitigations=on" => opts.mitigations = MitigationMode::Needed,
+                "janus.mitigations=all" => opts.mitigations = MitigationMode::All,
                 w if w.starts_with("janus.shutdown_after=") => {
                     let secs = w["janus.shutdown_after=".len()..].parse().ok();
                     opts.shutdown_after_s = Some(secs.ok_or(UnknownOption(word))?);
@@ -91,6 +105,15 @@ mod tests {
             Some(30)
         );
         assert!(Options::parse("janus.shutdown_after=soon").is_err());
+        assert_eq!(
+            Options::parse("janus.mitigations=off").unwrap().mitigations,
+            MitigationMode::Off
+        );
+        assert_eq!(
+            Options::parse("janus.mitigations=all").unwrap().mitigations,
+            MitigationMode::All
+        );
+        assert!(Options::parse("janus.mitigations=maybe").is_err());
         assert!(Options::parse("janus.shutdown_after=").is_err());
         assert_eq!(
             Options::parse("janus.selftest=stack-overflow")

@@ -2,7 +2,7 @@
 
 use crate::arch::{apic, cpu, gdt, idt, pic, smp, tsc, verdict};
 use crate::bootinfo::BootContext;
-use crate::cmdline::{Options, SelfTest};
+use crate::cmdline::{MitigationMode, Options, SelfTest};
 use crate::manifest::{self, Manifest};
 use crate::sched::run;
 use crate::vm::{create as machine, report};
@@ -73,6 +73,20 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         Some(v) => println!("virtualization: {v}"),
         None => println!("virtualization: none (no usable VMX or SVM on this CPU)"),
     }
+    let facts = vcpu::cpu_facts();
+    let (mitigations, why) = match opts.mitigations {
+        MitigationMode::Needed => (vcpu::mitigate::Mitigations::choose(&facts, false), ""),
+        MitigationMode::Off => (
+            vcpu::mitigate::Mitigations::default(),
+            " (janus.mitigations=off)",
+        ),
+        MitigationMode::All => (
+            vcpu::mitigate::Mitigations::all(&facts),
+            " (janus.mitigations=all)",
+        ),
+    };
+    vcpu::mitigate::set(mitigations);
+    println!("mitigations: {mitigations}{why}");
 
     let mut used: heapless::Vec<Range<u64>, 40> = heapless::Vec::new();
     let _ = used.push(0..ctx.kernel_image.end);

@@ -118,6 +118,85 @@ pub fn xcr0_valid(v: u64, supported: u64) -> bool {
         && has(17) == has(18)
 }
 
+/// What the host CPU reports about its speculation bugs and controls.
+pub fn cpu_facts() -> crate::mitigate::CpuFacts {
+    use x86::cpuid::native_cpuid::cpuid_count;
+    let v = cpuid_count(0, 0);
+    let intel = (v.ebx, v.edx, v.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e);
+    let edx7 = if v.eax >= 7 { cpuid_count(7, 0).edx } else { 0 };
+    let ext = cpuid_count(0x8000_0000, 0).eax;
+    let amd_ibpb = ext >= 0x8000_0008 && cpuid_count(0x8000_0008, 0).ebx & (1 << 12) != 0;
+    let arch_caps = (edx7 & (1 << 29) != 0).then(|| {
+        // SAFETY: CPUID.7.0:EDX[29] says IA32_ARCH_CAPABILITIES exists; reading it has no
+        // side effect.
+        unsafe { rdmsr(0x10A) }
+    });
+    crate::mitigate::CpuFacts {
+        intel,
+        ibpb: edx7 & (1 << 26) != 0 || amd_ibpb,
+        flush_l1d: edx7 & (1 << 28) != 0,
+        md_clear: edx7 & (1 << 10) != 0,
+        arch_caps,
+    }
+}
+
+/// Indirect-branch prediction barrier (`IA32_PRED_CMD`).
+/// # Safety
+/// The CPU must have IBPB ([`cpu_facts`]).
+pub(crate) unsafe fn ibpb() {
+    // SAFETY: forwarded to the caller.
+    unsafe { wrmsr(0x49, 1) }
+}
+
+/// Flushes the L1 data cache (`IA32_FLUSH_CMD`).
+/// # Safety
+/// The CPU must have the flush command ([`cpu_facts`]).
+pub(crate) unsafe fn flush_l1d() {
+    // SAFETY: forwarded to the caller.
+    unsafe { wrmsr(0x10B, 1) }
+}
+
+/// The kernel's data selector, which VERW is given (any valid one would do).
+static VERW_SELECTOR: u16 = 0x10;
+
+/// Clears the CPU's buffers on MD_CLEAR parts (VERW's side effect).
+pub(crate) fn verw() {
+    // SAFETY: VERW only reads the selector in memory and sets ZF; it cannot fault on a valid
+    // pointer at CPL 0.
+    unsafe {
+        core::arch::asm!("verw word ptr [{}]", in(reg) &VERW_SELECTOR, options(nostack, readonly))
+    }
+}
+
+/// Overwrites the return stack buffer with 32 harmless entries, so that no return the guest
+/// trained predicts into the hypervisor.
+pub(crate) fn fill_rsb() {
+    // SAFETY: each call pushes a return address that the final `add` drops; the speculation
+    // traps after the calls are never reached architecturally. RSP is back where it was.
+    unsafe {
+        core::arch::asm!(
+            "mov {n:e}, 16",
+            "2:",
+            "call 4f",
+            "3:",
+            "pause",
+            "lfence",
+            "jmp 3b",
+            "4:",
+            "call 6f",
+            "5:",
+            "pause",
+            "lfence",
+            "jmp 5b",
+            "6:",
+            "dec {n:e}",
+            "jnz 2b",
+            "add rsp, 256",
+            n = out(reg) _,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::xcr0_valid;

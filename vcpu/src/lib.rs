@@ -14,6 +14,8 @@ mod caps;
 mod hostmem;
 #[cfg_attr(not(feature = "vmx"), allow(dead_code))]
 mod hw;
+pub mod mitigate;
+pub use hw::cpu_facts;
 mod nested;
 mod state;
 

@@ -107,6 +107,14 @@ const PROBE_XEN_OK: &[&str] = &[
     "[probe-xen] probe: verdict: PASS",
     "vm probe-xen: stopped: powered off",
 ];
+/// The Xen probe with `janus.mitigations=all`: VERW (or the L1D flush) before every entry.
+const PROBE_XEN_MITIGATED: &[&str] = &[
+    "mitigations: RSB refill on exit, ",
+    " on entry (janus.mitigations=all)",
+    "[probe-xen] probe: 58 passed, 0 failed",
+    "[probe-xen] probe: verdict: PASS",
+    "vm probe-xen: stopped: powered off",
+];
 /// The probe on the Hyper-V face (manifests/probe-hyperv.toml): the ABI checks of issue 6.
 const PROBE_HYPERV_OK: &[&str] = &[
     "vm probe-hyperv: personality hyperv, 32 MiB, 2 vCPU(s)",
@@ -484,6 +492,25 @@ fn cases(inject_failure: bool) -> Vec<Case> {
             &[("xen-panic", "crash"), ("hyperv-panic", "crash")],
         )
     });
+    // Every mitigation the CPU can do, needed or not, around every entry and exit: VERW and
+    // the RSB refill run on any CPU, so the entry and exit paths are exercised here although
+    // no emulator reports the bugs that need them.
+    for (name, emulator) in [
+        ("qemu-svm-probe-xen-mitigations-all", Emulator::Qemu),
+        ("bochs-vmx-probe-xen-mitigations-all", Emulator::Bochs),
+    ] {
+        v.push(Case {
+            cmdline: "janus.mitigations=all",
+            com1: PROBE_XEN_MITIGATED,
+            ..face(
+                name,
+                emulator,
+                "manifests/probe-xen.toml",
+                PROBE_XEN_OK,
+                &[("probe-xen", "poweroff")],
+            )
+        });
+    }
     // A host shutdown stops a VM whose face has no way to ask it (Hyper-V has no shutdown
     // channel in Janus yet) at once, as an error.
     v.push(Case {

@@ -76,8 +76,18 @@ fn wants_wake(r: VcpuRef) -> bool {
     vm.stopped() || vm.vcpu(r.vcpu).is_none_or(|s| s.wants_wake())
 }
 
+/// The VM each pCPU last entered (u8::MAX: none), for the barrier between guests.
+static LAST_VM: [core::sync::atomic::AtomicU8; create::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU8::new(u8::MAX) }; create::MAX_CPUS];
+
 fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
     let m = &HostMachine;
+    // Another guest's branch predictions must not steer this one.
+    if let Some(last) = LAST_VM.get(cpu)
+        && last.swap(r.vm, Ordering::Relaxed) != r.vm
+    {
+        vcpu::mitigate::on_vm_switch();
+    }
     let Some(vm) = create::vm(r.vm) else {
         return Turn::Gone;
     };

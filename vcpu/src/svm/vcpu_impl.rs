@@ -49,7 +49,9 @@ impl Vcpu for SvmVcpu {
             };
             let host_xcr0 = hw::xcr0();
             hw::set_xcr0(self.guest_xcr0);
+            crate::mitigate::before_entry();
             run::vmrun(&mut self.vmcb, cpu.host_save, &mut self.regs);
+            crate::mitigate::after_exit();
             // VMRUN does not switch XCR0, so what it holds now is the guest's. The XSETBV
             // intercept normally keeps `guest_xcr0` current, but an SVM that does not honour
             // it (QEMU's TCG) lets the guest write XCR0 itself; reading it back keeps the

@@ -48,7 +48,9 @@ impl Vcpu for VmxVcpu {
             } else {
                 0
             };
+            crate::mitigate::before_entry();
             let entered = run::enter(&mut self.regs, self.launched);
+            crate::mitigate::after_exit();
             self.guest_cr2 = hw::cr2();
             if let Some(x) = host_xcr0 {
                 hw::set_xcr0(x);
