@@ -40,6 +40,8 @@ pub struct Options {
     /// `janus.mitigations=off|on|all`: none (benchmarks), what the CPU needs (default), or
     /// everything it can do (to exercise the paths).
     pub mitigations: MitigationMode,
+    /// `janus.console=unmetered`: guests may print as much as they like.
+    pub console_unmetered: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +56,7 @@ impl Options {
             watch: false,
             shutdown_after_s: None,
             mitigations: MitigationMode::Needed,
+            console_unmetered: false,
         };
         for word in cmdline
             .split_ascii_whitespace()
@@ -72,6 +75,7 @@ impl Options {
                 "janus.mitigations=off" => opts.mitigations = MitigationMode::Off,
                 "janus.mitigations=on" => opts.mitigations = MitigationMode::Needed,
                 "janus.mitigations=all" => opts.mitigations = MitigationMode::All,
+                "janus.console=unmetered" => opts.console_unmetered = true,
                 w if w.starts_with("janus.shutdown_after=") => {
                     let secs = w["janus.shutdown_after=".len()..].parse().ok();
                     opts.shutdown_after_s = Some(secs.ok_or(UnknownOption(word))?);

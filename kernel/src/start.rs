@@ -86,6 +86,7 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         ),
     };
     vcpu::mitigate::set(mitigations);
+    crate::vm::console::UNMETERED.store(opts.console_unmetered, Ordering::Relaxed);
     println!("mitigations: {mitigations}{why}");
 
     let mut used: heapless::Vec<Range<u64>, 40> = heapless::Vec::new();

@@ -533,6 +533,32 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &["probe: verdict: PASS"],
     });
+    // A console flood is metered: the flooder's excess is dropped and counted, and the
+    // neighbour's every line comes through.
+    v.push(Case {
+        name: "qemu-svm-console-flood-is-metered",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/console-flood.toml",
+        cmdline: "",
+        pass: true,
+        com1: &[
+            "[flood] probe: flood 0 ",
+            "bytes of console output dropped (over 16384 bytes, then 4096 bytes/s)",
+            "[neighbour] probe: verdict: PASS",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("flood", "poweroff"), ("neighbour", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &["[flood] probe: flood 2999 "],
+    });
     // A VM that cannot be built stops alone; its neighbour runs; the run fails.
     v.push(Case {
         name: "qemu-svm-boot-failure-stops-one-vm",

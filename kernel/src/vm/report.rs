@@ -33,6 +33,7 @@ pub fn flush_consoles(vm: &VmSlot, info: &VmInfo) {
         .console
         .flush(&mut |line| outbox.keep(m, c, line));
     outbox.print(m, c);
+    console::report_dropped(m, c);
 }
 
 /// VMs that did not end cleanly; the run fails unless it is 0.

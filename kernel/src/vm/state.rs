@@ -110,6 +110,8 @@ pub struct Vm<C> {
     pub live: AtomicBool,
     /// Console lines printed so far, numbering the stamps (see `console`).
     pub console_seq: AtomicU32,
+    /// What the VM may still print (see `console`).
+    pub console_meter: Mutex<super::console::Meter>,
     pub vcpus: [VcpuSlot; MAX_VCPUS],
     pub cells: [Mutex<Option<C>>; MAX_VCPUS],
 }
@@ -131,6 +133,7 @@ impl<C> Vm<C> {
             nested_epoch: AtomicU32::new(0),
             live: AtomicBool::new(false),
             console_seq: AtomicU32::new(0),
+            console_meter: Mutex::new(super::console::Meter::new()),
             vcpus: [const { VcpuSlot::new() }; MAX_VCPUS],
             cells: [const { Mutex::new(None) }; MAX_VCPUS],
         }
@@ -141,6 +144,7 @@ impl<C> Vm<C> {
         super::console::Console {
             vm: self.info.get().map_or("?", |i| i.name.as_str()),
             seq: &self.console_seq,
+            meter: &self.console_meter,
         }
     }
 

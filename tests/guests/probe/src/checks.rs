@@ -47,6 +47,8 @@ struct Cmdline {
     triple_fault: bool,
     reboot_once: bool,
     face: Face,
+    /// `probe.flood=N`: print N console lines as fast as it can before the checks.
+    flood: u32,
 }
 
 fn cmdline(start_info: u32) -> Cmdline {
@@ -55,6 +57,7 @@ fn cmdline(start_info: u32) -> Cmdline {
         triple_fault: false,
         reboot_once: false,
         face: Face::None,
+        flood: 0,
     };
     if start_info == 0 {
         return c;
@@ -86,6 +89,8 @@ fn cmdline(start_info: u32) -> Cmdline {
             c.triple_fault = true;
         } else if w == "probe.reboot_once" {
             c.reboot_once = true;
+        } else if let Some(n) = w.strip_prefix("probe.flood=") {
+            c.flood = n.parse().unwrap_or(0);
         } else if w == "probe.face=xen" {
             c.face = Face::Xen;
         } else if w == "probe.face=hyperv" {
@@ -103,6 +108,9 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     arch::load_idt(true);
     say!("started on vCPU {}", arch::rdmsr(X2APIC_ID));
     let opts = cmdline(start_info);
+    for i in 0..opts.flood {
+        say!("flood {i} ................................................");
+    }
 
     let [_, _, ecx1, _] = arch::cpuid(1, 0);
     check(
