@@ -7,6 +7,7 @@ mod defmt_rx;
 mod disk_cases;
 mod disks;
 mod emulator;
+mod fuzz;
 mod image;
 mod iso;
 mod linux_disk_cases;
@@ -98,6 +99,14 @@ enum Cmd {
     Bench {
         #[command(subcommand)]
         what: Bench,
+    },
+    /// Run the libFuzzer targets (nightly + cargo-fuzz) for a bounded time each.
+    Fuzz {
+        /// One of vhd, xen-dispatch, xen-xenstore, xen-blkif, hyperv-dispatch (default: all).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        time: u32,
     },
     /// The Debian Linux test guest: `prepare`, or `boot` it directly under QEMU.
     #[command(hide = true)]
@@ -217,6 +226,7 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
             )?;
             Ok(true)
         }
+        Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
         Cmd::Bench { what: Bench::Size } => bench_size(),
         Cmd::Bench { what: Bench::Boot } => bench_boot::bench(),
         Cmd::Bench { what: Bench::Disk } => bench_disk::bench(),
