@@ -559,6 +559,55 @@ fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &["[flood] probe: flood 2999 "],
     });
+    // A hostile guest on each face: 10^4 seeded hypercalls, MSR, port, MMIO, IPI and console
+    // operations at the hypervisor while a neighbour runs its checks; both end as they should.
+    for (name, emulator, manifest) in [
+        (
+            "qemu-svm-chaos-xen",
+            Emulator::Qemu,
+            "manifests/chaos-xen.toml",
+        ),
+        (
+            "qemu-svm-chaos-hyperv",
+            Emulator::Qemu,
+            "manifests/chaos-hyperv.toml",
+        ),
+        (
+            "bochs-vmx-chaos-xen",
+            Emulator::Bochs,
+            "manifests/chaos-xen.toml",
+        ),
+        (
+            "bochs-vmx-chaos-hyperv",
+            Emulator::Bochs,
+            "manifests/chaos-hyperv.toml",
+        ),
+    ] {
+        v.push(Case {
+            name,
+            emulator,
+            manifest,
+            cmdline: "",
+            pass: true,
+            com1: &[
+                "[chaos] probe: chaos: 10000 ops survived",
+                "[neighbour] probe: verdict: PASS",
+                "vm chaos: stopped: powered off",
+            ],
+            defmt: &[],
+            timeout_s: 600,
+            linux: &[],
+            ends: &[("chaos", "poweroff"), ("neighbour", "poweroff")],
+            restarts: &[],
+            exit_code: 0,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &["[chaos] probe: FATAL", "[chaos] probe: panic"],
+        });
+    }
     // A VM that cannot be built stops alone; its neighbour runs; the run fails.
     v.push(Case {
         name: "qemu-svm-boot-failure-stops-one-vm",

@@ -49,6 +49,8 @@ struct Cmdline {
     face: Face,
     /// `probe.flood=N`: print N console lines as fast as it can before the checks.
     flood: u32,
+    /// `probe.chaos=SEED,OPS`: a hostile guest instead of the checks (see `chaos`).
+    chaos: Option<(u64, u64)>,
 }
 
 fn cmdline(start_info: u32) -> Cmdline {
@@ -58,6 +60,7 @@ fn cmdline(start_info: u32) -> Cmdline {
         reboot_once: false,
         face: Face::None,
         flood: 0,
+        chaos: None,
     };
     if start_info == 0 {
         return c;
@@ -89,6 +92,11 @@ fn cmdline(start_info: u32) -> Cmdline {
             c.triple_fault = true;
         } else if w == "probe.reboot_once" {
             c.reboot_once = true;
+        } else if let Some(v) = w.strip_prefix("probe.chaos=") {
+            let mut it = v.split(',').map(|n| n.parse::<u64>().ok());
+            if let (Some(Some(seed)), Some(Some(ops))) = (it.next(), it.next()) {
+                c.chaos = Some((seed, ops));
+            }
         } else if let Some(n) = w.strip_prefix("probe.flood=") {
             c.flood = n.parse().unwrap_or(0);
         } else if w == "probe.face=xen" {
@@ -108,6 +116,18 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     arch::load_idt(true);
     say!("started on vCPU {}", arch::rdmsr(X2APIC_ID));
     let opts = cmdline(start_info);
+    if let Some((seed, ops)) = opts.chaos {
+        let [_, vb, vc, vd] = arch::cpuid(0, 0);
+        let amd = [vb, vd, vc] == [0x6874_7541, 0x6974_6E65, 0x444D_4163];
+        let face = match opts.face {
+            Face::None => 0,
+            Face::Xen => 1,
+            Face::HyperV => 2,
+        };
+        let done = crate::chaos::run(seed, ops, face, amd);
+        say!("chaos: {done} ops survived");
+        crate::io::power_off();
+    }
     for i in 0..opts.flood {
         say!("flood {i} ................................................");
     }

@@ -6,11 +6,14 @@
 //! VM with a triple fault after the checks instead of powering off; `probe.reboot_once`
 //! resets the VM after the checks unless a mark in CMOS RAM says it did so already;
 //! `probe.face=xen` or
-//! `probe.face=hyperv` adds the checks of that hypervisor ABI.
+//! `probe.face=hyperv` adds the checks of that hypervisor ABI; `probe.flood=N` prints N lines
+//! first; `probe.chaos=SEED,OPS` is a hostile guest instead of the checks (see `chaos`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(target_os = "none")]
+mod chaos;
 #[cfg(target_os = "none")]
 mod checks;
 #[cfg(target_os = "none")]
