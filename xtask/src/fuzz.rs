@@ -96,3 +96,88 @@ mod tests {
         }
     }
 }
+
+/// `cargo xtask fuzz guest --ops N`: the chaos guest (`probe.chaos`) on each face beside a
+/// neighbour, under QEMU; the figure is the operations the weaker face survived. The verdict
+/// is the hypervisor's: the run completes, both VMs end by powering off, the neighbour passes.
+pub fn guest(ops: u64, seed: Option<u64>) -> Result<bool> {
+    use crate::emulator::{Emulator, RunSpec, Via};
+    let images = crate::image::build(&crate::image::BuildOpts::default())?;
+    crate::image::build_guest("probe", false)?;
+    let dir = crate::util::out_dir().join("fuzz-guest");
+    std::fs::create_dir_all(&dir)?;
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |t| t.as_nanos() as u64)
+    });
+    let mut least = u64::MAX;
+    let mut ok = true;
+    for face in ["xen", "hyperv"] {
+        let manifest = dir.join(format!("chaos-{face}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "[[vm]]\nname = \"chaos\"\npersonality = \"{face}\"\nmemory_mib = 32\nvcpus = 1\n\
+                 kernel = \"../guests/probe\"\ncmdline = \"probe.face={face} probe.chaos={seed},{ops}\"\n\
+                 [[vm]]\nname = \"neighbour\"\npersonality = \"none\"\nmemory_mib = 16\nvcpus = 1\n\
+                 kernel = \"../guests/probe\"\n"
+            ),
+        )?;
+        let staged = crate::manifest::load(&manifest, &dir.join(format!("stage-{face}")))?;
+        let spec = RunSpec {
+            via: Via::Loader,
+            boot: images.boot.clone(),
+            kernel: images.kernel.clone(),
+            modules: staged.modules.clone(),
+            cmdline: String::new(),
+            // About 10^4 operations a second under QEMU, and room for a slow machine.
+            timeout: std::time::Duration::from_secs(120 + ops / 500),
+            memory_mib: 512 + staged.guest_memory_mib,
+            cpus: 2,
+            echo: false,
+            nvme: Vec::new(),
+        };
+        let outcome = crate::emulator::run(Emulator::Qemu, &spec)?;
+        let survived = outcome
+            .com1
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("[chaos] probe: chaos: ")?;
+                rest.split(' ').next()?.parse::<u64>().ok()
+            })
+            .max()
+            .unwrap_or(0);
+        let ends = outcome.vm_ends();
+        let ended = |vm: &str| {
+            ends.iter()
+                .find(|(n, _)| n == vm)
+                .map_or("none", |(_, c)| c.as_str())
+                .to_string()
+        };
+        let neighbour_ok = outcome
+            .com1
+            .lines()
+            .any(|l| l.starts_with("[neighbour] probe: verdict: PASS"));
+        let good = outcome.verdict.is_ok()
+            && ended("chaos") == "poweroff"
+            && ended("neighbour") == "poweroff"
+            && neighbour_ok
+            && survived == ops;
+        println!(
+            "guest fuzz {face}: seed {seed}, {survived} of {ops} ops; chaos ended {}, neighbour ended {}{}",
+            ended("chaos"),
+            ended("neighbour"),
+            if good { "" } else { " — FAILED" }
+        );
+        if !good {
+            ok = false;
+            if let Err(why) = &outcome.verdict {
+                eprintln!("guest fuzz {face}: {why}");
+            }
+        }
+        least = least.min(survived);
+    }
+    println!("guest fuzz ops survived: {least}");
+    Ok(ok)
+}

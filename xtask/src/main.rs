@@ -100,13 +100,21 @@ enum Cmd {
         #[command(subcommand)]
         what: Bench,
     },
-    /// Run the libFuzzer targets (nightly + cargo-fuzz) for a bounded time each.
+    /// Run the libFuzzer targets (nightly + cargo-fuzz) for a bounded time each, or `guest`:
+    /// the chaos guest on each face beside a neighbour, for `--ops` operations.
     Fuzz {
-        /// One of vhd, xen-dispatch, xen-xenstore, xen-blkif, hyperv-dispatch (default: all).
+        /// One of vhd, xen-dispatch, xen-xenstore, xen-blkif, hyperv-dispatch, guest (default:
+        /// all libFuzzer targets).
         target: Option<String>,
-        /// Seconds per target.
+        /// Seconds per libFuzzer target.
         #[arg(long, default_value_t = 60)]
         time: u32,
+        /// Operations per face for `guest`.
+        #[arg(long, default_value_t = 100_000)]
+        ops: u64,
+        /// Seed for `guest` (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// The Debian Linux test guest: `prepare`, or `boot` it directly under QEMU.
     #[command(hide = true)]
@@ -226,7 +234,13 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
             )?;
             Ok(true)
         }
-        Cmd::Fuzz { target, time } => fuzz::run(target.as_deref(), time),
+        Cmd::Fuzz {
+            target: Some(t),
+            ops,
+            seed,
+            ..
+        } if t == "guest" => fuzz::guest(ops, seed),
+        Cmd::Fuzz { target, time, .. } => fuzz::run(target.as_deref(), time),
         Cmd::Bench { what: Bench::Size } => bench_size(),
         Cmd::Bench { what: Bench::Boot } => bench_boot::bench(),
         Cmd::Bench { what: Bench::Disk } => bench_disk::bench(),
