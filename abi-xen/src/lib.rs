@@ -410,6 +410,9 @@ impl Personality for Xen {
         mem: &mut dyn GuestMemory,
         host: &mut dyn Host,
     ) -> Action {
+        if self.vbds.iter().any(|v| v.has_pending()) {
+            blkback::resume(self, mem, host);
+        }
         hypercall::dispatch(self, vcpu, regs, mem, host)
     }
 

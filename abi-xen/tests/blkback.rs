@@ -364,3 +364,69 @@ fn bad_handshakes_and_a_frontend_that_starts_over() {
         "the store's port"
     );
 }
+
+/// Guest memory whose frontend keeps producing: every time the backend reads `req_prod`, one
+/// more read request has appeared (as another vCPU of a busy or hostile guest would make).
+struct Racing {
+    mem: virt::VecMemory,
+    ring: u64,
+}
+
+impl GuestMemory for Racing {
+    fn size(&self) -> u64 {
+        self.mem.size()
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), virt::MemError> {
+        if gpa == self.ring && buf.len() == 4 {
+            let prod = self.mem.read_u32(self.ring)?;
+            let mut b = [0u8; 112];
+            b[1] = 1;
+            b[8..16].copy_from_slice(&u64::from(prod).to_le_bytes());
+            b[24..28].copy_from_slice(&DATA_RW.to_le_bytes());
+            b[29] = 7;
+            self.mem
+                .write(self.ring + 64 + u64::from(prod % 32) * 112, &b)?;
+            self.mem.write_u32(self.ring, prod + 1)?;
+        }
+        self.mem.read(gpa, buf)
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), virt::MemError> {
+        self.mem.write(gpa, data)
+    }
+}
+
+#[test]
+fn a_frontend_that_never_stops_gets_a_budget_per_pass() {
+    use abi_xen::blkback::ring::{BUDGET, Disk, Ring};
+    let Env { mem, mut host, .. } = guest();
+    let racing = Racing {
+        mem,
+        ring: RING_PFN * 4096,
+    };
+    let grants = |_: &dyn GuestMemory, r: u32, _: bool| {
+        Ok(if r == RING_REF {
+            RING_PFN * 4096
+        } else {
+            DATA_PFN * 4096
+        })
+    };
+    let disk = Disk {
+        index: 0,
+        sectors: 4096,
+        read_only: false,
+        grants: &grants,
+    };
+    let mut ring = Ring::new(RING_REF, 5);
+    let served = ring.service(&racing, &mut host, &disk).unwrap();
+    assert!(
+        served.more,
+        "the pass ended on its budget, not on an empty ring"
+    );
+    assert_eq!(racing.mem.read_u32(RING_PFN * 4096 + 8).unwrap(), BUDGET);
+    let again = ring.service(&racing, &mut host, &disk).unwrap();
+    assert!(again.more);
+    assert_eq!(
+        racing.mem.read_u32(RING_PFN * 4096 + 8).unwrap(),
+        2 * BUDGET
+    );
+}

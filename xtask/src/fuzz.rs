@@ -74,29 +74,6 @@ pub fn run(target: Option<&str>, secs: u32) -> Result<bool> {
     Ok(ok)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_execution_count_is_read_from_libfuzzer() {
-        let out = "#2 INITED\n#1000 pulse\nDone 123456 runs in 31 second(s)\n";
-        assert_eq!(executions(out), Some(123456));
-        assert_eq!(executions("crash"), None);
-    }
-
-    #[test]
-    fn every_target_has_its_script() {
-        for (name, script, inner) in TARGETS {
-            let text = std::fs::read_to_string(root().join(script)).unwrap();
-            assert!(
-                script.starts_with("fuzz/") || text.contains("[TARGET]") || *inner == "dispatch",
-                "{name}: {script} takes no target name"
-            );
-        }
-    }
-}
-
 /// `cargo xtask fuzz guest --ops N`: the chaos guest (`probe.chaos`) on each face beside a
 /// neighbour, under QEMU; the figure is the operations the weaker face survived. The verdict
 /// is the hypervisor's: the run completes, both VMs end by powering off, the neighbour passes.
@@ -180,4 +157,27 @@ pub fn guest(ops: u64, seed: Option<u64>) -> Result<bool> {
     }
     println!("guest fuzz ops survived: {least}");
     Ok(ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_execution_count_is_read_from_libfuzzer() {
+        let out = "#2 INITED\n#1000 pulse\nDone 123456 runs in 31 second(s)\n";
+        assert_eq!(executions(out), Some(123456));
+        assert_eq!(executions("crash"), None);
+    }
+
+    #[test]
+    fn every_target_has_its_script() {
+        for (name, script, inner) in TARGETS {
+            let text = std::fs::read_to_string(root().join(script)).unwrap();
+            assert!(
+                script.starts_with("fuzz/") || text.contains("[TARGET]") || *inner == "dispatch",
+                "{name}: {script} takes no target name"
+            );
+        }
+    }
 }

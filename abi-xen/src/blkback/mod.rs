@@ -33,6 +33,8 @@ const CLOSED: u32 = 6;
 
 /// One virtual disk.
 pub(crate) struct Vbd {
+    /// Requests were left for a later pass (see `ring::BUDGET`).
+    pending: bool,
     disk: u32,
     devid: u32,
     info: DiskInfo,
@@ -53,6 +55,10 @@ fn path(parts: &[&[u8]], num: Option<u32>, tail: &[u8]) -> Path {
 }
 
 impl Vbd {
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending && self.ring.is_some()
+    }
+
     fn frontend(&self, x: &Xen, tail: &[u8]) -> Path {
         path(&[x.store.home(), b"/device/vbd/"], Some(self.devid), tail)
     }
@@ -97,6 +103,7 @@ pub(crate) fn publish(x: &mut Xen, host: &dyn Host) {
     for i in 0..MAX_VBDS as u32 {
         let Some(info) = host.disk(i) else { break };
         let vbd = Vbd {
+            pending: false,
             disk: i,
             devid: FIRST_DEVID + 16 * i,
             info,
@@ -211,6 +218,22 @@ fn fail(x: &mut Xen, i: usize, why: &[u8]) -> u32 {
     CLOSED
 }
 
+/// Serves what earlier passes left: called on each of the guest's hypercalls, so a guest that
+/// keeps its disks busy keeps them served, one budget at a time.
+pub(crate) fn resume(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
+    for i in 0..x.vbds.len() {
+        let port = match &x.vbds[i] {
+            Vbd {
+                pending: true,
+                ring: Some(r),
+                ..
+            } => r.port,
+            _ => continue,
+        };
+        kick(x, mem, host, port);
+    }
+}
+
 /// The frontend notified `port`: serves the ring bound to it. False if no disk owns the port.
 pub(crate) fn kick(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host, port: u32) -> bool {
     let Some(i) = x
@@ -233,8 +256,12 @@ pub(crate) fn kick(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host, port
         grants: &grants,
     };
     match ring.service(mem, host, &disk) {
-        Ok(true) => crate::evtchn::set_pending(x, mem, host, port),
-        Ok(false) => {}
+        Ok(served) => {
+            v.pending = served.more;
+            if served.notify {
+                crate::evtchn::set_pending(x, mem, host, port);
+            }
+        }
         Err(ring::Broken) => {
             fail(x, i, b"blkif ring indices out of range");
             set_state(x, i, CLOSED);

@@ -113,6 +113,19 @@ pub struct Ring {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Broken;
 
+/// Requests served per call: a frontend whose other vCPUs keep producing must not hold the
+/// calling vCPU (and its pCPU) in the hypervisor for ever. What is left is served later.
+pub const BUDGET: u32 = 2 * RING_SIZE;
+
+/// What a service pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// The frontend asked to be notified of the responses.
+    pub notify: bool,
+    /// The budget ran out with requests still queued.
+    pub more: bool,
+}
+
 /// Resolves a grant reference for an access by the backend (write: into the guest's page):
 /// the page's guest-physical address, if the guest's grant entry allows it now.
 pub type Grants<'a> = &'a dyn Fn(&dyn GuestMemory, u32, bool) -> Result<u64, GrantError>;
@@ -137,18 +150,18 @@ impl Ring {
         }
     }
 
-    /// Serves every request the frontend queued, answering each. `Ok(true)`: the frontend
-    /// asked to be notified of the responses.
+    /// Serves the requests the frontend queued, up to [`BUDGET`], answering each.
     pub fn service(
         &mut self,
         mem: &dyn GuestMemory,
         host: &mut dyn Host,
         disk: &Disk<'_>,
-    ) -> Result<bool, Broken> {
+    ) -> Result<Served, Broken> {
         let page = (disk.grants)(mem, self.gref, true).map_err(|_| Broken)?;
         let rd = |off| mem.read_u32(page + off).map_err(|_| Broken);
         let wr = |off, v: u32| mem.write_u32(page + off, v).map_err(|_| Broken);
         let mut notify = false;
+        let mut budget = BUDGET;
         loop {
             let prod = rd(REQ_PROD)?;
             // Acquire: the requests were written before `req_prod`.
@@ -156,7 +169,8 @@ impl Ring {
             if prod.wrapping_sub(self.req_cons) > RING_SIZE {
                 return Err(Broken);
             }
-            while self.req_cons != prod {
+            while self.req_cons != prod && budget > 0 {
+                budget -= 1;
                 if self.req_cons.wrapping_sub(self.rsp_prod_pvt) >= RING_SIZE {
                     return Err(Broken);
                 }
@@ -184,12 +198,20 @@ impl Ring {
             fence(Ordering::SeqCst);
             let event = rd(RSP_EVENT)?;
             notify |= new.wrapping_sub(event) < new.wrapping_sub(old);
+            if self.req_cons != prod {
+                // Out of budget: the rest waits for the next pass, which the caller arranges
+                // (the frontend will not notify for requests it already queued).
+                return Ok(Served { notify, more: true });
+            }
             // Ask for a notification with the next request, then look once more for one that
             // arrived before the frontend could see that.
             wr(REQ_EVENT, self.req_cons.wrapping_add(1))?;
             fence(Ordering::SeqCst);
             if rd(REQ_PROD)? == self.req_cons {
-                return Ok(notify);
+                return Ok(Served {
+                    notify,
+                    more: false,
+                });
             }
         }
     }
