@@ -1,0 +1,813 @@
+//! The suite's boot cases: what each boots, under which emulator, and what the hypervisor
+//! must report for it to pass.
+
+use super::NVME_SELFTEST;
+use crate::emulator::Emulator;
+
+/// What a boot case expects.
+pub(super) struct Case {
+    pub(super) name: &'static str,
+    pub(super) emulator: Emulator,
+    pub(super) manifest: &'static str,
+    pub(super) cmdline: &'static str,
+    /// `true`: the run must pass; `false`: it must fail.
+    pub(super) pass: bool,
+    /// Each must appear in COM1.
+    pub(super) com1: &'static [&'static str],
+    /// Each must appear among the decoded defmt lines.
+    pub(super) defmt: &'static [&'static str],
+    pub(super) timeout_s: u64,
+    /// Linux guests (VM name, face) whose init.sh report must be clean.
+    pub(super) linux: &'static [(&'static str, &'static str)],
+    /// How VMs must end, as the hypervisor records it (VM name, class of `vm-end`).
+    pub(super) ends: &'static [(&'static str, &'static str)],
+    /// VMs that must have started over (`vm-restart`).
+    pub(super) restarts: &'static [&'static str],
+    /// The exit code `cargo xtask run` gives this run (see `emulator::exit_code`).
+    pub(super) exit_code: u8,
+    /// Makes what the manifest names (disk images) before the run.
+    pub(super) setup: Option<fn() -> anyhow::Result<()>>,
+    /// Checks on the host after the run (the disk images, with independent tools).
+    pub(super) verify: Option<fn() -> anyhow::Result<()>>,
+    /// Runs after xtask staged and checked the manifest, just before the emulator starts
+    /// (to damage what xtask accepted, so that the hypervisor's own checks are tested).
+    pub(super) tamper: Option<fn() -> anyhow::Result<()>>,
+    /// Boot from a directory `cargo xtask pxe` staged, through QEMU's own iPXE.
+    pub(super) pxe: bool,
+    /// Kernel features of a single-ABI image built for this case alone (empty: the default
+    /// image every other case shares).
+    pub(super) features: &'static [&'static str],
+    /// None of these may appear in COM1 (as `com1` matches them).
+    pub(super) absent: &'static [&'static str],
+}
+
+pub(super) const BANNER: &[&str] = &[
+    "janus 0.1.0",
+    "cpu: ",
+    "memory: ",
+    "tsc: ",
+    "apic: ",
+    "modules: ",
+    "smp: 2 pCPU(s) online",
+    "personalities: none",
+];
+/// The demo's probe VM: every check passed, its vCPUs ran, it powered itself off.
+pub(super) const PROBE_OK: &[&str] = &[
+    "vm probe: personality none, 32 MiB, 2 vCPU(s)",
+    "[probe] probe: check smp-aps-started ... ok",
+    "[probe] probe: check every-vcpu-made-progress ... ok",
+    "[probe] probe: check xsave-follows-xcr0 ... ok",
+    "[probe] probe: 20 passed, 0 failed",
+    "[probe] probe: verdict: PASS",
+    "vm probe: stopped: powered off",
+    "janus: all VMs have stopped",
+];
+/// The probe on the Xen face (manifests/probe-xen.toml): the ABI checks of issue 5.
+pub(super) const PROBE_XEN_OK: &[&str] = &[
+    "vm probe-xen: personality xen, 32 MiB, 2 vCPU(s)",
+    "[probe-xen] probe: check xen-cpuid-signature ... ok",
+    "[probe-xen] probe: check xen-hypercall-page ... ok",
+    "[probe-xen] probe: check xen-pvclock-monotonic ... ok",
+    "[probe-xen] probe: check xen-evtchn-loopback-send ... ok",
+    "[probe-xen] probe: check xen-timer-not-early ... ok",
+    "[probe-xen] probe: check xen-bad-hypercall-number-enosys ... ok",
+    "[probe-xen] probe: check xen-bad-pointer-efault ... ok",
+    "[probe-xen] probe: check xen-gnttab-query-size ... ok",
+    "[probe-xen] probe: check xen-gnttab-frame-outside-ram-is-memory ... ok",
+    "[probe-xen] probe: check xen-gnttab-frame-moves ... ok",
+    "[probe-xen] probe: check xen-gnttab-bad-placement-einval ... ok",
+    "[probe-xen] probe: check xen-store-read-domid ... ok",
+    "[probe-xen] probe: check xen-store-hostile-paths ... ok",
+    "[probe-xen] probe: check xen-store-watch-fires-at-once ... ok",
+    "[probe-xen] probe: check xen-store-transaction-conflict-eagain ... ok",
+    "[probe-xen] probe: check xen-store-quotas ... ok",
+    "[probe-xen] probe: check xen-store-oversized-message-drops-the-connection ... ok",
+    "[probe-xen] probe: 58 passed, 0 failed",
+    "[probe-xen] probe: verdict: PASS",
+    "vm probe-xen: stopped: powered off",
+];
+/// The Xen probe with `janus.mitigations=all`: VERW (or the L1D flush) before every entry.
+const PROBE_XEN_MITIGATED: &[&str] = &[
+    "mitigations: RSB refill on exit, ",
+    " on entry (janus.mitigations=all)",
+    "[probe-xen] probe: 58 passed, 0 failed",
+    "[probe-xen] probe: verdict: PASS",
+    "vm probe-xen: stopped: powered off",
+];
+/// The probe on the Hyper-V face (manifests/probe-hyperv.toml): the ABI checks of issue 6.
+pub(super) const PROBE_HYPERV_OK: &[&str] = &[
+    "vm probe-hyperv: personality hyperv, 32 MiB, 2 vCPU(s)",
+    "[probe-hyperv] probe: check hv-cpuid-features ... ok",
+    "[probe-hyperv] probe: check hv-hypercall-page ... ok",
+    "[probe-hyperv] probe: check hv-tsc-page-matches-ref-counter ... ok",
+    "[probe-hyperv] probe: check hv-stimer-not-early ... ok",
+    "[probe-hyperv] probe: check hv-status-unknown-code ... ok",
+    "[probe-hyperv] probe: check hv-status-rep-count-on-simple-call ... ok",
+    "[probe-hyperv] probe: check hv-status-bad-input-gpa ... ok",
+    "[probe-hyperv] probe: 46 passed, 0 failed",
+    "[probe-hyperv] probe: verdict: PASS",
+    "vm probe-hyperv: stopped: powered off",
+];
+
+/// A single-ABI image refuses a manifest naming the face it lacks, naming the VM and the
+/// personality; a failure of the hypervisor's own (`run` exits 7), as any refused manifest.
+const XEN_ONLY_REFUSES: &[&str] = &[
+    "personalities: none xen",
+    "janus: FATAL: VM 'probe-hyperv' wants the hyperv personality, which this image was built without",
+];
+const HYPERV_ONLY_REFUSES: &[&str] = &[
+    "personalities: none hyperv",
+    "janus: FATAL: VM 'probe-xen' wants the xen personality, which this image was built without",
+];
+
+pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
+    let probe = |name, emulator, com1: &'static [&'static str]| Case {
+        name,
+        emulator,
+        manifest: "manifests/demo.toml",
+        cmdline: "",
+        pass: true,
+        com1,
+        defmt: &[
+            "info janus 0.1.0: host timer running",
+            "info manifest: 1 VM(s) accepted",
+            "info vm stopped after",
+        ],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("probe", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+    };
+    let mut v = vec![
+        probe(
+            "qemu-svm-probe",
+            Emulator::Qemu,
+            &[
+                "virtualization: AMD SVM",
+                "NPT yes",
+                "NRIP save no",
+                "interrupts by V_IRQ",
+            ],
+        ),
+        Case {
+            name: "qemu-svm-three-vms-on-two-pcpus",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/smp3.toml",
+            cmdline: "",
+            pass: true,
+            com1: &[
+                "[alpha] probe: check every-vcpu-made-progress ... ok",
+                "[beta] probe: check every-vcpu-made-progress ... ok",
+                "[gamma] probe: check every-vcpu-made-progress ... ok",
+                "[alpha] probe: verdict: PASS",
+                "[beta] probe: verdict: PASS",
+                "[gamma] probe: verdict: PASS",
+                "vm alpha: stopped: powered off",
+                "vm beta: stopped: powered off",
+                "vm gamma: stopped: powered off",
+                "vm alpha: ",
+                " exits:",
+                "  io ",
+            ],
+            defmt: &[],
+            timeout_s: 300,
+            linux: &[],
+            ends: &[
+                ("alpha", "poweroff"),
+                ("beta", "poweroff"),
+                ("gamma", "poweroff"),
+            ],
+            restarts: &[],
+            exit_code: 0,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
+        },
+        Case {
+            name: "qemu-svm-triple-fault-stops-one-vm",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/triple-fault.toml",
+            cmdline: "",
+            // The survivor's clean end does not make the run pass: a VM triple-faulted.
+            pass: false,
+            com1: &[
+                "[crasher] probe: triple faulting on purpose",
+                "vm crasher: stopped: triple fault on vCPU 0",
+                // The report walks CR2 through the crasher's own page tables.
+                "vcpu 0: walk 0x0: L4 entry at ",
+                "vcpu 0: walk 0x0: L2 entry at ",
+                // ...and its last exits: the shutdown interrupted the INT3 being delivered.
+                "exit 0x7f info1 0x0 info2 0x0 vectoring 0x80000403 -> rip ",
+                // ...and checks that nothing wrote over its nested tables.
+                "vm crasher: nested tables intact (16 MiB mapped 1:1 onto its RAM)",
+                "[survivor] probe: verdict: PASS",
+                "vm survivor: stopped: powered off",
+            ],
+            defmt: &[],
+            timeout_s: 300,
+            linux: &[],
+            ends: &[("crasher", "triple-fault"), ("survivor", "poweroff")],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::TRIPLE_FAULT,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
+        },
+        Case {
+            name: "qemu-panic-is-a-failure",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "janus.selftest=panic",
+            pass: false,
+            com1: &["janus: PANIC: ", "deliberate panic"],
+            defmt: &[],
+            timeout_s: 60,
+            linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::HYPERVISOR,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
+        },
+        Case {
+            name: "qemu-fault-is-a-failure",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "janus.selftest=fault",
+            pass: false,
+            com1: &["FATAL host exception #6 (invalid opcode)"],
+            defmt: &[],
+            timeout_s: 60,
+            linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::HYPERVISOR,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
+        },
+        Case {
+            name: "qemu-stack-overflow-is-caught",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "janus.selftest=stack-overflow",
+            pass: false,
+            com1: &["FATAL kernel stack overflow on pCPU 0"],
+            defmt: &[],
+            timeout_s: 60,
+            linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::HYPERVISOR,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
+        },
+        probe(
+            "bochs-vmx-probe",
+            Emulator::Bochs,
+            &[
+                "virtualization: Intel VMX",
+                "EPT yes",
+                "unrestricted guest yes",
+            ],
+        ),
+        probe(
+            "bochs-svm-probe",
+            Emulator::BochsSvm,
+            &[
+                "virtualization: AMD SVM",
+                "NRIP save yes",
+                "interrupts by EVENTINJ",
+            ],
+        ),
+    ];
+    let face = |name, emulator, manifest, com1, ends| Case {
+        name,
+        emulator,
+        manifest,
+        cmdline: "",
+        pass: true,
+        com1,
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends,
+        restarts: &[],
+        exit_code: 0,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+    };
+    for (emulator, xen, hyperv) in [
+        (
+            Emulator::Qemu,
+            "qemu-svm-probe-xen",
+            "qemu-svm-probe-hyperv",
+        ),
+        (
+            Emulator::Bochs,
+            "bochs-vmx-probe-xen",
+            "bochs-vmx-probe-hyperv",
+        ),
+    ] {
+        v.push(face(
+            xen,
+            emulator,
+            "manifests/probe-xen.toml",
+            PROBE_XEN_OK,
+            &[("probe-xen", "poweroff")],
+        ));
+        v.push(face(
+            hyperv,
+            emulator,
+            "manifests/probe-hyperv.toml",
+            PROBE_HYPERV_OK,
+            &[("probe-hyperv", "poweroff")],
+        ));
+    }
+    // Debian's kernel on each face, then both side by side (what `cargo xtask run` boots).
+    // Only under QEMU: Bochs's clock is its own, and a Linux boot there outlasts CI.
+    let linux = |name, manifest, com1, linux, ends| Case {
+        name,
+        emulator: Emulator::Qemu,
+        manifest,
+        cmdline: "",
+        pass: true,
+        com1,
+        defmt: &[],
+        timeout_s: 600,
+        linux,
+        ends,
+        restarts: &[],
+        exit_code: 0,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+    };
+    v.push(linux(
+        "qemu-svm-xen-linux",
+        "manifests/xen-linux.toml",
+        &["vm xen-linux: stopped: powered off"],
+        &[("xen-linux", "xen")],
+        &[("xen-linux", "poweroff")],
+    ));
+    v.push(linux(
+        "qemu-svm-hyperv-linux",
+        "manifests/hyperv-linux.toml",
+        &["vm hyperv-linux: stopped: powered off"],
+        &[("hyperv-linux", "hyperv")],
+        &[("hyperv-linux", "poweroff")],
+    ));
+    // Debian's generic kernel: machine check, and the rest of a distribution's config, probe
+    // the CPUID policy in ways the cloud kernel does not.
+    v.push(linux(
+        "qemu-svm-xen-linux-generic",
+        "manifests/xen-linux-generic.toml",
+        &["vm xen-generic: stopped: powered off"],
+        &[("xen-generic", "xen")],
+        &[("xen-generic", "poweroff")],
+    ));
+    v.push(linux(
+        "qemu-svm-hyperv-linux-generic",
+        "manifests/hyperv-linux-generic.toml",
+        &["vm hyperv-generic: stopped: powered off"],
+        &[("hyperv-generic", "hyperv")],
+        &[("hyperv-generic", "poweroff")],
+    ));
+    // Debian's own xen-blkfront mounts an ext4 VHD served by the in-hypervisor blkback, reads a
+    // file and writes one; the host then checks the image with qemu-img, e2fsck and debugfs.
+    v.push(Case {
+        setup: Some(crate::linux_disk_cases::setup_xen),
+        verify: Some(crate::linux_disk_cases::verify_xen),
+        ..linux(
+            "qemu-svm-xen-linux-disk",
+            "target/janus/linux-disk/xen-disk.toml",
+            &[
+                "vm xen-disk: disk 0 (xen-disk.vhd): ",
+                "vm xen-disk: disk 1 (child.vhd): ",
+                "[xen-disk] JANUS-CHECK disk-mount ok janus-data /dev/xvda",
+                "[xen-disk] JANUS-CHECK disk-mount ok janus-child /dev/xvdb",
+                "vm xen-disk: stopped: powered off",
+            ],
+            &[("xen-disk", "xen")],
+            &[("xen-disk", "poweroff")],
+        )
+    });
+    // The host asks a Xen guest to shut down (control/shutdown); Linux's xenbus runs its
+    // orderly power-off, and the VM powers off long before the guest would by itself.
+    v.push(Case {
+        cmdline: "janus.shutdown_after=30",
+        absent: &["JANUS-GUEST-STAYED"],
+        ..linux(
+            "qemu-svm-xen-linux-host-shutdown",
+            "manifests/xen-linux-shutdown.toml",
+            &[
+                "vm xen-shutdown: asked to power off (host shutdown)",
+                "vm xen-shutdown: stopped: powered off",
+            ],
+            &[("xen-shutdown", "xen")],
+            &[("xen-shutdown", "poweroff")],
+        )
+    });
+    v.push(linux(
+        "qemu-svm-both-faces-side-by-side",
+        "manifests/default.toml",
+        &[
+            "vm xen: stopped: powered off",
+            "vm hyperv: stopped: powered off",
+        ],
+        &[("xen", "xen"), ("hyperv", "hyperv")],
+        &[("xen", "poweroff"), ("hyperv", "poweroff")],
+    ));
+    // A guest that panics ends its VM as a crash, on each face, and fails the run.
+    v.push(Case {
+        pass: false,
+        exit_code: crate::emulator::exit_code::CRASH,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+        ..linux(
+            "qemu-svm-linux-panic-is-a-crash",
+            "manifests/linux-panic.toml",
+            &[
+                "vm xen-panic: stopped: guest crash ",
+                "vm hyperv-panic: stopped: guest crash ",
+                "janus: 2 VM(s) did not end cleanly",
+            ],
+            &[],
+            &[("xen-panic", "crash"), ("hyperv-panic", "crash")],
+        )
+    });
+    // Every mitigation the CPU can do, needed or not, around every entry and exit: VERW and
+    // the RSB refill run on any CPU, so the entry and exit paths are exercised here although
+    // no emulator reports the bugs that need them.
+    for (name, emulator) in [
+        ("qemu-svm-probe-xen-mitigations-all", Emulator::Qemu),
+        ("bochs-vmx-probe-xen-mitigations-all", Emulator::Bochs),
+    ] {
+        v.push(Case {
+            cmdline: "janus.mitigations=all",
+            com1: PROBE_XEN_MITIGATED,
+            ..face(
+                name,
+                emulator,
+                "manifests/probe-xen.toml",
+                PROBE_XEN_OK,
+                &[("probe-xen", "poweroff")],
+            )
+        });
+    }
+    // A host shutdown stops a VM whose face has no way to ask it (Hyper-V has no shutdown
+    // channel in Janus yet) at once, as an error.
+    v.push(Case {
+        name: "qemu-svm-host-shutdown-stops-what-it-cannot-ask",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/probe-hyperv.toml",
+        cmdline: "janus.shutdown_after=0",
+        pass: false,
+        com1: &["vm probe-hyperv: stopped: vCPU 0: its face has no way to ask it to shut down"],
+        defmt: &[],
+        timeout_s: 120,
+        linux: &[],
+        ends: &[("probe-hyperv", "error")],
+        restarts: &[],
+        exit_code: crate::emulator::exit_code::VM_ERROR,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &["probe: verdict: PASS"],
+    });
+    // A console flood is metered: the flooder's excess is dropped and counted, and the
+    // neighbour's every line comes through.
+    v.push(Case {
+        name: "qemu-svm-console-flood-is-metered",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/console-flood.toml",
+        cmdline: "",
+        pass: true,
+        com1: &[
+            "[flood] probe: flood 0 ",
+            "bytes of console output dropped (over 16384 bytes, then 4096 bytes/s)",
+            "[neighbour] probe: verdict: PASS",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("flood", "poweroff"), ("neighbour", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &["[flood] probe: flood 2999 "],
+    });
+    // A hostile guest on each face: 10^4 seeded hypercalls, MSR, port, MMIO, IPI and console
+    // operations at the hypervisor while a neighbour runs its checks; both end as they should.
+    for (name, emulator, manifest) in [
+        (
+            "qemu-svm-chaos-xen",
+            Emulator::Qemu,
+            "manifests/chaos-xen.toml",
+        ),
+        (
+            "qemu-svm-chaos-hyperv",
+            Emulator::Qemu,
+            "manifests/chaos-hyperv.toml",
+        ),
+        (
+            "bochs-vmx-chaos-xen",
+            Emulator::Bochs,
+            "manifests/chaos-xen.toml",
+        ),
+        (
+            "bochs-vmx-chaos-hyperv",
+            Emulator::Bochs,
+            "manifests/chaos-hyperv.toml",
+        ),
+    ] {
+        v.push(Case {
+            name,
+            emulator,
+            manifest,
+            cmdline: "",
+            pass: true,
+            com1: &[
+                "[chaos] probe: chaos: 10000 ops survived",
+                "[neighbour] probe: verdict: PASS",
+                "vm chaos: stopped: powered off",
+            ],
+            defmt: &[],
+            timeout_s: 600,
+            linux: &[],
+            ends: &[("chaos", "poweroff"), ("neighbour", "poweroff")],
+            restarts: &[],
+            exit_code: 0,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &["[chaos] probe: FATAL", "[chaos] probe: panic"],
+        });
+    }
+    // A VM that cannot be built stops alone; its neighbour runs; the run fails.
+    v.push(Case {
+        name: "qemu-svm-boot-failure-stops-one-vm",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/boot-failure.toml",
+        cmdline: "",
+        pass: false,
+        com1: &[
+            "vm too-small: stopped: at boot: ",
+            "[neighbour] probe: verdict: PASS",
+            "janus: running 1 VM(s)",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("too-small", "boot-failure"), ("neighbour", "poweroff")],
+        restarts: &[],
+        exit_code: crate::emulator::exit_code::VM_ERROR,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+    });
+    // Guest disks on the hypervisor's NVMe driver and VHD volume layer, before any guest
+    // protocol: a dynamic image made by qemu-img and a differencing child over a read-only
+    // parent, written, flushed and read back; the host then reads them with its own tools.
+    v.push(Case {
+        name: "qemu-svm-disk-selftest",
+        emulator: Emulator::Qemu,
+        manifest: "target/janus/disk-test/disks.toml",
+        cmdline: "janus.selftest=disk",
+        pass: true,
+        com1: &[
+            "vm probe: disk 0 (dynamic.vhd): ",
+            "vm probe: disk 1 (child.vhd): ",
+            "disk: vm 0 disk 0: written, flushed and read back",
+            "disk: vm 0 disk 1: written, flushed and read back",
+            "disk: selftest passed",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("probe", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: Some(crate::disk_cases::setup_selftest),
+        verify: Some(crate::disk_cases::verify_selftest),
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+    });
+    // Disks damaged after xtask checked them: the hypervisor names each and leaves it out;
+    // both VMs run.
+    v.push(Case {
+        name: "qemu-svm-bad-disks-are-left-out",
+        emulator: Emulator::Qemu,
+        manifest: "target/janus/disk-test/bad/bad.toml",
+        cmdline: "",
+        pass: true,
+        com1: &[
+            "vm victim: disk 0 (truncated.vhd): cannot be opened: ",
+            "vm victim: disk 1 (badsum.vhd): cannot be opened: ",
+            "vm victim: disk 2 (badbat.vhd): cannot be opened: ",
+            "[neighbour] probe: verdict: PASS",
+            "[victim] probe: verdict: PASS",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("victim", "poweroff"), ("neighbour", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: Some(crate::disk_cases::setup_bad),
+        verify: None,
+        tamper: Some(crate::disk_cases::tamper_bad),
+        pxe: false,
+        features: &[],
+        absent: &[],
+    });
+    // on_reboot = "restart": the probe resets its VM once and boots again from its files.
+    v.push(Case {
+        name: "qemu-svm-reboot-restarts",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/reboot.toml",
+        cmdline: "",
+        pass: true,
+        com1: &[
+            "[rebooter] probe: rebooting on purpose",
+            "vm rebooter: reset: restarting (on_reboot = \"restart\")",
+            "[rebooter] probe: booted again after a reboot",
+            "[rebooter] probe: verdict: PASS",
+            "[xen-rebooter] probe: booted again after a reboot",
+            "[xen-rebooter] probe: verdict: PASS",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("rebooter", "poweroff"), ("xen-rebooter", "poweroff")],
+        restarts: &["rebooter", "xen-rebooter"],
+        exit_code: 0,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+    });
+    // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
+    v.push(Case {
+        name: "qemu-nvme-selftest",
+        emulator: Emulator::Qemu,
+        manifest: "manifests/demo.toml",
+        cmdline: NVME_SELFTEST,
+        pass: true,
+        com1: &[
+            "nvme: ns 1: 16384 LBAs of 512 bytes",
+            "nvme: selftest passed",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[("probe", "poweroff")],
+        restarts: &[],
+        exit_code: 0,
+        setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+    });
+    // What a lab machine does: the directory `cargo xtask pxe` stages, fetched over TFTP by
+    // iPXE (QEMU's own ROM), whose module strings are full URIs.
+    v.push(Case {
+        pxe: true,
+        ..probe(
+            "qemu-svm-pxe-probe",
+            Emulator::Qemu,
+            &[
+                // iPXE's own mark: the kernel's string is its URI.
+                "cmdline: tftp://10.0.2.2/janus-boot",
+                "personalities: none xen hyperv",
+            ],
+        )
+    });
+    // Single-ABI images: each boots its own face's probe, and refuses a manifest naming the
+    // other face before any VM starts, naming the VM and the personality it lacks: before
+    // the pCPUs come up, so no VM is built and no guest runs (`absent`).
+    for (features, own, own_manifest, banner, ends, other, other_manifest, refusal, absent) in [
+        (
+            &["xen"],
+            "qemu-svm-xen-only-image-probe",
+            "manifests/probe-xen.toml",
+            &["personalities: none xen"][..],
+            &[("probe-xen", "poweroff")][..],
+            "qemu-svm-xen-only-image-refuses-hyperv",
+            "manifests/probe-hyperv.toml",
+            XEN_ONLY_REFUSES,
+            &["smp: ", "janus: running", "[probe-hyperv]"][..],
+        ),
+        (
+            &["hyperv"],
+            "qemu-svm-hyperv-only-image-probe",
+            "manifests/probe-hyperv.toml",
+            &["personalities: none hyperv"],
+            &[("probe-hyperv", "poweroff")],
+            "qemu-svm-hyperv-only-image-refuses-xen",
+            "manifests/probe-xen.toml",
+            HYPERV_ONLY_REFUSES,
+            &["smp: ", "janus: running", "[probe-xen]"],
+        ),
+    ] {
+        v.push(Case {
+            features,
+            ..face(own, Emulator::Qemu, own_manifest, banner, ends)
+        });
+        v.push(Case {
+            name: other,
+            emulator: Emulator::Qemu,
+            manifest: other_manifest,
+            cmdline: "",
+            pass: false,
+            com1: refusal,
+            defmt: &[],
+            timeout_s: 120,
+            linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: crate::emulator::exit_code::HYPERVISOR,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features,
+            absent,
+        });
+    }
+    if inject_failure {
+        v.push(Case {
+            name: "injected-failure",
+            emulator: Emulator::Qemu,
+            manifest: "manifests/demo.toml",
+            cmdline: "janus.selftest=panic",
+            pass: true,
+            com1: &[],
+            defmt: &[],
+            timeout_s: 60,
+            linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: 0,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
+        });
+    }
+    v
+}
