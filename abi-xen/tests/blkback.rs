@@ -430,3 +430,42 @@ fn a_frontend_that_never_stops_gets_a_budget_per_pass() {
         2 * BUDGET
     );
 }
+
+#[test]
+fn what_a_pass_leaves_is_served_on_the_next_hypercall() {
+    use abi_xen::blkback::ring::BUDGET;
+    use virt::personality::Personality;
+    let mut e = guest();
+    let port = connect(&mut e, FE, RING_REF, RING_PFN);
+    let arg = e.arg(ARG, &port.to_le_bytes());
+    let mut racing = Racing {
+        mem: std::mem::replace(&mut e.mem, virt::VecMemory::new(0)),
+        ring: RING_PFN * 4096,
+    };
+    let mut regs = virt::GuestRegs {
+        rax: op::EVENT_CHANNEL_OP,
+        rdi: 4,
+        rsi: arg,
+        ..Default::default()
+    };
+    let view = e.view(0);
+    e.xen.hypercall(&view, &mut regs, &mut racing, &mut e.host);
+    e.mem = racing.mem;
+    let base = RING_PFN * 4096;
+    assert_eq!(
+        e.mem.read_u32(base + 8).unwrap(),
+        BUDGET,
+        "one budget served"
+    );
+    assert!(
+        e.mem.read_u32(base).unwrap() > BUDGET,
+        "the frontend queued more"
+    );
+    // Any hypercall: the rest is served before it.
+    assert_eq!(e.call(op::XEN_VERSION, 0, 0, 0), 4 << 16 | 15);
+    assert_eq!(
+        e.mem.read_u32(base + 8).unwrap(),
+        e.mem.read_u32(base).unwrap(),
+        "every queued request answered"
+    );
+}
