@@ -18,6 +18,7 @@ mod pxe;
 mod testsuite;
 mod util;
 mod vhd_cli;
+mod xlcfg;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

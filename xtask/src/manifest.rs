@@ -17,29 +17,29 @@ struct FileToml {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct VmToml {
-    name: String,
-    personality: String,
-    memory_mib: u32,
+pub(crate) struct VmToml {
+    pub(crate) name: String,
+    pub(crate) personality: String,
+    pub(crate) memory_mib: u32,
     #[serde(default = "one")]
-    vcpus: u8,
-    kernel: String,
-    initrd: Option<String>,
+    pub(crate) vcpus: u8,
+    pub(crate) kernel: String,
+    pub(crate) initrd: Option<String>,
     #[serde(default)]
-    cmdline: String,
-    on_poweroff: Option<String>,
-    on_reboot: Option<String>,
-    on_crash: Option<String>,
+    pub(crate) cmdline: String,
+    pub(crate) on_poweroff: Option<String>,
+    pub(crate) on_reboot: Option<String>,
+    pub(crate) on_crash: Option<String>,
     #[serde(default)]
-    disk: Vec<DiskToml>,
+    pub(crate) disk: Vec<DiskToml>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DiskToml {
-    path: String,
+pub(crate) struct DiskToml {
+    pub(crate) path: String,
     #[serde(default)]
-    read_only: bool,
+    pub(crate) read_only: bool,
 }
 
 fn one() -> u8 {
@@ -84,8 +84,16 @@ pub fn load(path: &Path, stage_dir: &Path) -> Result<Staged> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("manifest {}: cannot read", shown(path)))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let parsed: FileToml =
-        toml::from_str(&text).map_err(|e| anyhow!("manifest {}: {e}", shown(path)))?;
+    // Xen's own xl.cfg (a PVH guest) is one VM on the Xen face.
+    let parsed: FileToml = if path.extension().is_some_and(|e| e == "cfg") {
+        FileToml {
+            vm: vec![
+                crate::xlcfg::parse(&text).map_err(|e| anyhow!("xl.cfg {}: {e}", shown(path)))?,
+            ],
+        }
+    } else {
+        toml::from_str(&text).map_err(|e| anyhow!("manifest {}: {e}", shown(path)))?
+    };
     check(path, base, parsed, stage_dir)
 }
 
@@ -377,6 +385,25 @@ fn module_name(vm: usize, key: &str, src: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_xl_cfg_twin_describes_the_same_vm() {
+        let dir = crate::util::root().join("manifests");
+        let toml_text = std::fs::read_to_string(dir.join("xen-linux.toml")).unwrap();
+        let cfg_text = std::fs::read_to_string(dir.join("xen-linux.cfg")).unwrap();
+        let t: FileToml = toml::from_str(&toml_text).unwrap();
+        let c = crate::xlcfg::parse(&cfg_text).unwrap();
+        let t = &t.vm[0];
+        assert_eq!(
+            (&t.name, &t.personality, t.memory_mib, t.vcpus),
+            (&c.name, &c.personality, c.memory_mib, c.vcpus)
+        );
+        assert_eq!(
+            (&t.kernel, &t.initrd, &t.cmdline),
+            (&c.kernel, &c.initrd, &c.cmdline)
+        );
+        assert_eq!(c.disk.len(), t.disk.len());
+    }
 
     struct Scratch(PathBuf);
 

@@ -381,6 +381,14 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         &[("xen-linux", "xen")],
         &[("xen-linux", "poweroff")],
     ));
+    // The same guest from Xen's own xl.cfg.
+    v.push(linux(
+        "qemu-svm-xen-linux-xlcfg",
+        "manifests/xen-linux.cfg",
+        &["vm xen-linux: stopped: powered off"],
+        &[("xen-linux", "xen")],
+        &[("xen-linux", "poweroff")],
+    ));
     v.push(linux(
         "qemu-svm-hyperv-linux",
         "manifests/hyperv-linux.toml",
