@@ -35,6 +35,8 @@ pub mod report;
 pub mod shutdown;
 
 #[cfg(test)]
+mod device_fuzz;
+#[cfg(test)]
 mod tests;
 
 /// What the exit path needs of the physical machine under the VMs.
