@@ -68,14 +68,14 @@ fn the_bus_devices_take_any_access_sequence() {
             cx.tsc += r.next_u64() % 5_000_000;
             let port = ports[(r.next_u64() % ports.len() as u64) as usize];
             let sz = size(&mut r);
-            if r.next_u64() % 3 == 0 {
+            if r.next_u64().is_multiple_of(3) {
                 // The index/data pairs and the PIT's control word, which reach the most state.
                 let port = [0x43, 0x70, 0x3FB, 0x3F9][(r.next_u64() % 4) as usize];
                 if let Some(d) = bus.port(port) {
                     let _ = d.write(port, 1, r.next_u64() as u32, &mut cx);
                 }
             }
-            if r.next_u64() % 100 == 0 {
+            if r.next_u64().is_multiple_of(100) {
                 // Now and then what a guest writes to power off.
                 let p = boot::guest::acpi::SLEEP_CONTROL_PORT;
                 if let Some(d) = bus.port(p) {
@@ -84,7 +84,7 @@ fn the_bus_devices_take_any_access_sequence() {
                 }
             }
             let Some(d) = bus.port(port) else { continue };
-            if r.next_u64() % 2 == 0 {
+            if r.next_u64().is_multiple_of(2) {
                 let v = d.read(port, sz, &mut cx);
                 assert!(
                     u64::from(v) < 1u64 << (8 * u32::from(sz)),
@@ -101,7 +101,7 @@ fn the_bus_devices_take_any_access_sequence() {
             let gpa = 0xFEC0_0000 + [0, 0x10, r.next_u64() % 0x1000][(r.next_u64() % 3) as usize];
             if let Some((io, off)) = bus.mmio(gpa) {
                 let sz = [1, 2, 4, 8][(r.next_u64() % 4) as usize];
-                if r.next_u64() % 2 == 0 {
+                if r.next_u64().is_multiple_of(2) {
                     let _ = io.read(off, sz, &mut cx);
                 } else {
                     io.write(off, sz, r.next_u64(), &mut cx);
@@ -127,7 +127,7 @@ fn the_x2apic_takes_any_msr_sequence() {
         for _ in 0..5_000 {
             now += r.next_u64() % 1_000_000;
             let msr = 0x800 + (r.next_u64() % 0x100) as u32;
-            if r.next_u64() % 2 == 0 {
+            if r.next_u64().is_multiple_of(2) {
                 let _ = apic.rdmsr(msr, now);
             } else {
                 let value = match r.next_u64() % 3 {
