@@ -1,11 +1,13 @@
 #!/bin/sh
-# Fuzz synthetic-MSR and hypercall dispatch for a bounded time: abi-hyperv/fuzz/run.sh SECONDS
+# Fuzz synthetic-MSR and hypercall dispatch (target dispatch) or the VMBus host and storvsc
+# (target vmbus) for a bounded time: abi-hyperv/fuzz/run.sh SECONDS [TARGET]
 # Needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz). Seeds come from the
 # stable fuzz test, which writes its inputs when ABI_HYPERV_FUZZ_SEED_DIR is set.
 set -eu
 secs=${1:-60}
+target=${2:-dispatch}
 here=$(cd "$(dirname "$0")" && pwd)
-corpus="$here/corpus/dispatch"
+corpus="$here/corpus/$target"
 mkdir -p "$corpus"
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "abi-hyperv/fuzz/run.sh: no nightly toolchain (rustup toolchain install nightly --profile minimal)" >&2
@@ -15,6 +17,6 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "abi-hyperv/fuzz/run.sh: cargo-fuzz missing (cargo install cargo-fuzz)" >&2
     exit 2
 fi
-(cd "$here/../.." && ABI_HYPERV_FUZZ_SEED_DIR="$corpus" cargo test -q -p abi-hyperv --test fuzz_stable >/dev/null)
+[ "$target" != dispatch ] || (cd "$here/../.." && ABI_HYPERV_FUZZ_SEED_DIR="$corpus" cargo test -q -p abi-hyperv --test fuzz_stable >/dev/null)
 cd "$here"
-exec cargo +nightly fuzz run dispatch "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=4096
+exec cargo +nightly fuzz run "$target" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=4096

@@ -35,6 +35,12 @@ pub mod privilege {
     pub const FREQUENCY_MSRS: u32 = 1 << 11;
 }
 
+/// Partition privileges, high half (leaf 3 EBX): the VMBus hypercalls.
+pub mod call_privilege {
+    pub const POST_MESSAGES: u32 = 1 << 4;
+    pub const SIGNAL_EVENTS: u32 = 1 << 5;
+}
+
 /// Misc features (leaf 3 EDX).
 pub mod feature {
     pub const FREQUENCY_MSRS: u32 = 1 << 8;
@@ -69,6 +75,7 @@ const MAJOR_MINOR: u32 = 10 << 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Features {
     pub privileges: u32,
+    pub call_privileges: u32,
     pub misc: u32,
     pub hints: u32,
     pub max_vps: u32,
@@ -92,6 +99,7 @@ impl Features {
         }
         Features {
             privileges,
+            call_privileges: call_privilege::POST_MESSAGES | call_privilege::SIGNAL_EVENTS,
             misc,
             hints: hint::RELAXED_TIMING
                 | hint::DEPRECATING_AEOI
@@ -115,7 +123,7 @@ impl Features {
             leaf::VENDOR => [leaf::MAX, VENDOR_EBX, VENDOR_ECX, VENDOR_EDX],
             leaf::INTERFACE => [INTERFACE_HV1, 0, 0, 0],
             leaf::VERSION => [BUILD, MAJOR_MINOR, 0, 0],
-            leaf::FEATURES => [self.privileges, 0, 0, self.misc],
+            leaf::FEATURES => [self.privileges, self.call_privileges, 0, self.misc],
             leaf::HINTS => [self.hints, SPIN_NEVER, 0, 0],
             leaf::LIMITS => [self.max_vps, self.max_vps, 0, 0],
             leaf::HW_FEATURES => [hw::MSR_BITMAPS | hw::SLAT, 0, 0, 0],

@@ -11,6 +11,8 @@ pub mod code {
     pub const NOTIFY_LONG_SPIN_WAIT: u16 = 0x0008;
     pub const SEND_SYNTHETIC_CLUSTER_IPI: u16 = 0x000B;
     pub const SEND_SYNTHETIC_CLUSTER_IPI_EX: u16 = 0x0015;
+    pub const POST_MESSAGE: u16 = 0x005C;
+    pub const SIGNAL_EVENT: u16 = 0x005D;
 }
 
 /// The input value's fields.
@@ -28,6 +30,9 @@ pub mod input {
 }
 
 const PAGE_SIZE: u64 = 4096;
+/// HvPostMessage input: `{ u32 connection_id, u32 reserved, u32 message_type, u32 size }`
+/// and the payload.
+const POST_MESSAGE_HEADER: u64 = 16;
 
 /// A decoded input value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,11 +91,20 @@ const SIMPLE_MEMORY_VARHEAD: Form = Form {
     varhead: true,
 };
 
+/// HvPostMessage's 256-byte input does not fit in registers.
+const SIMPLE_MEMORY: Form = Form {
+    rep: false,
+    fast: false,
+    memory: true,
+    varhead: false,
+};
+
 fn form(code: u16) -> Option<Form> {
     match code {
-        code::NOTIFY_LONG_SPIN_WAIT | code::SEND_SYNTHETIC_CLUSTER_IPI => {
+        code::NOTIFY_LONG_SPIN_WAIT | code::SEND_SYNTHETIC_CLUSTER_IPI | code::SIGNAL_EVENT => {
             Some(SIMPLE_FAST_OR_MEMORY)
         }
+        code::POST_MESSAGE => Some(SIMPLE_MEMORY),
         code::SEND_SYNTHETIC_CLUSTER_IPI_EX => Some(SIMPLE_MEMORY_VARHEAD),
         _ => None,
     }
@@ -173,6 +187,8 @@ pub fn set_result(regs: &mut GuestRegs, long_mode: bool, value: u64) {
 enum Then {
     Resume,
     Yield,
+    /// Not finished: the guest executes the call again (no status is written).
+    Continue,
 }
 
 impl HyperV {
@@ -193,10 +209,13 @@ impl HyperV {
             Ok(then) => (HvStatus::Success, then),
             Err(s) => (s, Then::Resume),
         };
+        if matches!(then, Then::Continue) {
+            return Action::Retry;
+        }
         // No rep call is implemented, so "reps completed" is always 0.
         set_result(regs, vcpu.long_mode, output(status, 0));
         match then {
-            Then::Resume => Action::Done,
+            Then::Resume | Then::Continue => Action::Done,
             Then::Yield => Action::Yield,
         }
     }
@@ -257,6 +276,52 @@ impl HyperV {
                 };
                 self.send_ipi(vector, mask, host);
                 Ok(Then::Resume)
+            }
+            code::POST_MESSAGE => {
+                check_block(mem, args.input, POST_MESSAGE_HEADER)?;
+                let connection = read_u64(mem, args.input)? as u32;
+                let head = read_u64(mem, args.input + 8)?;
+                let (kind, size) = (head as u32, (head >> 32) as usize);
+                // Types with the top bit are the hypervisor's own.
+                if kind == 0 || kind & 0x8000_0000 != 0 || size > crate::synic::MESSAGE_PAYLOAD_MAX
+                {
+                    return Err(HvStatus::InvalidParameter);
+                }
+                check_block(mem, args.input, POST_MESSAGE_HEADER + size as u64)?;
+                let mut payload = [0u8; crate::synic::MESSAGE_PAYLOAD_MAX];
+                mem.read(args.input + POST_MESSAGE_HEADER, &mut payload[..size])
+                    .map_err(|_| HvStatus::InvalidAlignment)?;
+                self.vmbus.post(connection, &payload[..size], mem.size())?;
+                self.vmbus.after_post(mem);
+                self.deliver_vmbus(mem, host);
+                self.signal_channels(mem, host);
+                Ok(Then::Resume)
+            }
+            code::SIGNAL_EVENT => {
+                let input = if c.fast {
+                    args.input
+                } else {
+                    check_block(mem, args.input, 8)?;
+                    read_u64(mem, args.input)?
+                };
+                let relid = self
+                    .vmbus
+                    .by_connection(input as u32)
+                    .ok_or(HvStatus::InvalidConnectionId)?;
+                // Each channel's connection has one event flag.
+                if input >> 32 != 0 {
+                    return Err(HvStatus::InvalidParameter);
+                }
+                let served = self.vmbus.serve(relid, mem, host);
+                if let Some(vp) = served.signal {
+                    self.signal_channel(vp, relid, mem, host);
+                }
+                self.signal_channels(mem, host);
+                Ok(if served.more {
+                    Then::Continue
+                } else {
+                    Then::Resume
+                })
             }
             _ => {
                 self.counters.unknown_hypercall(c.code);

@@ -17,9 +17,12 @@ mod crash;
 pub mod hypercall;
 mod hypercall_page;
 pub mod msr;
+pub mod scsi;
 pub mod status;
 mod stimer;
+pub mod storvsc;
 mod synic;
+pub mod vmbus;
 
 pub use clock::{REF_HZ, scale_for};
 pub use counters::Notice;
@@ -76,6 +79,7 @@ pub struct HyperV {
     vps: [Vp; MAX_VCPUS],
     counters: counters::Counters,
     shutdown: Option<StopReason>,
+    vmbus: vmbus::Vmbus,
 }
 
 impl HyperV {
@@ -102,6 +106,7 @@ impl HyperV {
             vps: [Vp::default(); MAX_VCPUS],
             counters: counters::Counters::default(),
             shutdown: None,
+            vmbus: vmbus::Vmbus::new(host),
         })
     }
 
@@ -212,6 +217,65 @@ impl HyperV {
                 t.pending = None;
             }
         }
+        if self.vmbus.route.is_some_and(|r| r.vp == vp) {
+            self.deliver_vmbus(mem, host);
+        }
+    }
+
+    /// Puts queued VMBus messages into the connection's SIM slot, in order, until it is busy
+    /// (the guest's EOM brings the rest).
+    fn deliver_vmbus(&mut self, mem: &dyn GuestMemory, host: &mut dyn Host) {
+        let Some(route) = self.vmbus.route else {
+            return;
+        };
+        if route.vp >= self.vcpus {
+            return;
+        }
+        let Some(synic) = self.vps.get(route.vp as usize).map(|v| v.synic) else {
+            return;
+        };
+        while let Some(m) = self.vmbus.outbox.front() {
+            let posted = synic.post(
+                route.vp,
+                usize::from(route.sint),
+                vmbus::wire::SYNIC_MESSAGE_TYPE,
+                m.payload(),
+                mem,
+                host,
+            );
+            if posted != Post::Delivered {
+                break;
+            }
+            self.vmbus.outbox.pop_front();
+        }
+    }
+
+    /// Interrupts the channels the VMBus host queued packets on by itself.
+    fn signal_channels(&mut self, mem: &dyn GuestMemory, host: &mut dyn Host) {
+        while let Some((vp, relid)) = self.vmbus.signals.pop() {
+            self.signal_channel(vp, relid, mem, host);
+        }
+    }
+
+    /// Interrupts `vp` for channel `relid`: its bit in the SIEF slot of the VMBus SINT, then
+    /// the SINT.
+    fn signal_channel(&mut self, vp: u32, relid: u32, mem: &dyn GuestMemory, host: &mut dyn Host) {
+        let Some(route) = self.vmbus.route else {
+            return;
+        };
+        let Some(synic) = self.vp(vp).map(|v| v.synic) else {
+            return;
+        };
+        let Some(flags) = synic.event_flags(usize::from(route.sint)) else {
+            return;
+        };
+        let word = flags + u64::from(relid / 64) * 8;
+        if host
+            .guest_fetch_or_u64(mem, word, 1 << (relid % 64))
+            .is_ok()
+        {
+            synic.assert_sint(vp, usize::from(route.sint), host);
+        }
     }
 }
 
@@ -287,6 +351,18 @@ impl Personality for HyperV {
     fn has_pending_work(&self, _vcpu: u32, _mem: &dyn GuestMemory) -> bool {
         // Nothing here blocks a vCPU: interrupts reach it through `Host::raise_vector`.
         false
+    }
+
+    /// Through the shutdown integration service, when the guest has opened it.
+    fn request_shutdown(
+        &mut self,
+        kind: virt::personality::ShutdownKind,
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> bool {
+        let asked = self.vmbus.request_shutdown(kind, mem);
+        self.signal_channels(mem, host);
+        asked
     }
 }
 

@@ -116,6 +116,15 @@ impl Synic {
         true
     }
 
+    /// The GPA of SINT `index`'s event-flag block in the SIEF page, while SynIC and the page
+    /// are enabled.
+    pub fn event_flags(&self, index: usize) -> Option<u64> {
+        if !self.enabled() || self.siefp & ENABLE == 0 || index >= SINT_COUNT {
+            return None;
+        }
+        Some((self.siefp & GPFN_MASK) + index as u64 * SLOT_SIZE)
+    }
+
     fn message_slot(&self, index: usize) -> Option<u64> {
         if !self.enabled() || self.simp & ENABLE == 0 || index >= SINT_COUNT {
             return None;

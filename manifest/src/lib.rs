@@ -26,6 +26,8 @@ pub const MAX_DISKS: usize = 8;
 /// Disks a Xen VM may have: its vbds are xvda to xvdd (their xenstore nodes share the
 /// domain's bounded store).
 pub const MAX_XEN_DISKS: usize = 4;
+/// Disks a Hyper-V VM may have: one synthetic SCSI controller (VMBus channel) each.
+pub const MAX_HYPERV_DISKS: usize = 4;
 /// Images in one disk's chain: the disk and its parents.
 pub const MAX_CHAIN: usize = 8;
 /// The largest encoded manifest the kernel accepts.
@@ -172,6 +174,8 @@ pub enum Rule {
     BadDisk,
     /// A Xen VM with more disks than its face serves.
     TooManyXenDisks,
+    /// A Hyper-V VM with more disks than its face serves.
+    TooManyHyperVDisks,
 }
 
 impl Rule {
@@ -186,6 +190,9 @@ impl Rule {
             Rule::PreserveNotCrash => "`preserve` applies to `on_crash` only",
             Rule::BadDisk => "a disk names namespace 0 or one namespace twice in its chain",
             Rule::TooManyXenDisks => "a Xen VM has at most 4 disks (xvda to xvdd)",
+            Rule::TooManyHyperVDisks => {
+                "a Hyper-V VM has at most 4 disks (one VMBus SCSI controller each)"
+            }
         }
     }
 }
@@ -229,6 +236,9 @@ impl VmSpec {
         }
         if self.personality == Personality::Xen && self.disks.len() > MAX_XEN_DISKS {
             return Err(Rule::TooManyXenDisks);
+        }
+        if self.personality == Personality::HyperV && self.disks.len() > MAX_HYPERV_DISKS {
+            return Err(Rule::TooManyHyperVDisks);
         }
         Ok(())
     }
@@ -318,6 +328,13 @@ mod tests {
         assert_eq!(v.check(), Ok(()));
         v.disks.push(disk(9)).unwrap();
         assert_eq!(v.check(), Err(Rule::TooManyXenDisks));
+        v.personality = Personality::HyperV;
+        assert_eq!(v.check(), Err(Rule::TooManyHyperVDisks));
+        v.disks.pop();
+        assert_eq!(v.check(), Ok(()));
+        v.personality = Personality::None;
+        v.disks.push(disk(9)).unwrap();
+        assert_eq!(v.check(), Ok(()), "the NVMe face takes them all");
         v.personality = Personality::HyperV;
         assert_eq!(v.check(), Ok(()), "the limit is the Xen face's");
     }

@@ -13,6 +13,7 @@ pub const TARGETS: &[(&str, &str, &str)] = &[
     ("xen-xenstore", "abi-xen/fuzz/run.sh", "xenstore"),
     ("xen-blkif", "abi-xen/fuzz/run.sh", "blkif"),
     ("hyperv-dispatch", "abi-hyperv/fuzz/run.sh", "dispatch"),
+    ("hyperv-vmbus", "abi-hyperv/fuzz/run.sh", "vmbus"),
 ];
 
 /// libFuzzer's closing "Done N runs in S second(s)".

@@ -1,5 +1,5 @@
 use super::*;
-use crate::cpuid::{feature, hint, leaf, privilege};
+use crate::cpuid::{call_privilege, feature, hint, leaf, privilege};
 
 fn cpuid(rig: &mut Rig, l: u32) -> Option<[u32; 4]> {
     rig.hv.cpuid(&view(0), l, 0)
@@ -47,8 +47,11 @@ fn features_name_exactly_what_is_implemented() {
         assert_eq!(eax & (1 << bit), 0, "privilege bit {bit}");
     }
     // EBX: not root (12), no partition id (1), no extended hypercalls (20), no isolation
-    // (22), and no messaging until VMBus exists (4, 5).
-    assert_eq!(ebx, 0);
+    // (22); VMBus messaging (4, 5).
+    assert_eq!(
+        ebx,
+        call_privilege::POST_MESSAGES | call_privilege::SIGNAL_EVENTS
+    );
     assert_eq!(ecx, 0);
     assert_eq!(
         edx,

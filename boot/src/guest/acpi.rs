@@ -88,10 +88,12 @@ impl AcpiOptions {
     pub fn xen() -> Self {
         Self::default()
     }
-    /// The Hyper-V personality: an IOAPIC so ttyS0 is interrupt driven.
+    /// The Hyper-V personality: an IOAPIC so ttyS0 is interrupt driven, and VMBus, where
+    /// its disks are.
     pub fn hyperv() -> Self {
         AcpiOptions {
             ioapic: true,
+            vmbus: true,
             ..Self::default()
         }
     }
