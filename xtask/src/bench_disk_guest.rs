@@ -1,7 +1,8 @@
-//! The guest half of `cargo xtask bench disk`: Debian's kernel on the Xen face doing direct
-//! I/O on a file of an ext4 VHD through its own xen-blkfront and the hypervisor's blkback,
-//! against the same kernel and initramfs booted directly by QEMU with a copy of the same VHD
-//! on QEMU's NVMe device (`format=vpc`), in one invocation. init.sh (`janus.diskbench=`)
+//! The guest half of `cargo xtask bench disk`: Debian's kernel doing direct I/O on a file of an
+//! ext4 VHD on each face — through its own xen-blkfront and the hypervisor's blkback on the Xen
+//! face, through hv_storvsc and the hypervisor's VMBus storvsc on the Hyper-V face — against
+//! the same kernel and initramfs booted directly by QEMU with a copy of the same VHD on QEMU's
+//! NVMe device (`format=vpc`), in one invocation. init.sh (`janus.diskbench=`)
 //! brackets each workload with JANUS-BENCH lines; under Janus they are timed by the
 //! hypervisor's own stamps of its console lines, under QEMU by their arrival on the host.
 
@@ -14,7 +15,6 @@ use std::path::Path;
 use std::time::Duration;
 
 const LABEL: &str = "janus-bench";
-const VM: &str = "xen-bench";
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// (workload, bytes, seconds) from a console's lines, each with its time in seconds.
@@ -48,8 +48,107 @@ fn fresh_image(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
     Ok(vhd)
 }
 
-/// Runs both sides and prints a line per workload; the worst Janus/direct ratio.
-pub fn bench() -> Result<f64> {
+/// The worst ratio of each comparison.
+pub struct Figures {
+    pub xen_direct: f64,
+    pub hyperv_direct: f64,
+    pub xen_hyperv: f64,
+}
+
+/// One face's guest under Janus: its workloads.
+fn under_janus(face: &str, dir: &Path) -> Result<Vec<(String, u64, f64)>> {
+    let vm = format!("{face}-bench");
+    fresh_image(dir, &format!("{face}.vhd"))?;
+    let manifest = dir.join(format!("{face}.toml"));
+    let (kernel, console) = match face {
+        "xen" => ("vmlinux", "hvc0 janus.clockwait=1"),
+        _ => ("bzImage", "ttyS0"),
+    };
+    std::fs::write(
+        &manifest,
+        format!(
+            "[[vm]]\nname = \"{vm}\"\npersonality = \"{face}\"\nmemory_mib = 256\nvcpus = 2\n\
+             kernel = \"../../../target/linux/{kernel}\"\n\
+             initrd = \"../../../target/linux/initramfs.cpio.gz\"\n\
+             cmdline = \"console={console} janus.face={face} janus.vcpus=2 \
+             janus.diskbench={LABEL} quiet panic=-1 nokaslr\"\n\
+             [[vm.disk]]\npath = \"{face}.vhd\"\n"
+        ),
+    )?;
+    let images = image::build(&BuildOpts {
+        release: true,
+        ..Default::default()
+    })?;
+    let staged = crate::manifest::load(&manifest, &dir.join(format!("stage-{face}")))?;
+    let spec = RunSpec {
+        via: emulator::Via::Loader,
+        boot: images.boot,
+        kernel: images.kernel,
+        modules: staged.modules.clone(),
+        cmdline: String::new(),
+        timeout: TIMEOUT,
+        memory_mib: 512 + staged.guest_memory_mib,
+        cpus: 2,
+        echo: false,
+        nvme: Vec::new(),
+    };
+    let outcome = staged.disks.run(Emulator::Qemu, spec)?;
+    if let Err(why) = &outcome.verdict {
+        bail!("{vm} under Janus: {why}");
+    }
+    // The n-th console line of the VM carries the n-th stamp.
+    let prefix = format!("[{vm}] ");
+    let stamps = outcome.console_stamps();
+    let stamps = stamps
+        .get(&vm)
+        .context("no console stamps from the hypervisor")?;
+    let found = workloads(
+        outcome
+            .com1
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .enumerate()
+            .filter_map(|(n, l)| {
+                let (_, ns) = stamps.iter().find(|(i, _)| *i as usize == n)?;
+                Some((l, *ns as f64 / 1e9))
+            }),
+    );
+    if found.len() < 4 {
+        bail!(
+            "the {face} guest under Janus finished {} of 4 workloads",
+            found.len()
+        );
+    }
+    Ok(found)
+}
+
+fn mbs(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs.max(1e-9) / 1e6
+}
+
+/// The worst ratio of `a` to `b` over the workloads of `a`, printing each.
+fn compare(
+    a: &[(String, u64, f64)],
+    b: &[(String, u64, f64)],
+    (an, bn): (&str, &str),
+) -> Result<f64> {
+    let mut worst = f64::INFINITY;
+    for (name, bytes, secs) in a {
+        let Some((_, bbytes, bsecs)) = b.iter().find(|(n, _, _)| n == name) else {
+            bail!("{bn} reported no result for {name}");
+        };
+        let (x, y) = (mbs(*bytes, *secs), mbs(*bbytes, *bsecs));
+        worst = worst.min(x / y);
+        println!(
+            "disk guest {name}: {an} {x:.2} MB/s, {bn} {y:.2} MB/s, {an}/{bn} {:.3}",
+            x / y
+        );
+    }
+    Ok(worst)
+}
+
+/// Runs the direct boot and both faces, printing a line per workload and comparison.
+pub fn bench() -> Result<Figures> {
     crate::prereq::tools(&[&crate::prereq::E2FSPROGS, &crate::prereq::QEMU])?;
     let guest = linux_guest::prepare()?;
     let dir = out_dir().join("bench-disk-guest");
@@ -80,82 +179,13 @@ pub fn bench() -> Result<f64> {
             .map(|l| (l.text.as_str(), l.at.as_secs_f64())),
     );
 
-    // Under Janus, on the Xen face.
-    let vhd = fresh_image(&dir, "janus.vhd")?;
-    let manifest = dir.join("bench.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[[vm]]\nname = \"{VM}\"\npersonality = \"xen\"\nmemory_mib = 256\nvcpus = 2\n\
-             kernel = \"../../../target/linux/vmlinux\"\n\
-             initrd = \"../../../target/linux/initramfs.cpio.gz\"\n\
-             cmdline = \"console=hvc0 janus.face=xen janus.vcpus=2 janus.clockwait=1 \
-             janus.diskbench={LABEL} quiet panic=-1 nokaslr\"\n\
-             [[vm.disk]]\npath = \"{}\"\n",
-            vhd.file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("janus.vhd")
-        ),
-    )?;
-    let images = image::build(&BuildOpts {
-        release: true,
-        ..Default::default()
-    })?;
-    let staged = crate::manifest::load(&manifest, &dir.join("stage"))?;
-    let spec = RunSpec {
-        via: emulator::Via::Loader,
-        boot: images.boot,
-        kernel: images.kernel,
-        modules: staged.modules.clone(),
-        cmdline: String::new(),
-        timeout: TIMEOUT,
-        memory_mib: 512 + staged.guest_memory_mib,
-        cpus: 2,
-        echo: false,
-        nvme: Vec::new(),
-    };
-    let outcome = staged.disks.run(Emulator::Qemu, spec)?;
-    if let Err(why) = &outcome.verdict {
-        bail!("{VM} under Janus: {why}");
-    }
-    // The n-th console line of the VM carries the n-th stamp.
-    let prefix = format!("[{VM}] ");
-    let stamps = outcome.console_stamps();
-    let stamps = stamps
-        .get(VM)
-        .context("no console stamps from the hypervisor")?;
-    let janus = workloads(
-        outcome
-            .com1
-            .lines()
-            .filter(|l| l.starts_with(&prefix))
-            .enumerate()
-            .filter_map(|(n, l)| {
-                let (_, ns) = stamps.iter().find(|(i, _)| *i as usize == n)?;
-                Some((l, *ns as f64 / 1e9))
-            }),
-    );
-
-    let mut worst = f64::INFINITY;
-    for (name, bytes, secs) in &janus {
-        let Some((_, dbytes, dsecs)) = direct.iter().find(|(n, _, _)| n == name) else {
-            bail!("the direct boot reported no result for {name}");
-        };
-        let mbs = |b: u64, s: f64| b as f64 / s.max(1e-9) / 1e6;
-        let (j, d) = (mbs(*bytes, *secs), mbs(*dbytes, *dsecs));
-        worst = worst.min(j / d);
-        println!(
-            "disk guest {name}: xen {j:.2} MB/s, direct {d:.2} MB/s, xen/direct {:.3}",
-            j / d
-        );
-    }
-    if janus.len() < 4 {
-        bail!(
-            "the guest under Janus finished {} of 4 workloads",
-            janus.len()
-        );
-    }
-    Ok(worst)
+    let xen = under_janus("xen", &dir)?;
+    let hyperv = under_janus("hyperv", &dir)?;
+    Ok(Figures {
+        xen_direct: compare(&xen, &direct, ("xen", "direct"))?,
+        hyperv_direct: compare(&hyperv, &direct, ("hyperv", "direct"))?,
+        xen_hyperv: compare(&xen, &hyperv, ("xen", "hyperv"))?,
+    })
 }
 
 #[cfg(test)]

@@ -167,5 +167,28 @@ pub fn build_guest(name: &str, release: bool) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let dst = dir.join(name);
     std::fs::copy(&src, &dst).with_context(|| format!("cannot copy guest {name}"))?;
+    if name == "probe" {
+        probe_disk(&dir)?;
+    }
     Ok(dst)
+}
+
+/// The disk `manifests/probe-hyperv.toml` gives the probe (offered on VMBus, attached
+/// read-only, so it never changes): an empty 1 MiB dynamic VHD beside the probe, made by the
+/// project's VHD writer when it is missing.
+fn probe_disk(dir: &std::path::Path) -> Result<()> {
+    let path = dir.join("probe-disk.vhd");
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join("probe-disk.vhd.part");
+    let _ = std::fs::remove_file(&tmp);
+    vhd::fs::create(
+        &tmp,
+        vhd::DiskType::Dynamic,
+        1 << 20,
+        &vhd::fs::create_options(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot create {}", path.display()))
 }

@@ -214,10 +214,15 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     if let Some(verify) = case.verify {
         crate::disk_cases::step(verify)?;
     }
-    match nvme.first() {
-        Some(disk) => check_nvme_disk(&std::fs::read(disk).map_err(|e| format!("{e}"))?),
-        None => Ok(()),
+    if let Some(disk) = nvme.first() {
+        check_nvme_disk(&std::fs::read(disk).map_err(|e| format!("{e}"))?)?;
     }
+    // The boots that follow, each judged as a case of its own.
+    for next in &case.then {
+        println!("\n--- {} ---", next.name);
+        run_case(next, images).map_err(|e| format!("{}: {e}", next.name))?;
+    }
+    Ok(())
 }
 
 /// The hypervisor's NVMe self-test; a case asking for it gets a scratch disk as namespace 1.
@@ -432,6 +437,35 @@ mod tests {
             "  vcpu 0: walk 0x0: L4 entry at 0x1",
             "vcpu 0: walk 0x0: L4"
         ));
+    }
+
+    /// The cross-face case's boots are the manifests `setup_move` writes, one per face of
+    /// `MOVE_FACES`, each checked on the host after it.
+    #[test]
+    fn the_moving_disk_boots_on_the_faces_its_manifests_name() {
+        use crate::linux_disk_cases::{MOVE_FACES, move_vm};
+        let case = cases::cases(false)
+            .into_iter()
+            .find(|c| c.name == "qemu-svm-linux-disk-moves-between-faces")
+            .unwrap();
+        let boots: Vec<&Case> = std::iter::once(&case).chain(&case.then).collect();
+        assert_eq!(boots.len(), MOVE_FACES.len());
+        for (i, (boot, face)) in boots.iter().zip(MOVE_FACES).enumerate() {
+            let step = i + 1;
+            assert_eq!(
+                boot.manifest,
+                format!("target/janus/linux-disk-moves/{step}-{}.toml", face.name())
+            );
+            assert_eq!(boot.linux, [(move_vm(face), face.name())]);
+            assert_eq!(boot.ends, [(move_vm(face), "poweroff")]);
+            assert!(boot.verify.is_some() && boot.then.is_empty() == (i > 0));
+            assert_eq!(boot.setup.is_some(), step == 1);
+            let done = format!(
+                "[{}] JANUS-CHECK disk-move ok janus-move step {step} /dev/",
+                move_vm(face)
+            );
+            assert!(boot.com1.iter().any(|l| l.starts_with(&done)), "{done}");
+        }
     }
 
     #[test]

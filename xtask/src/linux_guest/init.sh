@@ -5,13 +5,22 @@
 #   janus.clockwait=S            seconds between the two clock samples (default 5)
 #   janus.stay=S                 after the checks, wait up to S seconds for the host to ask
 #                                for a shutdown (a SIGUSR2 from /sbin/poweroff, which the
-#                                kernel runs on Xen's control/shutdown) before powering off
+#                                kernel runs on Xen's control/shutdown and on Hyper-V's
+#                                shutdown service, whose hv_utils this loads) before
+#                                powering off
 #   janus.diskbench=LABEL        load the face's disk driver, mount LABEL and time direct I/O
 #                                on a file there: JANUS-BENCH begin/end lines, which the host
 #                                stamps (Janus's clock under Janus)
 #   janus.disk=LABEL[,LABEL...]  load the face's disk driver; for each label mount the ext4
 #                                file system, check hello.bin against hello.sha256, write
 #                                new.bin (4 MiB of "janus-disk-line" lines), sync, unmount
+#   janus.diskmove=LABEL:STEP    one disk carried from face to face, a step per boot: load
+#                                the face's disk driver, mount LABEL, then step 1 writes
+#                                a.bin, step 2 checks a.bin and writes b.bin, step 3 checks
+#                                both (X.bin: 1 MiB of "janus-move-X" lines); sync, unmount
+# The face's disk driver is xen-blkfront on Xen (disks xvda, xvdb, ...) and hv_vmbus with
+# hv_storvsc and the SCSI modules on Hyper-V (sda, sdb, ...), loaded from /lib/modules;
+# file systems are found by label, so the same disk serves either face.
 # Every line a host test reads starts with JANUS- and is written with one write(2) to
 # /dev/console, which the kernel's console= option points at hvc0 or ttyS0.
 echo JANUS-GUEST-MARKER
@@ -27,6 +36,7 @@ vcpus=
 clockwait=5
 disk=
 diskbench=
+diskmove=
 stay=
 for word in $(cat /proc/cmdline); do
     case "$word" in
@@ -35,6 +45,7 @@ for word in $(cat /proc/cmdline); do
         janus.clockwait=*) clockwait=${word#janus.clockwait=} ;;
         janus.disk=*) disk=${word#janus.disk=} ;;
         janus.diskbench=*) diskbench=${word#janus.diskbench=} ;;
+        janus.diskmove=*) diskmove=${word#janus.diskmove=} ;;
         janus.stay=*) stay=${word#janus.stay=} ;;
     esac
 done
@@ -124,16 +135,26 @@ case "$face" in
     *) check face FAIL "janus.face='$face' (want xen, hyperv or none)" ;;
 esac
 
-# The face's disk driver (the direct QEMU boot's NVMe driver is built in).
+# The face's disk driver (the direct QEMU boot's NVMe driver is built in): its modules in
+# dependency order (modules.dep of Debian's 6.1 kernels), each load a check of its own; the
+# first that fails ends the loading, as everything after it needs it. hv_vmbus binds to
+# ACPI's "VMBus" device and connects to the host in its module init; hv_storvsc then takes
+# the storage offers, and its disks appear later (find_label waits for them).
 disk_driver() {
     case "$face" in
-        xen) driver=xen-blkfront ;;
-        *) driver= ;;
+        xen) drivers="xen-blkfront" ;;
+        hyperv) drivers="scsi_common scsi_mod sd_mod scsi_transport_fc hv_vmbus hv_storvsc" ;;
+        *) drivers= ;;
     esac
-    if [ -n "$driver" ]; then
+    for driver in $drivers; do
         out=$(insmod "/lib/modules/$(uname -r)/$driver.ko" 2>&1)
-        if [ $? = 0 ]; then check disk-driver ok "$driver"; else check disk-driver FAIL "$driver: $out"; fi
-    fi
+        if [ $? = 0 ]; then
+            check disk-driver ok "$driver"
+        else
+            check disk-driver FAIL "$driver: $out"
+            break
+        fi
+    done
 }
 # find_label LABEL: the device holding that file system into $dev (waiting up to 60 s).
 find_label() {
@@ -144,6 +165,10 @@ find_label() {
         [ -n "$dev" ] || usleep 100000
         tries=$((tries + 1))
     done
+}
+# no_fs LABEL: the disk-mount failure, with the block devices the kernel has.
+no_fs() {
+    check disk-mount FAIL "no ext4 file system labelled '$1' (found '$dev'; block devices: $(echo $(ls /sys/block)))"
 }
 
 # The disk test: the host checks the images afterwards; these lines only say how far it got.
@@ -161,9 +186,53 @@ if [ -n "$disk" ]; then
             sync
             if umount "/mnt/$label"; then check disk-write ok "$label new.bin"; else check disk-write FAIL "$label: umount"; fi
         else
-            check disk-mount FAIL "no ext4 file system labelled '$label' (found '$dev')"
+            no_fs "$label"
         fi
     done
+fi
+
+# The disk that moves between faces: what this step's boot finds and leaves; the host checks
+# the image after every boot.
+# move_data X: what X.bin holds, 1 MiB of "janus-move-X" lines.
+move_data() {
+    yes "janus-move-$1" | head -c 1048576
+}
+if [ -n "$diskmove" ]; then
+    label=${diskmove%%:*}
+    step=${diskmove#*:}
+    case "$step" in
+        1) reads= writes=a ;;
+        2) reads=a writes=b ;;
+        3) reads="a b" writes= ;;
+        *) reads= writes= ; check disk-move FAIL "janus.diskmove='$diskmove' (want LABEL:1, 2 or 3)" ;;
+    esac
+    disk_driver
+    find_label "$label"
+    mkdir -p /mnt/move
+    if [ -n "$dev" ] && mount -t ext4 "$dev" /mnt/move; then
+        check disk-mount ok "$label $dev"
+        for f in $reads; do
+            set -- $(move_data "$f" | sha256sum)
+            want=$1
+            if [ -f "/mnt/move/$f.bin" ]; then
+                set -- $(sha256sum "/mnt/move/$f.bin")
+                expect disk-move-read "$label $f.bin $1" "$label $f.bin $want"
+            else
+                check disk-move-read FAIL "$label: no $f.bin (an earlier step writes it)"
+            fi
+        done
+        for f in $writes; do
+            move_data "$f" >"/mnt/move/$f.bin"
+        done
+        sync
+        if umount /mnt/move; then
+            check disk-move ok "$label step $step $dev wrote '$writes' read '$reads'"
+        else
+            check disk-move FAIL "$label step $step: umount"
+        fi
+    else
+        no_fs "$label"
+    fi
 fi
 
 # The disk benchmark: 32 MiB sequential in 1 MiB requests, 256 random 4 KiB requests, all
@@ -225,6 +294,15 @@ sleep "$clockwait"
 clock 4
 clock 5
 clock 6
+
+# On Hyper-V a host's shutdown request comes through the shutdown service over VMBus.
+if [ -n "$stay" ] && [ "$face" = hyperv ]; then
+    for driver in hv_vmbus hv_utils; do
+        [ -d "/sys/module/$driver" ] && continue
+        out=$(insmod "/lib/modules/$(uname -r)/$driver.ko" 2>&1)
+        if [ $? = 0 ]; then check shutdown-driver ok "$driver"; else check shutdown-driver FAIL "$driver: $out"; fi
+    done
+fi
 
 if [ "$fail" = 0 ]; then echo "JANUS-GUEST-DONE ok"; else echo "JANUS-GUEST-DONE FAIL"; fi
 if [ -n "$stay" ]; then

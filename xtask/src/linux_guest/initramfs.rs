@@ -44,8 +44,26 @@ const APPLETS: &[&str] = &[
 const ORDERLY_POWEROFF: &str = "#!/bin/busybox sh\nexec /bin/busybox kill -USR2 1\n";
 
 /// Modules the guest loads from its kernel package (the disk drivers are not built in):
-/// file names under the package's `lib/modules/<release>/kernel/`, in load order.
-pub const MODULES: &[&str] = &["drivers/block/xen-blkfront.ko"];
+/// file names under the package's `lib/modules/<release>/kernel/`, in load order. Debian's
+/// 6.1 kernels (cloud and generic) ship these as modules; the order follows each module's
+/// `depends=` (what depmod writes into modules.dep, which the package leaves to its
+/// post-install): hv_storvsc needs scsi_mod, hv_vmbus, scsi_transport_fc and scsi_common;
+/// scsi_mod needs scsi_common; sd_mod and scsi_transport_fc need scsi_mod; hv_utils needs
+/// hv_vmbus; hv_vmbus and xen-blkfront need none. init.sh's `disk_driver` loads them in this
+/// order, and `janus.stay` loads hv_utils on Hyper-V.
+pub const MODULES: &[&str] = &[
+    // The Xen face's disk.
+    "drivers/block/xen-blkfront.ko",
+    // The Hyper-V face's: SCSI disks on storvsc over VMBus.
+    "drivers/scsi/scsi_common.ko",
+    "drivers/scsi/scsi_mod.ko",
+    "drivers/scsi/sd_mod.ko",
+    "drivers/scsi/scsi_transport_fc.ko",
+    "drivers/hv/hv_vmbus.ko",
+    "drivers/scsi/hv_storvsc.ko",
+    // The Hyper-V face's shutdown service (for `janus.stay`): hv_utils needs hv_vmbus.
+    "drivers/hv/hv_utils.ko",
+];
 
 /// A kernel module for the archive: `lib/modules/<release>/<file name>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,12 +254,17 @@ mod tests {
     #[test]
     fn the_archive_reads_back_entry_by_entry() {
         let busybox = b"\x7fELF pretend busybox of odd length".to_vec();
-        let module = Module {
+        let module = |name: &str, data: &[u8]| Module {
             release: "6.1.0-1-cloud-amd64".into(),
-            name: "xen-blkfront.ko".into(),
-            data: b"\x7fELF module".to_vec(),
+            name: name.into(),
+            data: data.to_vec(),
         };
-        let parsed = parse_newc(&newc(&entries(&busybox, &[module])).unwrap());
+        let modules = [
+            module("xen-blkfront.ko", b"\x7fELF module"),
+            module("hv_vmbus.ko", b"\x7fELF vmbus"),
+            module("hv_storvsc.ko", b"\x7fELF storvsc"),
+        ];
+        let parsed = parse_newc(&newc(&entries(&busybox, &modules)).unwrap());
         let get = |name: &str| {
             parsed
                 .iter()
@@ -279,6 +302,19 @@ mod tests {
             pos("lib/modules") < pos("lib/modules/6.1.0-1-cloud-amd64")
                 && pos("lib/modules/6.1.0-1-cloud-amd64") < pos(m)
         );
+        for (name, data) in [("hv_vmbus", "vmbus"), ("hv_storvsc", "storvsc")] {
+            let e = get(&format!("lib/modules/6.1.0-1-cloud-amd64/{name}.ko"));
+            assert_eq!(
+                (e.1, e.3.as_slice()),
+                (0o100644, format!("\x7fELF {data}").as_bytes())
+            );
+        }
+        // One directory per release, however many modules it holds.
+        let dirs = parsed
+            .iter()
+            .filter(|e| e.0 == "lib/modules/6.1.0-1-cloud-amd64")
+            .count();
+        assert_eq!(dirs, 1);
     }
 
     #[test]
@@ -309,8 +345,158 @@ mod tests {
             "hyperv_clocksource_tsc_page",
             "Hyper-V clockevent",
             "poweroff -f",
+            "check disk-driver FAIL \"$driver: $out\"",
+            "check disk-mount ok \"$label $dev\"",
+            "check disk-move ok \"$label step $step $dev",
+            "expect disk-move-read",
         ] {
             assert!(INIT_SCRIPT.contains(needle), "{needle}");
+        }
+    }
+
+    /// Every `janus.WORD=` the script reads is described in its header.
+    #[test]
+    fn the_init_script_documents_its_words() {
+        let header: String = INIT_SCRIPT
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let words: Vec<&str> = INIT_SCRIPT
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("janus."))
+            .filter_map(|l| l.split_once("=*)").map(|(w, _)| w))
+            .collect();
+        assert!(
+            words.contains(&"diskmove") && words.contains(&"disk"),
+            "{words:?}"
+        );
+        for w in words {
+            assert!(
+                header.contains(&format!("#   janus.{w}=")),
+                "janus.{w}= undocumented"
+            );
+        }
+    }
+
+    /// Each module with what it needs (its `depends=` in Debian's 6.1 packages, what depmod
+    /// puts in modules.dep).
+    const DEPENDS: &[(&str, &[&str])] = &[
+        ("xen-blkfront", &[]),
+        ("scsi_common", &[]),
+        ("scsi_mod", &["scsi_common"]),
+        ("sd_mod", &["scsi_mod"]),
+        ("scsi_transport_fc", &["scsi_mod"]),
+        ("hv_vmbus", &[]),
+        (
+            "hv_storvsc",
+            &["scsi_mod", "hv_vmbus", "scsi_transport_fc", "scsi_common"],
+        ),
+        ("hv_utils", &["hv_vmbus"]),
+    ];
+
+    fn module_name(path: &str) -> &str {
+        let file = path.rsplit('/').next().unwrap();
+        file.strip_suffix(".ko").unwrap()
+    }
+
+    #[test]
+    fn every_module_comes_after_what_it_needs() {
+        let names: Vec<&str> = MODULES.iter().map(|m| module_name(m)).collect();
+        assert_eq!(names.len(), DEPENDS.len());
+        for (i, name) in names.iter().enumerate() {
+            let (_, needs) = DEPENDS
+                .iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("{name}: no DEPENDS entry"));
+            for need in *needs {
+                assert!(names[..i].contains(need), "{name} needs {need} before it");
+            }
+        }
+        // The Hyper-V face's disk needs all of them but xen-blkfront.
+        for m in [
+            "hv_vmbus",
+            "hv_storvsc",
+            "scsi_mod",
+            "sd_mod",
+            "scsi_transport_fc",
+        ] {
+            assert!(names.contains(&m), "{m}");
+        }
+    }
+
+    /// What `disk_driver` loads on `face`, from init.sh's own line.
+    fn init_drivers(face: &str) -> Vec<&'static str> {
+        let line = INIT_SCRIPT
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{face}) drivers=\"")))
+            .unwrap_or_else(|| panic!("no drivers for {face} in init.sh"));
+        line.split('"').next().unwrap().split_whitespace().collect()
+    }
+
+    #[test]
+    fn init_loads_each_faces_modules_in_the_order_they_need() {
+        let names: Vec<&str> = MODULES.iter().map(|m| module_name(m)).collect();
+        assert_eq!(init_drivers("xen"), ["xen-blkfront"]);
+        let hyperv = init_drivers("hyperv");
+        assert_eq!(
+            hyperv,
+            [
+                "scsi_common",
+                "scsi_mod",
+                "sd_mod",
+                "scsi_transport_fc",
+                "hv_vmbus",
+                "hv_storvsc"
+            ]
+        );
+        for (i, d) in hyperv.iter().enumerate() {
+            assert!(names.contains(d), "{d} is not in the initramfs");
+            let (_, needs) = DEPENDS.iter().find(|(n, _)| n == d).unwrap();
+            for need in *needs {
+                assert!(hyperv[..i].contains(need), "{d} loads before {need}");
+            }
+        }
+    }
+
+    /// `depends=` of a module file's .modinfo.
+    fn modinfo_depends(ko: &[u8]) -> Option<Vec<String>> {
+        let at = ko.windows(9).position(|w| w == b"\0depends=")? + 9;
+        let end = ko[at..].iter().position(|&b| b == 0)? + at;
+        let list = std::str::from_utf8(&ko[at..end]).ok()?;
+        Some(
+            list.split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+        )
+    }
+
+    /// The table above against the modules of the kernels `cargo xtask linux-guest prepare`
+    /// cached, when there are some.
+    #[test]
+    fn the_cached_kernels_modules_need_what_the_table_says() {
+        let dir = super::super::cache_dir();
+        let mut checked = 0;
+        for f in [super::super::Flavour::Cloud, super::super::Flavour::Generic] {
+            let Some((k, _)) = super::super::read_current(&dir, f) else {
+                continue;
+            };
+            let mdir = dir.join(k.key()).join("modules");
+            for (name, needs) in DEPENDS {
+                let Ok(ko) = std::fs::read(mdir.join(format!("{name}.ko"))) else {
+                    continue;
+                };
+                let mut got = modinfo_depends(&ko).unwrap_or_else(|| panic!("{name}: no depends="));
+                let mut want: Vec<String> = needs.iter().map(|s| s.to_string()).collect();
+                got.sort();
+                want.sort();
+                assert_eq!(got, want, "{} {name}", k.name);
+                checked += 1;
+            }
+        }
+        if checked == 0 {
+            eprintln!("no cached kernel modules: depends= not checked");
         }
     }
 

@@ -105,7 +105,10 @@ fn kernel_files(pkg: &Package, dir: &Path) -> Result<Kernel> {
     let vmlinux = kdir.join("vmlinux");
     let compression_file = kdir.join("compression");
     let modules = kdir.join("modules");
-    if !vmlinux.is_file() || !modules.is_dir() {
+    // A directory copied for another list of modules is copied again.
+    let modules_current = std::fs::read_to_string(modules.join(MODULES_LIST))
+        .is_ok_and(|list| list == modules_list());
+    if !vmlinux.is_file() || !modules_current {
         let deb = fetch::download(pkg, &dir.join("debs"))?;
         let unpacked = kdir.join("unpacked");
         fetch::unpack(&deb, &unpacked)?;
@@ -187,8 +190,20 @@ fn release(package: &str) -> &str {
     package.strip_prefix("linux-image-").unwrap_or(package)
 }
 
+/// The file in a kernel's `modules/` that names what it was copied for: [`modules_list`].
+const MODULES_LIST: &str = "MODULES";
+
+/// [`initramfs::MODULES`], one a line.
+fn modules_list() -> String {
+    initramfs::MODULES
+        .iter()
+        .map(|m| format!("{m}\n"))
+        .collect()
+}
+
 /// Copies the modules the guest loads ([`initramfs::MODULES`]) out of the unpacked package
-/// into `into`; a module the package builds in (or lacks) is left out.
+/// into `into`, with the list it copied for; a module the package builds in (or lacks) is
+/// left out.
 fn copy_modules(unpacked: &Path, package: &str, into: &Path) -> Result<()> {
     let tmp = into.with_extension("new");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -204,6 +219,7 @@ fn copy_modules(unpacked: &Path, package: &str, into: &Path) -> Result<()> {
                 .with_context(|| format!("cannot copy {}", shown(&src)))?;
         }
     }
+    write_atomic(&tmp.join(MODULES_LIST), modules_list().as_bytes())?;
     let _ = std::fs::remove_dir_all(into);
     std::fs::rename(&tmp, into).with_context(|| format!("cannot create {}", shown(into)))
 }

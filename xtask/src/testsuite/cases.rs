@@ -3,6 +3,7 @@
 
 use super::NVME_SELFTEST;
 use crate::emulator::Emulator;
+use crate::linux_disk_cases::{self, Face};
 
 /// What a boot case expects.
 pub(super) struct Case {
@@ -39,6 +40,10 @@ pub(super) struct Case {
     pub(super) features: &'static [&'static str],
     /// None of these may appear in COM1 (as `com1` matches them).
     pub(super) absent: &'static [&'static str],
+    /// Boots that follow this one, in order, each run and judged as a case of its own (its
+    /// setup, manifest, emulator run, the checks above, verify), as steps of this case: the
+    /// first that fails fails it. For what must outlive a boot (a disk moving between faces).
+    pub(super) then: Vec<Case>,
 }
 
 pub(super) const BANNER: &[&str] = &[
@@ -94,7 +99,8 @@ const PROBE_XEN_MITIGATED: &[&str] = &[
     "[probe-xen] probe: verdict: PASS",
     "vm probe-xen: stopped: powered off",
 ];
-/// The probe on the Hyper-V face (manifests/probe-hyperv.toml): the ABI checks of issue 6.
+/// The probe on the Hyper-V face (manifests/probe-hyperv.toml): the ABI checks of issue 6,
+/// then VMBus (issue 16) with the VM's disk as a storvsc SCSI controller.
 pub(super) const PROBE_HYPERV_OK: &[&str] = &[
     "vm probe-hyperv: personality hyperv, 32 MiB, 2 vCPU(s)",
     "[probe-hyperv] probe: check hv-cpuid-features ... ok",
@@ -104,7 +110,58 @@ pub(super) const PROBE_HYPERV_OK: &[&str] = &[
     "[probe-hyperv] probe: check hv-status-unknown-code ... ok",
     "[probe-hyperv] probe: check hv-status-rep-count-on-simple-call ... ok",
     "[probe-hyperv] probe: check hv-status-bad-input-gpa ... ok",
-    "[probe-hyperv] probe: 46 passed, 0 failed",
+    "[probe-hyperv] probe: check hv-vmbus-version-unsupported-refused ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-version-negotiated ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-sint-interrupt ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-offers ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-post-message-invalid-parameter ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-unknown-connection-id ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-gpadl-outside-ram-refused ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-gpadl-multi-message ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-open-unknown-gpadl-refused ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-open ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-ring-host-packet ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-ring-guest-packet ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-storvsc-open ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-storvsc-completion ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-storvsc-init ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-storvsc-inquiry ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-storvsc-srb-longer-than-buffer ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-ring-bad-index-kills-channel ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-storvsc-bad-index-kills-channel ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-unload ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-masked-sint-still-delivers ... ok",
+    "[probe-hyperv] probe: 67 passed, 0 failed",
+    "[probe-hyperv] probe: verdict: PASS",
+    "vm probe-hyperv: stopped: powered off",
+];
+/// The same without a disk (manifests/probe-hyperv-nodisk.toml, for Bochs, which has no NVMe
+/// controller): VMBus on the shutdown service's ring, no storvsc checks.
+const PROBE_HYPERV_NODISK_OK: &[&str] = &[
+    "vm probe-hyperv: personality hyperv, 32 MiB, 2 vCPU(s)",
+    "[probe-hyperv] probe: check hv-cpuid-features ... ok",
+    "[probe-hyperv] probe: check hv-hypercall-page ... ok",
+    "[probe-hyperv] probe: check hv-tsc-page-matches-ref-counter ... ok",
+    "[probe-hyperv] probe: check hv-stimer-not-early ... ok",
+    "[probe-hyperv] probe: check hv-status-unknown-code ... ok",
+    "[probe-hyperv] probe: check hv-status-rep-count-on-simple-call ... ok",
+    "[probe-hyperv] probe: check hv-status-bad-input-gpa ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-version-unsupported-refused ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-version-negotiated ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-sint-interrupt ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-offers ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-post-message-invalid-parameter ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-unknown-connection-id ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-gpadl-outside-ram-refused ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-gpadl-multi-message ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-open-unknown-gpadl-refused ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-open ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-ring-host-packet ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-ring-guest-packet ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-ring-bad-index-kills-channel ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-unload ... ok",
+    "[probe-hyperv] probe: check hv-vmbus-masked-sint-still-delivers ... ok",
+    "[probe-hyperv] probe: 61 passed, 0 failed",
     "[probe-hyperv] probe: verdict: PASS",
     "vm probe-hyperv: stopped: powered off",
 ];
@@ -144,6 +201,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     };
     let mut v = vec![
         probe(
@@ -192,6 +250,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features: &[],
             absent: &[],
+            then: Vec::new(),
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
@@ -225,6 +284,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features: &[],
             absent: &[],
+            then: Vec::new(),
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -245,6 +305,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features: &[],
             absent: &[],
+            then: Vec::new(),
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -265,6 +326,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features: &[],
             absent: &[],
+            then: Vec::new(),
         },
         Case {
             name: "qemu-stack-overflow-is-caught",
@@ -285,6 +347,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features: &[],
             absent: &[],
+            then: Vec::new(),
         },
         probe(
             "bochs-vmx-probe",
@@ -324,17 +387,22 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     };
-    for (emulator, xen, hyperv) in [
+    for (emulator, xen, hyperv, hyperv_manifest, hyperv_com1) in [
         (
             Emulator::Qemu,
             "qemu-svm-probe-xen",
             "qemu-svm-probe-hyperv",
+            "manifests/probe-hyperv.toml",
+            PROBE_HYPERV_OK,
         ),
         (
             Emulator::Bochs,
             "bochs-vmx-probe-xen",
             "bochs-vmx-probe-hyperv",
+            "manifests/probe-hyperv-nodisk.toml",
+            PROBE_HYPERV_NODISK_OK,
         ),
     ] {
         v.push(face(
@@ -347,8 +415,8 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         v.push(face(
             hyperv,
             emulator,
-            "manifests/probe-hyperv.toml",
-            PROBE_HYPERV_OK,
+            hyperv_manifest,
+            hyperv_com1,
             &[("probe-hyperv", "poweroff")],
         ));
     }
@@ -373,6 +441,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     };
     v.push(linux(
         "qemu-svm-xen-linux",
@@ -415,20 +484,98 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
     // Debian's own xen-blkfront mounts an ext4 VHD served by the in-hypervisor blkback, reads a
     // file and writes one; the host then checks the image with qemu-img, e2fsck and debugfs.
     v.push(Case {
-        setup: Some(crate::linux_disk_cases::setup_xen),
-        verify: Some(crate::linux_disk_cases::verify_xen),
+        setup: Some(|| linux_disk_cases::setup(Face::Xen)),
+        verify: Some(|| linux_disk_cases::verify(Face::Xen)),
         ..linux(
             "qemu-svm-xen-linux-disk",
-            "target/janus/linux-disk/xen-disk.toml",
+            "target/janus/linux-disk-xen/xen-disk.toml",
             &[
                 "vm xen-disk: disk 0 (xen-disk.vhd): ",
                 "vm xen-disk: disk 1 (child.vhd): ",
+                "[xen-disk] JANUS-CHECK disk-driver ok xen-blkfront",
                 "[xen-disk] JANUS-CHECK disk-mount ok janus-data /dev/xvda",
                 "[xen-disk] JANUS-CHECK disk-mount ok janus-child /dev/xvdb",
                 "vm xen-disk: stopped: powered off",
             ],
             &[("xen-disk", "xen")],
             &[("xen-disk", "poweroff")],
+        )
+    });
+    // The same two disks on the Hyper-V face: Debian's hv_vmbus finds VMBus in ACPI, hv_storvsc
+    // takes the storage offers of the hypervisor's VMBus host, sd_mod makes them sda and sdb.
+    v.push(Case {
+        setup: Some(|| linux_disk_cases::setup(Face::Hyperv)),
+        verify: Some(|| linux_disk_cases::verify(Face::Hyperv)),
+        ..linux(
+            "qemu-svm-hyperv-linux-disk",
+            "target/janus/linux-disk-hyperv/hv-disk.toml",
+            &[
+                "vm hv-disk: disk 0 (hv-disk.vhd): ",
+                "vm hv-disk: disk 1 (child.vhd): ",
+                "[hv-disk] JANUS-CHECK disk-driver ok hv_vmbus",
+                "[hv-disk] JANUS-CHECK disk-driver ok hv_storvsc",
+                // A SCSI controller per disk, scanned in parallel: which is sda is a race.
+                "[hv-disk] JANUS-CHECK disk-mount ok janus-data /dev/sd",
+                "[hv-disk] JANUS-CHECK disk-mount ok janus-child /dev/sd",
+                "vm hv-disk: stopped: powered off",
+            ],
+            &[("hv-disk", "hyperv")],
+            &[("hv-disk", "poweroff")],
+        )
+    });
+    // One disk, both faces: Linux on the Hyper-V face writes a.bin to a dynamic VHD and powers
+    // off; the same VHD on the Xen face checks a.bin and writes b.bin; on the Hyper-V face
+    // again, checks both. After every boot the host checks the image itself (the project's
+    // checker, QEMU's converter, e2fsck, each file by debugfs).
+    v.push(Case {
+        setup: Some(linux_disk_cases::setup_move),
+        verify: Some(|| linux_disk_cases::verify_move(1)),
+        then: vec![
+            Case {
+                verify: Some(|| linux_disk_cases::verify_move(2)),
+                ..linux(
+                    "qemu-svm-linux-disk-moves-between-faces-boot-2-xen",
+                    "target/janus/linux-disk-moves/2-xen.toml",
+                    &[
+                        "vm xen-move: disk 0 (moving.vhd): ",
+                        "[xen-move] JANUS-CHECK disk-mount ok janus-move /dev/xvda",
+                        "[xen-move] JANUS-CHECK disk-move-read ok janus-move a.bin ",
+                        "[xen-move] JANUS-CHECK disk-move ok janus-move step 2 /dev/xvda ",
+                        "vm xen-move: stopped: powered off",
+                    ],
+                    &[("xen-move", "xen")],
+                    &[("xen-move", "poweroff")],
+                )
+            },
+            Case {
+                verify: Some(|| linux_disk_cases::verify_move(3)),
+                ..linux(
+                    "qemu-svm-linux-disk-moves-between-faces-boot-3-hyperv",
+                    "target/janus/linux-disk-moves/3-hyperv.toml",
+                    &[
+                        "vm hv-move: disk 0 (moving.vhd): ",
+                        "[hv-move] JANUS-CHECK disk-mount ok janus-move /dev/sda",
+                        "[hv-move] JANUS-CHECK disk-move-read ok janus-move a.bin ",
+                        "[hv-move] JANUS-CHECK disk-move-read ok janus-move b.bin ",
+                        "[hv-move] JANUS-CHECK disk-move ok janus-move step 3 /dev/sda ",
+                        "vm hv-move: stopped: powered off",
+                    ],
+                    &[("hv-move", "hyperv")],
+                    &[("hv-move", "poweroff")],
+                )
+            },
+        ],
+        ..linux(
+            "qemu-svm-linux-disk-moves-between-faces",
+            "target/janus/linux-disk-moves/1-hyperv.toml",
+            &[
+                "vm hv-move: disk 0 (moving.vhd): ",
+                "[hv-move] JANUS-CHECK disk-mount ok janus-move /dev/sda",
+                "[hv-move] JANUS-CHECK disk-move ok janus-move step 1 /dev/sda ",
+                "vm hv-move: stopped: powered off",
+            ],
+            &[("hv-move", "hyperv")],
+            &[("hv-move", "poweroff")],
         )
     });
     // The host asks a Xen guest to shut down (control/shutdown); Linux's xenbus runs its
@@ -445,6 +592,23 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             ],
             &[("xen-shutdown", "xen")],
             &[("xen-shutdown", "poweroff")],
+        )
+    });
+    // The same on the Hyper-V face: the request goes out on the shutdown integration service
+    // over VMBus, and Linux's hv_utils runs the orderly power-off.
+    v.push(Case {
+        cmdline: "janus.shutdown_after=30",
+        absent: &["JANUS-GUEST-STAYED"],
+        ..linux(
+            "qemu-svm-hyperv-linux-host-shutdown",
+            "manifests/hyperv-linux-shutdown.toml",
+            &[
+                "[hyperv-shutdown] JANUS-CHECK shutdown-driver ok hv_utils",
+                "vm hyperv-shutdown: asked to power off (host shutdown)",
+                "vm hyperv-shutdown: stopped: powered off",
+            ],
+            &[("hyperv-shutdown", "hyperv")],
+            &[("hyperv-shutdown", "poweroff")],
         )
     });
     v.push(linux(
@@ -519,6 +683,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &["probe: verdict: PASS"],
+        then: Vec::new(),
     });
     // A console flood is metered: the flooder's excess is dropped and counted, and the
     // neighbour's every line comes through.
@@ -545,6 +710,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &["[flood] probe: flood 2999 "],
+        then: Vec::new(),
     });
     // A hostile guest on each face: 10^4 seeded hypercalls, MSR, port, MMIO, IPI and console
     // operations at the hypervisor while a neighbour runs its checks; both end as they should.
@@ -593,6 +759,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features: &[],
             absent: &["[chaos] probe: FATAL", "[chaos] probe: panic"],
+            then: Vec::new(),
         });
     }
     // A VM that cannot be built stops alone; its neighbour runs; the run fails.
@@ -619,6 +786,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     });
     // Guest disks on the hypervisor's NVMe driver and VHD volume layer, before any guest
     // protocol: a dynamic image made by qemu-img and a differencing child over a read-only
@@ -648,6 +816,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     });
     // Disks damaged after xtask checked them: the hypervisor names each and leaves it out;
     // both VMs run.
@@ -676,6 +845,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     });
     // on_reboot = "restart": the probe resets its VM once and boots again from its files.
     v.push(Case {
@@ -704,6 +874,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     });
     // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
     v.push(Case {
@@ -728,6 +899,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         pxe: false,
         features: &[],
         absent: &[],
+        then: Vec::new(),
     });
     // What a lab machine does: the directory `cargo xtask pxe` stages, fetched over TFTP by
     // iPXE (QEMU's own ROM), whose module strings are full URIs.
@@ -793,6 +965,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features,
             absent,
+            then: Vec::new(),
         });
     }
     if inject_failure {
@@ -815,6 +988,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             pxe: false,
             features: &[],
             absent: &[],
+            then: Vec::new(),
         });
     }
     v

@@ -51,6 +51,8 @@ struct Cmdline {
     flood: u32,
     /// `probe.chaos=SEED,OPS`: a hostile guest instead of the checks (see `chaos`).
     chaos: Option<(u64, u64)>,
+    /// `probe.disks=N`: the manifest gives the VM N disks (the Hyper-V face offers each).
+    disks: u32,
 }
 
 fn cmdline(start_info: u32) -> Cmdline {
@@ -61,6 +63,7 @@ fn cmdline(start_info: u32) -> Cmdline {
         face: Face::None,
         flood: 0,
         chaos: None,
+        disks: 0,
     };
     if start_info == 0 {
         return c;
@@ -99,6 +102,8 @@ fn cmdline(start_info: u32) -> Cmdline {
             }
         } else if let Some(n) = w.strip_prefix("probe.flood=") {
             c.flood = n.parse().unwrap_or(0);
+        } else if let Some(n) = w.strip_prefix("probe.disks=") {
+            c.disks = n.parse().unwrap_or(0);
         } else if w == "probe.face=xen" {
             c.face = Face::Xen;
         } else if w == "probe.face=hyperv" {
@@ -313,7 +318,7 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     match opts.face {
         Face::None => {}
         Face::Xen => crate::xen::checks(),
-        Face::HyperV => crate::hyperv::checks(),
+        Face::HyperV => crate::hyperv::checks(opts.disks),
     }
 
     let (p, f) = (

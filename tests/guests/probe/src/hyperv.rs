@@ -1,11 +1,15 @@
 //! The Hyper-V face as a guest sees it (`probe.face=hyperv`): the TLFS CPUID leaves and the
 //! feature bits Janus advertises, the guest OS ID / hypercall MSR handshake and the page it
 //! fills, the reference TSC page against the reference counter MSR, a direct-mode synthetic
-//! timer, PV IPIs, and the status codes for bad codes, rep counts and parameter GPAs.
+//! timer, PV IPIs, and the status codes for bad codes, rep counts and parameter GPAs; then
+//! VMBus over SynIC (`vmbus`).
 //!
 //! Constants are the guest's own copy of the TLFS, independent of the hypervisor's crate.
 #![expect(unsafe_code)]
-// UNSAFETY: hypercalls are calls into the page the hypervisor wrote, and VMCALL/VMMCALL.
+// UNSAFETY: hypercalls are calls into the page the hypervisor wrote, and VMCALL/VMMCALL;
+// VMBus reads and writes the pages it shares with the host.
+
+mod vmbus;
 
 use crate::arch;
 use crate::checks::check;
@@ -119,7 +123,8 @@ fn ref_at(tsc: u64, scale: u64, offset: u64) -> u64 {
     (((u128::from(tsc) * u128::from(scale)) >> 64) as u64).wrapping_add(offset)
 }
 
-pub fn checks() {
+/// `disks`: how many disks the manifest gives the VM (`probe.disks=`), each a VMBus offer.
+pub fn checks(disks: u32) {
     let [_, vb, vc, vd] = arch::cpuid(0, 0);
     let amd = [vb, vd, vc] == [0x6874_7541, 0x6974_6E65, 0x444D_4163];
 
@@ -180,6 +185,7 @@ pub fn checks() {
     clock();
     stimer();
     hypercalls();
+    vmbus::checks(disks);
 }
 
 fn leaves() {

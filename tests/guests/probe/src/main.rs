@@ -7,7 +7,9 @@
 //! resets the VM after the checks unless a mark in CMOS RAM says it did so already;
 //! `probe.face=xen` or
 //! `probe.face=hyperv` adds the checks of that hypervisor ABI; `probe.flood=N` prints N lines
-//! first; `probe.chaos=SEED,OPS` is a hostile guest instead of the checks (see `chaos`).
+//! first; `probe.chaos=SEED,OPS` is a hostile guest instead of the checks (see `chaos`);
+//! `probe.disks=N` says how many disks the manifest gives the VM (the Hyper-V face's VMBus
+//! offers one SCSI controller each).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
