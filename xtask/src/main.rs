@@ -13,6 +13,7 @@ mod iso;
 mod linux_disk_cases;
 mod linux_guest;
 mod manifest;
+mod ovf;
 mod prereq;
 mod pxe;
 mod testsuite;
@@ -20,7 +21,7 @@ mod util;
 mod vhd_cli;
 mod xlcfg;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use emulator::{Emulator, RunSpec};
 use image::BuildOpts;
@@ -48,7 +49,8 @@ enum Cmd {
     Build(BuildOpts),
     /// Boot Janus with a manifest's VMs under an emulator; exit 0 only on success.
     Run {
-        /// The VMs to run (TOML); default: manifests/default.toml (Linux on both faces).
+        /// The VMs to run (TOML, xl.cfg .cfg, OVF .ovf/.ova); default: manifests/default.toml
+        /// (Linux on both faces).
         #[arg(long)]
         manifest: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "qemu")]
@@ -122,6 +124,11 @@ enum Cmd {
     LinuxGuest {
         #[command(subcommand)]
         cmd: linux_guest::Sub,
+    },
+    /// OVF packages: `export` a manifest's VMs (`run --manifest X.ovf|X.ova` runs one).
+    Ovf {
+        #[command(subcommand)]
+        cmd: ovf::Cmd,
     },
     /// The VHD host tool (create, info, check, convert, compare).
     Vhd {
@@ -246,6 +253,7 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
         Cmd::Bench { what: Bench::Boot } => bench_boot::bench(),
         Cmd::Bench { what: Bench::Disk } => bench_disk::bench(),
         Cmd::LinuxGuest { cmd } => linux_guest::run(cmd),
+        Cmd::Ovf { cmd } => ovf::run(cmd),
         Cmd::Vhd { .. }
         | Cmd::Bench {
             what: Bench::Vhd(_),
@@ -254,7 +262,25 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
 }
 
 fn stage(manifest: Option<PathBuf>, build: &BuildOpts) -> Result<manifest::Staged> {
+    // JANUS_STAGE lets runs in parallel (several worktrees' engineers, CI shards) stage apart.
+    let stage =
+        std::env::var_os("JANUS_STAGE").map_or_else(|| out_dir().join("run"), PathBuf::from);
+    stage_in(manifest, build, &stage)
+}
+
+/// Stages `manifest` into `stage`. An OVF descriptor or package is translated first into the
+/// manifest of the same VMs (beside `stage`, see `ovf`).
+fn stage_in(
+    manifest: Option<PathBuf>,
+    build: &BuildOpts,
+    stage: &std::path::Path,
+) -> Result<manifest::Staged> {
     let path = manifest.unwrap_or_else(|| root().join(DEFAULT_MANIFEST));
+    let from_ovf = ovf::is_package(&path).then(|| path.clone());
+    let path = match &from_ovf {
+        Some(p) => ovf::translate(p, stage)?,
+        None => path,
+    };
     // The Debian guest is fetched and the test guests built when a manifest names them.
     if let Ok(text) = std::fs::read_to_string(&path) {
         linux_guest::prepare_for(&text)?;
@@ -263,10 +289,11 @@ fn stage(manifest: Option<PathBuf>, build: &BuildOpts) -> Result<manifest::Stage
     if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("guests/probe")) {
         image::build_guest("probe", build.release)?;
     }
-    // JANUS_STAGE lets runs in parallel (several worktrees' engineers, CI shards) stage apart.
-    let stage =
-        std::env::var_os("JANUS_STAGE").map_or_else(|| out_dir().join("run"), PathBuf::from);
-    manifest::load(&path, &stage)
+    let staged = manifest::load(&path, stage);
+    match from_ovf {
+        Some(p) => staged.with_context(|| ovf::context(&p)),
+        None => staged,
+    }
 }
 
 fn run(
