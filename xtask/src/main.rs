@@ -14,6 +14,7 @@ mod linux_disk_cases;
 mod linux_guest;
 mod manifest;
 mod ovf;
+mod ovf_cases;
 mod prereq;
 mod pxe;
 mod testsuite;

@@ -176,6 +176,12 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
         own = image::build_in(&opts, &dir).map_err(|e| format!("{e:#}"))?;
         &own
     };
+    // An OVF package runs as the manifest of the same VMs, as `cargo xtask run` runs it.
+    let manifest = if crate::ovf::is_package(&manifest) {
+        crate::ovf::translate(&manifest, &stage).map_err(|e| format!("{e:#}"))?
+    } else {
+        manifest
+    };
     let staged = manifest::load(&manifest, &stage).map_err(|e| format!("{e:#}"))?;
     let via = if case.pxe {
         let dir = out_dir().join("test-pxe").join(case.name);

@@ -139,15 +139,21 @@ esac
 # dependency order (modules.dep of Debian's 6.1 kernels), each load a check of its own; the
 # first that fails ends the loading, as everything after it needs it. hv_vmbus binds to
 # ACPI's "VMBus" device and connects to the host in its module init; hv_storvsc then takes
-# the storage offers, and its disks appear later (find_label waits for them).
+# the storage offers, and its disks appear later (find_label waits for them). The generic
+# kernel's sd_mod needs T10 protection information and two CRCs that the cloud kernel builds
+# in: a module its kernel has no file for is built in.
 disk_driver() {
     case "$face" in
         xen) drivers="xen-blkfront" ;;
-        hyperv) drivers="scsi_common scsi_mod sd_mod scsi_transport_fc hv_vmbus hv_storvsc" ;;
+        hyperv) drivers="crct10dif_common crc-t10dif crc64 crc64-rocksoft t10-pi scsi_common scsi_mod sd_mod scsi_transport_fc hv_vmbus hv_storvsc" ;;
         *) drivers= ;;
     esac
     for driver in $drivers; do
-        out=$(insmod "/lib/modules/$(uname -r)/$driver.ko" 2>&1)
+        ko="/lib/modules/$(uname -r)/$driver.ko"
+        case "$driver" in
+            crct10dif_common | crc-t10dif | crc64 | crc64-rocksoft | t10-pi) [ -f "$ko" ] || continue ;;
+        esac
+        out=$(insmod "$ko" 2>&1)
         if [ $? = 0 ]; then
             check disk-driver ok "$driver"
         else

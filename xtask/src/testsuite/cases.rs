@@ -420,6 +420,28 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             &[("probe-hyperv", "poweroff")],
         ));
     }
+    // OVF: a package `cargo xtask ovf export` made from probe-xen.toml, and one written by
+    // hand as Hyper-V tools write them, each run as its VMs' manifest.
+    v.push(Case {
+        setup: Some(crate::ovf_cases::setup_exported),
+        ..face(
+            "qemu-svm-ovf-exported-runs",
+            Emulator::Qemu,
+            crate::ovf_cases::EXPORTED,
+            PROBE_XEN_OK,
+            &[("probe-xen", "poweroff")],
+        )
+    });
+    v.push(Case {
+        setup: Some(crate::ovf_cases::setup_hand_written),
+        ..face(
+            "qemu-svm-ovf-hand-written-runs",
+            Emulator::Qemu,
+            crate::ovf_cases::HAND_WRITTEN,
+            PROBE_HYPERV_OK,
+            &[("probe-hyperv", "poweroff")],
+        )
+    });
     // Debian's kernel on each face, then both side by side (what `cargo xtask run` boots).
     // Only under QEMU: Bochs's clock is its own, and a Linux boot there outlasts CI.
     let linux = |name, manifest, com1, linux, ends| Case {
