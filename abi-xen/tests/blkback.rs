@@ -114,25 +114,48 @@ fn req(op: u8, id: u64, sector: u64, segs: &[(u32, u8, u8)]) -> Req {
 /// Queues `reqs` on the ring at `ring`, notifies `port`, and returns the responses
 /// (id, op, status) that came back.
 fn submit(e: &mut Env, ring: u64, port: u32, reqs: &[Req]) -> Vec<(u64, u8, i16)> {
+    let entries: Vec<[u8; 112]> = reqs
+        .iter()
+        .map(|r| {
+            let mut b = [0u8; 112];
+            b[0] = r.op;
+            b[1] = r.nr.unwrap_or(r.segs.len() as u8);
+            b[8..16].copy_from_slice(&r.id.to_le_bytes());
+            b[16..24].copy_from_slice(&r.sector.to_le_bytes());
+            for (i, &(gref, first, last)) in r.segs.iter().enumerate() {
+                let o = 24 + 8 * i;
+                b[o..o + 4].copy_from_slice(&gref.to_le_bytes());
+                b[o + 4] = first;
+                b[o + 5] = last;
+            }
+            b
+        })
+        .collect();
+    submit_raw(e, ring, port, &entries)
+}
+
+/// An indirect request (`blkif_request_indirect`): `op` on `count` segments whose
+/// descriptors are in the page granted as `page`.
+fn indirect(op: u8, id: u64, sector: u64, count: u16, page: u32) -> [u8; 112] {
+    let mut b = [0u8; 112];
+    b[0] = 6;
+    b[1] = op;
+    b[2..4].copy_from_slice(&count.to_le_bytes());
+    b[8..16].copy_from_slice(&id.to_le_bytes());
+    b[16..24].copy_from_slice(&sector.to_le_bytes());
+    b[28..32].copy_from_slice(&page.to_le_bytes());
+    b
+}
+
+fn submit_raw(e: &mut Env, ring: u64, port: u32, entries: &[[u8; 112]]) -> Vec<(u64, u8, i16)> {
     let base = ring * 4096;
     let prod = e.mem.read_u32(base).unwrap();
     let rsp_before = e.mem.read_u32(base + 8).unwrap();
-    for (k, r) in reqs.iter().enumerate() {
-        let mut b = [0u8; 112];
-        b[0] = r.op;
-        b[1] = r.nr.unwrap_or(r.segs.len() as u8);
-        b[8..16].copy_from_slice(&r.id.to_le_bytes());
-        b[16..24].copy_from_slice(&r.sector.to_le_bytes());
-        for (i, &(gref, first, last)) in r.segs.iter().enumerate() {
-            let o = 24 + 8 * i;
-            b[o..o + 4].copy_from_slice(&gref.to_le_bytes());
-            b[o + 4] = first;
-            b[o + 5] = last;
-        }
+    for (k, b) in entries.iter().enumerate() {
         let slot = (prod + k as u32) % 32;
-        e.mem.write(base + 64 + u64::from(slot) * 112, &b).unwrap();
+        e.mem.write(base + 64 + u64::from(slot) * 112, b).unwrap();
     }
-    e.mem.write_u32(base, prod + reqs.len() as u32).unwrap();
+    e.mem.write_u32(base, prod + entries.len() as u32).unwrap();
     assert_eq!(e.send(port), 0);
     let rsp_after = e.mem.read_u32(base + 8).unwrap();
     (rsp_before..rsp_after)
@@ -170,6 +193,7 @@ fn each_disk_is_a_vbd_with_the_nodes_blkfront_reads() {
         ("info", "0"),
         ("sector-size", "512"),
         ("feature-flush-cache", "1"),
+        ("feature-max-indirect-segments", "32"),
     ] {
         assert_eq!(node(&e, &format!("{BE}/{k}")).as_deref(), Some(v), "{k}");
     }
@@ -270,7 +294,7 @@ fn hostile_requests_get_errors_and_the_disk_carries_on() {
             none,
             req(0, 8, 0, &[(4095, 0, 0)]), // a reference past the table
             req(0, 9, 0, &[(3, 0, 0)]),    // a free entry
-            req(6, 10, 0, &[]),            // indirect: not advertised
+            req(6, 10, 0, &[]),            // indirect without segments (answered as a read)
             req(2, 11, 0, &[]),            // barrier: not advertised
         ],
     );
@@ -284,7 +308,7 @@ fn hostile_requests_get_errors_and_the_disk_carries_on() {
         (7, 1, -1),
         (8, 0, -1),
         (9, 0, -1),
-        (10, 6, -2),
+        (10, 0, -1),
         (11, 2, -2),
     ];
     assert_eq!(got, want);
@@ -468,4 +492,129 @@ fn what_a_pass_leaves_is_served_on_the_next_hypercall() {
         e.mem.read_u32(base).unwrap(),
         "every queued request answered"
     );
+}
+
+#[test]
+fn indirect_requests_carry_32_segments() {
+    const INDIRECT_PFN: u64 = 0x70;
+    const INDIRECT_REF: u32 = 20;
+    const PAGES_PFN: u64 = 0x80;
+    const PAGES_REF: u32 = 30;
+    let mut e = guest();
+    let port = connect(&mut e, FE, RING_REF, RING_PFN);
+    // The descriptor page is only read by the backend; the data pages are scattered.
+    grant(&e, INDIRECT_REF, 1 | 4, INDIRECT_PFN);
+    let pfn = |i: u32| PAGES_PFN + 2 * u64::from(i);
+    for i in 0..32u32 {
+        grant(&e, PAGES_REF + i, 1, pfn(i));
+        e.mem.write(pfn(i) * 4096, &[0x40 + i as u8; 4096]).unwrap();
+    }
+    let describe = |e: &Env, segs: &[(u32, u8, u8)]| {
+        let mut page = vec![0u8; 4096];
+        for (i, &(gref, first, last)) in segs.iter().enumerate() {
+            page[8 * i..8 * i + 4].copy_from_slice(&gref.to_le_bytes());
+            page[8 * i + 4] = first;
+            page[8 * i + 5] = last;
+        }
+        e.mem.write(INDIRECT_PFN * 4096, &page).unwrap();
+    };
+    let whole: Vec<(u32, u8, u8)> = (0..32).map(|i| (PAGES_REF + i, 0, 7)).collect();
+    describe(&e, &whole);
+    // 128 KiB written in one request, answered with the request's own operation.
+    let got = submit_raw(
+        &mut e,
+        RING_PFN,
+        port,
+        &[indirect(1, 5, 800, 32, INDIRECT_REF)],
+    );
+    assert_eq!(got, [(5, 1, 0)]);
+    let d = &e.host.disks[0].data;
+    for i in 0..32usize {
+        let at = (800 + 8 * i) * 512;
+        assert!(
+            d[at..at + 4096].iter().all(|&b| b == 0x40 + i as u8),
+            "page {i}"
+        );
+    }
+    assert_eq!(
+        d[(800 + 256) * 512],
+        (800 + 256) as u8,
+        "the next sector untouched"
+    );
+    // Read back into zeroed pages.
+    for i in 0..32u32 {
+        e.mem.write(pfn(i) * 4096, &[0; 4096]).unwrap();
+    }
+    let got = submit_raw(
+        &mut e,
+        RING_PFN,
+        port,
+        &[indirect(0, 6, 800, 32, INDIRECT_REF)],
+    );
+    assert_eq!(got, [(6, 0, 0)]);
+    for i in 0..32u32 {
+        let mut b = [0u8; 4096];
+        e.mem.read(pfn(i) * 4096, &mut b).unwrap();
+        assert!(b.iter().all(|&x| x == 0x40 + i as u8), "page {i}");
+    }
+    // Partial pages: sectors 2-3 of the first page, then whole pages.
+    let mut segs = whole[..12].to_vec();
+    segs[0] = (PAGES_REF, 2, 3);
+    describe(&e, &segs);
+    let got = submit_raw(
+        &mut e,
+        RING_PFN,
+        port,
+        &[indirect(0, 7, 10, 12, INDIRECT_REF)],
+    );
+    assert_eq!(got, [(7, 0, 0)]);
+    let mut b = [0u8; 1];
+    e.mem.read(pfn(0) * 4096 + 1024, &mut b).unwrap();
+    assert_eq!(b[0], 10);
+    e.mem.read(pfn(1) * 4096, &mut b).unwrap();
+    assert_eq!(
+        b[0], 12,
+        "the second segment starts after the first's two sectors"
+    );
+
+    // Hostile: too many or no segments, an unknown inner operation, a descriptor page that
+    // is not granted, a bad descriptor, a write through read-only... each an error, answered
+    // with the inner operation; the ring carries on.
+    let before = e.host.disks[0].data.clone();
+    describe(&e, &whole);
+    let got = submit_raw(
+        &mut e,
+        RING_PFN,
+        port,
+        &[
+            indirect(1, 8, 0, 33, INDIRECT_REF),
+            indirect(1, 9, 0, 0, INDIRECT_REF),
+            indirect(3, 10, 0, 1, INDIRECT_REF),
+            indirect(1, 11, 0, 4, 999),
+            indirect(1, 12, 4096 - 8, 2, INDIRECT_REF),
+        ],
+    );
+    assert_eq!(
+        got,
+        [
+            (8, 1, -1),
+            (9, 1, -1),
+            (10, 3, -2),
+            (11, 1, -1),
+            (12, 1, -1)
+        ]
+    );
+    let mut bad = whole.clone();
+    bad[3] = (PAGES_REF + 3, 5, 2);
+    describe(&e, &bad);
+    let got = submit_raw(
+        &mut e,
+        RING_PFN,
+        port,
+        &[indirect(1, 13, 0, 32, INDIRECT_REF)],
+    );
+    assert_eq!(got, [(13, 1, -1)]);
+    assert_eq!(e.host.disks[0].data, before, "nothing was written");
+    let got = submit(&mut e, RING_PFN, port, &[req(0, 14, 0, &[(DATA_RW, 0, 7)])]);
+    assert_eq!(got, [(14, 0, 0)]);
 }

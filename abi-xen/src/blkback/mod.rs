@@ -123,7 +123,7 @@ pub(crate) fn publish(x: &mut Xen, host: &dyn Host) {
             (join(&fe, b"/state"), b"1"),
         ];
         let sectors = decimal_value(info.sectors);
-        let back: [(Path, &[u8]); 9] = [
+        let back: [(Path, &[u8]); 10] = [
             (join(&be, b"/frontend"), &fe),
             (join(&be, b"/frontend-id"), &dom),
             (join(&be, b"/sectors"), &sectors),
@@ -138,6 +138,10 @@ pub(crate) fn publish(x: &mut Xen, host: &dyn Host) {
             (join(&be, b"/sector-size"), b"512"),
             (join(&be, b"/physical-sector-size"), b"512"),
             (join(&be, b"/feature-flush-cache"), b"1"),
+            (
+                join(&be, b"/feature-max-indirect-segments"),
+                ring::INDIRECT_SEGMENTS_NODE,
+            ),
             (join(&be, b"/state"), b"2"),
         ];
         for (p, v) in nodes.iter().chain(back.iter()) {
