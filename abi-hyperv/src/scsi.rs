@@ -11,7 +11,7 @@ use virt::block::DiskInfo;
 pub const BLOCK: u32 = 512;
 /// The largest READ/WRITE this target takes (256 KiB), as VPD page 0xB0 says.
 pub const MAX_TRANSFER_BLOCKS: u32 = 512;
-/// Bytes a command's reply may have.
+/// Bytes a command's reply may have (the largest, a VPD page, is 64).
 pub const REPLY_MAX: usize = 256;
 
 /// Fixed-format sense data: key, additional sense code and qualifier.
@@ -31,7 +31,9 @@ impl Sense {
     pub const SAVING_NOT_SUPPORTED: Sense = Sense::new(5, 0x39, 0);
     pub const WRITE_PROTECTED: Sense = Sense::new(7, 0x27, 0);
     /// The image could not grow (its container is full): DATA PROTECT, SPACE ALLOCATION
-    /// FAILED WRITE PROTECT, what thin-provisioned disks report when their pool runs out.
+    /// FAILED WRITE PROTECT, what a thin-provisioned disk reports when its pool runs out.
+    /// Linux's midlayer turns exactly this one into ENOSPC without retrying; a MEDIUM ERROR
+    /// (3/0x0C/xx) would read as a failing disk and be retried.
     pub const NO_SPACE: Sense = Sense::new(7, 0x27, 0x07);
     pub const MEDIUM_ERROR: Sense = Sense::new(3, 0x11, 0);
     pub const WRITE_ERROR: Sense = Sense::new(3, 0x0c, 0);
@@ -63,18 +65,17 @@ pub type Reply = heapless::Vec<u8, REPLY_MAX>;
 pub enum Command {
     /// GOOD, no data.
     Good,
-    /// GOOD, and these bytes go to the initiator (already cut to the allocation length).
+    /// GOOD, and these bytes (never empty) go to the initiator, already cut to the CDB's
+    /// allocation length; the caller cuts them further to the request's transfer length.
     DataIn(Reply),
-    Read {
-        lba: u64,
-        blocks: u32,
-    },
-    Write {
-        lba: u64,
-        blocks: u32,
-    },
+    /// Read `blocks` (1 to [`MAX_TRANSFER_BLOCKS`], all on the disk) from `lba` into the
+    /// initiator's buffer.
+    Read { lba: u64, blocks: u32 },
+    /// Write `blocks` (as for `Read`) at `lba` from the initiator's buffer.
+    Write { lba: u64, blocks: u32 },
     /// SYNCHRONIZE CACHE: every completed write is made durable before GOOD.
     Flush,
+    /// CHECK CONDITION with this sense; nothing moves.
     Check(Sense),
 }
 
@@ -140,11 +141,15 @@ fn be64(b: &[u8]) -> u64 {
     u64::from_be_bytes(x)
 }
 
-/// `bytes` cut to `alloc`.
+/// `bytes` cut to `alloc`; an allocation length of 0 is not an error, just GOOD with no data.
 fn reply(bytes: &[u8], alloc: usize) -> Command {
     let mut r = Reply::new();
     let _ = r.extend_from_slice(&bytes[..bytes.len().min(alloc).min(REPLY_MAX)]);
-    Command::DataIn(r)
+    if r.is_empty() {
+        Command::Good
+    } else {
+        Command::DataIn(r)
+    }
 }
 
 const VENDOR: &[u8; 8] = b"Janus   ";
@@ -193,8 +198,8 @@ pub fn decode_with(cdb: &[u8], lun: Option<&DiskInfo>, serial: &[u8]) -> Command
             reply(&b, be32(&cdb[10..14]) as usize)
         }
         op::SERVICE_ACTION_IN_16 => Command::Check(Sense::INVALID_FIELD_IN_CDB),
-        op::MODE_SENSE_6 => mode_sense(cdb[2], usize::from(cdb[4]), false, disk),
-        op::MODE_SENSE_10 => mode_sense(cdb[2], usize::from(be16(&cdb[7..9])), true, disk),
+        op::MODE_SENSE_6 => mode_sense(cdb, usize::from(cdb[4]), false, disk),
+        op::MODE_SENSE_10 => mode_sense(cdb, usize::from(be16(&cdb[7..9])), true, disk),
         op::READ_6 | op::WRITE_6 => {
             let lba = u64::from(be32(&cdb[0..4]) & 0x1f_ffff);
             // A length of 0 means 256 blocks in the 6-byte commands.
@@ -202,32 +207,23 @@ pub fn decode_with(cdb: &[u8], lun: Option<&DiskInfo>, serial: &[u8]) -> Command
                 0 => 256,
                 n => u32::from(n),
             };
-            rw(opcode == op::WRITE_6, lba, blocks, disk)
+            rw(opcode == op::WRITE_6, 0, lba, blocks, disk)
         }
-        op::READ_10 | op::WRITE_10 => rw(
-            opcode == op::WRITE_10,
-            u64::from(be32(&cdb[2..6])),
-            u32::from(be16(&cdb[7..9])),
-            disk,
-        ),
-        op::READ_12 | op::WRITE_12 => rw(
-            opcode == op::WRITE_12,
-            u64::from(be32(&cdb[2..6])),
-            be32(&cdb[6..10]),
-            disk,
-        ),
-        op::READ_16 | op::WRITE_16 => rw(
-            opcode == op::WRITE_16,
-            be64(&cdb[2..10]),
-            be32(&cdb[10..14]),
-            disk,
-        ),
-        op::VERIFY_10 => in_range(
-            u64::from(be32(&cdb[2..6])),
-            u64::from(be16(&cdb[7..9])),
-            disk,
-        ),
-        op::VERIFY_16 => in_range(be64(&cdb[2..10]), u64::from(be32(&cdb[10..14])), disk),
+        op::READ_10 | op::WRITE_10 | op::READ_12 | op::WRITE_12 | op::READ_16 | op::WRITE_16 => {
+            let (lba, blocks) = extent(cdb);
+            let write = matches!(opcode, op::WRITE_10 | op::WRITE_12 | op::WRITE_16);
+            rw(write, cdb[1], lba, blocks, disk)
+        }
+        // Plain VERIFY asks that the blocks be readable, and a volume has no medium to scrub,
+        // so the range check is all of it. Comparing them with the initiator's data (BYTCHK)
+        // is not implemented, and is refused rather than answered GOOD unchecked.
+        op::VERIFY_10 | op::VERIFY_16 if cdb[1] & 0x06 != 0 => {
+            Command::Check(Sense::INVALID_FIELD_IN_CDB)
+        }
+        op::VERIFY_10 | op::VERIFY_16 => {
+            let (lba, blocks) = extent(cdb);
+            in_range(lba, u64::from(blocks), disk)
+        }
         op::SYNCHRONIZE_CACHE_10 | op::SYNCHRONIZE_CACHE_16 => Command::Flush,
         _ => Command::Check(Sense::ILLEGAL_REQUEST_OPCODE),
     }
@@ -251,6 +247,16 @@ fn absent(cdb: &[u8]) -> Command {
     }
 }
 
+/// LBA and transfer length of the 10, 12 and 16-byte READ, WRITE and VERIFY, which all place
+/// them alike for their size.
+fn extent(cdb: &[u8]) -> (u64, u32) {
+    match cdb.len() {
+        10 => (u64::from(be32(&cdb[2..6])), u32::from(be16(&cdb[7..9]))),
+        12 => (u64::from(be32(&cdb[2..6])), be32(&cdb[6..10])),
+        _ => (be64(&cdb[2..10]), be32(&cdb[10..14])),
+    }
+}
+
 fn in_range(lba: u64, blocks: u64, disk: &DiskInfo) -> Command {
     match lba.checked_add(blocks) {
         Some(end) if end <= disk.sectors => Command::Good,
@@ -258,11 +264,16 @@ fn in_range(lba: u64, blocks: u64, disk: &DiskInfo) -> Command {
     }
 }
 
-fn rw(write: bool, lba: u64, blocks: u32, disk: &DiskInfo) -> Command {
+/// `flags`: byte 1 of the 10/12/16-byte forms (0 for the 6-byte ones, which have no flags).
+fn rw(write: bool, flags: u8, lba: u64, blocks: u32, disk: &DiskInfo) -> Command {
     if write && disk.read_only {
         return Command::Check(Sense::WRITE_PROTECTED);
     }
-    if blocks > MAX_TRANSFER_BLOCKS {
+    // RDPROTECT/WRPROTECT ask for protection information, which this disk does not have
+    // (READ CAPACITY(16) says PROT_EN 0): SBC has that refused rather than ignored. DPO is a
+    // cache hint. FUA is accepted but gives no per-command durability: MODE SENSE says DPOFUA
+    // 0, so Linux never sets it and orders durability with SYNCHRONIZE CACHE instead.
+    if flags >> 5 != 0 || blocks > MAX_TRANSFER_BLOCKS {
         return Command::Check(Sense::INVALID_FIELD_IN_CDB);
     }
     match in_range(lba, u64::from(blocks), disk) {
@@ -353,63 +364,74 @@ fn inquiry(cdb: &[u8], serial: &[u8]) -> Command {
 /// MODE SENSE: the caching page (write cache enabled: a write is durable only after
 /// SYNCHRONIZE CACHE, which is the truth of a VHD with its own metadata) and the control
 /// page, with no block descriptors; the write-protect bit for a read-only disk.
-fn mode_sense(page_byte: u8, alloc: usize, ten: bool, disk: &DiskInfo) -> Command {
-    let control = page_byte >> 6;
-    let page = page_byte & 0x3f;
+fn mode_sense(cdb: &[u8], alloc: usize, ten: bool, disk: &DiskInfo) -> Command {
+    let control = cdb[2] >> 6;
+    let page = cdb[2] & 0x3f;
     if control == 3 {
         return Command::Check(Sense::SAVING_NOT_SUPPORTED);
     }
-    let changeable = control == 1;
-    let caching: [u8; 20] = {
-        let mut c = [0u8; 20];
-        c[0] = 0x08;
-        c[1] = 18;
-        if !changeable {
-            c[2] = 0x04;
-        }
-        c
-    };
-    let ctrl: [u8; 12] = {
-        let mut c = [0u8; 12];
-        c[0] = 0x0a;
-        c[1] = 10;
-        c
-    };
-    let mut pages: heapless::Vec<u8, 64> = heapless::Vec::new();
-    let ok = match page {
-        0x08 => pages.extend_from_slice(&caching).is_ok(),
-        0x0a => pages.extend_from_slice(&ctrl).is_ok(),
-        0x3f => pages.extend_from_slice(&caching).is_ok() && pages.extend_from_slice(&ctrl).is_ok(),
-        _ => false,
-    };
-    if !ok {
+    // Neither page has subpages: subpage 0 is the page itself, 0xFF "all subpages" is the
+    // same answer, and any other subpage does not exist.
+    if !matches!(cdb[3], 0x00 | 0xff) {
         return Command::Check(Sense::INVALID_FIELD_IN_CDB);
     }
+    // The caching page, then the control page (all defaults, which is a valid one). Asked
+    // what is changeable, every bit is 0: nothing is.
+    let mut all = [0u8; 32];
+    all[..2].copy_from_slice(&[0x08, 18]);
+    all[2] = if control == 1 { 0 } else { 0x04 };
+    all[20..22].copy_from_slice(&[0x0a, 10]);
+    let pages = match page {
+        0x08 => &all[..20],
+        0x0a => &all[20..],
+        0x3f => &all[..],
+        _ => return Command::Check(Sense::INVALID_FIELD_IN_CDB),
+    };
     let wp = if disk.read_only { 0x80 } else { 0 };
-    let mut b: heapless::Vec<u8, 72> = heapless::Vec::new();
-    if ten {
-        let len = (6 + pages.len()) as u16;
-        let _ = b.extend_from_slice(&len.to_be_bytes());
-        let _ = b.extend_from_slice(&[0, wp, 0, 0, 0, 0]);
+    let mut b = [0u8; 8 + 32];
+    let header = if ten {
+        b[..2].copy_from_slice(&((6 + pages.len()) as u16).to_be_bytes());
+        b[3] = wp;
+        8
     } else {
-        let _ = b.extend_from_slice(&[(3 + pages.len()) as u8, 0, wp, 0]);
-    }
-    let _ = b.extend_from_slice(&pages);
-    reply(&b, alloc)
+        b[0] = (3 + pages.len()) as u8;
+        b[2] = wp;
+        4
+    };
+    b[header..header + pages.len()].copy_from_slice(pages);
+    reply(&b[..header + pages.len()], alloc)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const DISK: DiskInfo = DiskInfo {
-        sectors: 1 << 20,
-        read_only: false,
-    };
-    const RO: DiskInfo = DiskInfo {
-        sectors: 1 << 20,
-        read_only: true,
-    };
+    const fn info(sectors: u64, read_only: bool) -> DiskInfo {
+        DiskInfo { sectors, read_only }
+    }
+    const DISK: DiskInfo = info(1 << 20, false);
+    const RO: DiskInfo = info(1 << 20, true);
+    const BAD: Command = Command::Check(Sense::INVALID_FIELD_IN_CDB);
+    const RANGE: Command = Command::Check(Sense::LBA_OUT_OF_RANGE);
+    const WP: Command = Command::Check(Sense::WRITE_PROTECTED);
+    const NO_LUN: Command = Command::Check(Sense::LUN_NOT_SUPPORTED);
+    const NO_OP: Command = Command::Check(Sense::ILLEGAL_REQUEST_OPCODE);
+
+    /// A CDB of its group's length: the opcode, then `(index, value)` pairs, the rest zero.
+    fn cdb(op: u8, set: &[(usize, u8)]) -> Vec<u8> {
+        let mut c = vec![0u8; cdb_len(op).unwrap_or(16)];
+        c[0] = op;
+        set.iter().for_each(|&(i, v)| c[i] = v);
+        c
+    }
+
+    fn at(disk: Option<&DiskInfo>, op: u8, set: &[(usize, u8)]) -> Command {
+        decode(&cdb(op, set), disk)
+    }
+
+    fn go(op: u8, set: &[(usize, u8)]) -> Command {
+        at(Some(&DISK), op, set)
+    }
 
     fn data(c: Command) -> Vec<u8> {
         match c {
@@ -418,262 +440,191 @@ mod tests {
         }
     }
 
+    fn get_at(disk: Option<&DiskInfo>, op: u8, set: &[(usize, u8)]) -> Vec<u8> {
+        data(at(disk, op, set))
+    }
+
+    fn get(op: u8, set: &[(usize, u8)]) -> Vec<u8> {
+        get_at(Some(&DISK), op, set)
+    }
+
+    fn vpd(page: u8, serial: &[u8]) -> Vec<u8> {
+        let c = cdb(0x12, &[(1, 1), (2, page), (4, 255)]);
+        data(decode_with(&c, Some(&DISK), serial))
+    }
+
     #[test]
     fn standard_inquiry_names_a_queueing_spc3_disk() {
-        let d = data(decode(&[0x12, 0, 0, 0, 96, 0], Some(&DISK)));
-        assert_eq!(d.len(), 36);
-        assert_eq!((d[0], d[2], d[3] & 0xf, d[7] & 2), (0, 5, 2, 2));
-        assert_eq!(&d[8..16], b"Janus   ");
-        assert_ne!(&d[8..12], b"Msft");
-        assert_eq!(data(decode(&[0x12, 0, 0, 0, 5, 0], Some(&DISK))).len(), 5);
-        assert_eq!(
-            decode(&[0x12, 0, 0, 0, 0, 0], Some(&DISK)),
-            Command::DataIn(Reply::new())
-        );
-        // A page code without EVPD, and CmdDt.
-        assert_eq!(
-            decode(&[0x12, 0, 0x80, 0, 36, 0], Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
-        assert_eq!(
-            decode(&[0x12, 2, 0, 0, 36, 0], Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
+        let d = get(0x12, &[(4, 96)]);
+        assert_eq!(d[..8], [0, 0, 5, 0x12, 31, 0, 0, 2]);
+        assert_eq!(&d[8..], b"Janus   Virtual Disk    1.0 ");
+        assert_eq!(get(0x12, &[(4, 5)]).len(), 5);
+        assert_eq!(go(0x12, &[]), Command::Good, "allocation length 0");
+        // A page code without EVPD; CmdDt.
+        assert_eq!(go(0x12, &[(2, 0x80), (4, 36)]), BAD);
+        assert_eq!(go(0x12, &[(1, 2), (4, 36)]), BAD);
     }
 
     #[test]
     fn vpd_pages_are_the_ones_page_zero_lists() {
-        let list = data(decode(&[0x12, 1, 0, 0, 255, 0], Some(&DISK)));
-        assert_eq!(&list[4..], &VPD_PAGES);
-        for &p in &VPD_PAGES {
-            let d = data(decode(&[0x12, 1, p, 0, 255, 0], Some(&DISK)));
-            assert_eq!(d[1], p);
-            assert_eq!(usize::from(be16(&d[2..4])), d.len() - 4, "page {p:#x}");
+        assert_eq!(vpd(0, b""), [0, 0, 0, 5, 0x00, 0x80, 0x83, 0xb0, 0xb1]);
+        for p in VPD_PAGES {
+            let d = vpd(p, b"S");
+            assert_eq!((d[1], usize::from(be16(&d[2..4]))), (p, d.len() - 4));
         }
-        let b0 = data(decode(&[0x12, 1, 0xb0, 0, 255, 0], Some(&DISK)));
+        let b0 = vpd(0xb0, b"");
         assert_eq!(be32(&b0[8..12]), MAX_TRANSFER_BLOCKS);
-        let b1 = data(decode(&[0x12, 1, 0xb1, 0, 255, 0], Some(&DISK)));
-        assert_eq!(be16(&b1[4..6]), 1, "non-rotating");
-        let serial = data(decode_with(
-            &[0x12, 1, 0x80, 0, 255, 0],
-            Some(&DISK),
-            b"S42",
-        ));
-        assert_eq!(&serial[4..], b"S42");
-        assert_eq!(
-            decode(&[0x12, 1, 0xb2, 0, 255, 0], Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
+        assert_eq!(be32(&b0[20..24]), 0, "no UNMAP");
+        assert_eq!(be16(&vpd(0xb1, b"")[4..6]), 1, "non-rotating");
+        assert_eq!(&vpd(0x80, b"S42")[4..], b"S42");
+        let c = cdb(0x12, &[(1, 1), (2, 0x80), (4, 255)]);
+        assert_eq!(&data(decode(&c, Some(&DISK)))[4..], b"JANUS-DISK");
+        // One T10 vendor id designator: ASCII, LUN association.
+        assert_eq!(vpd(0x83, b"S42")[4..8], [2, 1, 0, 11]);
+        assert_eq!(&vpd(0x83, b"S42")[8..], b"Janus   S42");
+        // Long serials are cut to the page, never past it.
+        assert_eq!(vpd(0x80, &[b'x'; 300]).len(), 64);
+        assert_eq!(vpd(0x83, &[b'x'; 300]).len(), 64);
+        assert_eq!(get(0x12, &[(1, 1), (2, 0xb0), (4, 6)]).len(), 6);
+        // No logical block provisioning page.
+        assert_eq!(go(0x12, &[(1, 1), (2, 0xb2), (4, 255)]), BAD);
     }
 
     #[test]
     fn capacity_in_both_sizes() {
-        let d = data(decode(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], Some(&DISK)));
+        let d = get(0x25, &[]);
         assert_eq!((be32(&d[0..4]), be32(&d[4..8])), ((1 << 20) - 1, 512));
-        let big = DiskInfo {
-            sectors: 1 << 40,
-            read_only: false,
-        };
-        let d = data(decode(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], Some(&big)));
-        assert_eq!(be32(&d[0..4]), u32::MAX, "too large for READ CAPACITY(10)");
-        let mut c16 = [0u8; 16];
-        c16[0] = 0x9e;
-        c16[1] = 0x10;
-        c16[13] = 32;
-        let d = data(decode(&c16, Some(&big)));
-        assert_eq!(
-            (d.len(), be64(&d[0..8]), be32(&d[8..12])),
-            (32, (1 << 40) - 1, 512)
-        );
-        c16[13] = 12;
-        assert_eq!(data(decode(&c16, Some(&big))).len(), 12);
-        c16[1] = 0x11;
-        assert_eq!(
-            decode(&c16, Some(&big)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
+        let big = Some(&info(1 << 40, false));
+        // Too large for READ CAPACITY(10), which says so with all ones.
+        assert_eq!(get_at(big, 0x25, &[])[..4], [0xff; 4]);
+        let d = get_at(big, 0x9e, &[(1, 0x10), (13, 32)]);
+        assert_eq!((d.len(), be64(&d[0..8])), (32, (1 << 40) - 1));
+        assert_eq!(be32(&d[8..12]), 512);
+        assert_eq!((d[12], d[14]), (0, 0), "no protection, no provisioning");
+        assert_eq!(get_at(big, 0x9e, &[(1, 0x10), (13, 12)]).len(), 12);
+        assert_eq!(at(big, 0x9e, &[(1, 0x11), (13, 32)]), BAD);
     }
 
     #[test]
     fn mode_sense_says_write_cache_and_write_protect() {
-        let d = data(decode(&[0x1a, 0, 0x08, 0, 255, 0], Some(&DISK)));
-        assert_eq!(usize::from(d[0]) + 1, d.len());
-        assert_eq!(
-            (d[2] & 0x80, d[3]),
-            (0, 0),
-            "writable, no block descriptors"
-        );
-        assert_eq!((d[4], d[6] & 0x04), (0x08, 0x04), "WCE");
-        let d = data(decode(&[0x1a, 0, 0x3f, 0, 255, 0], Some(&RO)));
-        assert_eq!(d[2] & 0x80, 0x80);
-        assert_eq!((d[4], d[24]), (0x08, 0x0a));
-        let d = data(decode(&[0x5a, 0, 0x08, 0, 0, 0, 0, 0, 255, 0], Some(&DISK)));
-        assert_eq!(usize::from(be16(&d[0..2])) + 2, d.len());
-        assert_eq!((d[8], d[10] & 0x04), (0x08, 0x04));
-        let d = data(decode(&[0x1a, 0, 0x48, 0, 255, 0], Some(&DISK)));
-        assert_eq!(d[6] & 0x04, 0, "nothing is changeable");
-        assert_eq!(
-            decode(&[0x1a, 0, 0xc8, 0, 255, 0], Some(&DISK)),
-            Command::Check(Sense::SAVING_NOT_SUPPORTED)
-        );
-        assert_eq!(
-            decode(&[0x1a, 0, 0x1c, 0, 255, 0], Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
-        assert_eq!(
-            data(decode(&[0x1a, 0, 0x3f, 0, 4, 0], Some(&DISK))).len(),
-            4
-        );
+        let d = get(0x1a, &[(2, 0x08), (4, 255)]);
+        // No WP, no DPOFUA, no block descriptors; the caching page with WCE and not RCD.
+        assert_eq!(d[..7], [23, 0, 0, 0, 0x08, 18, 0x04]);
+        assert_eq!(d.len(), 24);
+        let ro = Some(&RO);
+        let d = get_at(ro, 0x1a, &[(1, 0x08), (2, 0x3f), (4, 255)]);
+        assert_eq!(d[..5], [35, 0, 0x80, 0, 0x08]);
+        assert_eq!((d[24], d.len()), (0x0a, 36));
+        let d = get_at(ro, 0x5a, &[(2, 0x0a), (8, 255)]);
+        assert_eq!(d[..10], [0, 18, 0, 0x80, 0, 0, 0, 0, 0x0a, 10]);
+        assert_eq!(d.len(), 20);
+        // Subpage 0xFF: the page and its subpages, of which there are none.
+        let d = get(0x5a, &[(2, 0x08), (3, 0xff), (8, 255)]);
+        assert_eq!((d[8], d[10]), (0x08, 0x04));
+        // Nothing changeable; the defaults are the current values.
+        assert_eq!(get(0x1a, &[(2, 0x48), (4, 255)])[6], 0);
+        assert_eq!(get(0x1a, &[(2, 0x88), (4, 255)])[6], 4);
+        let saved = Command::Check(Sense::SAVING_NOT_SUPPORTED);
+        assert_eq!(go(0x1a, &[(2, 0xc8), (4, 255)]), saved);
+        for (page, sub) in [(0x1c, 0), (0x00, 0), (0x08, 1), (0x3f, 1)] {
+            assert_eq!(go(0x1a, &[(2, page), (3, sub), (4, 255)]), BAD);
+        }
+        assert_eq!(get(0x1a, &[(2, 0x3f), (4, 4)]), [35, 0, 0, 0]);
+        assert_eq!(get(0x5a, &[(2, 0x3f), (8, 8)]).len(), 8);
     }
 
     #[test]
     fn reads_and_writes_in_every_size() {
-        assert_eq!(
-            decode(&[0x08, 0, 0, 7, 0, 0], Some(&DISK)),
-            Command::Read {
-                lba: 7,
-                blocks: 256
-            }
-        );
-        assert_eq!(
-            decode(&[0x0a, 0x0f, 0xff, 0xff, 1, 0], Some(&DISK)),
-            Command::Write {
-                lba: 0xf_ffff,
-                blocks: 1
-            }
-        );
-        assert_eq!(
-            decode(&[0x28, 0, 0, 0, 1, 0, 0, 0, 8, 0], Some(&DISK)),
-            Command::Read {
-                lba: 256,
-                blocks: 8
-            }
-        );
-        assert_eq!(
-            decode(&[0xaa, 0, 0, 0, 0, 2, 0, 0, 0, 16, 0, 0], Some(&DISK)),
-            Command::Write { lba: 2, blocks: 16 }
-        );
-        let mut c = [0u8; 16];
-        c[0] = 0x88;
-        c[9] = 9;
-        c[13] = 3;
-        assert_eq!(decode(&c, Some(&DISK)), Command::Read { lba: 9, blocks: 3 });
+        let rd = |lba, blocks| Command::Read { lba, blocks };
+        let wr = |lba, blocks| Command::Write { lba, blocks };
+        assert_eq!(go(0x08, &[(3, 7)]), rd(7, 256), "6-byte length 0 is 256");
+        let top = [(1, 0xef), (2, 0xff), (3, 0xff), (4, 1)];
+        assert_eq!(go(0x0a, &top), wr(0xf_ffff, 1), "21-bit LBA");
+        assert_eq!(go(0x28, &[(4, 1), (8, 8)]), rd(256, 8));
+        assert_eq!(go(0x2a, &[(1, 0x18), (5, 1), (8, 8)]), wr(1, 8), "DPO, FUA");
+        assert_eq!(go(0xa8, &[(5, 2), (9, 16)]), rd(2, 16));
+        assert_eq!(go(0xaa, &[(5, 2), (9, 16)]), wr(2, 16));
+        assert_eq!(go(0x88, &[(9, 9), (13, 3)]), rd(9, 3));
+        assert_eq!(go(0x8a, &[(9, 1), (12, 2)]), wr(1, 512));
+        assert_eq!(transfer_bytes(&rd(0, 3)), 1536);
         // Zero blocks in the longer forms is no transfer.
-        assert_eq!(
-            decode(&[0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0], Some(&DISK)),
-            Command::Good
-        );
-        // The last block, and one past it.
-        let last = (1u32 << 20) - 1;
-        let mut c = [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0];
-        c[2..6].copy_from_slice(&last.to_be_bytes());
-        assert_eq!(
-            decode(&c, Some(&DISK)),
-            Command::Read {
-                lba: u64::from(last),
-                blocks: 1
-            }
-        );
-        c[8] = 2;
-        assert_eq!(
-            decode(&c, Some(&DISK)),
-            Command::Check(Sense::LBA_OUT_OF_RANGE)
-        );
-        // An LBA that overflows with its length.
-        let mut c = [0u8; 16];
-        c[0] = 0x88;
-        c[2..10].copy_from_slice(&u64::MAX.to_be_bytes());
-        c[13] = 2;
-        assert_eq!(
-            decode(&c, Some(&DISK)),
-            Command::Check(Sense::LBA_OUT_OF_RANGE)
-        );
-        // More than the target takes.
-        let c = [0x28, 0, 0, 0, 0, 0, 0, 0x02, 0x01, 0];
-        assert_eq!(
-            decode(&c, Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
-        // A read-only disk refuses writes before anything else.
-        assert_eq!(
-            decode(&[0x2a, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 1, 0], Some(&RO)),
-            Command::Check(Sense::WRITE_PROTECTED)
-        );
-        assert_eq!(
-            decode(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], Some(&RO)),
-            Command::Read { lba: 0, blocks: 1 }
-        );
+        for op in [0x28, 0x2a, 0xa8, 0xaa, 0x88, 0x8a] {
+            assert_eq!(go(op, &[(1, 0x08)]), Command::Good, "{op:#x}");
+        }
+        // The last block, one past it, an LBA past 2^32 and one that wraps with its length.
+        let last = [(3, 0x0f), (4, 0xff), (5, 0xff), (8, 1)];
+        assert_eq!(go(0x28, &last), rd(0xf_ffff, 1));
+        assert_eq!(go(0x28, &[(3, 0x0f), (4, 0xff), (5, 0xff), (8, 2)]), RANGE);
+        assert_eq!(go(0x08, &[(1, 0x10)]), RANGE);
+        assert_eq!(go(0x8a, &[(5, 1), (13, 3)]), RANGE);
+        let mut c = cdb(0x88, &[(13, 2)]);
+        c[2..10].fill(0xff);
+        assert_eq!(decode(&c, Some(&DISK)), RANGE);
+        // More than the target takes; protection information it does not have.
+        assert_eq!(go(0x28, &[(7, 2), (8, 1)]), BAD);
+        assert_eq!(go(0xa8, &[(8, 2), (9, 1)]), BAD);
+        assert_eq!(go(0x88, &[(1, 0x20), (13, 1)]), BAD);
+        // A read-only disk refuses writes before anything else, and still reads.
+        let ro = Some(&RO);
+        assert_eq!(at(ro, 0x2a, &[(2, 0xff), (7, 0xff), (8, 0xff)]), WP);
+        assert_eq!(at(ro, 0x0a, &[]), WP);
+        assert_eq!(at(ro, 0x8a, &[(1, 0xe0)]), WP);
+        assert_eq!(at(ro, 0x28, &[(8, 1)]), rd(0, 1));
     }
 
     #[test]
     fn the_rest_of_what_linux_sends() {
-        assert_eq!(decode(&[0; 6], Some(&DISK)), Command::Good);
-        assert_eq!(
-            decode(&[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], Some(&DISK)),
-            Command::Flush
-        );
-        let mut c = [0u8; 16];
-        c[0] = 0x91;
-        assert_eq!(decode(&c, Some(&DISK)), Command::Flush);
-        let mut rl = [0u8; 12];
-        rl[0] = 0xa0;
-        rl[9] = 32;
-        let d = data(decode(&rl, Some(&DISK)));
-        assert_eq!((be32(&d[0..4]), d.len()), (8, 16));
-        rl[9] = 8;
-        assert_eq!(
-            decode(&rl, Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
-        let d = data(decode(&[0x03, 0, 0, 0, 18, 0], Some(&DISK)));
-        assert_eq!((d[0], d[2]), (0x70, 0));
-        // WRITE SAME, UNMAP, ATA PASS-THROUGH.
-        for opcode in [0x41u8, 0x42, 0x85, 0xa1, 0x93] {
-            let mut c = [0u8; 16];
-            c[0] = opcode;
-            assert_eq!(
-                decode(&c, Some(&DISK)),
-                Command::Check(Sense::ILLEGAL_REQUEST_OPCODE),
-                "{opcode:#x}"
-            );
+        for op in [0x00, 0x1b, 0x1e] {
+            assert_eq!(go(op, &[(4, 1)]), Command::Good, "{op:#x}");
         }
-        assert_eq!(
-            decode(&[0x28, 0, 0], Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
-        assert_eq!(
-            decode(&[], Some(&DISK)),
-            Command::Check(Sense::INVALID_FIELD_IN_CDB)
-        );
-        assert_eq!(
-            decode(&[0xc0; 16], Some(&DISK)),
-            Command::Check(Sense::ILLEGAL_REQUEST_OPCODE)
-        );
+        assert_eq!(go(0x2f, &[(5, 1), (8, 1)]), Command::Good);
+        assert_eq!(go(0x2f, &[(2, 1), (8, 1)]), RANGE);
+        assert_eq!(go(0x8f, &[(9, 1), (13, 1)]), Command::Good);
+        assert_eq!(go(0x8f, &[(5, 1), (13, 1)]), RANGE);
+        assert_eq!(go(0x2f, &[(1, 0x02), (8, 1)]), BAD, "BYTCHK");
+        assert_eq!(at(Some(&RO), 0x35, &[(1, 2)]), Command::Flush, "IMMED");
+        assert_eq!(go(0x91, &[]), Command::Flush);
+        let d = get(0xa0, &[(9, 32)]);
+        assert_eq!(d, [0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(get(0xa0, &[(9, 16)]).len(), 16);
+        assert_eq!(go(0xa0, &[(9, 15)]), BAD, "allocation length under 16");
+        assert_eq!(get(0x03, &[(4, 18)]), Sense::NO_SENSE.fixed());
+        assert_eq!(get(0x03, &[(4, 8)]).len(), 8);
+        assert_eq!(go(0x03, &[]), Command::Good);
+        // WRITE SAME(10/16), UNMAP, ATA PASS-THROUGH(12/16), REPORT SUPPORTED OPERATION
+        // CODES, VERIFY(12), and the vendor-specific and reserved groups.
+        let unsupported = [0x41, 0x93, 0x42, 0xa1, 0x85, 0xa3, 0xaf, 0xc0, 0xff, 0x60];
+        for op in unsupported {
+            assert_eq!(decode(&[op; 16], Some(&DISK)), NO_OP, "{op:#x}");
+        }
+        // One byte short of the group's length.
+        for op in [0x00, 0x12, 0x28, 0x25, 0x5a, 0x88, 0x9e, 0xa0, 0xa8] {
+            let c = cdb(op, &[]);
+            assert_eq!(decode(&c[..c.len() - 1], Some(&DISK)), BAD, "{op:#x}");
+            assert_eq!(decode(&c[..c.len() - 1], None), BAD, "{op:#x}");
+        }
+        assert_eq!(decode(&[], Some(&DISK)), BAD);
     }
 
     #[test]
     fn no_lun_is_reported_as_such() {
-        let d = data(decode(&[0x12, 0, 0, 0, 36, 0], None));
-        assert_eq!(d[0], 0x7f);
-        let mut rl = [0u8; 12];
-        rl[0] = 0xa0;
-        rl[9] = 16;
-        assert_eq!(be32(&data(decode(&rl, None))[0..4]), 0);
-        assert_eq!(
-            decode(&[0; 6], None),
-            Command::Check(Sense::LUN_NOT_SUPPORTED)
-        );
-        assert_eq!(
-            decode(&[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], None),
-            Command::Check(Sense::LUN_NOT_SUPPORTED)
-        );
-        assert_eq!(data(decode(&[0x03, 0, 0, 0, 18, 0], None))[12], 0x25);
+        let d = get_at(None, 0x12, &[(4, 96)]);
+        assert_eq!((d[0], d.len()), (0x7f, 36));
+        assert_eq!(get_at(None, 0xa0, &[(9, 16)]), [0; 8], "an empty list");
+        assert_eq!(at(None, 0xa0, &[(9, 8)]), BAD);
+        let sense = get_at(None, 0x03, &[(4, 18)]);
+        assert_eq!(sense, Sense::LUN_NOT_SUPPORTED.fixed());
+        assert_eq!(at(None, 0x00, &[]), NO_LUN);
+        assert_eq!(at(None, 0x28, &[(8, 1)]), NO_LUN);
+        assert_eq!(at(None, 0x12, &[(1, 1), (4, 96)]), NO_LUN);
+        assert_eq!(at(None, 0x35, &[]), NO_LUN);
     }
 
     #[test]
     fn sense_is_fixed_format() {
         let s = Sense::WRITE_PROTECTED.fixed();
         assert_eq!((s[0], s[2], s[7], s[12], s[13]), (0x70, 7, 10, 0x27, 0));
+        assert_eq!(Sense::NO_SPACE.fixed()[12..14], [0x27, 0x07]);
     }
 
     #[test]
@@ -685,31 +636,27 @@ mod tests {
             x ^= x << 17;
             x
         };
+        // Mostly commands Linux uses, so that their bodies are reached.
+        let common = [
+            3, 8, 10, 0x12, 0x1a, 0x25, 0x28, 0x2a, 0x2f, 0x5a, 0x88, 0x9e,
+        ];
         for _ in 0..100_000 {
             let len = (next() % 17) as usize;
             let mut cdb = [0u8; 16];
-            for b in cdb.iter_mut() {
-                *b = next() as u8;
-            }
-            // Mostly commands Linux uses, so that the bodies are reached.
+            cdb.iter_mut().for_each(|b| *b = next() as u8);
             if next() % 2 == 0 {
-                cdb[0] = [
-                    0x08, 0x0a, 0x12, 0x1a, 0x25, 0x28, 0x2a, 0x5a, 0x88, 0x8a, 0x9e, 0xa0, 0xa8,
-                    0xaa,
-                ][(next() % 14) as usize];
+                cdb[0] = common[next() as usize % common.len()];
             }
-            let disk = DiskInfo {
-                sectors: next() % (1 << 24),
-                read_only: next() % 2 == 0,
-            };
+            // Small disks too, so that the range checks bite.
+            let disk = info(next() >> (next() % 64), next() % 2 == 0);
             let lun = (next() % 8 != 0).then_some(&disk);
             match decode(&cdb[..len], lun) {
                 Command::Read { lba, blocks } | Command::Write { lba, blocks } => {
-                    assert!(blocks <= MAX_TRANSFER_BLOCKS && blocks > 0);
-                    assert!(lba + u64::from(blocks) <= disk.sectors);
-                    assert!(lun.is_some());
+                    assert!(lun.is_some() && blocks > 0 && blocks <= MAX_TRANSFER_BLOCKS);
+                    let end = lba.checked_add(u64::from(blocks));
+                    assert!(end.is_some_and(|e| e <= disk.sectors));
                 }
-                Command::DataIn(d) => assert!(d.len() <= REPLY_MAX),
+                Command::DataIn(d) => assert!(!d.is_empty() && d.len() <= REPLY_MAX),
                 _ => {}
             }
         }
