@@ -12,5 +12,6 @@
 extern crate alloc;
 
 pub mod grub;
+pub mod kernel;
 pub mod partition;
 pub mod plan;

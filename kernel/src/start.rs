@@ -366,22 +366,33 @@ fn describe(manifest: &Manifest, info: &MachineInfo<'_>) {
                 vm.personality.as_str()
             ));
         }
-        let kernel = info.module(&vm.kernel);
-        let Some(kernel) = kernel else {
-            fatal(format_args!(
-                "VM '{}': kernel module '{}' was not loaded",
-                vm.name, vm.kernel
-            ))
-        };
-        println!(
-            "vm {}: personality {}, {} MiB, {} vCPU(s), kernel {} ({} B)",
-            vm.name,
-            vm.personality.as_str(),
-            vm.memory_mib,
-            vm.vcpus,
-            vm.kernel,
-            kernel.len()
-        );
+        // No kernel: the VM boots what its first disk holds (found when it is built).
+        if vm.kernel.is_empty() {
+            println!(
+                "vm {}: personality {}, {} MiB, {} vCPU(s), kernel from its disk",
+                vm.name,
+                vm.personality.as_str(),
+                vm.memory_mib,
+                vm.vcpus
+            );
+        } else {
+            let kernel = info.module(&vm.kernel);
+            let Some(kernel) = kernel else {
+                fatal(format_args!(
+                    "VM '{}': kernel module '{}' was not loaded",
+                    vm.name, vm.kernel
+                ))
+            };
+            println!(
+                "vm {}: personality {}, {} MiB, {} vCPU(s), kernel {} ({} B)",
+                vm.name,
+                vm.personality.as_str(),
+                vm.memory_mib,
+                vm.vcpus,
+                vm.kernel,
+                kernel.len()
+            );
+        }
         if let Some(initrd) = &vm.initrd {
             match info.module(initrd) {
                 Some(m) => println!("  initrd {} ({} B)", initrd, m.len()),

@@ -186,7 +186,9 @@ impl Rule {
             Rule::DuplicateName => "`name` is used by another VM",
             Rule::MemoryRange => "`memory_mib` must be between 1 and 3072",
             Rule::VcpuRange => "`vcpus` must be between 1 and 8",
-            Rule::EmptyKernel => "`kernel` must name a file",
+            Rule::EmptyKernel => {
+                "`kernel` must name a file, or the VM must have a disk to boot from"
+            }
             Rule::PreserveNotCrash => "`preserve` applies to `on_crash` only",
             Rule::BadDisk => "a disk names namespace 0 or one namespace twice in its chain",
             Rule::TooManyXenDisks => "a Xen VM has at most 4 disks (xvda to xvdd)",
@@ -226,7 +228,7 @@ impl VmSpec {
         if !(1..=MAX_VCPUS).contains(&self.vcpus) {
             return Err(Rule::VcpuRange);
         }
-        if self.kernel.is_empty() {
+        if self.kernel.is_empty() && self.disks.is_empty() {
             return Err(Rule::EmptyKernel);
         }
         if self.policies.on_poweroff == OnEnd::Preserve

@@ -95,7 +95,7 @@ fn manifest(case: &str, face: Face, vm: &str, words: &str, disks: &[&str]) -> St
 }
 
 /// e2fsprogs lives in /sbin, which a user's PATH often lacks.
-fn e2fs(tool: &str) -> PathBuf {
+pub fn e2fs(tool: &str) -> PathBuf {
     ["/usr/sbin", "/sbin"]
         .iter()
         .map(|d| Path::new(d).join(tool))
@@ -103,7 +103,7 @@ fn e2fs(tool: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(tool))
 }
 
-fn run(cmd: &mut Command, what: &str) -> Result<String> {
+pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
         bail!(

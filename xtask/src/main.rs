@@ -4,6 +4,7 @@ mod bench_boot;
 mod bench_disk;
 mod bench_disk_guest;
 mod defmt_rx;
+mod disk_boot_cases;
 mod disk_cases;
 mod disks;
 mod emulator;

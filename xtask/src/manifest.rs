@@ -23,6 +23,8 @@ pub(crate) struct VmToml {
     pub(crate) memory_mib: u32,
     #[serde(default = "one")]
     pub(crate) vcpus: u8,
+    /// Empty (absent): the VM boots what its first disk holds, found by the hypervisor.
+    #[serde(default)]
     pub(crate) kernel: String,
     pub(crate) initrd: Option<String>,
     #[serde(default)]
@@ -242,7 +244,17 @@ fn stage_into(path: &Path, base: &Path, parsed: FileToml, stage_dir: &Path) -> R
             modules.push((dst, name.clone()));
             Ok(name)
         };
-        let kernel = stage("kernel", &vm.kernel, &[FileKind::Elf, FileKind::BzImage])?;
+        if vm.kernel.is_empty() && vm.initrd.is_some() {
+            return Err(bad(
+                "initrd",
+                "given without `kernel`: a VM that boots from its disk takes its initrd from there",
+            ));
+        }
+        let kernel = if vm.kernel.is_empty() {
+            String::new()
+        } else {
+            stage("kernel", &vm.kernel, &[FileKind::Elf, FileKind::BzImage])?
+        };
         let initrd = vm
             .initrd
             .as_deref()
@@ -343,7 +355,8 @@ pub fn plan(text: &str) -> Result<Plan> {
     let mut modules: Vec<String> = Vec::new();
     let mut sources: Vec<&str> = Vec::new();
     for (i, vm) in parsed.vm.iter().enumerate() {
-        for (key, rel) in [("kernel", Some(&vm.kernel)), ("initrd", vm.initrd.as_ref())] {
+        let kernel = (!vm.kernel.is_empty()).then_some(&vm.kernel);
+        for (key, rel) in [("kernel", kernel), ("initrd", vm.initrd.as_ref())] {
             if let Some(rel) = rel
                 && !sources.contains(&rel.as_str())
             {
@@ -521,7 +534,11 @@ kernel = "guest.elf"
             ),
             (
                 &base.replace("kernel = \"guest.elf\"\n", ""),
-                &["m.toml", "missing field `kernel`"],
+                &["vm[0] 'a'", "`kernel`", "a disk to boot from"],
+            ),
+            (
+                &base.replace("kernel = \"guest.elf\"\n", "initrd = \"guest.elf\"\n"),
+                &["`initrd`", "without `kernel`"],
             ),
             (
                 &format!("{base}{base}"),

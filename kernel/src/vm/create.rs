@@ -111,6 +111,9 @@ pub enum CreateError {
     Vcpu(vcpu::Error),
     Personality(&'static str),
     Bus(super::bus::ClaimError),
+    /// A VM without `kernel` whose first disk holds nothing bootable (the reason names the
+    /// disk and what was missing).
+    FromDisk(alloc::string::String),
 }
 
 impl core::fmt::Display for CreateError {
@@ -135,6 +138,7 @@ impl core::fmt::Display for CreateError {
             CreateError::Vcpu(e) => write!(f, "vCPU creation failed: {e:?}"),
             CreateError::Personality(why) => write!(f, "personality: {why}"),
             CreateError::Bus(e) => write!(f, "device ranges: {e:?}"),
+            CreateError::FromDisk(why) => write!(f, "cannot boot from its disk: {why}"),
         }
     }
 }
@@ -174,23 +178,38 @@ pub fn create(
     npt.map(&mut HostTables(&mut Frames), 0, hpa, size, Perm::RWX)
         .map_err(CreateError::Vcpu)?;
 
-    let kernel = info
-        .module(&spec.kernel)
-        .ok_or_else(|| CreateError::MissingModule {
-            name: spec.kernel.clone(),
+    let (image, initrd, spec) = if spec.kernel.is_empty() {
+        let b = super::from_disk::boot_files(index, spec).map_err(CreateError::FromDisk)?;
+        crate::println!("vm {}: boots {}", spec.name, b.described);
+        let mut booted = spec.clone();
+        booted.cmdline = b.cmdline.as_str().try_into().map_err(|_| {
+            CreateError::FromDisk(alloc::format!(
+                "the boot entry's command line is longer than {} bytes",
+                crate::manifest::MAX_CMDLINE
+            ))
         })?;
-    // SAFETY: module memory is reserved for ever and identity mapped.
-    let image = unsafe { kernel.bytes() };
-    let initrd = match &spec.initrd {
-        Some(name) => {
-            let m = info
-                .module(name)
-                .ok_or_else(|| CreateError::MissingModule { name: name.clone() })?;
-            // SAFETY: as for the kernel module.
-            Some(unsafe { m.bytes() })
-        }
-        None => None,
+        (b.kernel, b.initrd, booted)
+    } else {
+        let kernel = info
+            .module(&spec.kernel)
+            .ok_or_else(|| CreateError::MissingModule {
+                name: spec.kernel.clone(),
+            })?;
+        // SAFETY: module memory is reserved for ever and identity mapped.
+        let image = unsafe { kernel.bytes() };
+        let initrd = match &spec.initrd {
+            Some(name) => {
+                let m = info
+                    .module(name)
+                    .ok_or_else(|| CreateError::MissingModule { name: name.clone() })?;
+                // SAFETY: as for the kernel module.
+                Some(unsafe { m.bytes() })
+            }
+            None => None,
+        };
+        (image, initrd, spec.clone())
     };
+    let spec = &spec;
     let boot_entry = load_guest(spec, ram, image, initrd)?;
     crate::println!(
         "vm {}: PVH entry {:#x}, start_info {:#x}, RSDP {:#x}, RAM at host {:#x}",

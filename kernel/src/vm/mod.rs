@@ -28,6 +28,8 @@ pub mod uart;
 #[cfg(target_os = "none")]
 pub mod create;
 #[cfg(target_os = "none")]
+mod from_disk;
+#[cfg(target_os = "none")]
 pub mod host;
 #[cfg(target_os = "none")]
 pub mod report;

@@ -600,6 +600,24 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             &[("hv-move", "poweroff")],
         )
     });
+    // A VM is its disk: two VMs without `kernel`, each booting Debian's kernel and initrd from
+    // the ext4 file system in its VHD, found by the hypervisor through Debian's /vmlinuz links
+    // (the Xen face's ELF decompressed out of the bzImage in the hypervisor).
+    v.push(Case {
+        setup: Some(crate::disk_boot_cases::setup),
+        ..linux(
+            "qemu-svm-linux-boots-from-its-disk",
+            "target/janus/disk-boot/from-disk.toml",
+            &[
+                "vm xen-disk-boot: boots Debian's /vmlinuz link from xen-root.vhd (sector 0): /vmlinuz + /initrd.img",
+                "vm hv-disk-boot: boots Debian's /vmlinuz link from hv-root.vhd (sector 0): /vmlinuz + /initrd.img",
+                "vm xen-disk-boot: stopped: powered off",
+                "vm hv-disk-boot: stopped: powered off",
+            ],
+            &[("xen-disk-boot", "xen"), ("hv-disk-boot", "hyperv")],
+            &[("xen-disk-boot", "poweroff"), ("hv-disk-boot", "poweroff")],
+        )
+    });
     // The host asks a Xen guest to shut down (control/shutdown); Linux's xenbus runs its
     // orderly power-off, and the VM powers off long before the guest would by itself.
     v.push(Case {
@@ -803,6 +821,40 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         restarts: &[],
         exit_code: crate::emulator::exit_code::VM_ERROR,
         setup: None,
+        verify: None,
+        tamper: None,
+        pxe: false,
+        features: &[],
+        absent: &[],
+        then: Vec::new(),
+    });
+    // Disks with nothing the hypervisor can boot stop their VMs alone, each naming the disk and
+    // what was missing: no kernel, a kernel compressed with zstd on the Xen face (which needs
+    // the ELF), a file system cut short; the neighbour boots.
+    v.push(Case {
+        name: "qemu-svm-unbootable-disks-stop-alone",
+        emulator: Emulator::Qemu,
+        manifest: "target/janus/disk-boot-bad/bad.toml",
+        cmdline: "",
+        pass: false,
+        com1: &[
+            "vm no-kernel: stopped: at boot: cannot boot from its disk: disk 0 (empty.vhd): no kernel found",
+            "vm zstd-kernel: stopped: at boot: cannot boot from its disk: disk 0 (zstd.vhd): /vmlinuz: the kernel is compressed with zstd",
+            "vm cut-fs: stopped: at boot: cannot boot from its disk: disk 0 (cut.vhd): ",
+            "[probe] probe: verdict: PASS",
+        ],
+        defmt: &[],
+        timeout_s: 300,
+        linux: &[],
+        ends: &[
+            ("no-kernel", "boot-failure"),
+            ("zstd-kernel", "boot-failure"),
+            ("cut-fs", "boot-failure"),
+            ("probe", "poweroff"),
+        ],
+        restarts: &[],
+        exit_code: crate::emulator::exit_code::VM_ERROR,
+        setup: Some(crate::disk_boot_cases::setup_bad),
         verify: None,
         tamper: None,
         pxe: false,
