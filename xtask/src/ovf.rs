@@ -224,7 +224,9 @@ pub fn load(path: &Path, work: &Path) -> Result<Vec<VmToml>> {
             cover(rel, what)?;
             Ok(dir.join(rel).to_string_lossy().into_owned())
         };
-        vm.kernel = boot_file(&vm.kernel, "janus:Boot kernel")?;
+        if !vm.kernel.is_empty() {
+            vm.kernel = boot_file(&vm.kernel, "janus:Boot kernel")?;
+        }
         vm.initrd = vm
             .initrd
             .as_deref()
@@ -310,7 +312,9 @@ fn to_toml(source: &Path, vms: &[VmToml]) -> Result<String> {
         t.insert("personality".into(), vm.personality.clone().into());
         t.insert("memory_mib".into(), i64::from(vm.memory_mib).into());
         t.insert("vcpus".into(), i64::from(vm.vcpus).into());
-        t.insert("kernel".into(), vm.kernel.clone().into());
+        if !vm.kernel.is_empty() {
+            t.insert("kernel".into(), vm.kernel.clone().into());
+        }
         if let Some(i) = &vm.initrd {
             t.insert("initrd".into(), i.clone().into());
         }

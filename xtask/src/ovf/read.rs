@@ -565,8 +565,12 @@ fn extension(
                 x.kernel = e.attribute("kernel").map(|v| file(e, v)).transpose()?;
                 x.initrd = e.attribute("initrd").map(|v| file(e, v)).transpose()?;
                 x.cmdline = e.attribute("cmdline").unwrap_or("").to_string();
-                if x.kernel.is_none() {
-                    return Err(format!("{}: no kernel=\"PATH\"", at(e)));
+                if x.kernel.is_none() && x.initrd.is_some() {
+                    return Err(format!(
+                        "{}: initrd=\"…\" without kernel=\"…\" (a VM that boots from its disk \
+                         takes its initrd from there)",
+                        at(e)
+                    ));
                 }
             }
             _ => {
@@ -848,11 +852,11 @@ fn system(cx: &mut Cx<'_, '_>, vs: Node<'_, '_>) -> Result<System, String> {
 
     let kernel = match x.kernel {
         Some(k) => k,
-        // Janus boots a VM from the kernel its manifest names; booting what the disk holds
-        // comes with issue 17 item 1 (a `[[vm]]` without `kernel`).
+        // No kernel named: the VM boots what its first disk holds (the hypervisor finds it).
+        None if !disks.is_empty() => String::new(),
         None => {
             return Err(err(format!(
-                "{}: this VM boots from its disk, which Janus cannot do yet: give \
+                "{}: no disk to boot from and no kernel: give a disk, or \
                  <janus:Boot kernel=\"PATH\" initrd=\"PATH\" cmdline=\"…\"/> \
                  (xmlns:janus=\"{JANUS}\"; paths relative to the descriptor)",
                 at(vs)
@@ -1205,6 +1209,13 @@ mod tests {
     }
 
     #[test]
+    fn a_vm_without_a_kernel_boots_from_its_disk() {
+        let d = parse(&mini(&[("EXT", "")])).unwrap();
+        assert_eq!(d.systems[0].vm.kernel, "");
+        assert_eq!(d.systems[0].disks.len(), 1);
+    }
+
+    #[test]
     fn bad_descriptors_name_the_element_and_the_reason() {
         let cases: &[(String, &[&str])] = &[
             (
@@ -1267,12 +1278,8 @@ mod tests {
                 &["InstanceID 2", "ovf:/disk/ID"],
             ),
             (
-                mini(&[("EXT", "")]),
-                &[
-                    "<VirtualSystem>",
-                    "boots from its disk",
-                    "janus:Boot kernel=",
-                ],
+                mini(&[("EXT", r#"<janus:Boot initrd="i"/>"#)]),
+                &["<janus:Boot>", "without kernel"],
             ),
             (
                 mini(&[("EXT", r#"<janus:Boot kernel="k"/><janus:Kernel/>"#)]),

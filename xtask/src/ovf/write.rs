@@ -266,7 +266,11 @@ fn system(x: &mut Xml, vm: &Vm) {
     x.close("VirtualHardwareSection");
     let optional = ("ovf:required", "false");
     x.leaf("janus:personality", &[optional], Some(vm.personality));
-    let mut boot = vec![optional, ("kernel", vm.kernel.as_str())];
+    // A VM without a kernel boots from its disk: only its command line travels.
+    let mut boot = vec![optional];
+    if !vm.kernel.is_empty() {
+        boot.push(("kernel", vm.kernel.as_str()));
+    }
     if let Some(i) = &vm.initrd {
         boot.push(("initrd", i));
     }
