@@ -11,6 +11,7 @@
 
 extern crate alloc;
 
+pub mod ext4;
 pub mod grub;
 pub mod kernel;
 pub mod partition;

@@ -17,7 +17,8 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use diskboot::plan::{Face, FileSystem};
+use diskboot::ext4::Ext4Fs;
+use diskboot::plan::Face;
 use diskboot::{kernel, partition, plan};
 use ext4_view::Ext4;
 use virt::block::{SECTOR, Volume};
@@ -93,36 +94,6 @@ impl ext4_view::Ext4Read for DiskReader {
     }
 }
 
-struct Fs(Ext4);
-
-impl FileSystem for Fs {
-    fn read(&mut self, path: &str, max: usize) -> Result<Option<Vec<u8>>, String> {
-        match self.0.metadata(path) {
-            Ok(m) if m.len() as usize > max => Err(format!("{path} is larger than {max} bytes")),
-            Ok(m) if m.is_dir() => Ok(None),
-            Ok(_) => self
-                .0
-                .read(path)
-                .map(Some)
-                .map_err(|e| format!("{path}: {e}")),
-            Err(ext4_view::Ext4Error::NotFound) => Ok(None),
-            Err(e) => Err(format!("{path}: {e}")),
-        }
-    }
-
-    fn is_file(&mut self, path: &str) -> Result<bool, String> {
-        match self.0.metadata(path) {
-            Ok(m) => Ok(!m.is_dir()),
-            Err(ext4_view::Ext4Error::NotFound) => Ok(false),
-            Err(e) => Err(format!("{path}: {e}")),
-        }
-    }
-
-    fn uuid(&self) -> [u8; 16] {
-        *self.0.uuid().as_bytes()
-    }
-}
-
 /// Frames for `len` bytes, as a slice that lives as long as the hypervisor.
 fn frames(len: usize) -> Result<&'static mut [u8], CreateError> {
     let pages = (len as u64).div_ceil(4096).max(1);
@@ -191,7 +162,7 @@ pub fn boot_files(index: usize, spec: &VmSpec) -> Result<Booted, String> {
                 continue;
             }
         };
-        let mut view = Fs(fs);
+        let mut view = Ext4Fs(fs);
         let p =
             plan::plan(&mut view, face, spec.cmdline.as_str()).map_err(|e| fail(format!("{e}")))?;
         let fs = view.0;
