@@ -207,6 +207,7 @@ pub fn parse(text: &str) -> Result<VmToml, String> {
     let mut memory = None;
     let mut vcpus = 1u64;
     let mut kernel = None;
+    let mut bootloader = false;
     let mut ramdisk = None;
     let (mut cmdline, mut extra, mut root) = (None, None, None);
     let (mut on_poweroff, mut on_reboot, mut on_crash) = (None, None, None);
@@ -233,6 +234,17 @@ pub fn parse(text: &str) -> Result<VmToml, String> {
             "memory" => memory = Some(number(&key, v)?),
             "vcpus" => vcpus = number(&key, v)?,
             "kernel" => kernel = Some(string(&key, v)?),
+            // What `xl` runs to find the kernel on the disk; Janus finds it itself, the same
+            // way (grub.cfg, else Debian's /vmlinuz).
+            "bootloader" => {
+                let b = string(&key, v)?;
+                if b != "pygrub" && !b.ends_with("/pygrub") {
+                    return Err(format!(
+                        "bootloader = \"{b}\": only pygrub (Janus boots the disk itself)"
+                    ));
+                }
+                bootloader = true;
+            }
             "ramdisk" => ramdisk = Some(string(&key, v)?),
             "cmdline" => cmdline = Some(string(&key, v)?),
             "extra" => extra = Some(string(&key, v)?),
@@ -262,6 +274,7 @@ pub fn parse(text: &str) -> Result<VmToml, String> {
         return Err("`cmdline` replaces `extra` and `root`; give one or the other".into());
     }
     disks.sort_by_key(|(i, _)| *i);
+    let disks_empty = disks.is_empty();
     for (want, (got, _)) in disks.iter().enumerate() {
         if *got != want as u32 {
             return Err(format!(
@@ -284,7 +297,17 @@ pub fn parse(text: &str) -> Result<VmToml, String> {
         memory_mib: u32::try_from(memory.ok_or("no `memory`")?)
             .map_err(|_| "`memory` is too large".to_string())?,
         vcpus: u8::try_from(vcpus).map_err(|_| "`vcpus` is too large".to_string())?,
-        kernel: kernel.ok_or("no `kernel` (booting from the disk is not supported yet)")?,
+        kernel: match (kernel, bootloader) {
+            (Some(_), true) => return Err("`kernel` and `bootloader` both given".into()),
+            (Some(k), false) => k,
+            (None, true) if disks_empty => {
+                return Err("`bootloader = \"pygrub\"` needs a disk to boot from".into());
+            }
+            (None, true) => String::new(),
+            (None, false) => {
+                return Err("no `kernel` (or `bootloader = \"pygrub\"` to boot the disk)".into());
+            }
+        },
         initrd: ramdisk,
         cmdline,
         on_poweroff,
@@ -332,6 +355,31 @@ disk = [ 'format=vhd,vdev=xvdb,access=ro,target=base.vhd',
         assert_eq!(
             (v.disk[1].path.as_str(), v.disk[1].read_only),
             ("base.vhd", true)
+        );
+    }
+
+    #[test]
+    fn pygrub_boots_the_disk() {
+        let no_kernel = GUEST
+            .replace("kernel = \"vmlinux\"\n", "")
+            .replace("ramdisk = 'initrd.gz'\n", "");
+        let v = parse(&format!("{no_kernel}bootloader = \"pygrub\"\n")).unwrap();
+        assert_eq!(v.kernel, "");
+        let v = parse(&format!(
+            "{no_kernel}bootloader = \"/usr/lib/xen/bin/pygrub\"\n"
+        ))
+        .unwrap();
+        assert_eq!(v.kernel, "");
+        assert!(parse(&no_kernel).unwrap_err().contains("pygrub"));
+        assert!(
+            parse(&format!("{GUEST}bootloader = \"pygrub\"\n"))
+                .unwrap_err()
+                .contains("both")
+        );
+        assert!(
+            parse(&format!("{no_kernel}bootloader = \"pvgrub\"\n"))
+                .unwrap_err()
+                .contains("only pygrub")
         );
     }
 
