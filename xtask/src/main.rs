@@ -3,6 +3,7 @@
 mod bench_boot;
 mod bench_disk;
 mod bench_disk_guest;
+mod debian_image;
 mod defmt_rx;
 mod disk_boot_cases;
 mod disk_cases;
@@ -132,6 +133,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ovf::Cmd,
     },
+    /// Guest disk images: `debian`, a bootable Debian 12 VHD from Debian's packages.
+    Image {
+        #[command(subcommand)]
+        what: debian_image::Cmd,
+    },
     /// The VHD host tool (create, info, check, convert, compare).
     Vhd {
         #[command(subcommand)]
@@ -256,6 +262,7 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
         Cmd::Bench { what: Bench::Disk } => bench_disk::bench(),
         Cmd::LinuxGuest { cmd } => linux_guest::run(cmd),
         Cmd::Ovf { cmd } => ovf::run(cmd),
+        Cmd::Image { what } => debian_image::run(what),
         Cmd::Vhd { .. }
         | Cmd::Bench {
             what: Bench::Vhd(_),

@@ -48,6 +48,16 @@ pub const E2FSPROGS: Tool = Tool {
     binary: "/usr/sbin/e2fsck",
     packages: &["e2fsprogs"],
 };
+/// Debian systems from Debian's packages (`cargo xtask image debian`).
+pub const MMDEBSTRAP: Tool = Tool {
+    binary: "mmdebstrap",
+    packages: &["mmdebstrap"],
+};
+/// For zstd-compressed initramfs images (Debian's default where zstd is installed).
+pub const ZSTD: Tool = Tool {
+    binary: "zstd",
+    packages: &["zstd"],
+};
 pub const OBJCOPY: Tool = Tool {
     binary: "objcopy",
     packages: &["binutils"],
@@ -111,7 +121,7 @@ fn grub_pc_present() -> bool {
     std::path::Path::new("/usr/lib/grub/i386-pc/modinfo.sh").exists()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

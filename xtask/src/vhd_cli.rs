@@ -3,7 +3,7 @@
 mod bench;
 pub(crate) mod image;
 mod info;
-mod size;
+pub mod size;
 
 use clap::{Subcommand, ValueEnum};
 use image::{Source, TempOutput};
