@@ -139,3 +139,63 @@ pub fn setup_bad() -> Result<()> {
     )?;
     Ok(())
 }
+
+/// The Debian image (`cargo xtask image debian`) as one VM's disk: a differencing child of the
+/// image, booted on the Xen face, then the same child on the Hyper-V face (`janus.check` runs
+/// the image's boot check, which powers off).
+pub fn setup_debian() -> Result<()> {
+    let base = crate::debian_image::ensure_default()?;
+    let d = out_dir().join("debian-boot");
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    vhd::fs::create_differencing(
+        &d.join("debian.vhd"),
+        &base,
+        None,
+        &vhd::fs::create_options(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (file, name, face) in [
+        ("1-xen.toml", "deb-xen", "xen"),
+        ("2-hyperv.toml", "deb-hv", "hyperv"),
+    ] {
+        std::fs::write(
+            d.join(file),
+            format!(
+                "# Made by `cargo xtask test` (qemu-svm-debian-image-moves-between-faces).\n\
+                 [[vm]]\nname = \"{name}\"\npersonality = \"{face}\"\nmemory_mib = 512\nvcpus = 2\n\
+                 cmdline = \"janus.check\"\n\
+                 [[vm.disk]]\npath = \"debian.vhd\"\n"
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// After the boots: the file system is clean and holds the marker each face's boot wrote.
+pub fn verify_debian(faces: &[&str]) -> Result<()> {
+    let d = out_dir().join("debian-boot");
+    let raw = d.join("after.raw");
+    let _ = std::fs::remove_file(&raw);
+    let mut src =
+        crate::vhd_cli::image::Source::open(&d.join("debian.vhd")).map_err(anyhow::Error::msg)?;
+    crate::vhd_cli::image::write_raw(&mut src, &raw).map_err(anyhow::Error::msg)?;
+    run(
+        Command::new(e2fs("e2fsck")).arg("-fn").arg(&raw),
+        "e2fsck -fn (debian.vhd)",
+    )?;
+    let listing = run(
+        Command::new(e2fs("debugfs"))
+            .arg("-R")
+            .arg("ls -p /var/lib/janus")
+            .arg(&raw),
+        "debugfs ls",
+    )?;
+    for face in faces {
+        if !listing.contains(&format!("/seen-{face}/")) {
+            anyhow::bail!("the image holds no marker of the {face} boot: {listing}");
+        }
+    }
+    std::fs::remove_file(&raw)?;
+    Ok(())
+}

@@ -96,6 +96,21 @@ pub fn run(cmd: Cmd) -> Result<bool> {
     }
 }
 
+/// Builds the default image unless it is up to date (what the suite's Debian case needs).
+pub fn ensure_default() -> Result<PathBuf> {
+    let args = DebianArgs {
+        output: None,
+        size: recipe::DEFAULT_SIZE.to_string(),
+        mirror: None,
+        force: false,
+        check: false,
+    };
+    if !debian(&args)? {
+        anyhow::bail!("the Debian image could not be built");
+    }
+    Ok(default_output())
+}
+
 /// The image `cargo xtask image debian` writes by default.
 pub fn default_output() -> PathBuf {
     out_dir().join("debian.vhd")

@@ -152,6 +152,38 @@ pub fn getty_rules() -> String {
         .to_string()
 }
 
+/// What the suite's Debian case runs once the system is up, when the kernel command line says
+/// `janus.check` (otherwise nothing): the face systemd detects, the root device, whether the
+/// system is healthy (`systemctl is-system-running`, or what failed), a marker of this boot's
+/// face on the root file system beside those of earlier boots, then a power-off. Lines go to
+/// the console as `JANUS-DEBIAN …`; the host checks the markers in the image afterwards.
+pub const CHECK_SCRIPT: &str = r#"#!/bin/sh
+grep -qw janus.check /proc/cmdline || exit 0
+say() { echo "JANUS-DEBIAN $*" > /dev/console; }
+face=$(systemd-detect-virt)
+say "face $face"
+say "root $(findmnt -no SOURCE /)"
+state=$(systemctl is-system-running --wait)
+if [ "$state" = running ]; then
+    say "system running"
+else
+    say "system $state: $(systemctl --failed --no-legend --plain | cut -d' ' -f1 | tr '
+' ' ')"
+fi
+mkdir -p /var/lib/janus
+echo "$face" > "/var/lib/janus/seen-$face"
+sync
+say "seen $(ls /var/lib/janus | tr '
+' ' ')"
+systemctl poweroff
+"#;
+
+/// Its unit: a simple service (started, not awaited), so that waiting for the system to be
+/// running inside it cannot wait on itself.
+pub const CHECK_UNIT: &str = "[Unit]\nDescription=Janus boot check (janus.check on the kernel command line)\n\
+After=multi-user.target\n\n[Service]\nType=simple\nExecStart=/usr/local/sbin/janus-check\n\n\
+[Install]\nWantedBy=multi-user.target\n";
+
 /// The customize hook: run by mmdebstrap on the host (`sh`, the tree in `$1`) after every
 /// package is installed; commands for the system itself run in it with `chroot "$1"`.
 pub fn customize_script() -> String {
@@ -170,6 +202,14 @@ mkdir -p "$root/etc/udev/rules.d"
 cat > "$root{GETTY_RULES}" <<'EOF'
 {rules}EOF
 ln -sf /dev/null "$root/etc/systemd/system/systemd-firstboot.service"
+echo "janus: the boot check (janus.check)"
+mkdir -p "$root/usr/local/sbin"
+cat > "$root/usr/local/sbin/janus-check" <<'EOF'
+{check}EOF
+chmod 755 "$root/usr/local/sbin/janus-check"
+printf '{unit}' > "$root/etc/systemd/system/janus-check.service"
+mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
+ln -sf /etc/systemd/system/janus-check.service "$root/etc/systemd/system/multi-user.target.wants/janus-check.service"
 echo "janus: the initramfs loads {mods}"
 mkdir -p "$root/etc/initramfs-tools/conf.d"
 printf '%s\n' '{initramfs_conf}' > "$root/etc/initramfs-tools/conf.d/janus"
@@ -182,6 +222,8 @@ echo "janus: configured"
 "#,
         fstab = fstab_line(),
         rules = getty_rules(),
+        check = CHECK_SCRIPT,
+        unit = CHECK_UNIT,
         mods = INITRD_MODULES.join(", "),
         initramfs_conf = INITRAMFS_CONF,
     )

@@ -618,6 +618,54 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             &[("xen-disk-boot", "poweroff"), ("hv-disk-boot", "poweroff")],
         )
     });
+    // The real Debian image (`cargo xtask image debian`) boots from its disk to a running
+    // systemd on the Xen face, then the same disk on the Hyper-V face, which sees what the
+    // first boot wrote; the image's boot check reports the face, the root device and the
+    // system's state, and the host checks the file system and both boots' markers after each.
+    let debian = |name: &'static str,
+                  manifest: &'static str,
+                  ends: &'static [(&'static str, &'static str)],
+                  com1: &'static [&'static str]| Case {
+        timeout_s: 600,
+        absent: &[
+            "JANUS-DEBIAN system degraded",
+            "JANUS-DEBIAN system starting",
+        ],
+        ..linux(name, manifest, com1, &[], ends)
+    };
+    v.push(Case {
+        setup: Some(crate::disk_boot_cases::setup_debian),
+        verify: Some(|| crate::disk_boot_cases::verify_debian(&["xen"])),
+        then: vec![Case {
+            verify: Some(|| crate::disk_boot_cases::verify_debian(&["xen", "microsoft"])),
+            ..debian(
+                "qemu-svm-debian-image-moves-between-faces-boot-2-hyperv",
+                "target/janus/debian-boot/2-hyperv.toml",
+                &[("deb-hv", "poweroff")],
+                &[
+                    "vm deb-hv: boots Debian's /vmlinuz link from debian.vhd (sector 0): /vmlinuz + /initrd.img",
+                    "[deb-hv] JANUS-DEBIAN face microsoft",
+                    "[deb-hv] JANUS-DEBIAN root /dev/sda",
+                    "[deb-hv] JANUS-DEBIAN system running",
+                    "[deb-hv] JANUS-DEBIAN seen seen-microsoft seen-xen",
+                    "vm deb-hv: stopped: powered off",
+                ],
+            )
+        }],
+        ..debian(
+            "qemu-svm-debian-image-moves-between-faces",
+            "target/janus/debian-boot/1-xen.toml",
+            &[("deb-xen", "poweroff")],
+            &[
+                "vm deb-xen: boots Debian's /vmlinuz link from debian.vhd (sector 0): /vmlinuz + /initrd.img",
+                "[deb-xen] JANUS-DEBIAN face xen",
+                "[deb-xen] JANUS-DEBIAN root /dev/xvda",
+                "[deb-xen] JANUS-DEBIAN system running",
+                "[deb-xen] JANUS-DEBIAN seen seen-xen",
+                "vm deb-xen: stopped: powered off",
+            ],
+        )
+    });
     // The host asks a Xen guest to shut down (control/shutdown); Linux's xenbus runs its
     // orderly power-off, and the VM powers off long before the guest would by itself.
     v.push(Case {
