@@ -11,12 +11,13 @@
 pub mod gpadl;
 pub mod ic;
 pub mod ring;
+mod serve;
 pub mod wire;
 
 use crate::status::HvStatus;
 use crate::storvsc;
-use core::sync::atomic::{Ordering, fence};
-use ring::{Broken, DESCRIPTOR, Descriptor, Ring, TRAILER};
+use ring::{Broken, DESCRIPTOR, Descriptor, Ring};
+use serve::{Rings, put_packet, serve_ic, serve_rings};
 use virt::GuestMemory;
 use virt::block::DiskInfo;
 use virt::personality::{Host, ShutdownKind};
@@ -67,11 +68,11 @@ pub struct Open {
     pub gpadl: u32,
     pub target_vp: u32,
     /// First page of the guest's incoming ring in the GPADL.
-    in_page: usize,
+    pub(super) in_page: usize,
     /// The host's read index of the guest's outgoing ring.
-    out_read: u32,
+    pub(super) out_read: u32,
     /// The host's write index of the guest's incoming ring.
-    in_write: u32,
+    pub(super) in_write: u32,
     pub session: storvsc::Session,
     pub ic: ic::Ic,
     /// Served up to the budget; the rest waits for the retried signal.
@@ -503,171 +504,6 @@ impl Vmbus {
             }
         }
     }
-}
-
-struct Rings<'a> {
-    /// The guest's outgoing ring (requests to the host).
-    out: Ring<'a>,
-    /// The guest's incoming ring (completions from the host).
-    inc: Ring<'a>,
-}
-
-fn serve_rings(
-    open: &mut Open,
-    r: &Rings<'_>,
-    target: &storvsc::Target,
-    mem: &dyn GuestMemory,
-    host: &mut dyn Host,
-) -> Result<Served, Broken> {
-    let need = (storvsc::COMPLETION_LEN + TRAILER) as u32;
-    let mut budget = BUDGET;
-    let start_write = open.in_write;
-    let mut wrote = false;
-    let mut more = false;
-    let mut blocked = false;
-    loop {
-        let w = r.out.guest_index(mem, true)?;
-        while open.out_read != w {
-            if budget == 0 {
-                more = true;
-                break;
-            }
-            let avail = r.out.distance(open.out_read, w) as usize;
-            if avail < DESCRIPTOR + TRAILER {
-                return Err(Broken);
-            }
-            let mut d = [0u8; DESCRIPTOR];
-            r.out.read(mem, open.out_read, &mut d)?;
-            let desc = Descriptor::parse(&d);
-            if desc.len < DESCRIPTOR || desc.len + TRAILER > avail || desc.offset > desc.len {
-                return Err(Broken);
-            }
-            // The answer must fit before the request is taken, so that a request is done
-            // once; one byte always stays free.
-            let unread = r
-                .inc
-                .distance(r.inc.guest_index(mem, false)?, open.in_write);
-            if r.inc.size() - unread <= need {
-                blocked = true;
-                break;
-            }
-            budget -= 1;
-            let mut packet = [0u8; MAX_PACKET];
-            let reply = match packet.get_mut(..desc.len) {
-                Some(p) => {
-                    r.out.read(mem, open.out_read, p)?;
-                    storvsc::handle(&mut open.session, &desc, p, target, mem, host)
-                }
-                None => storvsc::refuse(&desc),
-            };
-            open.out_read = r.out.advance(open.out_read, desc.len + TRAILER);
-            if let Some(c) = reply {
-                let old = open.in_write;
-                let mut bytes = [0u8; storvsc::COMPLETION_LEN + TRAILER];
-                bytes[..storvsc::COMPLETION_LEN].copy_from_slice(&c);
-                bytes[storvsc::COMPLETION_LEN..]
-                    .copy_from_slice(&(u64::from(old) << 32).to_le_bytes());
-                r.inc.write(mem, old, &bytes)?;
-                open.in_write = r.inc.advance(old, bytes.len());
-                wrote = true;
-            }
-        }
-        // The completions are in place before the index says so.
-        fence(Ordering::Release);
-        r.inc.publish(mem, true, open.in_write)?;
-        r.out.publish(mem, false, open.out_read)?;
-        fence(Ordering::SeqCst);
-        // A packet queued after the write index was read did not signal (the ring was not
-        // empty to the guest): look once more after publishing the read index.
-        if more || blocked || r.out.guest_index(mem, true)? == open.out_read {
-            break;
-        }
-    }
-    // Blocked: the guest signals once it has read enough (Linux's pending_send_sz check).
-    r.inc
-        .set_pending_send_sz(mem, if blocked { need } else { 0 })?;
-    // Signal when the guest is not masking and had read everything before this pass: a
-    // guest still reading finds the new packets on its own.
-    let signal =
-        wrote && !r.inc.interrupt_mask(mem)? && r.inc.guest_index(mem, false)? == start_write;
-    Ok(Served {
-        signal: signal.then_some(open.target_vp),
-        more,
-    })
-}
-
-/// Writes one packet (descriptor, payload padded to 8, trailer) at the host's write index of
-/// `inc` and publishes it; false when the ring lacks room (one byte always stays free).
-fn put_packet(
-    inc: &Ring<'_>,
-    write: &mut u32,
-    d: &Descriptor,
-    payload: &[u8],
-    mem: &dyn GuestMemory,
-) -> Result<bool, Broken> {
-    let total = d.len + TRAILER;
-    let unread = inc.distance(inc.guest_index(mem, false)?, *write);
-    if (inc.size() - unread) as usize <= total {
-        return Ok(false);
-    }
-    let old = *write;
-    inc.write(mem, old, &d.encode())?;
-    inc.write(mem, inc.advance(old, DESCRIPTOR), payload)?;
-    let pad = d.len - DESCRIPTOR - payload.len();
-    inc.write(
-        mem,
-        inc.advance(old, DESCRIPTOR + payload.len()),
-        &[0u8; 8][..pad],
-    )?;
-    inc.write(
-        mem,
-        inc.advance(old, d.len),
-        &(u64::from(old) << 32).to_le_bytes(),
-    )?;
-    *write = inc.advance(old, total);
-    fence(Ordering::Release);
-    inc.publish(mem, true, *write)?;
-    Ok(true)
-}
-
-/// Reads what the guest sent on the shutdown service: its answers.
-fn serve_ic(open: &mut Open, r: &Rings<'_>, mem: &dyn GuestMemory) -> Result<Served, Broken> {
-    let mut budget = BUDGET;
-    loop {
-        let w = r.out.guest_index(mem, true)?;
-        while open.out_read != w && budget > 0 {
-            budget -= 1;
-            let avail = r.out.distance(open.out_read, w) as usize;
-            let mut d = [0u8; DESCRIPTOR];
-            if avail < DESCRIPTOR + TRAILER {
-                return Err(Broken);
-            }
-            r.out.read(mem, open.out_read, &mut d)?;
-            let desc = Descriptor::parse(&d);
-            if desc.len < DESCRIPTOR || desc.len + TRAILER > avail || desc.offset > desc.len {
-                return Err(Broken);
-            }
-            // Only the headers matter to the host.
-            let mut head = [0u8; 64];
-            let n = (desc.len - desc.offset).min(head.len());
-            r.out.read(
-                mem,
-                r.out.advance(open.out_read, desc.offset),
-                &mut head[..n],
-            )?;
-            open.ic.answer(&head[..n]);
-            open.out_read = r.out.advance(open.out_read, desc.len + TRAILER);
-        }
-        r.out.publish(mem, false, open.out_read)?;
-        fence(Ordering::SeqCst);
-        if budget == 0 || r.out.guest_index(mem, true)? == open.out_read {
-            break;
-        }
-    }
-    Ok(Served {
-        signal: None,
-        more: budget == 0,
-    })
 }
 
 /// OFFERCHANNEL for `c`: a SCSI controller, no monitored notification (so the guest signals
