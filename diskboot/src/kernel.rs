@@ -205,6 +205,31 @@ mod tests {
         );
     }
 
+    /// What the kernel build's gzip writes: a header (here with a file name, which `gzip -n`
+    /// leaves out), raw deflate, CRC and size.
+    #[test]
+    fn gzip_payloads_decode() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 / 13) as u8).collect();
+        let mut gz = vec![0x1f, 0x8b, 8, 8, 0, 0, 0, 0, 0, 3];
+        gz.extend_from_slice(b"vmlinux.bin\0");
+        gz.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&data, 9));
+        gz.extend_from_slice(&[0; 8]);
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(decompress(&gz, data.len(), &mut out), Ok(data.len()));
+        assert_eq!(out, data);
+        // Another method than deflate, and a cut stream.
+        let mut bad = gz.clone();
+        bad[2] = 7;
+        assert!(matches!(
+            decompress(&bad, data.len(), &mut out),
+            Err(Error::Corrupt(_))
+        ));
+        assert!(matches!(
+            decompress(&gz[..gz.len() / 2], data.len(), &mut out),
+            Err(Error::Corrupt(_))
+        ));
+    }
+
     #[test]
     fn other_compressors_are_named() {
         let mut out = [0u8; 16];
