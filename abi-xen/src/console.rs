@@ -1,4 +1,5 @@
-//! Guest console output: `CONSOLEIO_write`, the PV console ring behind hvc0, and port 0xE9.
+//! The guest console: `CONSOLEIO_write`, the PV console ring behind hvc0 (output drained,
+//! input typed on the host's console produced into its `in` side), and port 0xE9.
 
 use crate::errno::Errno;
 use crate::hypercall::{Cx, Outcome};
@@ -14,6 +15,9 @@ const CONSOLEIO_READ: u64 = 1;
 const WRITE_BUDGET: u64 = 4096;
 
 /// `xencons_interface`: in[1024], out[2048], then the four indices.
+const IN_SIZE: u32 = 1024;
+const IN_CONS: u64 = 3072;
+const IN_PROD: u64 = 3076;
 const RING_OUT: u64 = 1024;
 const OUT_SIZE: u32 = 2048;
 const OUT_CONS: u64 = 3080;
@@ -52,22 +56,55 @@ pub(crate) fn console_io(x: &mut Xen, cx: &mut Cx<'_>, args: [u64; 5]) -> Outcom
             let _ = x;
             Ok(0).into()
         }
-        // No console input source exists: reading yields nothing, truthfully.
+        // Typed input goes to the console ring (`input`), which is what a domU reads.
         CONSOLEIO_READ => Ok(0).into(),
         _ => Err(Errno::ENOSYS).into(),
     }
 }
 
-/// Consumes everything in the console ring's out buffer, then tells the guest there is room.
-/// Nothing is ever produced into `in`.
-pub(crate) fn drain_ring(x: &Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
-    let Some(pfn) = x.cfg.console_pfn else {
-        return;
-    };
-    let Some(ring) = pfn
+/// The console ring page's address, if the guest has one.
+fn ring_gpa(x: &Xen) -> Option<u64> {
+    x.cfg
+        .console_pfn?
         .checked_mul(0x1000)
         .filter(|r| r.checked_add(0x1000).is_some())
-    else {
+}
+
+/// Produces `bytes` into the ring's `in` side as far as there is room, then notifies the
+/// guest. `None`: this guest has no console ring. Indices the guest left further apart than
+/// the ring count as a full ring: the host keeps its bytes rather than guess.
+pub(crate) fn input(
+    x: &Xen,
+    bytes: &[u8],
+    mem: &dyn GuestMemory,
+    host: &mut dyn Host,
+) -> Option<usize> {
+    let ring = ring_gpa(x)?;
+    let (Ok(cons), Ok(prod)) = (mem.read_u32(ring + IN_CONS), mem.read_u32(ring + IN_PROD)) else {
+        return Some(0);
+    };
+    let used = prod.wrapping_sub(cons);
+    if used >= IN_SIZE {
+        return Some(0);
+    }
+    let n = bytes.len().min((IN_SIZE - used) as usize);
+    let mut at = prod;
+    for &b in &bytes[..n] {
+        if mem.write(ring + u64::from(at % IN_SIZE), &[b]).is_err() {
+            return Some(0);
+        }
+        at = at.wrapping_add(1);
+    }
+    // The bytes are in place before the producer index says so (x86 keeps stores in order).
+    if n > 0 && mem.write_u32(ring + IN_PROD, at).is_ok() && x.ports.is_bound(CONSOLE_PORT) {
+        evtchn::set_pending(x, mem, host, CONSOLE_PORT);
+    }
+    Some(n)
+}
+
+/// Consumes everything in the console ring's out buffer, then tells the guest there is room.
+pub(crate) fn drain_ring(x: &Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
+    let Some(ring) = ring_gpa(x) else {
         return;
     };
     let (Ok(mut cons), Ok(prod)) = (mem.read_u32(ring + OUT_CONS), mem.read_u32(ring + OUT_PROD))

@@ -453,4 +453,13 @@ impl Personality for Xen {
         }
         true
     }
+
+    fn console_input(
+        &mut self,
+        bytes: &[u8],
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Option<usize> {
+        console::input(self, bytes, mem, host)
+    }
 }

@@ -367,9 +367,14 @@ fn bad_handshakes_and_a_frontend_that_starts_over() {
     assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("2"));
     connect(&mut e, FE, RING_REF, RING_PFN);
     assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("4"));
-    // Closing → Closed.
+    // Closing is answered with Closing (what Linux waits for at shutdown), Closed with
+    // Closed, and a frontend that starts again finds InitWait.
     write(&mut e, &format!("{FE}/state"), "5");
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("5"));
+    write(&mut e, &format!("{FE}/state"), "6");
     assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("6"));
+    write(&mut e, &format!("{FE}/state"), "1");
+    assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("2"));
     // A 32-bit frontend's layout is refused; so is a port not bound for domain 0.
     let mut e = guest();
     let port32 = alloc_unbound(&mut e);

@@ -164,6 +164,51 @@ fn console_ring_is_drained_on_send_and_yield() {
     assert_eq!(e.u32_at(ring + 3076), 0);
 }
 
+/// Typed bytes go into the ring's `in` side up to its 1024 bytes, across the wrap, and the
+/// guest is notified; a guest with no ring, or with indices no driver could leave, gets none.
+#[test]
+fn console_input_fills_the_in_ring() {
+    let mut e = Env::new();
+    e.boot();
+    let ring = CONSOLE_PFN << 12;
+    e.mem.write_u32(ring + 3072, 1020).unwrap();
+    e.mem.write_u32(ring + 3076, 1020).unwrap();
+    e.clear_pending(1);
+    let got = e.xen.console_input(b"root\r", &mut e.mem, &mut e.host);
+    assert_eq!(got, Some(5));
+    assert_eq!(e.u32_at(ring + 3076), 1025, "producer moved past the bytes");
+    let mut wrapped = [0u8; 5];
+    e.mem.read(ring + 1020, &mut wrapped[..4]).unwrap();
+    e.mem.read(ring, &mut wrapped[4..]).unwrap();
+    assert_eq!(&wrapped, b"root\r");
+    assert!(e.pending(1), "the guest is told there is input");
+    // Full: only what fits is taken.
+    let big = vec![b'x'; 2000];
+    assert_eq!(
+        e.xen.console_input(&big, &mut e.mem, &mut e.host),
+        Some(1019)
+    );
+    assert_eq!(e.xen.console_input(b"y", &mut e.mem, &mut e.host), Some(0));
+    // The guest consumed five: room for five.
+    e.mem.write_u32(ring + 3072, 1025).unwrap();
+    assert_eq!(
+        e.xen.console_input(b"abcdefgh", &mut e.mem, &mut e.host),
+        Some(5)
+    );
+    // Corrupt indices: nothing written, nothing lost on the host's side.
+    e.mem.write_u32(ring + 3072, 0).unwrap();
+    e.mem.write_u32(ring + 3076, 9000).unwrap();
+    assert_eq!(e.xen.console_input(b"z", &mut e.mem, &mut e.host), Some(0));
+    assert_eq!(e.u32_at(ring + 3076), 9000);
+    let mut cfg = config();
+    cfg.console_pfn = None;
+    let mut bare = Env::with(cfg, 1);
+    assert_eq!(
+        bare.xen.console_input(b"a", &mut bare.mem, &mut bare.host),
+        None
+    );
+}
+
 #[test]
 fn port_e9_is_line_buffered() {
     let mut e = Env::new();

@@ -20,6 +20,7 @@ const FIFO_CTRL: u16 = 2;
 const LINE_CTRL: u16 = 3;
 const MODEM_CTRL: u16 = 4;
 const LINE_STATUS: u16 = 5;
+const LSR_DATA_READY: u8 = 1 << 0;
 const LSR_THR_EMPTY: u8 = 1 << 5;
 const LSR_TX_IDLE: u8 = 1 << 6;
 /// Bounded wait for a slow transmitter (an emulator's UART under load can take a while):
@@ -90,6 +91,28 @@ impl HostSerial {
 
 impl embedded_io::ErrorType for HostSerial {
     type Error = Infallible;
+}
+
+impl embedded_io::ReadReady for HostSerial {
+    fn read_ready(&mut self) -> Result<bool, Infallible> {
+        let s = self.status();
+        Ok(s != NO_UART && s & LSR_DATA_READY != 0)
+    }
+}
+
+impl embedded_io::Read for HostSerial {
+    /// Waits for a byte when none has arrived: call it after `read_ready` says one has.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        let Some(first) = buf.first_mut() else {
+            return Ok(0);
+        };
+        while !embedded_io::ReadReady::read_ready(self)? {
+            core::hint::spin_loop();
+        }
+        // SAFETY: reads the UART's receive buffer register; no memory effects.
+        *first = unsafe { inb(self.base + DATA) };
+        Ok(1)
+    }
 }
 
 impl embedded_io::Write for HostSerial {

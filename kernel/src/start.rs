@@ -233,6 +233,8 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         machine::VM_COUNT.store(i + 1, Ordering::Release);
     }
     println!("janus: running {started} VM(s)");
+    // The origin of guest timings (time to a login prompt) on the hypervisor's clock.
+    defmt::info!("vms-start {=u64}", crate::arch::tsc::now_ns());
     report::WATCH.store(opts.watch, Ordering::Relaxed);
     if let Some(secs) = opts.shutdown_after_s {
         crate::vm::shutdown::arm(secs);

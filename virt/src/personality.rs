@@ -205,4 +205,17 @@ pub trait Personality {
         let _ = (kind, mem, host);
         false
     }
+    /// Bytes typed on the host's console for this guest, delivered the way this ABI's console
+    /// takes input (Xen: the PV console ring's `in` side). Returns how many were taken (the
+    /// rest waits for room), or `None` when the ABI has no console of its own for this guest
+    /// and the kernel's emulated UART takes them instead.
+    fn console_input(
+        &mut self,
+        bytes: &[u8],
+        mem: &mut dyn GuestMemory,
+        host: &mut dyn Host,
+    ) -> Option<usize> {
+        let _ = (bytes, mem, host);
+        None
+    }
 }

@@ -157,8 +157,9 @@ pub fn bench() -> Result<bool> {
                 cpus: 2,
                 echo: false,
                 nvme: vec![],
+                input: Default::default(),
             };
-            let outcome = emulator::run(Emulator::Qemu, &spec)?;
+            let outcome = emulator::run(Emulator::Qemu, spec)?;
             if let Err(why) = &outcome.verdict {
                 bail!("{} under Janus: {why}", face.vm);
             }

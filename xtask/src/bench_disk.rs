@@ -83,6 +83,7 @@ pub fn bench() -> Result<bool> {
         cpus: 2,
         echo: false,
         nvme: Vec::new(),
+        input: Default::default(),
     };
     let outcome = staged.disks.run(Emulator::Qemu, spec)?;
     if let Err(why) = &outcome.verdict {

@@ -91,6 +91,7 @@ fn under_janus(face: &str, dir: &Path) -> Result<Vec<(String, u64, f64)>> {
         cpus: 2,
         echo: false,
         nvme: Vec::new(),
+        input: Default::default(),
     };
     let outcome = staged.disks.run(Emulator::Qemu, spec)?;
     if let Err(why) = &outcome.verdict {

@@ -40,7 +40,8 @@ impl Decoder {
                     Ok(frame) => {
                         let level = frame.level().map_or("print", |l| l.as_str());
                         let line = format!("{level} {}", frame.display_message());
-                        if echo {
+                        // The per-line stamps of guest consoles would double every guest line.
+                        if echo && !line.starts_with("info con ") {
                             let t = start.elapsed().as_secs_f64();
                             println!("[defmt {t:8.3}] {line}");
                         }

@@ -175,15 +175,7 @@ pub fn setup_debian() -> Result<()> {
 /// After the boots: the file system is clean and holds the marker each face's boot wrote.
 pub fn verify_debian(faces: &[&str]) -> Result<()> {
     let d = out_dir().join("debian-boot");
-    let raw = d.join("after.raw");
-    let _ = std::fs::remove_file(&raw);
-    let mut src =
-        crate::vhd_cli::image::Source::open(&d.join("debian.vhd")).map_err(anyhow::Error::msg)?;
-    crate::vhd_cli::image::write_raw(&mut src, &raw).map_err(anyhow::Error::msg)?;
-    run(
-        Command::new(e2fs("e2fsck")).arg("-fn").arg(&raw),
-        "e2fsck -fn (debian.vhd)",
-    )?;
+    let raw = checked_raw(&d.join("debian.vhd"), &d.join("after.raw"))?;
     let listing = run(
         Command::new(e2fs("debugfs"))
             .arg("-R")
@@ -197,5 +189,34 @@ pub fn verify_debian(faces: &[&str]) -> Result<()> {
         }
     }
     std::fs::remove_file(&raw)?;
+    Ok(())
+}
+
+/// The disk `vhd` holds (its chain read through) written out to `raw`, which `e2fsck -fn`
+/// found clean.
+fn checked_raw(vhd: &Path, raw: &Path) -> Result<PathBuf> {
+    let _ = std::fs::remove_file(raw);
+    let mut src = crate::vhd_cli::image::Source::open(vhd).map_err(anyhow::Error::msg)?;
+    crate::vhd_cli::image::write_raw(&mut src, raw).map_err(anyhow::Error::msg)?;
+    run(
+        Command::new(e2fs("e2fsck")).arg("-fn").arg(raw),
+        &format!("e2fsck -fn ({})", crate::util::shown(vhd)),
+    )?;
+    Ok(raw.to_path_buf())
+}
+
+/// The default demo's disks (manifests/default.toml), made as `cargo xtask run` makes them.
+pub fn setup_demo() -> Result<()> {
+    let text = std::fs::read_to_string(crate::util::root().join("manifests/default.toml"))?;
+    crate::demo::prepare_for(&text)
+}
+
+/// After a demo run: each VM's disk holds a clean file system.
+pub fn verify_demo() -> Result<()> {
+    let d = out_dir().join("demo");
+    for vm in ["debian-xen", "debian-hyperv"] {
+        let raw = checked_raw(&d.join(format!("{vm}.vhd")), &d.join("check.raw"))?;
+        std::fs::remove_file(&raw)?;
+    }
     Ok(())
 }

@@ -204,6 +204,7 @@ pub fn power_cut(images: &crate::image::Images, runs: usize) -> Result<()> {
             cpus: 2,
             echo: false,
             nvme: Vec::new(),
+            input: Default::default(),
         };
         let outcome = staged.disks.run(Emulator::Qemu, spec)?;
         if !outcome.timed_out {

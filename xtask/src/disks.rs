@@ -173,7 +173,7 @@ impl DiskSet {
         spec.nvme = self.namespaces();
         spec.nvme.extend(extra);
         self.grow()?;
-        let outcome = crate::emulator::run(emulator, &spec);
+        let outcome = crate::emulator::run(emulator, spec);
         self.trim()?;
         outcome
     }

@@ -115,8 +115,9 @@ pub fn guest(ops: u64, seed: Option<u64>) -> Result<bool> {
             cpus: 2,
             echo: false,
             nvme: Vec::new(),
+            input: Default::default(),
         };
-        let outcome = crate::emulator::run(Emulator::Qemu, &spec)?;
+        let outcome = crate::emulator::run(Emulator::Qemu, spec)?;
         let survived = outcome
             .com1
             .lines()

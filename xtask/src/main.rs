@@ -5,6 +5,7 @@ mod bench_disk;
 mod bench_disk_guest;
 mod debian_image;
 mod defmt_rx;
+mod demo;
 mod disk_boot_cases;
 mod disk_cases;
 mod disks;
@@ -20,6 +21,7 @@ mod ovf_cases;
 mod prereq;
 mod pxe;
 mod testsuite;
+mod typist;
 mod util;
 mod vhd_cli;
 mod xlcfg;
@@ -50,17 +52,23 @@ const DEFAULT_MANIFEST: &str = "manifests/default.toml";
 enum Cmd {
     /// Build target/janus/janus-boot and target/janus/janus-kernel.
     Build(BuildOpts),
-    /// Boot Janus with a manifest's VMs under an emulator; exit 0 only on success.
+    /// Boot Janus with a manifest's VMs under an emulator; exit 0 only on success. In a
+    /// terminal, what is typed goes to one VM's console (Ctrl-] n: the next VM, Ctrl-] q: shut
+    /// all down); otherwise it runs as with --until-login.
     Run {
         /// The VMs to run (TOML, xl.cfg .cfg, OVF .ovf/.ova); default: manifests/default.toml
-        /// (Linux on both faces).
+        /// (the Debian image on both faces).
         #[arg(long)]
         manifest: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "qemu")]
         emulator: Emulator,
-        /// Seconds before the run counts as failed.
-        #[arg(long, default_value_t = 300)]
-        timeout: u64,
+        /// Seconds before the run counts as failed (default: 600; none in a terminal).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Nobody types: once every VM shows its login prompt, report the time each took and
+        /// shut them all down cleanly; a VM that never shows one fails the run.
+        #[arg(long)]
+        until_login: bool,
         /// Extra words for the hypervisor's command line (e.g. janus.selftest=panic).
         #[arg(long, default_value = "")]
         cmdline: String,
@@ -173,10 +181,21 @@ fn exec(cli: Cli) -> ExitCode {
             manifest,
             emulator,
             timeout,
+            until_login,
             cmdline,
             nvme,
             build,
-        } => match run(manifest, emulator, timeout, cmdline, nvme, &build) {
+        } => match run(
+            manifest,
+            emulator,
+            Watch {
+                timeout,
+                until_login,
+            },
+            cmdline,
+            nvme,
+            &build,
+        ) {
             Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("xtask: error: {e:#}");
@@ -290,9 +309,11 @@ fn stage_in(
         Some(p) => ovf::translate(p, stage)?,
         None => path,
     };
-    // The Debian guest is fetched and the test guests built when a manifest names them.
+    // The Debian guest is fetched, the demo's disks made and the test guests built when a
+    // manifest names them.
     if let Ok(text) = std::fs::read_to_string(&path) {
         linux_guest::prepare_for(&text)?;
+        demo::prepare_for(&text)?;
     }
     // The test guests are built from source when a manifest names one.
     if std::fs::read_to_string(&path).is_ok_and(|t| t.contains("guests/probe")) {
@@ -305,14 +326,28 @@ fn stage_in(
     }
 }
 
+/// How `run` follows the VMs: `--timeout`, `--until-login`.
+struct Watch {
+    timeout: Option<u64>,
+    until_login: bool,
+}
+
+/// A run nobody watches ends by itself within this, unless `--timeout` says otherwise.
+const UNATTENDED_TIMEOUT_S: u64 = 600;
+
 fn run(
     manifest: Option<PathBuf>,
     emulator: Emulator,
-    timeout: u64,
+    watch: Watch,
     cmdline: String,
     nvme: Vec<PathBuf>,
     build: &BuildOpts,
 ) -> Result<u8> {
+    use std::io::IsTerminal;
+    let interactive = !watch.until_login && std::io::stdin().is_terminal();
+    if interactive && emulator != Emulator::Qemu {
+        anyhow::bail!("typing into the VMs needs --emulator qemu (or run with --until-login)");
+    }
     let images = image::build(build)?;
     let staged = stage(manifest, build)?;
     for vm in &staged.manifest.vms {
@@ -324,23 +359,65 @@ fn run(
             vm.vcpus
         );
     }
+    let names: Vec<String> = staged
+        .manifest
+        .vms
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    let input = if interactive {
+        println!(
+            "xtask: typing goes to one VM's console at a time: Ctrl-] n moves it to the next VM, \
+             Ctrl-] q shuts every VM down, Ctrl-] ? lists the keys"
+        );
+        emulator::Input::Terminal
+    } else {
+        emulator::Input::Typist(Box::new(typist::UntilLogin::new(names.clone())))
+    };
+    let timeout = match (watch.timeout, interactive) {
+        (Some(s), _) => Duration::from_secs(s),
+        // Someone is at the keyboard: the run lasts until they end it.
+        (None, true) => Duration::from_secs(u64::from(u32::MAX)),
+        (None, false) => Duration::from_secs(UNATTENDED_TIMEOUT_S),
+    };
     let spec = RunSpec {
         via: crate::emulator::Via::Loader,
         boot: images.boot,
         kernel: images.kernel,
         modules: staged.modules,
         cmdline,
-        timeout: Duration::from_secs(timeout),
+        timeout,
         memory_mib: 512 + staged.guest_memory_mib,
         cpus: 2.max(staged.max_vcpus),
         echo: true,
         nvme: nvme.into_iter().map(Into::into).collect(),
+        input,
     };
     let outcome = staged.disks.run(emulator, spec)?;
     for (vm, class) in outcome.vm_ends() {
         println!("xtask: vm {vm} ended: {class}");
     }
-    let code = outcome.exit_code();
+    let mut code = outcome.exit_code();
+    if !interactive {
+        let faces: Vec<&str> = staged
+            .manifest
+            .vms
+            .iter()
+            .map(|v| v.personality.as_str())
+            .collect();
+        for ((vm, secs), face) in demo::login_times(&outcome, &names)?.into_iter().zip(faces) {
+            match secs {
+                Some(s) => println!("login {vm} ({face}): {s:.1} s"),
+                None if watch.until_login => {
+                    println!("xtask: vm {vm} ({face}) never showed a login prompt");
+                    if code == emulator::exit_code::PASS {
+                        code = emulator::exit_code::VM_ERROR;
+                    }
+                }
+                None => {}
+            }
+        }
+    }
     match &outcome.verdict {
         Ok(()) => println!("xtask: run passed"),
         Err(why) => println!("xtask: run FAILED (exit code {code}): {why}"),

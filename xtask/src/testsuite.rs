@@ -196,6 +196,21 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
         vec![]
     };
     let disks = &staged.disks;
+    let names: Vec<String> = staged
+        .manifest
+        .vms
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    let input = match case.typing {
+        cases::Typing::Nobody => emulator::Input::None,
+        cases::Typing::UntilLogin => {
+            emulator::Input::Typist(Box::new(crate::typist::UntilLogin::new(names.clone())))
+        }
+        cases::Typing::LogInAndType => {
+            emulator::Input::Typist(Box::new(crate::typist::LogInAndType::new(names.clone())))
+        }
+    };
     let spec = RunSpec {
         via,
         boot: images.boot.clone(),
@@ -207,6 +222,7 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
         cpus: 2.max(staged.max_vcpus),
         echo: true,
         nvme: nvme.iter().cloned().map(Into::into).collect(),
+        input,
     };
     if let Some(tamper) = case.tamper {
         // Tampered disks are read-only ones: neither grown nor trimmed, so damaging them now
@@ -217,6 +233,16 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
         .run(case.emulator, spec)
         .map_err(|e| format!("{e:#}"))?;
     check(case, &outcome)?;
+    if case.typing == cases::Typing::UntilLogin {
+        for (vm, secs) in
+            crate::demo::login_times(&outcome, &names).map_err(|e| format!("{e:#}"))?
+        {
+            match secs {
+                Some(s) => println!("login {vm}: {s:.1} s"),
+                None => return Err(format!("vm {vm} never showed a login prompt")),
+            }
+        }
+    }
     if let Some(verify) = case.verify {
         crate::disk_cases::step(verify)?;
     }
@@ -388,7 +414,7 @@ fn line_says(line: &str, want: &str) -> bool {
 
 /// `vm`'s COM1 lines, each timed by the hypervisor's stamp of it (its clock, not the host's
 /// arrival time, which load on the host can move); the other lines as they were.
-fn hypervisor_timed(
+pub(crate) fn hypervisor_timed(
     lines: &[crate::linux_guest::TimedLine],
     vm: &str,
     stamps: Option<&Vec<(u32, u64)>>,

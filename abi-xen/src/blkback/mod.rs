@@ -4,8 +4,8 @@
 //!
 //! The nodes exist before the guest looks (frontend `state` 1, backend `state` 2, InitWait);
 //! when the frontend reports Initialised the backend reads `ring-ref` and `event-channel`,
-//! binds the port and goes Connected. A frontend that closes gets Closed, and one that starts
-//! over (a new driver, a rebooted guest) gets InitWait again. A ring whose indices no honest
+//! binds the port and goes Connected. A frontend that closes is answered Closing, then Closed,
+//! and one that starts over (a new driver, a rebooted guest) gets InitWait again. A ring whose indices no honest
 //! frontend could produce stops that disk (backend state Closed, an `error` node); the VM and
 //! its other disks carry on.
 
@@ -172,11 +172,17 @@ pub(crate) fn store_changed(x: &mut Xen, mem: &dyn GuestMemory) -> bool {
         let fe_state = read_number(x, &x.vbds[i].frontend(x, b"/state"));
         let want = match (fe_state, x.vbds[i].state) {
             (Some(INITIALISED | CONNECTED), INIT_WAIT) => connect(x, mem, i),
-            (Some(CLOSING | CLOSED), s) if s != CLOSED => {
+            // As Xen's blkback: Closing answers Closing (Linux's frontend waits for exactly
+            // that while the system shuts down), Closed answers Closed.
+            (Some(CLOSING), s) if s != CLOSING && s != CLOSED => {
+                x.vbds[i].ring = None;
+                CLOSING
+            }
+            (Some(CLOSED), s) if s != CLOSED => {
                 x.vbds[i].ring = None;
                 CLOSED
             }
-            (Some(INITIALISING), CLOSED) => INIT_WAIT,
+            (Some(INITIALISING), CLOSING | CLOSED) => INIT_WAIT,
             (_, s) => s,
         };
         if want != x.vbds[i].state {

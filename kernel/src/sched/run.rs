@@ -32,6 +32,7 @@ pub fn cpu_loop(cpu: usize) {
         if cpu == 0 {
             report::watch_tick(None);
             crate::vm::shutdown::tick();
+            crate::vm::console_input::tick();
         }
         let now = tsc::now_ns();
         let next = {
@@ -211,6 +212,7 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         }
         if cpu == 0 {
             report::watch_tick(Some((r, &*st)));
+            crate::vm::console_input::tick();
         }
         // Parked vCPUs of this pCPU may have been kicked or reached their deadline while this
         // one ran: they must be able to take the pCPU at the end of the slice.

@@ -94,9 +94,10 @@ pub struct Console<'a> {
     pub meter: &'a Mutex<Meter>,
 }
 
+/// Lines (and pieces of unfinished lines: `false`) kept for printing.
 #[derive(Default)]
 pub struct Outbox {
-    lines: heapless::Vec<Line, KEEP>,
+    lines: heapless::Vec<(Line, bool), KEEP>,
 }
 
 impl Outbox {
@@ -108,17 +109,26 @@ impl Outbox {
 
     /// Keeps `line`; when the box is full the oldest lines are printed at once instead.
     pub fn keep(&mut self, m: &dyn Machine, c: Console<'_>, line: &[u8]) {
+        self.keep_part(m, c, line, true);
+    }
+
+    /// Keeps the start of a line that has gone quiet unfinished; what follows continues it.
+    pub fn keep_piece(&mut self, m: &dyn Machine, c: Console<'_>, piece: &[u8]) {
+        self.keep_part(m, c, piece, false);
+    }
+
+    fn keep_part(&mut self, m: &dyn Machine, c: Console<'_>, text: &[u8], ends_line: bool) {
         let mut l = Line::new();
-        let _ = l.extend_from_slice(&line[..line.len().min(LINE_MAX)]);
-        if let Err(l) = self.lines.push(l) {
+        let _ = l.extend_from_slice(&text[..text.len().min(LINE_MAX)]);
+        if let Err(entry) = self.lines.push((l, ends_line)) {
             self.print(m, c);
-            let _ = self.lines.push(l);
+            let _ = self.lines.push(entry);
         }
     }
 
     pub fn print(&mut self, m: &dyn Machine, c: Console<'_>) {
-        for l in &self.lines {
-            print_line(m, c, l);
+        for (l, ends_line) in &self.lines {
+            print_part(m, c, l, *ends_line);
         }
         self.lines.clear();
     }
@@ -136,6 +146,10 @@ pub fn report_dropped(m: &dyn Machine, c: Console<'_>) {
 }
 
 pub fn print_line(m: &dyn Machine, c: Console<'_>, line: &[u8]) {
+    print_part(m, c, line, true);
+}
+
+fn print_part(m: &dyn Machine, c: Console<'_>, line: &[u8], ends_line: bool) {
     if !UNMETERED.load(Ordering::Relaxed) {
         let admitted = c.meter.lock().admit(m.now_ns(), line.len());
         match admitted {
@@ -147,7 +161,7 @@ pub fn print_line(m: &dyn Machine, c: Console<'_>, line: &[u8]) {
             )),
         }
     }
-    m.guest_line(c.vm, c.seq, format_args!("{}", Escaped(line)));
+    m.guest_line(c.vm, c.seq, format_args!("{}", Escaped(line)), ends_line);
 }
 
 /// Guest bytes as text: UTF-8 as it is, except that control characters (C0, DEL, C1) and bytes

@@ -91,8 +91,10 @@ impl Machine for HostMachine {
         vm: &str,
         seq: &core::sync::atomic::AtomicU32,
         text: core::fmt::Arguments<'_>,
+        ends_line: bool,
     ) {
-        crate::console::print_then(format_args!("[{vm}] {text}\n"), || {
+        let owner = core::ptr::from_ref(seq) as usize;
+        crate::console::guest_piece(owner, vm, text, ends_line, || {
             let n = seq.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             defmt::info!("con {=str} {=u32} {=u64}", vm, n, tsc::now_ns());
         });

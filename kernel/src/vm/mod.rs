@@ -6,6 +6,7 @@
 pub mod alias;
 pub mod bus;
 pub mod console;
+pub mod console_keys;
 pub mod cpuid;
 pub mod devices;
 pub mod dispatch;
@@ -25,6 +26,8 @@ pub mod stats;
 pub mod trace;
 pub mod uart;
 
+#[cfg(target_os = "none")]
+pub mod console_input;
 #[cfg(target_os = "none")]
 pub mod create;
 #[cfg(target_os = "none")]
@@ -74,11 +77,14 @@ pub trait Machine {
         io: &mut dyn FnMut(&mut dyn virt::block::Volume) -> Result<(), virt::block::VolumeError>,
     ) -> Result<(), virt::block::VolumeError>;
     /// Prints a line of `vm`'s console (`[vm] text`) and records on the log channel, in the
-    /// same order, the next number from `seq` and the host time it was printed.
+    /// same order, the next number from `seq` and the host time it was printed. Without
+    /// `ends_line` the text is the start of a line that stays open: the next text of the same
+    /// VM continues it (no new number), anything else printed first ends it.
     fn guest_line(
         &self,
         vm: &str,
         seq: &core::sync::atomic::AtomicU32,
         text: core::fmt::Arguments<'_>,
+        ends_line: bool,
     );
 }

@@ -91,6 +91,7 @@ impl Machine for FakeMachine {
         vm: &str,
         seq: &core::sync::atomic::AtomicU32,
         text: core::fmt::Arguments<'_>,
+        _ends_line: bool,
     ) {
         self.lines.borrow_mut().push(format!("[{vm}] {text}"));
         let n = seq.fetch_add(1, core::sync::atomic::Ordering::Relaxed);

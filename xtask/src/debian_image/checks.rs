@@ -171,6 +171,15 @@ pub fn filesystem(raw: &Path, work: &Path, r: &mut Report) -> Result<()> {
             Err(format!("{} is {rules:?}", recipe::GETTY_RULES))
         },
     );
+    let drop_in = debugfs(raw, &format!("cat {}", recipe::TTYS0_DROP_IN_PATH))?;
+    r.expect(
+        "no ttyS0 getty under Xen",
+        if drop_in == recipe::TTYS0_DROP_IN {
+            Ok(recipe::TTYS0_DROP_IN_PATH.into())
+        } else {
+            Err(format!("{} is {drop_in:?}", recipe::TTYS0_DROP_IN_PATH))
+        },
+    );
     let shadow = debugfs(raw, "cat /etc/shadow")?;
     r.expect(
         "root logs in without a password",

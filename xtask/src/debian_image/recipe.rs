@@ -138,7 +138,8 @@ pub fn fstab_line() -> String {
 }
 
 /// The udev rule: a getty on the Xen console (`hvc0`) and one on the Hyper-V face's serial
-/// port (`ttyS0`), each wanted when its device appears. Enabling the two `serial-getty@`
+/// port (`ttyS0`), each wanted when its device appears (the Xen face's VM has a serial port
+/// too, but its console is hvc0: [`TTYS0_DROP_IN`] keeps a second login prompt off it). Enabling the two `serial-getty@`
 /// units statically would make every boot wait 90 s for the device the other face lacks
 /// (the unit binds to its device); a serial port that does not answer (`type` 0, unknown)
 /// gets none.
@@ -151,6 +152,10 @@ pub fn getty_rules() -> String {
      TAG+=\"systemd\", ENV{SYSTEMD_WANTS}+=\"serial-getty@ttyS0.service\"\n"
         .to_string()
 }
+
+/// A drop-in for `serial-getty@ttyS0`: none under Xen, whose console is hvc0.
+pub const TTYS0_DROP_IN: &str = "[Unit]\nConditionVirtualization=!xen\n";
+pub const TTYS0_DROP_IN_PATH: &str = "/etc/systemd/system/serial-getty@ttyS0.service.d/janus.conf";
 
 /// What the suite's Debian case runs once the system is up, when the kernel command line says
 /// `janus.check` (otherwise nothing): the face systemd detects, the root device, whether the
@@ -201,6 +206,8 @@ chroot "$root" passwd --delete root
 mkdir -p "$root/etc/udev/rules.d"
 cat > "$root{GETTY_RULES}" <<'EOF'
 {rules}EOF
+mkdir -p "$(dirname "$root{TTYS0_DROP_IN_PATH}")"
+printf '{ttys0}' > "$root{TTYS0_DROP_IN_PATH}"
 ln -sf /dev/null "$root/etc/systemd/system/systemd-firstboot.service"
 echo "janus: the boot check (janus.check)"
 mkdir -p "$root/usr/local/sbin"
@@ -222,6 +229,7 @@ echo "janus: configured"
 "#,
         fstab = fstab_line(),
         rules = getty_rules(),
+        ttys0 = TTYS0_DROP_IN,
         check = CHECK_SCRIPT,
         unit = CHECK_UNIT,
         mods = INITRD_MODULES.join(", "),

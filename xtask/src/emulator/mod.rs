@@ -65,6 +65,26 @@ pub struct RunSpec {
     /// Raw files that become the namespaces (1, 2, …) of one NVMe controller (QEMU only).
     /// Files attached as the namespaces of one NVMe controller (QEMU), nsid 1 first.
     pub nvme: Vec<Namespace>,
+    /// What is typed on the hypervisor's console (COM1).
+    pub input: Input,
+}
+
+/// Who types on the hypervisor's console (QEMU only; Bochs runs get nothing typed).
+#[derive(Default)]
+pub enum Input {
+    /// Nobody: the emulator's standard input is empty.
+    #[default]
+    None,
+    /// The terminal xtask runs in, which QEMU's stdio backend takes over in raw mode.
+    Terminal,
+    /// A program that reads COM1 as it arrives and answers with keys.
+    Typist(Box<dyn Typist>),
+}
+
+/// Reads the hypervisor's console and types into it.
+pub trait Typist: Send {
+    /// COM1 bytes that just arrived; returns the keys to type now (empty: none).
+    fn seen(&mut self, com1: &[u8]) -> Vec<u8>;
 }
 
 #[derive(Debug)]
@@ -181,10 +201,10 @@ pub fn judge(exit_said_pass: Result<(), String>, com1: &str) -> Result<(), Strin
 }
 
 /// Runs `spec` under `emulator`.
-pub fn run(emulator: Emulator, spec: &RunSpec) -> anyhow::Result<Outcome> {
+pub fn run(emulator: Emulator, spec: RunSpec) -> anyhow::Result<Outcome> {
     match emulator {
         Emulator::Qemu => qemu::run(spec),
-        Emulator::Bochs | Emulator::BochsSvm => bochs::run(emulator, spec),
+        Emulator::Bochs | Emulator::BochsSvm => bochs::run(emulator, &spec),
     }
 }
 

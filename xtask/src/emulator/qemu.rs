@@ -1,7 +1,7 @@
 //! QEMU TCG with `-cpu max` (SVM + NPT). COM1 is stdio, COM2 a UNIX socket that xtask
 //! connects to before the guest starts (`wait=on`), so no defmt frame is lost.
 
-use super::{Outcome, RunSpec, Via, judge, new_lines};
+use super::{Input, Outcome, RunSpec, Via, judge, new_lines};
 use crate::defmt_rx::Decoder;
 use crate::prereq;
 use crate::util::describe;
@@ -156,7 +156,9 @@ pub fn command(spec: &RunSpec, socket: &std::path::Path) -> Result<Command> {
     Ok(cmd)
 }
 
-pub fn run(spec: &RunSpec) -> Result<Outcome> {
+pub fn run(mut spec: RunSpec) -> Result<Outcome> {
+    let input = std::mem::take(&mut spec.input);
+    let spec = &spec;
     prereq::tools(&[&prereq::QEMU])?;
     static RUNS: AtomicU32 = AtomicU32::new(0);
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
@@ -166,12 +168,24 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     if spec.echo {
         eprintln!("xtask: {}", describe(&cmd));
     }
+    // QEMU's stdio backend puts a terminal in raw mode and restores it when it exits; a QEMU
+    // killed at the time limit cannot, so xtask restores what it saved.
+    let terminal = matches!(input, Input::Terminal);
+    let saved_tty = terminal.then(save_terminal).flatten();
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(match input {
+            Input::None => Stdio::null(),
+            Input::Terminal => Stdio::inherit(),
+            Input::Typist(_) => Stdio::piped(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("cannot start qemu-system-x86_64")?;
+    let mut typist = match input {
+        Input::Typist(t) => Some((t, child.stdin.take().context("no QEMU stdin")?)),
+        _ => None,
+    };
 
     let com1 = Arc::new(Mutex::new(Vec::<u8>::new()));
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -198,6 +212,13 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
             if let Ok(mut l) = lines_sink.lock() {
                 l.extend(timed);
             }
+            if let Some((t, keys)) = typist.as_mut() {
+                let typed = t.seen(&buf[..n]);
+                if !typed.is_empty() {
+                    let _ = keys.write_all(&typed);
+                    let _ = keys.flush();
+                }
+            }
         }
         if let (Some(last), Ok(mut l)) = (clock.finish(started.elapsed()), lines_sink.lock()) {
             l.push(last);
@@ -222,9 +243,11 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
             Err(_) => break None,
         }
     };
+    // At the keyboard, the log channel would write over the console being typed on.
+    let defmt_echo = echo && !terminal;
     let defmt_thread = stream.map(|s| {
         let lines = Arc::clone(&defmt_lines);
-        std::thread::spawn(move || decoder.pump(s, &lines, echo))
+        std::thread::spawn(move || decoder.pump(s, &lines, defmt_echo))
     });
 
     let deadline = Instant::now() + spec.timeout;
@@ -240,6 +263,9 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
         std::thread::sleep(Duration::from_millis(25));
     };
     let _ = com1_thread.join();
+    if let Some(saved) = saved_tty {
+        restore_terminal(&saved);
+    }
     let qemu_err = stderr_thread.join().unwrap_or_default();
     if let Some(t) = defmt_thread
         && let Ok(Err(e)) = t.join()
@@ -276,6 +302,26 @@ pub fn run(spec: &RunSpec) -> Result<Outcome> {
     })
 }
 
+/// The terminal's settings (`stty -g`), when standard input is one.
+fn save_terminal() -> Option<String> {
+    let out = Command::new("stty")
+        .arg("-g")
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn restore_terminal(saved: &str) {
+    let _ = Command::new("stty")
+        .arg(saved)
+        .stdin(Stdio::inherit())
+        .status();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +347,7 @@ mod tests {
             cpus: 2,
             echo: false,
             nvme: vec![],
+            input: Default::default(),
         };
         let cmd = command(&spec, std::path::Path::new("s.sock")).unwrap();
         let args: Vec<String> = cmd
@@ -330,6 +377,7 @@ mod tests {
             cpus: 2,
             echo: false,
             nvme: vec![],
+            input: Default::default(),
         };
         let args: Vec<String> = command(&spec, std::path::Path::new("s.sock"))
             .unwrap()
@@ -371,6 +419,7 @@ mod tests {
                     read_only: true,
                 },
             ],
+            input: Default::default(),
         };
         let args: Vec<String> = command(&spec, std::path::Path::new("s.sock"))
             .unwrap()

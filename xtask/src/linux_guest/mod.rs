@@ -560,7 +560,10 @@ mod tests {
     #[test]
     fn manifests_name_the_flavours_they_boot() {
         let read = |f: &str| std::fs::read_to_string(root().join("manifests").join(f)).unwrap();
-        assert_eq!(flavours_named(&read("default.toml")), [Flavour::Cloud]);
+        assert_eq!(
+            flavours_named(&read("linux-both-faces.toml")),
+            [Flavour::Cloud]
+        );
         assert_eq!(
             flavours_named(&read("xen-linux-generic.toml")),
             [Flavour::Generic]

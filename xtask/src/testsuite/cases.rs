@@ -44,6 +44,19 @@ pub(super) struct Case {
     /// setup, manifest, emulator run, the checks above, verify), as steps of this case: the
     /// first that fails fails it. For what must outlive a boot (a disk moving between faces).
     pub(super) then: Vec<Case>,
+    /// Who types on the hypervisor's console during the run.
+    pub(super) typing: Typing,
+}
+
+/// Who types on the hypervisor's console during a case's run (see `typist`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Typing {
+    Nobody,
+    /// `cargo xtask run --until-login`: every VM must reach its login prompt (timed on the
+    /// hypervisor's clock), then all are asked to shut down.
+    UntilLogin,
+    /// Logs in on each VM's console, has its shell compute a line, types `poweroff`.
+    LogInAndType,
 }
 
 pub(super) const BANNER: &[&str] = &[
@@ -202,6 +215,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     };
     let mut v = vec![
         probe(
@@ -251,6 +265,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features: &[],
             absent: &[],
             then: Vec::new(),
+            typing: Typing::Nobody,
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
@@ -285,6 +300,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features: &[],
             absent: &[],
             then: Vec::new(),
+            typing: Typing::Nobody,
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -306,6 +322,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features: &[],
             absent: &[],
             then: Vec::new(),
+            typing: Typing::Nobody,
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -327,6 +344,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features: &[],
             absent: &[],
             then: Vec::new(),
+            typing: Typing::Nobody,
         },
         Case {
             name: "qemu-stack-overflow-is-caught",
@@ -348,6 +366,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features: &[],
             absent: &[],
             then: Vec::new(),
+            typing: Typing::Nobody,
         },
         probe(
             "bochs-vmx-probe",
@@ -388,6 +407,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     };
     for (emulator, xen, hyperv, hyperv_manifest, hyperv_com1) in [
         (
@@ -464,6 +484,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     };
     v.push(linux(
         "qemu-svm-xen-linux",
@@ -666,6 +687,48 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             ],
         )
     });
+    // The default demo as `cargo xtask run --until-login` (and a run without a terminal) runs
+    // it: the Debian image on both faces, each VM on its own child of it, to its login
+    // prompt (timed on the hypervisor's clock), then `Ctrl-] q` asks both to shut down and
+    // both power off cleanly; each disk's file system is clean afterwards.
+    v.push(Case {
+        setup: Some(crate::disk_boot_cases::setup_demo),
+        verify: Some(crate::disk_boot_cases::verify_demo),
+        typing: Typing::UntilLogin,
+        ..debian(
+            "qemu-svm-debian-demo-until-login",
+            "manifests/default.toml",
+            &[("debian-xen", "poweroff"), ("debian-hyperv", "poweroff")],
+            &[
+                "janus: typing goes to vm debian-xen",
+                "janus: shutting every VM down (Ctrl-] q)",
+                "vm debian-xen: asked to power off (host shutdown)",
+                "vm debian-hyperv: asked to power off (host shutdown)",
+                "vm debian-xen: stopped: powered off",
+                "vm debian-hyperv: stopped: powered off",
+            ],
+        )
+    });
+    // Typing reaches each VM's console, one at a time (the Xen face's PV console ring, the
+    // Hyper-V face's serial port): root logs in on each, the shell computes a line nobody
+    // typed, and `poweroff` typed there ends the VM.
+    v.push(Case {
+        setup: Some(crate::disk_boot_cases::setup_demo),
+        verify: Some(crate::disk_boot_cases::verify_demo),
+        typing: Typing::LogInAndType,
+        ..debian(
+            "qemu-svm-debian-consoles-take-typing",
+            "manifests/default.toml",
+            &[("debian-xen", "poweroff"), ("debian-hyperv", "poweroff")],
+            &[
+                "janus: typing goes to vm debian-hyperv",
+                "[debian-xen] JANUS-TYPED-42",
+                "[debian-hyperv] JANUS-TYPED-42",
+                "vm debian-xen: stopped: powered off",
+                "vm debian-hyperv: stopped: powered off",
+            ],
+        )
+    });
     // The host asks a Xen guest to shut down (control/shutdown); Linux's xenbus runs its
     // orderly power-off, and the VM powers off long before the guest would by itself.
     v.push(Case {
@@ -701,7 +764,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
     });
     v.push(linux(
         "qemu-svm-both-faces-side-by-side",
-        "manifests/default.toml",
+        "manifests/linux-both-faces.toml",
         &[
             "vm xen: stopped: powered off",
             "vm hyperv: stopped: powered off",
@@ -772,6 +835,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &["probe: verdict: PASS"],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // A console flood is metered: the flooder's excess is dropped and counted, and the
     // neighbour's every line comes through.
@@ -799,6 +863,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &["[flood] probe: flood 2999 "],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // A hostile guest on each face: 10^4 seeded hypercalls, MSR, port, MMIO, IPI and console
     // operations at the hypervisor while a neighbour runs its checks; both end as they should.
@@ -848,6 +913,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features: &[],
             absent: &["[chaos] probe: FATAL", "[chaos] probe: panic"],
             then: Vec::new(),
+            typing: Typing::Nobody,
         });
     }
     // A VM that cannot be built stops alone; its neighbour runs; the run fails.
@@ -875,6 +941,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // Disks with nothing the hypervisor can boot stop their VMs alone, each naming the disk and
     // what was missing: no kernel, a kernel compressed with zstd on the Xen face (which needs
@@ -909,6 +976,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // Guest disks on the hypervisor's NVMe driver and VHD volume layer, before any guest
     // protocol: a dynamic image made by qemu-img and a differencing child over a read-only
@@ -939,6 +1007,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // Disks damaged after xtask checked them: the hypervisor names each and leaves it out;
     // both VMs run.
@@ -968,6 +1037,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // on_reboot = "restart": the probe resets its VM once and boots again from its files.
     v.push(Case {
@@ -997,6 +1067,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
     v.push(Case {
@@ -1022,6 +1093,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         features: &[],
         absent: &[],
         then: Vec::new(),
+        typing: Typing::Nobody,
     });
     // What a lab machine does: the directory `cargo xtask pxe` stages, fetched over TFTP by
     // iPXE (QEMU's own ROM), whose module strings are full URIs.
@@ -1088,6 +1160,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features,
             absent,
             then: Vec::new(),
+            typing: Typing::Nobody,
         });
     }
     if inject_failure {
@@ -1111,6 +1184,7 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             features: &[],
             absent: &[],
             then: Vec::new(),
+            typing: Typing::Nobody,
         });
     }
     v

@@ -1,0 +1,193 @@
+//! Typing into the VMs: pCPU 0 polls COM1 for what the operator types and hands it to the VM
+//! that has the console (through its face's console — Xen's PV console ring — or else its
+//! emulated UART), and carries out the escape commands of [`console_keys`]. It also lets out
+//! the VMs' unfinished console lines once they have been quiet a while, so a login prompt or
+//! the echo of what is typed shows before its line ends.
+
+use super::console::Outbox;
+use super::console_keys::{self, HELP, Key, Keys};
+use super::create::{self, MAX_VMS, VmSlot};
+use super::devices::COM1_IRQ;
+use super::host::HostMachine;
+use super::interrupts::DeviceCx;
+use crate::arch::tsc;
+use crate::println;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use virt::bus::DeviceContext;
+
+/// How often COM1 is looked at: often enough for typing, rarely enough to cost nothing.
+const POLL_NS: u64 = 2_000_000;
+/// How long an unfinished line must stay quiet before it is let out (between one and two of
+/// these).
+const QUIET_NS: u64 = 100_000_000;
+/// Typed bytes waiting for room in the VM (a paste into a full ring): beyond this, reading
+/// COM1 pauses and the host UART's own FIFO holds the rest.
+const BACKLOG: usize = 256;
+
+struct Input {
+    keys: Keys,
+    /// Who has the console (manifest index).
+    focus: Option<usize>,
+    backlog: heapless::Deque<u8, BACKLOG>,
+    announced: bool,
+    next_quiet_ns: u64,
+}
+
+static INPUT: Mutex<Input> = Mutex::new(Input {
+    keys: Keys::new(),
+    focus: None,
+    backlog: heapless::Deque::new(),
+    announced: false,
+    next_quiet_ns: 0,
+});
+static NEXT_POLL_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Called by pCPU 0 between vCPU runs.
+pub fn tick() {
+    let now = tsc::now_ns();
+    if now < NEXT_POLL_NS.load(Ordering::Relaxed) {
+        return;
+    }
+    NEXT_POLL_NS.store(now + POLL_NS, Ordering::Relaxed);
+    let Some(mut input) = INPUT.try_lock() else {
+        return;
+    };
+    let running = running();
+    let focus = console_keys::keep_or_next(input.focus, &running[..vm_count()]);
+    if focus != input.focus || !input.announced {
+        input.focus = focus;
+        if let Some(f) = focus {
+            announce(f, !input.announced);
+            input.announced = true;
+        }
+        input.backlog.clear();
+    }
+    if input.backlog.len() < BACKLOG / 2 {
+        let mut buf = [0u8; BACKLOG / 2];
+        let n = crate::console::read_input(&mut buf);
+        for &b in &buf[..n] {
+            if let Some(key) = input.keys.feed(b) {
+                command(&mut input, key);
+            }
+        }
+    }
+    if let Some(vm) = input.focus.and_then(|f| create::vm(f as u8)) {
+        feed(vm, &mut input.backlog);
+    }
+    if now >= input.next_quiet_ns {
+        input.next_quiet_ns = now + QUIET_NS;
+        for i in 0..vm_count() {
+            if let Some(vm) = create::vm(i as u8).filter(|v| !v.stopped()) {
+                let_out_quiet_lines(vm);
+            }
+        }
+    }
+}
+
+fn vm_count() -> usize {
+    create::VM_COUNT.load(Ordering::Acquire).min(MAX_VMS)
+}
+
+fn running() -> [bool; MAX_VMS] {
+    core::array::from_fn(|i| create::vm(i as u8).is_some_and(|v| !v.stopped()))
+}
+
+fn name(index: usize) -> &'static str {
+    create::vm(index as u8)
+        .and_then(|v| v.info.get())
+        .map_or("?", |i| i.name.as_str())
+}
+
+fn announce(focus: usize, first: bool) {
+    if first {
+        println!("janus: typing goes to vm {} ({HELP})", name(focus));
+    } else {
+        println!("janus: typing goes to vm {}", name(focus));
+    }
+}
+
+fn command(input: &mut Input, key: Key) {
+    let running = running();
+    let running = &running[..vm_count()];
+    match key {
+        Key::Byte(b) => {
+            let _ = input.backlog.push_back(b);
+        }
+        Key::Next => {
+            deliver_backlog(input);
+            input.focus = console_keys::next_running(input.focus, running);
+            if let Some(f) = input.focus {
+                announce(f, false);
+            }
+        }
+        Key::Select(n) if input.focus == Some(usize::from(n)) => {}
+        Key::Select(n) if running.get(usize::from(n)) == Some(&true) => {
+            deliver_backlog(input);
+            input.focus = Some(usize::from(n));
+            announce(usize::from(n), false);
+        }
+        Key::Select(n) => println!("janus: no running vm {}", n + 1),
+        Key::Quit => {
+            println!("janus: shutting every VM down (Ctrl-] q)");
+            super::shutdown::arm(0);
+        }
+        Key::Help => println!("janus: {HELP}"),
+    }
+}
+
+/// Before the keyboard moves: what was typed for the VM that had it goes to that VM as far
+/// as it has room now; the rest is dropped rather than sent to the next one.
+fn deliver_backlog(input: &mut Input) {
+    if let Some(vm) = input.focus.and_then(|f| create::vm(f as u8)) {
+        feed(vm, &mut input.backlog);
+    }
+    input.backlog.clear();
+}
+
+/// Moves what the VM can take now out of `backlog`.
+fn feed(vm: &VmSlot, backlog: &mut heapless::Deque<u8, BACKLOG>) {
+    if backlog.is_empty() || vm.stopped() {
+        return;
+    }
+    let mut bytes = [0u8; BACKLOG];
+    let mut n = 0;
+    for &b in backlog.iter() {
+        bytes[n] = b;
+        n += 1;
+    }
+    let m = &HostMachine;
+    let face = super::personality::with(vm, m, |p, ram, host| {
+        p.console_input(&bytes[..n], ram, host)
+    })
+    .flatten();
+    let taken = face.unwrap_or_else(|| {
+        let (taken, irq) = {
+            let mut u = vm.devices.uart.0.lock();
+            (u.receive(&bytes[..n]), u.irq_pending())
+        };
+        let mut cx = DeviceCx::new(vm, m);
+        cx.set_irq(COM1_IRQ, irq);
+        cx.finish();
+        taken
+    });
+    for _ in 0..taken {
+        backlog.pop_front();
+    }
+}
+
+fn let_out_quiet_lines(vm: &VmSlot) {
+    let m = &HostMachine;
+    let c = vm.console();
+    let mut outbox = Outbox::new();
+    vm.devices
+        .uart
+        .0
+        .lock()
+        .flush_idle(&mut |piece| outbox.keep_piece(m, c, piece));
+    vm.personality
+        .lock()
+        .console
+        .flush_idle(&mut |piece| outbox.keep_piece(m, c, piece));
+    outbox.print(m, c);
+}
