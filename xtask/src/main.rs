@@ -3,6 +3,7 @@
 mod bench_boot;
 mod bench_disk;
 mod bench_disk_guest;
+mod bench_exits;
 mod debian_image;
 mod defmt_rx;
 mod demo;
@@ -109,7 +110,7 @@ enum Cmd {
         #[command(flatten)]
         build: BuildOpts,
     },
-    /// Benchmarks: `boot`, `vhd`, `size`.
+    /// Benchmarks: `boot`, `vhd`, `size`, `disk`, `exits`.
     Bench {
         #[command(subcommand)]
         what: Bench,
@@ -163,6 +164,9 @@ enum Bench {
     Size,
     /// The hypervisor's NVMe + VHD volume path vs qemu-io on a 1 GiB dynamic image.
     Disk,
+    /// Each kind of exit timed by the probe in guest TSC cycles, per face and emulator; the
+    /// null hypercall against CPUID.
+    Exits,
 }
 
 fn main() -> ExitCode {
@@ -279,6 +283,7 @@ fn dispatch(cmd: Cmd) -> Result<bool> {
         Cmd::Bench { what: Bench::Size } => bench_size(),
         Cmd::Bench { what: Bench::Boot } => bench_boot::bench(),
         Cmd::Bench { what: Bench::Disk } => bench_disk::bench(),
+        Cmd::Bench { what: Bench::Exits } => bench_exits::bench(),
         Cmd::LinuxGuest { cmd } => linux_guest::run(cmd),
         Cmd::Ovf { cmd } => ovf::run(cmd),
         Cmd::Image { what } => debian_image::run(what),

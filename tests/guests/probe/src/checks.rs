@@ -102,6 +102,8 @@ fn cmdline(start_info: u32) -> Cmdline {
             }
         } else if let Some(n) = w.strip_prefix("probe.flood=") {
             c.flood = n.parse().unwrap_or(0);
+        } else if let Some(n) = w.strip_prefix("probe.bench=") {
+            crate::bench::enable(n.parse().unwrap_or(0));
         } else if let Some(n) = w.strip_prefix("probe.disks=") {
             c.disks = n.parse().unwrap_or(0);
         } else if w == "probe.face=xen" {
@@ -320,6 +322,7 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
         Face::Xen => crate::xen::checks(),
         Face::HyperV => crate::hyperv::checks(opts.disks),
     }
+    crate::bench::platform();
 
     let (p, f) = (
         PASSED.load(Ordering::Acquire),

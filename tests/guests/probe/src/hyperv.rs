@@ -382,6 +382,14 @@ fn stimer() {
 }
 
 fn hypercalls() {
+    // A fast call with nothing to do: the null hypercall of this face.
+    crate::bench::time("hypercall", || {
+        call(NOTIFY_LONG_SPIN_WAIT | FAST, 0, 0);
+    });
+    // The IOAPIC's index register: an MMIO read the hypervisor decodes and emulates.
+    crate::bench::time("mmio", || {
+        arch::read_u32(0xFEC0_0000);
+    });
     let ctl = NOTIFY_LONG_SPIN_WAIT | FAST;
     let (r, regs) = call(ctl, 7, 0x1234);
     check(

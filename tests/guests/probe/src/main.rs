@@ -9,11 +9,14 @@
 //! `probe.face=hyperv` adds the checks of that hypervisor ABI; `probe.flood=N` prints N lines
 //! first; `probe.chaos=SEED,OPS` is a hostile guest instead of the checks (see `chaos`);
 //! `probe.disks=N` says how many disks the manifest gives the VM (the Hyper-V face's VMBus
-//! offers one SCSI controller each).
+//! offers one SCSI controller each); `probe.bench=N` times each kind of exit N times after
+//! the checks (see `bench`).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod arch;
+#[cfg(target_os = "none")]
+mod bench;
 #[cfg(target_os = "none")]
 mod chaos;
 #[cfg(target_os = "none")]

@@ -359,6 +359,50 @@ pub fn checks() {
     loopback(x);
     grant::checks(x);
     store::checks(x);
+    crate::bench::time("hypercall", || {
+        x.call(XEN_VERSION, [XENVER_VERSION, 0, 0, 0, 0]);
+    });
+    if crate::bench::enabled() {
+        event_round_trip(x);
+    }
+}
+
+/// `probe.bench`: an event-channel send to a loopback port until its upcall has run.
+fn event_round_trip(x: Xen) {
+    let mut a = AllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom: DOMID_SELF,
+        port: 0,
+    };
+    let ra = x.call(
+        EVENT_CHANNEL_OP,
+        [EVTCHNOP_ALLOC_UNBOUND, ptr(&mut a), 0, 0, 0],
+    );
+    let mut b = BindInterdomain {
+        remote_dom: DOMID_SELF,
+        remote_port: a.port,
+        ..BindInterdomain::default()
+    };
+    let rb = x.call(
+        EVENT_CHANNEL_OP,
+        [EVTCHNOP_BIND_INTERDOMAIN, ptr(&mut b), 0, 0, 0],
+    );
+    if ra != 0 || rb != 0 {
+        return;
+    }
+    let (pa, pb) = (a.port, b.local_port);
+    crate::bench::time("event", || {
+        clear_pending(pa);
+        ack_upcall();
+        let (before, _) = arch::vector_hits(UPCALL_VECTOR);
+        port_op(x, EVTCHNOP_SEND, pb);
+        // The upcall is pending before the send returns; `sti; hlt` takes it.
+        while arch::vector_hits(UPCALL_VECTOR).0 == before {
+            arch::sti_hlt();
+        }
+    });
+    clear_pending(pa);
+    ack_upcall();
 }
 
 #[repr(C)]
