@@ -274,9 +274,12 @@ fn hlt<C, V: Vcpu>(vm: &Vm<C>, index: u8, st: &mut VcpuState<V>, m: &dyn Machine
     }
     st.lapic.tick(m.tsc());
     // With interrupts masked a halted CPU stays halted: park it rather than let it spin
-    // through HLT on an interrupt it cannot take.
+    // through HLT on an interrupt it cannot take. An interrupt already handed to the vCPU
+    // and not yet taken (offered through V_IRQ while `sti; hlt` held it off for one
+    // instruction) wakes it as one still in the APIC would: parked, nothing would deliver it.
     let if_set = st.vcpu.regs().rflags & virt::bits::RFLAGS_IF != 0;
-    if st.lapic.deliverable().is_none() || !if_set {
+    let waiting = st.lapic.deliverable().is_some() || st.vcpu.event_pending();
+    if !waiting || !if_set {
         Action::Halt
     } else {
         Action::Done

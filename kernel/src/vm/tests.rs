@@ -528,6 +528,23 @@ fn hlt_parks_until_an_interrupt_is_posted() {
     assert_eq!(r.exit(Exit::Hlt), Action::Halt);
 }
 
+/// `sti; hlt` with an interrupt already handed to the vCPU (out of the APIC, not yet taken:
+/// the STI shadow held it off): HLT must not park, or nothing would ever deliver it.
+#[test]
+fn hlt_does_not_park_on_an_interrupt_handed_over_but_not_taken() {
+    let mut r = rig(Personality::None, false);
+    r.st.vcpu.regs.rflags |= RFLAGS_IF;
+    r.st.vcpu.injected = Some(Event::ExternalInterrupt(0x50));
+    assert!(r.st.lapic.deliverable().is_none());
+    assert_eq!(r.exit(Exit::Hlt), Action::Done);
+    r.st.vcpu.regs.rflags &= !RFLAGS_IF;
+    assert_eq!(
+        r.exit(Exit::Hlt),
+        Action::Halt,
+        "IF clear: it cannot be taken"
+    );
+}
+
 #[test]
 fn a_triple_fault_stops_the_vm_and_the_first_stop_wins() {
     let mut r = rig(Personality::None, false);

@@ -171,6 +171,15 @@ pub fn filesystem(raw: &Path, work: &Path, r: &mut Report) -> Result<()> {
             Err(format!("{} is {rules:?}", recipe::GETTY_RULES))
         },
     );
+    let bottom = debugfs(raw, &format!("cat {}", recipe::UDEV_INIT_BOTTOM_PATH))?;
+    r.expect(
+        "the initramfs waits for udev to stop",
+        if bottom == recipe::UDEV_INIT_BOTTOM {
+            Ok(recipe::UDEV_INIT_BOTTOM_PATH.into())
+        } else {
+            Err(format!("{} is {bottom:?}", recipe::UDEV_INIT_BOTTOM_PATH))
+        },
+    );
     let drop_in = debugfs(raw, &format!("cat {}", recipe::TTYS0_DROP_IN_PATH))?;
     r.expect(
         "no ttyS0 getty under Xen",
@@ -196,15 +205,31 @@ pub fn filesystem(raw: &Path, work: &Path, r: &mut Report) -> Result<()> {
         debugfs(raw, &format!("dump {initrd} {}", copy.display()))?;
         let bytes = std::fs::read(&copy);
         let _ = std::fs::remove_file(&copy);
-        let check = bytes
-            .map_err(|e| format!("cannot dump {initrd}: {e}"))
-            .and_then(|b| initrd_modules(&b));
+        let bytes = bytes.map_err(|e| format!("cannot dump {initrd}: {e}"));
         r.expect(
             &format!("{initrd} carries and loads the disk modules"),
-            check,
+            bytes.clone().and_then(|b| initrd_modules(&b)),
+        );
+        r.expect(
+            &format!("{initrd} waits for udev to stop"),
+            bytes.and_then(|b| initrd_udev_wait(&b)),
         );
     }
     Ok(())
+}
+
+/// Whether the initramfs runs the image's own last udev step ([`recipe::UDEV_INIT_BOTTOM`]).
+pub fn initrd_udev_wait(initrd: &[u8]) -> Result<String, String> {
+    let files = initrd_files(initrd)?;
+    let script = files
+        .iter()
+        .find(|(n, _)| n.trim_start_matches("./") == "scripts/init-bottom/udev")
+        .ok_or("no scripts/init-bottom/udev")?;
+    if script.1 == recipe::UDEV_INIT_BOTTOM.as_bytes() {
+        Ok("scripts/init-bottom/udev".into())
+    } else {
+        Err("scripts/init-bottom/udev is Debian's, not the image's".into())
+    }
 }
 
 /// What an initramfs holds of [`INITRD_MODULES`]: each must be there as a `.ko` file and

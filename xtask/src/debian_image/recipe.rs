@@ -153,6 +153,40 @@ pub fn getty_rules() -> String {
         .to_string()
 }
 
+/// The initramfs's last udev step, in place of Debian's (a same-named script under
+/// /etc/initramfs-tools wins): stop udev and wait until it has stopped before the root is
+/// switched. `udevadm control --exit` returns before udev's workers are done, and one that
+/// writes under /run after /run has moved puts files into the initramfs while `run-init`
+/// deletes it, which then fails ("nuking initramfs contents: Directory not empty") and the
+/// kernel panics; seen now and then on the Hyper-V face, whose disk appears late in the boot.
+pub const UDEV_INIT_BOTTOM: &str = r#"#!/bin/sh
+# Janus test image (see xtask's debian_image recipe): udev stops, and is waited for, before
+# the switch to the real root.
+PREREQ=""
+prereqs() { echo "$PREREQ"; }
+case "$1" in
+prereqs) prereqs; exit 0 ;;
+esac
+udevadm settle --timeout=10 || true
+udevadm control --exit
+tries=0
+while [ "$tries" -lt 10 ]; do
+    busy=
+    for f in /proc/[0-9]*/comm; do
+        name=
+        { read -r name < "$f"; } 2>/dev/null
+        case "$name" in systemd-udevd|"(udev-worker)") busy=1 ;; esac
+    done
+    [ -z "$busy" ] && break
+    sleep 1
+    tries=$((tries + 1))
+done
+mount -n -o move /dev "${rootmnt}/dev" || mount -n --move /dev "${rootmnt}/dev"
+if command -v nuke >/dev/null; then nuke /dev; else rm -rf /dev; fi
+ln -s "${rootmnt}/dev" /dev
+"#;
+pub const UDEV_INIT_BOTTOM_PATH: &str = "/etc/initramfs-tools/scripts/init-bottom/udev";
+
 /// A drop-in for `serial-getty@ttyS0`: none under Xen, whose console is hvc0.
 pub const TTYS0_DROP_IN: &str = "[Unit]\nConditionVirtualization=!xen\n";
 pub const TTYS0_DROP_IN_PATH: &str = "/etc/systemd/system/serial-getty@ttyS0.service.d/janus.conf";
@@ -223,6 +257,10 @@ printf '%s\n' '{initramfs_conf}' > "$root/etc/initramfs-tools/conf.d/janus"
 cat >> "$root/etc/initramfs-tools/modules" <<'EOF'
 {modules}
 EOF
+mkdir -p "$(dirname "$root{UDEV_INIT_BOTTOM_PATH}")"
+cat > "$root{UDEV_INIT_BOTTOM_PATH}" <<'EOF'
+{udev_bottom}EOF
+chmod 755 "$root{UDEV_INIT_BOTTOM_PATH}"
 chroot "$root" update-initramfs -u -k all
 test -L "$root/vmlinuz" && test -L "$root/initrd.img"
 echo "janus: configured"
@@ -230,6 +268,7 @@ echo "janus: configured"
         fstab = fstab_line(),
         rules = getty_rules(),
         ttys0 = TTYS0_DROP_IN,
+        udev_bottom = UDEV_INIT_BOTTOM,
         check = CHECK_SCRIPT,
         unit = CHECK_UNIT,
         mods = INITRD_MODULES.join(", "),

@@ -446,6 +446,12 @@ pub fn private_regs() -> (u64, u64) {
     (x, d)
 }
 
+/// Opens interrupts for one instruction: a pending one is taken here.
+pub fn sti_nop() {
+    // SAFETY: enables interrupts for the NOP only; the handlers are installed.
+    unsafe { asm!("sti; nop; cli", options(nomem, nostack)) };
+}
+
 pub fn sti_hlt() {
     // SAFETY: waits for the next interrupt with interrupts enabled for it.
     unsafe { asm!("sti; hlt; cli", options(nomem, nostack)) };
