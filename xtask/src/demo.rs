@@ -117,7 +117,7 @@ mod tests {
                 tl(1, "[x] Debian GNU/Linux 12"),
                 tl(2, "[x] janus-debian login: "),
                 // What y prints counts for y alone, whatever it says.
-                tl(3, "[y] [x] janus-debian login: "),
+                tl(3, "[y] x-host login: "),
                 tl(4, "[z] Last login: Fri Dec  4 03:40:00 UTC 2026 on hvc0"),
             ],
             defmt: [

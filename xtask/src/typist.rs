@@ -33,9 +33,17 @@ fn of<'a>(line: &'a str, vm: &str) -> Option<&'a str> {
     line.strip_prefix('[')?.strip_prefix(vm)?.strip_prefix("] ")
 }
 
-/// A getty's prompt (`HOST login: `) as it stands before anything is typed.
+/// A getty's prompt, `HOST login: `, as it stands before anything is typed or with kernel
+/// messages run into it (they do, on a serial console, and getty does not print it again);
+/// not login's `Last login: …`.
 pub fn is_login_prompt(text: &str) -> bool {
-    text.trim_end().ends_with("login:")
+    let Some((host, rest)) = text.trim_end().split_once(" login:") else {
+        return false;
+    };
+    (rest.is_empty() || rest.starts_with(' '))
+        && !host.is_empty()
+        && !host.contains(' ')
+        && host != "Last"
 }
 
 /// Keys that give the console to VM `index` (from 0; at most 9 VMs) and type `text`.
@@ -123,9 +131,8 @@ impl Typist for LogInAndType {
                 let Some(text) = of(&line, vm) else { continue };
                 let (next, typed) = match self.step[i] {
                     Step::AwaitLogin if is_login_prompt(text) => (Step::AwaitShell, "root\r"),
-                    Step::AwaitShell if text.trim_end().ends_with('#') => {
-                        (Step::AwaitAnswer, COMMAND)
-                    }
+                    // root's prompt (`root@HOST:~# `), kernel messages run into it or not.
+                    Step::AwaitShell if text.contains(":~#") => (Step::AwaitAnswer, COMMAND),
                     Step::AwaitAnswer if text.trim_end() == ANSWER => (Step::Done, "poweroff\r"),
                     _ => continue,
                 };
@@ -150,6 +157,20 @@ mod tests {
         );
         assert_eq!(s.feed(b"gin: "), ["[a] debian login: "]);
         assert_eq!(s.feed(b"root\n"), ["[a] debian login: root", ""]);
+    }
+
+    #[test]
+    fn a_login_prompt_is_known_also_with_a_kernel_message_in_it() {
+        assert!(is_login_prompt("janus-debian login: "));
+        assert!(is_login_prompt(
+            "janus-debian login: [   57.043190] powernow_k8: Power state transitions not supported"
+        ));
+        assert!(!is_login_prompt(
+            "Last login: Fri Dec  4 05:06:20 UTC 2026 on hvc0"
+        ));
+        assert!(!is_login_prompt("Debian GNU/Linux 12 janus-debian ttyS0"));
+        assert!(!is_login_prompt("a b login: "));
+        assert!(!is_login_prompt("host login:x"));
     }
 
     #[test]
