@@ -363,7 +363,7 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
     if let Some(bad) = case
         .absent
         .iter()
-        .find(|b| outcome.com1.lines().any(|l| line_says(l, b)))
+        .find(|b| outcome.com1.lines().any(|l| shows(l, b)))
     {
         return Err(format!("COM1 shows {bad:?}"));
     }
@@ -405,10 +405,26 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
 /// only by a line that begins with it, and any other only by the hypervisor's own lines: no
 /// guest can print another VM's line, or the hypervisor's.
 fn line_says(line: &str, want: &str) -> bool {
-    if want.starts_with('[') {
+    // A guest's line: its VM's prefix (which only the hypervisor writes), then the text
+    // anywhere after it, as a prompt let out unfinished may come first on the line.
+    if let Some((vm, text)) = want.split_once("] ").filter(|_| want.starts_with('[')) {
+        line.strip_prefix(vm)
+            .and_then(|l| l.strip_prefix("] "))
+            .is_some_and(|l| l.contains(text))
+    } else if want.starts_with('[') {
         line.starts_with(want)
     } else {
         !line.starts_with('[') && line.contains(want)
+    }
+}
+
+/// What must not appear: a guest's text (no `[vm] ` in `bad`) in any VM's line or the
+/// hypervisor's, else as `line_says` reads it.
+fn shows(line: &str, bad: &str) -> bool {
+    if bad.starts_with('[') {
+        line_says(line, bad)
+    } else {
+        line.contains(bad)
     }
 }
 
@@ -469,6 +485,22 @@ mod tests {
             "  vcpu 0: walk 0x0: L4 entry at 0x1",
             "vcpu 0: walk 0x0: L4"
         ));
+        // A prompt let out unfinished may come first on a guest's line; the prefix still
+        // names whose line it is.
+        assert!(line_says(
+            "[a] janus-debian login: JANUS-DEBIAN seen seen-xen",
+            "[a] JANUS-DEBIAN seen seen-xen"
+        ));
+        assert!(!line_says(
+            "[b] janus-debian login: [a] JANUS-DEBIAN seen",
+            "[a] JANUS-DEBIAN seen"
+        ));
+        // What must not appear is found in guests' lines too.
+        assert!(shows(
+            "[a] JANUS-DEBIAN system degraded: x",
+            "JANUS-DEBIAN system degraded"
+        ));
+        assert!(!shows("[a] flood 29", "[a] flood 2999"));
     }
 
     /// The cross-face case's boots are the manifests `setup_move` writes, one per face of
