@@ -470,7 +470,12 @@ fn write_package(staged: &Staged, name: &str, dir: &Path) -> Result<Vec<String>>
             by_source.insert(module.to_string(), href.clone());
             Ok(href)
         };
-        let kernel = boot(spec.kernel.as_str(), "kernel")?;
+        // A VM that boots from its disk has no kernel to store.
+        let kernel = if spec.kernel.is_empty() {
+            String::new()
+        } else {
+            boot(spec.kernel.as_str(), "kernel")?
+        };
         let initrd = spec
             .initrd
             .as_ref()
