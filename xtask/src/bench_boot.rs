@@ -147,17 +147,8 @@ pub fn bench() -> Result<bool> {
         let mut exits = BTreeMap::new();
         for _ in 0..RUNS {
             let spec = RunSpec {
-                via: crate::emulator::Via::Loader,
-                boot: images.boot.clone(),
-                kernel: images.kernel.clone(),
-                modules: staged.modules.clone(),
-                cmdline: String::new(),
                 timeout: TIMEOUT,
-                memory_mib: 512 + staged.guest_memory_mib,
-                cpus: 2,
-                echo: false,
-                nvme: vec![],
-                input: Default::default(),
+                ..RunSpec::staged(&images, &staged)
             };
             let outcome = emulator::run(Emulator::Qemu, spec)?;
             if let Err(why) = &outcome.verdict {

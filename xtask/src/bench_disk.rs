@@ -73,17 +73,9 @@ pub fn bench() -> Result<bool> {
     )?;
     let staged = crate::manifest::load(&manifest, &dir.join("stage"))?;
     let spec = RunSpec {
-        via: crate::emulator::Via::Loader,
-        boot: images.boot,
-        kernel: images.kernel,
-        modules: staged.modules.clone(),
         cmdline: "janus.selftest=disk-bench".into(),
         timeout: Duration::from_secs(600),
-        memory_mib: 512 + staged.guest_memory_mib,
-        cpus: 2,
-        echo: false,
-        nvme: Vec::new(),
-        input: Default::default(),
+        ..RunSpec::staged(&images, &staged)
     };
     let outcome = staged.disks.run(Emulator::Qemu, spec)?;
     if let Err(why) = &outcome.verdict {

@@ -6,7 +6,7 @@
 //! brackets each workload with JANUS-BENCH lines; under Janus they are timed by the
 //! hypervisor's own stamps of its console lines, under QEMU by their arrival on the host.
 
-use crate::emulator::{self, Emulator, RunSpec};
+use crate::emulator::{Emulator, RunSpec};
 use crate::image::{self, BuildOpts};
 use crate::linux_guest::{self, DirectBoot};
 use crate::util::out_dir;
@@ -81,17 +81,8 @@ fn under_janus(face: &str, dir: &Path) -> Result<Vec<(String, u64, f64)>> {
     })?;
     let staged = crate::manifest::load(&manifest, &dir.join(format!("stage-{face}")))?;
     let spec = RunSpec {
-        via: emulator::Via::Loader,
-        boot: images.boot,
-        kernel: images.kernel,
-        modules: staged.modules.clone(),
-        cmdline: String::new(),
         timeout: TIMEOUT,
-        memory_mib: 512 + staged.guest_memory_mib,
-        cpus: 2,
-        echo: false,
-        nvme: Vec::new(),
-        input: Default::default(),
+        ..RunSpec::staged(&images, &staged)
     };
     let outcome = staged.disks.run(Emulator::Qemu, spec)?;
     if let Err(why) = &outcome.verdict {

@@ -6,7 +6,7 @@
 //! ran), on each face under QEMU (SVM) and Bochs (VMX). The CPUID exit in the same run is the
 //! baseline: the figure is the null hypercall's cost over it (goal ≤ 1.10).
 
-use crate::emulator::{self, Emulator, RunSpec};
+use crate::emulator::{Emulator, RunSpec};
 use crate::image::{self, BuildOpts};
 use crate::util::out_dir;
 use anyhow::{Result, bail};
@@ -53,17 +53,8 @@ pub fn bench() -> Result<bool> {
             )?;
             let staged = crate::manifest::load(&manifest, &dir.join(format!("stage-{face}")))?;
             let spec = RunSpec {
-                via: emulator::Via::Loader,
-                boot: images.boot.clone(),
-                kernel: images.kernel.clone(),
-                modules: staged.modules.clone(),
-                cmdline: String::new(),
                 timeout: Duration::from_secs(600),
-                memory_mib: 512 + staged.guest_memory_mib,
-                cpus: 2,
-                echo: false,
-                nvme: Vec::new(),
-                input: Default::default(),
+                ..RunSpec::staged(&images, &staged)
             };
             let outcome = staged.disks.run(emulator, spec)?;
             if let Err(why) = &outcome.verdict {

@@ -194,17 +194,9 @@ pub fn power_cut(images: &crate::image::Images, runs: usize) -> Result<()> {
         // milliseconds.
         let cut = std::time::Duration::from_millis(1200 + seed % 3000);
         let spec = RunSpec {
-            via: crate::emulator::Via::Loader,
-            boot: images.boot.clone(),
-            kernel: images.kernel.clone(),
-            modules: staged.modules.clone(),
             cmdline: "janus.selftest=disk-stress".into(),
             timeout: cut,
-            memory_mib: 512 + staged.guest_memory_mib,
-            cpus: 2,
-            echo: false,
-            nvme: Vec::new(),
-            input: Default::default(),
+            ..RunSpec::staged(images, &staged)
         };
         let outcome = staged.disks.run(Emulator::Qemu, spec)?;
         if !outcome.timed_out {

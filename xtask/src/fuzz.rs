@@ -79,7 +79,7 @@ pub fn run(target: Option<&str>, secs: u32) -> Result<bool> {
 /// neighbour, under QEMU; the figure is the operations the weaker face survived. The verdict
 /// is the hypervisor's: the run completes, both VMs end by powering off, the neighbour passes.
 pub fn guest(ops: u64, seed: Option<u64>) -> Result<bool> {
-    use crate::emulator::{Emulator, RunSpec, Via};
+    use crate::emulator::{Emulator, RunSpec};
     let images = crate::image::build(&crate::image::BuildOpts::default())?;
     crate::image::build_guest("probe", false)?;
     let dir = crate::util::out_dir().join("fuzz-guest");
@@ -104,18 +104,9 @@ pub fn guest(ops: u64, seed: Option<u64>) -> Result<bool> {
         )?;
         let staged = crate::manifest::load(&manifest, &dir.join(format!("stage-{face}")))?;
         let spec = RunSpec {
-            via: Via::Loader,
-            boot: images.boot.clone(),
-            kernel: images.kernel.clone(),
-            modules: staged.modules.clone(),
-            cmdline: String::new(),
             // About 10^4 operations a second under QEMU, and room for a slow machine.
             timeout: std::time::Duration::from_secs(120 + ops / 500),
-            memory_mib: 512 + staged.guest_memory_mib,
-            cpus: 2,
-            echo: false,
-            nvme: Vec::new(),
-            input: Default::default(),
+            ..RunSpec::staged(&images, &staged)
         };
         let outcome = crate::emulator::run(Emulator::Qemu, spec)?;
         let survived = outcome

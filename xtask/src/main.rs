@@ -386,17 +386,12 @@ fn run(
         (None, false) => Duration::from_secs(UNATTENDED_TIMEOUT_S),
     };
     let spec = RunSpec {
-        via: crate::emulator::Via::Loader,
-        boot: images.boot,
-        kernel: images.kernel,
-        modules: staged.modules,
         cmdline,
         timeout,
-        memory_mib: 512 + staged.guest_memory_mib,
-        cpus: 2.max(staged.max_vcpus),
         echo: true,
         nvme: nvme.into_iter().map(Into::into).collect(),
         input,
+        ..RunSpec::staged(&images, &staged)
     };
     let outcome = staged.disks.run(emulator, spec)?;
     for (vm, class) in outcome.vm_ends() {

@@ -213,16 +213,12 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     };
     let spec = RunSpec {
         via,
-        boot: images.boot.clone(),
-        kernel: images.kernel.clone(),
-        modules: staged.modules,
         cmdline: case.cmdline.to_string(),
         timeout: Duration::from_secs(case.timeout_s),
-        memory_mib: 512 + staged.guest_memory_mib,
-        cpus: 2.max(staged.max_vcpus),
         echo: true,
         nvme: nvme.iter().cloned().map(Into::into).collect(),
         input,
+        ..RunSpec::staged(images, &staged)
     };
     if let Some(tamper) = case.tamper {
         // Tampered disks are read-only ones: neither grown nor trimmed, so damaging them now

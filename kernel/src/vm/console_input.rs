@@ -4,7 +4,6 @@
 //! the VMs' unfinished console lines once they have been quiet a while, so a login prompt or
 //! the echo of what is typed shows before its line ends.
 
-use super::console::Outbox;
 use super::console_keys::{self, HELP, Key, Keys};
 use super::create::{self, MAX_VMS, VmSlot};
 use super::devices::COM1_IRQ;
@@ -177,17 +176,8 @@ fn feed(vm: &VmSlot, backlog: &mut heapless::Deque<u8, BACKLOG>) {
 }
 
 fn let_out_quiet_lines(vm: &VmSlot) {
-    let m = &HostMachine;
-    let c = vm.console();
-    let mut outbox = Outbox::new();
-    vm.devices
-        .uart
-        .0
-        .lock()
-        .flush_idle(&mut |piece| outbox.keep_piece(m, c, piece));
-    vm.personality
-        .lock()
-        .console
-        .flush_idle(&mut |piece| outbox.keep_piece(m, c, piece));
-    outbox.print(m, c);
+    let (m, c) = (&HostMachine, vm.console());
+    super::report::each_console(vm, |buf, outbox| {
+        buf.flush_idle(&mut |piece| outbox.keep_piece(m, c, piece));
+    });
 }

@@ -6,6 +6,7 @@ use super::create::{VM_COUNT, VMS, VcpuCell, VmSlot};
 use super::host::HostMachine;
 use super::outcome::Outcome;
 use super::state::{VcpuState, VmInfo};
+use super::uart::LineBuf;
 use crate::arch::tsc;
 use crate::println;
 use crate::sched::policy::VcpuRef;
@@ -20,20 +21,20 @@ const WATCH_NS: u64 = 5_000_000_000;
 /// Prints what the VM's consoles (COM1 and the personality's) hold of unfinished lines.
 pub fn flush_consoles(vm: &VmSlot, info: &VmInfo) {
     let _ = info;
-    let m = &HostMachine;
-    let c = vm.console();
-    let mut outbox = console::Outbox::new();
-    vm.devices
-        .uart
-        .0
-        .lock()
-        .flush(&mut |line| outbox.keep(m, c, line));
-    vm.personality
-        .lock()
-        .console
-        .flush(&mut |line| outbox.keep(m, c, line));
-    outbox.print(m, c);
+    let (m, c) = (&HostMachine, vm.console());
+    each_console(vm, |buf, outbox| {
+        buf.flush(&mut |line| outbox.keep(m, c, line))
+    });
     console::report_dropped(m, c);
+}
+
+/// Runs `take` on each of the VM's console buffers (COM1's, then the personality's), one
+/// lock at a time, and prints what it kept once the locks are released.
+pub fn each_console(vm: &VmSlot, mut take: impl FnMut(&mut LineBuf, &mut console::Outbox)) {
+    let mut outbox = console::Outbox::new();
+    take(vm.devices.uart.0.lock().line_buf(), &mut outbox);
+    take(&mut vm.personality.lock().console, &mut outbox);
+    outbox.print(&HostMachine, vm.console());
 }
 
 /// VMs that did not end cleanly; the run fails unless it is 0.

@@ -127,11 +127,6 @@ impl Uart {
             .count()
     }
 
-    /// See [`LineBuf::flush_idle`].
-    pub fn flush_idle(&mut self, piece_out: &mut dyn FnMut(&[u8])) {
-        self.line.flush_idle(piece_out);
-    }
-
     /// A byte write to `COM1_BASE + offset`; a finished line is handed to `line_out`.
     pub fn write(&mut self, offset: u16, value: u8, line_out: &mut dyn FnMut(&[u8])) {
         let dlab = self.lcr & LCR_DLAB != 0;
@@ -162,9 +157,9 @@ impl Uart {
         }
     }
 
-    /// Hands out what is buffered (e.g. when the VM stops mid-line).
-    pub fn flush(&mut self, line_out: &mut dyn FnMut(&[u8])) {
-        self.line.flush(line_out);
+    /// The output not yet handed out as a line.
+    pub fn line_buf(&mut self) -> &mut LineBuf {
+        &mut self.line
     }
 
     pub fn read(&mut self, offset: u16) -> u8 {
@@ -242,7 +237,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].len(), LINE_MAX);
         let mut rest = Vec::new();
-        u.flush(&mut |l| rest.push(l.len()));
+        u.line_buf().flush(&mut |l| rest.push(l.len()));
         assert_eq!(rest, [5]);
     }
 
@@ -297,19 +292,19 @@ mod tests {
         let mut u = Uart::new();
         let mut pieces = Vec::new();
         assert!(lines(&mut u, b"debian login: ").is_empty());
-        u.flush_idle(&mut |p| pieces.push(p.to_vec()));
+        u.line_buf().flush_idle(&mut |p| pieces.push(p.to_vec()));
         assert!(pieces.is_empty(), "the first look only arms");
-        u.flush_idle(&mut |p| pieces.push(p.to_vec()));
+        u.line_buf().flush_idle(&mut |p| pieces.push(p.to_vec()));
         assert_eq!(pieces, [b"debian login: ".to_vec()]);
         assert!(lines(&mut u, b"ro").is_empty());
-        u.flush_idle(&mut |p| pieces.push(p.to_vec()));
+        u.line_buf().flush_idle(&mut |p| pieces.push(p.to_vec()));
         assert_eq!(
             lines(&mut u, b"ot\r\n"),
             ["root"],
             "still busy: not let out"
         );
-        u.flush_idle(&mut |p| pieces.push(p.to_vec()));
-        u.flush_idle(&mut |p| pieces.push(p.to_vec()));
+        u.line_buf().flush_idle(&mut |p| pieces.push(p.to_vec()));
+        u.line_buf().flush_idle(&mut |p| pieces.push(p.to_vec()));
         assert_eq!(pieces.len(), 1, "nothing left to let out");
     }
 

@@ -162,33 +162,35 @@ pub fn filesystem(raw: &Path, work: &Path, r: &mut Report) -> Result<()> {
             Err(format!("no line '{}' in {fstab:?}", recipe::fstab_line()))
         },
     );
-    let rules = debugfs(raw, &format!("cat {}", recipe::GETTY_RULES))?;
-    r.expect(
-        "getty rule for hvc0 and ttyS0",
-        if rules == recipe::getty_rules() {
-            Ok(recipe::GETTY_RULES.into())
-        } else {
-            Err(format!("{} is {rules:?}", recipe::GETTY_RULES))
-        },
-    );
-    let bottom = debugfs(raw, &format!("cat {}", recipe::UDEV_INIT_BOTTOM_PATH))?;
-    r.expect(
-        "the initramfs waits for udev to stop",
-        if bottom == recipe::UDEV_INIT_BOTTOM {
-            Ok(recipe::UDEV_INIT_BOTTOM_PATH.into())
-        } else {
-            Err(format!("{} is {bottom:?}", recipe::UDEV_INIT_BOTTOM_PATH))
-        },
-    );
-    let drop_in = debugfs(raw, &format!("cat {}", recipe::TTYS0_DROP_IN_PATH))?;
-    r.expect(
-        "no ttyS0 getty under Xen",
-        if drop_in == recipe::TTYS0_DROP_IN {
-            Ok(recipe::TTYS0_DROP_IN_PATH.into())
-        } else {
-            Err(format!("{} is {drop_in:?}", recipe::TTYS0_DROP_IN_PATH))
-        },
-    );
+    // Files the customize hook writes whole: each must hold exactly what the recipe says.
+    let written = [
+        (
+            "getty rule for hvc0 and ttyS0",
+            recipe::GETTY_RULES,
+            recipe::getty_rules(),
+        ),
+        (
+            "the initramfs waits for udev to stop",
+            recipe::UDEV_INIT_BOTTOM_PATH,
+            recipe::UDEV_INIT_BOTTOM.to_string(),
+        ),
+        (
+            "no ttyS0 getty under Xen",
+            recipe::TTYS0_DROP_IN_PATH,
+            recipe::TTYS0_DROP_IN.to_string(),
+        ),
+    ];
+    for (what, path, want) in written {
+        let got = debugfs(raw, &format!("cat {path}"))?;
+        r.expect(
+            what,
+            if got == want {
+                Ok(path.into())
+            } else {
+                Err(format!("{path} is {got:?}"))
+            },
+        );
+    }
     let shadow = debugfs(raw, "cat /etc/shadow")?;
     r.expect(
         "root logs in without a password",

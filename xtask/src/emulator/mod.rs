@@ -69,6 +69,28 @@ pub struct RunSpec {
     pub input: Input,
 }
 
+impl RunSpec {
+    /// A run of `staged`'s VMs on `images` through the emulator's loader: a machine with
+    /// 512 MiB for the hypervisor beside the guests' RAM and a pCPU per vCPU (at least two),
+    /// no command line, 300 s, quiet, no host NVMe disks, nobody typing. Callers change what
+    /// differs with struct update syntax.
+    pub fn staged(images: &crate::image::Images, staged: &crate::manifest::Staged) -> Self {
+        RunSpec {
+            via: Via::Loader,
+            boot: images.boot.clone(),
+            kernel: images.kernel.clone(),
+            modules: staged.modules.clone(),
+            cmdline: String::new(),
+            timeout: Duration::from_secs(300),
+            memory_mib: 512 + staged.guest_memory_mib,
+            cpus: 2.max(staged.max_vcpus),
+            echo: false,
+            nvme: Vec::new(),
+            input: Input::None,
+        }
+    }
+}
+
 /// Who types on the hypervisor's console (QEMU only; Bochs runs get nothing typed).
 #[derive(Default)]
 pub enum Input {

@@ -85,14 +85,7 @@ impl Guest {
             .write_u64(INPUT + 8, 1 | ((m.len() as u64) << 32))
             .unwrap();
         self.mem.write(INPUT + 16, m).unwrap();
-        let c = Control {
-            code: code::POST_MESSAGE,
-            fast: false,
-            varhead: 0,
-            rep_count: 0,
-            rep_start: 0,
-        };
-        self.call(c.encode(), INPUT).1
+        self.call(post_message().encode(), INPUT).1
     }
 
     pub(super) fn post(&mut self, m: &wire::Out) {
@@ -399,4 +392,15 @@ pub(super) fn rw10(opcode: u8, lba: u32, blocks: u16) -> [u8; 10] {
 
 pub(super) fn status(c: &[u8]) -> (u8, u8, u32) {
     (c[14], c[15], u32_at(c, 24))
+}
+
+/// The control of a memory-form `HvPostMessage`.
+pub(super) fn post_message() -> Control {
+    Control {
+        code: code::POST_MESSAGE,
+        fast: false,
+        varhead: 0,
+        rep_count: 0,
+        rep_start: 0,
+    }
 }

@@ -7,7 +7,7 @@ mod guest;
 use super::wire::{self, msg};
 use super::{STORVSC_TYPE, instance_guid};
 use crate::HvStatus;
-use crate::hypercall::{Control, code};
+use crate::hypercall::Control;
 use crate::msr::{SCONTROL, SIEFP, SIMP, SINT0};
 use crate::storvsc::{self, VSTOR_PACKET, op, srb};
 use crate::tests::view;
@@ -356,16 +356,10 @@ fn a_message_flood_is_answered_with_insufficient_buffers() {
 #[test]
 fn post_message_checks_its_input() {
     let mut g = Guest::new(&[]);
+    let c = post_message();
     // Payload larger than a message.
     g.mem.write_u64(INPUT, 4).unwrap();
     g.mem.write_u64(INPUT + 8, 1 | (241u64 << 32)).unwrap();
-    let c = Control {
-        code: code::POST_MESSAGE,
-        fast: false,
-        varhead: 0,
-        rep_count: 0,
-        rep_start: 0,
-    };
     assert_eq!(
         g.call(c.encode(), INPUT).1,
         HvStatus::InvalidParameter as u64
