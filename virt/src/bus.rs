@@ -30,6 +30,20 @@ pub trait DeviceContext {
     fn send_interrupt(&mut self, msg: InterruptMessage);
     /// One finished line of the guest's console output.
     fn console_line(&mut self, line: &[u8]);
+    /// The VM's RAM, for a device that reads and writes it itself (an emulated controller's
+    /// queues and data buffers). Every access is checked against it.
+    fn memory(&self) -> &dyn crate::GuestMemory {
+        &crate::NoMemory
+    }
+    /// Runs `io` on the VM's disk `index`; it completes (a flush: durably) before returning.
+    fn disk_io(
+        &mut self,
+        index: u32,
+        io: &mut dyn FnMut(&mut dyn crate::block::Volume) -> Result<(), crate::block::VolumeError>,
+    ) -> Result<(), crate::block::VolumeError> {
+        let _ = (index, io);
+        Err(crate::block::VolumeError::Io)
+    }
 }
 
 /// A device on the port I/O bus. `port` is the absolute port; `size` is 1, 2 or 4.

@@ -33,7 +33,7 @@ pub use error::Error;
 pub use exit::{Event, Exit, IoExit, NestedFault, vector};
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::VecMemory;
-pub use memory::{GuestMemory, MemError, check_range};
+pub use memory::{GuestMemory, MemError, NoMemory, check_range};
 pub use personality::HypercallInsn;
 pub use regs::{ControlRegs, GuestRegs, SegReg, Segment, bits, offsets as reg_offsets};
 pub use state::{InitialState, RamRegion};

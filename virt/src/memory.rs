@@ -60,6 +60,22 @@ pub fn check_range(size: u64, gpa: u64, len: usize) -> Result<usize, MemError> {
     usize::try_from(gpa).map_err(|_| err)
 }
 
+/// No memory at all: every access fails. What a device sees of guest RAM where the VM offers
+/// it none (a device model driven without a VM).
+pub struct NoMemory;
+
+impl GuestMemory for NoMemory {
+    fn size(&self) -> u64 {
+        0
+    }
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        check_range(0, gpa, buf.len()).map(|_| ())
+    }
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
+        check_range(0, gpa, data.len()).map(|_| ())
+    }
+}
+
 /// Guest RAM backed by a host buffer, for host tests. Interior mutability lets it implement the
 /// `&self` trait just as shared guest memory does.
 #[cfg(any(test, feature = "test-util"))]

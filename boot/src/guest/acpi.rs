@@ -39,6 +39,8 @@ pub const IOAPIC_GSI_BASE: u32 = 0;
 /// COM1 as every PC has it.
 pub const COM1_PORT: u16 = 0x3F8;
 pub const COM1_IRQ: u32 = 4;
+/// PCI configuration mechanism #1: the address port (the data ports follow at CFC).
+pub const PCI_CONFIG_PORT: u16 = 0xCF8;
 
 /// The sleep type a write to [`SLEEP_CONTROL_PORT`] asks for, if it sets SLP_EN.
 pub const fn sleep_request(value: u8) -> Option<u8> {
@@ -63,6 +65,10 @@ pub struct AcpiOptions {
     /// FADT `IAPC_BOOT_ARCH`. The default says no VGA and no CMOS RTC (so Linux does not
     /// spend a second waiting on an RTC that reads all-ones) and no 8042.
     pub boot_arch: u16,
+    /// A PCI Express root bridge (`\_SB.PCI0`, bus 0, BARs in [`layout::PCI_MMIO_START`]..
+    /// [`layout::PCI_MMIO_END`]) with memory-mapped configuration (an MCFG table, the window
+    /// reserved in the memory map): the hardware-emulation face's devices live there.
+    pub pci: bool,
 }
 
 /// `IAPC_BOOT_ARCH` bits.
@@ -79,6 +85,7 @@ impl Default for AcpiOptions {
             com1: true,
             vmbus: false,
             boot_arch: BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS_RTC,
+            pci: false,
         }
     }
 }
@@ -94,6 +101,17 @@ impl AcpiOptions {
         AcpiOptions {
             ioapic: true,
             vmbus: true,
+            ..Self::default()
+        }
+    }
+}
+
+impl AcpiOptions {
+    /// The hardware-emulation face: a plain PC's IOAPIC, COM1 and a PCI bus.
+    pub fn hardware() -> Self {
+        AcpiOptions {
+            ioapic: true,
+            pci: true,
             ..Self::default()
         }
     }
@@ -273,6 +291,17 @@ pub struct MadtLocalX2Apic {
     pub processor_uid: U32,
 }
 
+/// One MCFG allocation: the ECAM window of a segment's bus range.
+#[derive(Clone, Copy, Debug, IntoBytes, Immutable)]
+#[repr(C)]
+pub struct McfgAllocation {
+    pub base: U64,
+    pub segment: U16,
+    pub start_bus: u8,
+    pub end_bus: u8,
+    pub reserved: U32,
+}
+
 const MADT_ENABLED: u32 = 1;
 
 const _: () = {
@@ -304,6 +333,7 @@ const _: () = {
     assert!(size_of::<MadtLocalApic>() == 8);
     assert!(size_of::<MadtIoApic>() == 12);
     assert!(size_of::<MadtLocalX2Apic>() == 16);
+    assert!(size_of::<McfgAllocation>() == 16);
     // The RSDP sits where a legacy BIOS-area scan finds it.
     assert!(ACPI_START.is_multiple_of(16) && ACPI_START >= 0xE_0000 && ACPI_END <= 0x10_0000);
     // The largest MADT fits with everything else.
@@ -312,12 +342,19 @@ const _: () = {
             <= ACPI_END
     );
     assert!(aml::eisa_id(b"PNP0501").is_some());
+    assert!(aml::eisa_id(b"PNP0A08").is_some() && aml::eisa_id(b"PNP0A03").is_some());
 };
 
 const MAX_MADT_ENTRY: usize = size_of::<MadtLocalX2Apic>();
-const XSDT_ENTRIES: usize = 2;
 const TABLE_ALIGN: u64 = 16;
-const DSDT_MAX: usize = 512;
+const DSDT_MAX: usize = 768;
+/// MCFG: the header, 8 reserved bytes, one allocation.
+const MCFG_LEN: u64 = (size_of::<SdtHeader>() + 8 + size_of::<McfgAllocation>()) as u64;
+
+/// FADT, MADT, and the MCFG with PCI.
+fn xsdt_entries(opts: &AcpiOptions) -> usize {
+    2 + usize::from(opts.pci)
+}
 
 /// Where each table goes, for a VM's vCPU count and options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,6 +364,7 @@ struct Plan {
     fadt: u64,
     dsdt: u64,
     madt: u64,
+    mcfg: u64,
     end: u64,
 }
 
@@ -355,16 +393,21 @@ fn plan(vcpus: u32, dsdt_len: usize, opts: &AcpiOptions) -> Plan {
     let next = |at: u64, len: u64| align_up(at + len, TABLE_ALIGN);
     let rsdp = ACPI_START;
     let xsdt = next(rsdp, size_of::<Rsdp>() as u64);
-    let fadt = next(xsdt, (size_of::<SdtHeader>() + 8 * XSDT_ENTRIES) as u64);
+    let fadt = next(
+        xsdt,
+        (size_of::<SdtHeader>() + 8 * xsdt_entries(opts)) as u64,
+    );
     let dsdt = next(fadt, (size_of::<SdtHeader>() + size_of::<Fadt>()) as u64);
     let madt = next(dsdt, (size_of::<SdtHeader>() + dsdt_len) as u64);
-    let end = madt + madt_len(vcpus, opts);
+    let mcfg = next(madt, madt_len(vcpus, opts));
+    let end = if opts.pci { mcfg + MCFG_LEN } else { mcfg };
     Plan {
         rsdp,
         xsdt,
         fadt,
         dsdt,
         madt,
+        mcfg,
         end,
     }
 }
@@ -382,6 +425,24 @@ fn dsdt_body(opts: &AcpiOptions) -> AmlBuf<DSDT_MAX> {
                 a.name(Name::seg(b"_CRS"), |a| match opts.ioapic {
                     true => a.resource_template(&[&io, &irq]),
                     false => a.resource_template(&[&io]),
+                });
+            });
+        }
+        if opts.pci {
+            a.device(Name::seg(b"PCI0"), |a| {
+                a.name(Name::seg(b"_HID"), |a| a.eisa_id(b"PNP0A08"));
+                a.name(Name::seg(b"_CID"), |a| a.eisa_id(b"PNP0A03"));
+                a.name(Name::seg(b"_UID"), |a| a.integer(0));
+                a.name(Name::seg(b"_SEG"), |a| a.integer(0));
+                a.name(Name::seg(b"_BBN"), |a| a.integer(0));
+                let buses = aml::word_bus_number(0, 0);
+                let config = aml::io_port(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, 8);
+                let window = aml::dword_memory(
+                    layout::PCI_MMIO_START as u32,
+                    (layout::PCI_MMIO_END - 1) as u32,
+                );
+                a.name(Name::seg(b"_CRS"), |a| {
+                    a.resource_template(&[&buses, &config, &window])
                 });
             });
         }
@@ -478,6 +539,20 @@ pub fn write<M: GuestMemory + ?Sized>(
     }
     madt.finish()?;
 
+    if opts.pci {
+        let mut mcfg = Table::begin(mem, p.mcfg, *b"MCFG", 1)?;
+        mcfg.push(&[0; 8])?;
+        let ecam = McfgAllocation {
+            base: U64::new(layout::PCI_ECAM_BASE),
+            segment: U16::new(0),
+            start_bus: 0,
+            end_bus: ((layout::PCI_ECAM_SIZE >> 20) - 1) as u8,
+            reserved: U32::new(0),
+        };
+        mcfg.push(ecam.as_bytes())?;
+        mcfg.finish()?;
+    }
+
     let fadt = Fadt {
         dsdt: U32::new(p.dsdt as u32),
         x_dsdt: U64::new(p.dsdt),
@@ -502,6 +577,9 @@ pub fn write<M: GuestMemory + ?Sized>(
     let mut xsdt = Table::begin(mem, p.xsdt, *b"XSDT", 1)?;
     xsdt.push(&p.fadt.to_le_bytes())?;
     xsdt.push(&p.madt.to_le_bytes())?;
+    if opts.pci {
+        xsdt.push(&p.mcfg.to_le_bytes())?;
+    }
     xsdt.finish()?;
 
     let mut rsdp = Rsdp {

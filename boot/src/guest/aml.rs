@@ -260,3 +260,37 @@ pub(crate) const fn interrupt(edge: bool, active_low: bool, gsi: u32) -> [u8; 9]
     let [a, b, c, d] = gsi.to_le_bytes();
     [0x89, 6, 0, flags, 1, a, b, c, d]
 }
+
+/// Large resource descriptor: a fixed bus-number range the device produces (WordBusNumber).
+pub(crate) const fn word_bus_number(min: u16, max: u16) -> [u8; 16] {
+    let [min_lo, min_hi] = min.to_le_bytes();
+    let [max_lo, max_hi] = max.to_le_bytes();
+    let [len_lo, len_hi] = (max - min + 1).to_le_bytes();
+    // Type 2 (bus numbers); producer, positive decode, min and max fixed.
+    [
+        0x88, 13, 0, 2, 0x0C, 0, 0, 0, min_lo, min_hi, max_lo, max_hi, 0, 0, len_lo, len_hi,
+    ]
+}
+
+/// Large resource descriptor: a fixed 32-bit memory window the device produces (DWordMemory),
+/// read-write, non-cacheable.
+pub(crate) const fn dword_memory(min: u32, max: u32) -> [u8; 26] {
+    let mut d = [0u8; 26];
+    d[0] = 0x87;
+    d[1] = 23;
+    // Type 0 (memory); producer, positive decode, min and max fixed; read-write.
+    d[3] = 0;
+    d[4] = 0x0C;
+    d[5] = 1;
+    let fields = [0, min, max, 0, max - min + 1];
+    let mut i = 0;
+    while i < fields.len() {
+        let b = fields[i].to_le_bytes();
+        d[6 + 4 * i] = b[0];
+        d[7 + 4 * i] = b[1];
+        d[8 + 4 * i] = b[2];
+        d[9 + 4 * i] = b[3];
+        i += 1;
+    }
+    d
+}

@@ -52,6 +52,13 @@ pub const HIGH_RAM_START: u64 = 0x10_0000;
 
 /// Start of the MMIO hole below 4 GiB; RAM never reaches it.
 pub const MMIO_HOLE_START: u64 = 0xC000_0000;
+/// The hardware-emulation face's PCI: BARs are placed in this window (the ACPI root bridge's
+/// memory resource), and configuration space is memory-mapped (ECAM) for bus 0 above it.
+pub const PCI_MMIO_START: u64 = MMIO_HOLE_START;
+pub const PCI_MMIO_END: u64 = 0xE000_0000;
+pub const PCI_ECAM_BASE: u64 = 0xE000_0000;
+/// One bus: 32 devices × 8 functions × 4 KiB.
+pub const PCI_ECAM_SIZE: u64 = MIB;
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
 pub const LAPIC_BASE: u64 = 0xFEE0_0000;
 /// Pages at the top of RAM the hypervisor keeps for itself (Xen's console and xenstore
@@ -83,6 +90,8 @@ const _: () = {
     assert!(BOOT_DATA_END <= LOW_RAM_END);
     assert!(LOW_RAM_END <= ACPI_START && ACPI_END == HIGH_RAM_START);
     assert!(MAX_RAM <= IOAPIC_BASE && IOAPIC_BASE < LAPIC_BASE);
+    assert!(MAX_RAM <= PCI_MMIO_START && PCI_MMIO_END <= PCI_ECAM_BASE);
+    assert!(PCI_ECAM_BASE + PCI_ECAM_SIZE <= IOAPIC_BASE);
     assert!(MIN_RAM > HIGH_RAM_START + HV_PAGES * PAGE);
 };
 
@@ -143,7 +152,7 @@ pub struct MemoryMap {
 }
 
 impl MemoryMap {
-    pub const CAPACITY: usize = 5;
+    pub const CAPACITY: usize = 6;
 
     pub fn as_slice(&self) -> &[MemRegion] {
         &self.regions[..self.len]
@@ -155,6 +164,9 @@ impl MemoryMap {
 pub struct VmLayout {
     ram_size: u64,
     vcpus: u32,
+    /// The PCI configuration window is reserved in the memory map (Linux trusts an ECAM
+    /// region only if firmware reserved it).
+    pci: bool,
 }
 
 impl VmLayout {
@@ -181,7 +193,17 @@ impl VmLayout {
                 max: MAX_VCPUS,
             });
         }
-        Ok(VmLayout { ram_size, vcpus })
+        Ok(VmLayout {
+            ram_size,
+            vcpus,
+            pci: false,
+        })
+    }
+
+    /// The layout of a VM with a PCI bus (the hardware-emulation face).
+    pub const fn with_pci(mut self, pci: bool) -> Self {
+        self.pci = pci;
+        self
     }
 
     /// End of the RAM the guest may use: the hypervisor pages are above it.
@@ -216,6 +238,11 @@ impl VmLayout {
             range: GuestRange { start, end },
             kind,
         };
+        let ecam = r(
+            PCI_ECAM_BASE,
+            PCI_ECAM_BASE + PCI_ECAM_SIZE,
+            MemType::Reserved,
+        );
         MemoryMap {
             regions: [
                 r(0, LOW_RAM_END, MemType::Ram),
@@ -223,8 +250,9 @@ impl VmLayout {
                 r(ACPI_START, ACPI_END, MemType::Acpi),
                 r(HIGH_RAM_START, self.ram_end(), MemType::Ram),
                 r(self.ram_end(), self.ram_size, MemType::Reserved),
+                ecam,
             ],
-            len: 5,
+            len: if self.pci { 6 } else { 5 },
         }
     }
 

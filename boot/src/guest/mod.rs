@@ -179,7 +179,7 @@ pub fn load_pvh<M: GuestMemory + ?Sized>(
     mem: &M,
     p: &GuestParams<'_>,
 ) -> Result<BootEntry, GuestLoadError> {
-    let layout = VmLayout::new(mem.size(), p.vcpus)?;
+    let layout = VmLayout::new(mem.size(), p.vcpus)?.with_pci(p.acpi.pci);
     let cmdline = layout::check_cmdline(p.cmdline, layout::CMDLINE_MAX)?;
     let info = elf::inspect(p.kernel, &layout)?;
     let entry = info.pvh_entry.ok_or(GuestLoadError::MissingPvhNote)?;
@@ -210,7 +210,7 @@ pub fn load_linux<M: GuestMemory + ?Sized>(
     mem: &M,
     p: &GuestParams<'_>,
 ) -> Result<BootEntry, GuestLoadError> {
-    let layout = VmLayout::new(mem.size(), p.vcpus)?;
+    let layout = VmLayout::new(mem.size(), p.vcpus)?.with_pci(p.acpi.pci);
     let image = linux::BzImage::parse(p.kernel)?;
     let cmdline = layout::check_cmdline(p.cmdline, image.cmdline_max())?;
     let kernel = image.placement(&layout)?;

@@ -219,7 +219,8 @@ pub fn create(
         boot_entry.rsdp,
         hpa
     );
-    let has_ioapic = spec.personality == Personality::HyperV;
+    // Xen PVH guests have none (as Xen builds them); Hyper-V guests and plain PC hardware do.
+    let has_ioapic = spec.personality != Personality::Xen;
     BOOT[index].call_once(|| BootFiles {
         spec: spec.clone(),
         kernel: image,
@@ -282,8 +283,9 @@ pub fn create(
         // event delivery, with no exit ever taken; the exit loop reflects them.
         vcpu.set_exception_intercepts(REFLECTED_EXCEPTIONS);
         vcpu.unload();
-        let lapic = VLapic::new(u32::from(v), v == 0, crate::arch::tsc::hz(), APIC_BUS_HZ);
+        let lapic = new_lapic(spec.personality, v, crate::arch::tsc::hz());
         let vs = &slot.vcpus[usize::from(v)];
+        vs.publish_apic(lapic.addressing());
         vs.started.store(v == 0, Ordering::Release);
         let area_frames = crate::arch::fpu::area_bytes().div_ceil(4096);
         let area = phys::alloc_zeroed(area_frames, 4096).map_err(|_| CreateError::OutOfMemory {
@@ -313,6 +315,16 @@ pub fn create(
     slot.live.store(true, Ordering::Release);
     LIVE_VMS.fetch_add(1, Ordering::AcqRel);
     Ok(())
+}
+
+/// vCPU `v`'s APIC at power-on: the enlightened faces hand it over in x2APIC mode, as their
+/// firmware may; plain PC hardware starts in xAPIC mode, as a board's firmware leaves it.
+fn new_lapic(personality: Personality, v: u8, tsc_hz: u64) -> VLapic {
+    let (id, bsp) = (u32::from(v), v == 0);
+    match personality {
+        Personality::None => VLapic::new_xapic(id, bsp, tsc_hz, APIC_BUS_HZ),
+        _ => VLapic::new(id, bsp, tsc_hz, APIC_BUS_HZ),
+    }
 }
 
 /// The VM's personality, configured for this host and this VM's memory.
@@ -388,7 +400,7 @@ fn load_guest(
     let acpi = match spec.personality {
         Personality::Xen => boot::guest::AcpiOptions::xen(),
         Personality::HyperV => boot::guest::AcpiOptions::hyperv(),
-        Personality::None => boot::guest::AcpiOptions::default(),
+        Personality::None => boot::guest::AcpiOptions::hardware(),
     };
     let params = boot::guest::GuestParams {
         vcpus: u32::from(spec.vcpus),
@@ -447,7 +459,10 @@ pub fn restart(index: u8) -> Result<(), CreateError> {
             s.started.store(v == 0, Ordering::Release);
         }
         if let Some(cell) = slot.cells[usize::from(v)].lock().as_mut() {
-            cell.state.lapic = VLapic::new(u32::from(v), v == 0, hz, APIC_BUS_HZ);
+            cell.state.lapic = new_lapic(info.personality, v, hz);
+            if let Some(s) = slot.vcpu(v) {
+                s.publish_apic(cell.state.lapic.addressing());
+            }
             cell.state.nmis_dropped = 0;
             cell.state.trace = super::trace::Trace::new();
             cell.ext.reset();

@@ -10,7 +10,6 @@
 use super::Machine;
 use super::cpuid::{self, CpuidCtx};
 use super::interrupts::{self, DeviceCx};
-use super::lapic::Effect;
 use super::personality::{self, view};
 use super::platform;
 use super::state::{REFLECTED_EXCEPTIONS, VcpuState, Vm};
@@ -187,9 +186,8 @@ fn wrmsr<C, V: Vcpu>(
 ) -> Action {
     if platform::is_lapic_msr(msr) {
         return match st.lapic.wrmsr(msr, value, m.tsc()) {
-            Ok(Effect::None) => Action::Done,
-            Ok(Effect::SendIpi(ipi)) => {
-                interrupts::send_ipi(vm, m, index, ipi);
+            Ok(effect) => {
+                interrupts::apic_written(vm, m, index, &st.lapic, effect);
                 Action::Done
             }
             Err(_) => Action::Fault(Event::GP0),

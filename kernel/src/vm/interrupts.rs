@@ -3,19 +3,19 @@
 
 use super::Machine;
 use super::console::Outbox;
-use super::lapic::{self, Dest, Ipi, Pending};
+use super::lapic::{Dest, Effect, Ipi, Pending, VLapic};
 use super::state::{VcpuState, Vm};
 use vcpu::Vcpu;
 use virt::Event;
 use virt::bus::{DeviceContext, InterruptMessage};
 
-/// Whether a destination names vCPU `v` (whose APIC id is its index), for an IPI from `from`.
-fn names(dest: Dest, v: u8, from: u8) -> bool {
-    let id = u32::from(v);
+/// Whether a destination names vCPU `v`, for an IPI from `from`: by its APIC's own mode and
+/// logical id, as it published them.
+fn names<C>(vm: &Vm<C>, dest: Dest, v: u8, from: u8) -> bool {
+    let apic = || vm.vcpu(v).map(|s| s.apic_addressing(v));
     match dest {
-        // 0xFFFFFFFF is the x2APIC physical broadcast.
-        Dest::Physical(d) => d == id || d == u32::MAX,
-        Dest::Logical(d) => lapic::logical_match(d, id),
+        Dest::Physical(d) => apic().is_some_and(|a| a.physical(d)),
+        Dest::Logical(d) => apic().is_some_and(|a| a.logical(d)),
         Dest::SelfOnly => v == from,
         Dest::AllIncludingSelf => true,
         Dest::AllExcludingSelf => v != from,
@@ -31,7 +31,7 @@ pub fn send_ipi<C>(vm: &Vm<C>, m: &dyn Machine, from: u8, ipi: Ipi) {
         | Ipi::Nmi { dest } => dest,
     };
     let n = vm.info.get().map_or(0, |i| i.vcpus);
-    for v in (0..n).filter(|&v| names(dest, v, from)) {
+    for v in (0..n).filter(|&v| names(vm, dest, v, from)) {
         let Some(target) = vm.vcpu(v) else { continue };
         match ipi {
             Ipi::Fixed { vector, .. } => target.pending.post(vector),
@@ -43,16 +43,30 @@ pub fn send_ipi<C>(vm: &Vm<C>, m: &dyn Machine, from: u8, ipi: Ipi) {
     }
 }
 
+/// After a write to vCPU `index`'s APIC (MSR or MMIO): publishes how it now matches
+/// destinations, and sends the IPI the write asked for.
+pub fn apic_written<C>(vm: &Vm<C>, m: &dyn Machine, index: u8, apic: &VLapic, effect: Effect) {
+    if let Some(s) = vm.vcpu(index) {
+        s.publish_apic(apic.addressing());
+    }
+    if let Effect::SendIpi(ipi) = effect {
+        send_ipi(vm, m, index, ipi);
+    }
+}
+
 /// Hands a device's interrupt message to the first vCPU it names: fixed or lowest-priority
 /// delivery of an edge needs one recipient.
 pub fn deliver<C>(vm: &Vm<C>, m: &dyn Machine, msg: InterruptMessage) {
     let n = vm.info.get().map_or(0, |i| i.vcpus);
     let hit = (0..n).find(|&v| {
-        let id = u32::from(v);
+        let Some(a) = vm.vcpu(v).map(|s| s.apic_addressing(v)) else {
+            return false;
+        };
         if msg.logical {
-            lapic::logical_match(msg.dest, id)
+            a.logical(msg.dest)
         } else {
-            msg.dest == id || msg.dest == 0xFF
+            // Device messages carry 8-bit ids: 0xFF is their broadcast in either mode.
+            a.physical(msg.dest) || msg.dest == 0xFF
         }
     });
     if let Some(target) = hit.and_then(|v| vm.vcpu(v)) {
@@ -93,6 +107,7 @@ pub struct DeviceCx<'a, C> {
     pub vm: &'a Vm<C>,
     pub m: &'a dyn Machine,
     outbox: Outbox,
+    ram: Option<vcpu::GuestRam>,
 }
 
 impl<'a, C> DeviceCx<'a, C> {
@@ -101,6 +116,7 @@ impl<'a, C> DeviceCx<'a, C> {
             vm,
             m,
             outbox: Outbox::new(),
+            ram: vm.info.get().map(|i| vcpu::GuestRam::new(i.ram)),
         }
     }
 
@@ -140,5 +156,21 @@ impl<C> DeviceContext for DeviceCx<'_, C> {
 
     fn console_line(&mut self, line: &[u8]) {
         self.outbox.keep(self.m, self.vm.console(), line);
+    }
+
+    fn memory(&self) -> &dyn virt::GuestMemory {
+        match &self.ram {
+            Some(r) => r,
+            None => &virt::NoMemory,
+        }
+    }
+
+    fn disk_io(
+        &mut self,
+        index: u32,
+        io: &mut dyn FnMut(&mut dyn virt::block::Volume) -> Result<(), virt::block::VolumeError>,
+    ) -> Result<(), virt::block::VolumeError> {
+        let vm = self.vm.info.get().map_or(u8::MAX, |i| i.index);
+        self.m.disk_io(vm, index, io)
     }
 }

@@ -1,6 +1,8 @@
-//! The virtual local APIC each vCPU sees, in x2APIC mode only (MSRs 0x800–0x8FF): it is what
-//! Linux prefers in a VM, needs no MMIO decoding, and firmware may hand it over already
-//! enabled. Pure state over explicit time, so the timer modes are tested on the host.
+//! The virtual local APIC each vCPU sees. On the Xen and Hyper-V faces it starts in x2APIC mode
+//! (MSRs 0x800–0x8FF), as firmware may hand it over: Linux prefers it in a VM and it needs no
+//! MMIO decoding. On the hardware-emulation face it starts in xAPIC mode through its MMIO page,
+//! as on a real board, and the guest may switch it with IA32_APIC_BASE (`xapic`). Pure state
+//! over explicit time, so the timer modes are tested on the host.
 //!
 //! Interrupt requests can come from other pCPUs (IPIs, personalities), so they land in
 //! [`Pending`], a lock-free bitmap; the owning vCPU folds them into IRR before entry.
@@ -25,6 +27,8 @@ const REG_TPR: u32 = 0x08;
 const REG_PPR: u32 = 0x0A;
 const REG_EOI: u32 = 0x0B;
 const REG_LDR: u32 = 0x0D;
+/// xAPIC only: the destination format (flat or cluster logical addressing).
+const REG_DFR: u32 = 0x0E;
 const REG_SVR: u32 = 0x0F;
 const REG_ISR0: u32 = 0x10;
 const REG_TMR0: u32 = 0x18;
@@ -204,8 +208,11 @@ pub struct VLapic {
     base: u64,
     tpr: u32,
     svr: u32,
+    /// The logical id: derived from the id in x2APIC mode, the guest's in xAPIC mode.
     ldr: u32,
+    dfr: u32,
     esr: u32,
+    /// In xAPIC mode the high half is the ICR_HI register.
     icr: u64,
     lvt: [u32; 7],
     isr: [u64; 4],
@@ -266,6 +273,7 @@ impl VLapic {
             tpr: 0,
             svr: 0xFF,
             ldr: logical_id(id),
+            dfr: u32::MAX,
             esr: 0,
             icr: 0,
             lvt: [LVT_MASKED; 7],
@@ -293,7 +301,7 @@ impl VLapic {
     }
 
     pub fn software_enabled(&self) -> bool {
-        self.svr & SVR_ENABLED != 0
+        self.svr & SVR_ENABLED != 0 && self.base & APIC_BASE_EN != 0
     }
 
     fn divider(&self) -> u64 {
@@ -421,39 +429,41 @@ impl VLapic {
         }
         let reg = msr
             .checked_sub(X2APIC_MSR_FIRST)
-            .filter(|_| msr <= X2APIC_MSR_LAST)
+            .filter(|_| msr <= X2APIC_MSR_LAST && self.x2apic_mode())
             .ok_or(GpFault)?;
         let v = match reg {
             REG_ID => self.id,
+            REG_LDR => self.ldr,
+            REG_ICR => return Ok(self.icr),
+            // EOI and SELF_IPI are write-only; everything else is reserved: #GP as hardware.
+            r => self.read_common(r, now).ok_or(GpFault)?,
+        };
+        Ok(u64::from(v))
+    }
+
+    /// The registers both modes share, by x2APIC register number.
+    fn read_common(&self, reg: u32, now: u64) -> Option<u32> {
+        Some(match reg {
             REG_VERSION => VERSION,
             REG_TPR => self.tpr,
             REG_PPR => self.ppr(),
-            REG_LDR => self.ldr,
             REG_SVR => self.svr,
             r @ REG_ISR0..=0x17 => word(&self.isr, r - REG_ISR0),
             r @ REG_TMR0..=0x1F => word(&self.tmr, r - REG_TMR0),
             r @ REG_IRR0..=0x27 => word(&self.irr, r - REG_IRR0),
             REG_ESR => self.esr,
-            REG_ICR => return Ok(self.icr),
             REG_LVT_CMCI => LVT_MASKED,
             r if lvt_index(r).is_some() => self.lvt[lvt_index(r).unwrap_or(0)],
             REG_TIMER_INIT => self.timer_init,
             REG_TIMER_CUR => self.timer_current(now),
             REG_TIMER_DIV => self.timer_div_reg,
-            // EOI and SELF_IPI are write-only; everything else is reserved: #GP as hardware.
-            _ => return Err(GpFault),
-        };
-        Ok(u64::from(v))
+            _ => return None,
+        })
     }
 
     pub fn wrmsr(&mut self, msr: u32, value: u64, now: u64) -> Result<Effect, GpFault> {
         if msr == APIC_BASE_MSR {
-            // Leaving x2APIC mode (or disabling) is not modelled: refuse like a CPU that
-            // rejects the transition, so the guest learns instead of silently diverging.
-            let keep = APIC_BASE_EN | APIC_BASE_EXTD;
-            if value & keep != keep || value & !(keep | APIC_BASE_BSP | 0xF_FFFF_F000) != 0 {
-                return Err(GpFault);
-            }
+            self.set_base(value)?;
             return Ok(Effect::None);
         }
         if msr == TSC_DEADLINE_MSR {
@@ -468,7 +478,7 @@ impl VLapic {
         }
         let reg = msr
             .checked_sub(X2APIC_MSR_FIRST)
-            .filter(|_| msr <= X2APIC_MSR_LAST)
+            .filter(|_| msr <= X2APIC_MSR_LAST && self.x2apic_mode())
             .ok_or(GpFault)?;
         let low = value as u32;
         // Only ICR takes 64 bits; the upper half of every other register is reserved.
@@ -476,20 +486,30 @@ impl VLapic {
             return Err(GpFault);
         }
         match reg {
-            REG_TPR => self.tpr = low & 0xFF,
-            REG_EOI => {
-                if low != 0 {
-                    return Err(GpFault);
-                }
-                match highest(&self.isr) {
-                    Some(v) => set_bit(&mut self.isr, v, false),
-                    None => self.unmatched_eois = self.unmatched_eois.saturating_add(1),
-                }
+            REG_EOI if low != 0 => Err(GpFault),
+            REG_ICR => Ok(self.write_icr(value)?.map_or(Effect::None, Effect::SendIpi)),
+            REG_SELF_IPI => {
+                self.accept((low & 0xFF) as u8);
+                Ok(Effect::None)
             }
+            r => self
+                .write_common(r, low, now)
+                .then_some(Effect::None)
+                .ok_or(GpFault),
+        }
+    }
+
+    /// A write to a register both modes share; `false` for any other register.
+    fn write_common(&mut self, reg: u32, low: u32, now: u64) -> bool {
+        match reg {
+            REG_TPR => self.tpr = low & 0xFF,
+            REG_EOI => match highest(&self.isr) {
+                Some(v) => set_bit(&mut self.isr, v, false),
+                None => self.unmatched_eois = self.unmatched_eois.saturating_add(1),
+            },
             REG_SVR => self.svr = low & 0x11FF,
             REG_ESR => self.esr = 0,
             REG_LVT_CMCI => {}
-            REG_ICR => return Ok(self.write_icr(value)?.map_or(Effect::None, Effect::SendIpi)),
             r if lvt_index(r).is_some() => {
                 let i = lvt_index(r).unwrap_or(0);
                 let mask = if i == 0 { 0x7_10FF } else { 0x1_17FF };
@@ -503,7 +523,7 @@ impl VLapic {
             }
             REG_TIMER_INIT => {
                 if self.timer_mode() == TIMER_TSC_DEADLINE {
-                    return Ok(Effect::None);
+                    return true;
                 }
                 self.timer_init = low;
                 self.timer_start = now;
@@ -515,18 +535,20 @@ impl VLapic {
                 };
             }
             REG_TIMER_DIV => self.timer_div_reg = low & 0b1011,
-            REG_SELF_IPI => self.accept((low & 0xFF) as u8),
-            REG_ID | REG_VERSION | REG_PPR | REG_LDR | REG_TIMER_CUR => return Err(GpFault),
-            _ => return Err(GpFault),
+            _ => return false,
         }
-        Ok(Effect::None)
+        true
     }
 
     fn write_icr(&mut self, value: u64) -> Result<Option<Ipi>, GpFault> {
         let vector = (value & 0xFF) as u8;
         let mode = (value >> 8) & 0b111;
         let logical = value & (1 << 11) != 0;
-        let dest_field = (value >> 32) as u32;
+        let dest_field = if self.x2apic_mode() {
+            (value >> 32) as u32
+        } else {
+            (value >> 56) as u32
+        };
         let dest = match (value >> 18) & 0b11 {
             0 if logical => Dest::Logical(dest_field),
             0 => Dest::Physical(dest_field),
@@ -545,6 +567,10 @@ impl VLapic {
         };
         // Delivery is immediate, so the status bit (12) never reads busy.
         self.icr = value & !(1 << 12);
+        if !self.x2apic_mode() {
+            // Only what xAPIC's ICR holds: the destination byte of the high half.
+            self.icr &= 0xFF00_0000_000C_CFFF;
+        }
         Ok(ipi)
     }
 }
@@ -574,3 +600,5 @@ fn word(set: &[u64; 4], idx: u32) -> u32 {
 
 #[cfg(test)]
 mod tests;
+mod xapic;
+pub use xapic::Addressing;

@@ -60,6 +60,34 @@ pub fn emulate<C, V: Vcpu>(
             f.gpa,
         );
     };
+    // The vCPU's own APIC page comes first: it is per vCPU, and moves with IA32_APIC_BASE.
+    let own_apic = st.lapic.mmio_page().filter(|&p| f.gpa & !0xFFF == p);
+    if own_apic.is_some() {
+        let off = f.gpa & 0xFFF;
+        let now = m.tsc();
+        let regs = st.vcpu.regs_mut();
+        match insn.access {
+            Access::Load {
+                reg,
+                high_byte,
+                dest_size,
+            } => {
+                let value = st.lapic.mmio_read(off, insn.size, now);
+                let old = regs.gpr(reg).unwrap_or(0);
+                regs.set_gpr(reg, mmio::merge_load(old, value, dest_size, high_byte));
+            }
+            Access::StoreReg { reg, high_byte } => {
+                let value = mmio::store_value(regs.gpr(reg).unwrap_or(0), insn.size, high_byte);
+                let effect = st.lapic.mmio_write(off, insn.size, value, now);
+                super::interrupts::apic_written(vm, m, index, &st.lapic, effect);
+            }
+            Access::StoreImm(value) => {
+                let effect = st.lapic.mmio_write(off, insn.size, value, now);
+                super::interrupts::apic_written(vm, m, index, &st.lapic, effect);
+            }
+        }
+        return retire(st, insn.len);
+    }
     let device = vm.bus.get().and_then(|b| b.mmio(f.gpa));
     let mut cx = DeviceCx::new(vm, m);
     let regs = st.vcpu.regs_mut();
@@ -91,8 +119,12 @@ pub fn emulate<C, V: Vcpu>(
         }
     }
     cx.finish();
-    // Retired here from the decoded length: a nested page fault has no instruction length.
-    if st.vcpu.skip_instruction(u64::from(insn.len)).is_err() {
+    retire(st, insn.len)
+}
+
+/// Retired here from the decoded length: a nested page fault has no instruction length.
+fn retire<V: Vcpu>(st: &mut VcpuState<V>, len: u8) -> Action {
+    if st.vcpu.skip_instruction(u64::from(len)).is_err() {
         return Action::Fault(virt::Event::UD);
     }
     Action::Retry

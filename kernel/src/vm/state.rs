@@ -48,6 +48,9 @@ pub struct VcpuSlot {
     pub started: AtomicBool,
     /// Parked in wait-for-SIPI: only INIT or SIPI wakes it.
     pub sipi_wait: AtomicBool,
+    /// How its APIC matches destinations ([`super::lapic::Addressing`], packed), for
+    /// interrupts sent from other pCPUs; its own pCPU publishes it after each APIC write.
+    pub apic: AtomicU64,
 }
 
 impl VcpuSlot {
@@ -59,7 +62,16 @@ impl VcpuSlot {
             personality_deadline: AtomicU64::new(0),
             started: AtomicBool::new(false),
             sipi_wait: AtomicBool::new(false),
+            apic: AtomicU64::new(0),
         }
+    }
+
+    pub fn publish_apic(&self, a: super::lapic::Addressing) {
+        self.apic.store(a.pack(), Ordering::Release);
+    }
+
+    pub fn apic_addressing(&self, index: u8) -> super::lapic::Addressing {
+        super::lapic::Addressing::unpack(self.apic.load(Ordering::Acquire), u32::from(index))
     }
 
     /// Whether what was posted to the vCPU should make its pCPU run it again.

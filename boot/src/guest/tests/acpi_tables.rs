@@ -125,6 +125,58 @@ fn every_table_checksums_to_zero_and_stays_in_its_region() {
 }
 
 #[test]
+fn the_hardware_face_has_an_mcfg_for_bus_0_and_a_reserved_window() {
+    let opts = AcpiOptions::hardware();
+    let (m, rsdp) = write_tables(2, &opts);
+    let all = raw_tables(&m, rsdp);
+    let names: Vec<_> = all.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, ["XSDT", "DSDT", "FACP", "APIC", "MCFG"]);
+    for (name, bytes) in &all {
+        assert_eq!(sum(bytes), 0, "{name} checksum");
+    }
+    let end = layout::ACPI_START + acpi::size(2, &opts);
+    assert!(
+        read(&m, end, (layout::ACPI_END - end) as usize)
+            .iter()
+            .all(|&b| b == 0)
+    );
+    let t = tables(&m, rsdp);
+    let mcfg = t.find_table::<::acpi::mcfg::Mcfg>().unwrap();
+    let entries: Vec<_> = mcfg
+        .get()
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                { e.base_address },
+                { e.pci_segment_group },
+                e.bus_number_start,
+                e.bus_number_end,
+            )
+        })
+        .collect();
+    assert_eq!(entries, [(layout::PCI_ECAM_BASE, 0, 0, 0)]);
+    let map = VmLayout::new(64 * MIB, 2)
+        .unwrap()
+        .with_pci(true)
+        .memory_map(false);
+    assert!(
+        map.as_slice()
+            .iter()
+            .any(|r| r.kind == layout::MemType::Reserved
+                && r.range.start == layout::PCI_ECAM_BASE
+                && r.range.len() == layout::PCI_ECAM_SIZE)
+    );
+    let plain = VmLayout::new(64 * MIB, 2).unwrap().memory_map(false);
+    assert!(
+        plain
+            .as_slice()
+            .iter()
+            .all(|r| r.range.start < layout::MMIO_HOLE_START)
+    );
+}
+
+#[test]
 fn acpi_crate_parses_fadt() {
     let (m, rsdp) = write_tables(2, &AcpiOptions::hyperv());
     let t = tables(&m, rsdp);
@@ -243,6 +295,33 @@ fn reference_dsdt(opts: &AcpiOptions) -> Vec<u8> {
         .to_aml_bytes(&mut bytes);
         children.push(Box::new(Raw(bytes)));
     }
+    if opts.pci {
+        use ::acpi_tables::aml::{AddressSpace, AddressSpaceCacheable};
+        let buses = AddressSpace::new_bus_number(0u16, 0u16);
+        let config = IO::new(0xCF8, 0xCF8, 1, 8);
+        let window = AddressSpace::new_memory(
+            AddressSpaceCacheable::NotCacheable,
+            true,
+            layout::PCI_MMIO_START as u32,
+            (layout::PCI_MMIO_END - 1) as u32,
+            None,
+        );
+        let crs = ResourceTemplate::new(vec![&buses, &config, &window]);
+        let mut bytes = Vec::new();
+        Device::new(
+            "PCI0".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0A08")),
+                &Name::new("_CID".into(), &EISAName::new("PNP0A03")),
+                &Name::new("_UID".into(), &0u8),
+                &Name::new("_SEG".into(), &0u8),
+                &Name::new("_BBN".into(), &0u8),
+                &Name::new("_CRS".into(), &crs),
+            ],
+        )
+        .to_aml_bytes(&mut bytes);
+        children.push(Box::new(Raw(bytes)));
+    }
     if opts.vmbus {
         let mut bytes = Vec::new();
         Device::new(
@@ -276,11 +355,12 @@ impl ::acpi_tables::Aml for Raw {
 fn dsdt_matches_acpi_tables_encoding() {
     for ioapic in [false, true] {
         for com1 in [false, true] {
-            for vmbus in [false, true] {
+            for (vmbus, pci) in [(false, false), (true, false), (false, true), (true, true)] {
                 let opts = AcpiOptions {
                     ioapic,
                     com1,
                     vmbus,
+                    pci,
                     ..AcpiOptions::default()
                 };
                 let (m, rsdp) = write_tables(1, &opts);

@@ -272,3 +272,145 @@ fn a_vector_posted_for_eoi_again_is_no_longer_no_eoi() {
     assert_eq!(a.wrmsr(X2APIC_MSR_FIRST + REG_EOI, 0, 0), Ok(Effect::None));
     assert_eq!(a.unmatched_eois, 0);
 }
+
+fn xapic() -> VLapic {
+    VLapic::new_xapic(2, false, TSC_HZ, BUS_HZ)
+}
+
+#[test]
+fn xapic_registers_live_in_the_mmio_page() {
+    let mut a = xapic();
+    assert_eq!(a.mmio_page(), Some(APIC_DEFAULT_BASE));
+    assert_eq!(a.mmio_read(0x20, 4, 0), 2 << 24);
+    assert_eq!(a.mmio_read(0x30, 4, 0), u64::from(VERSION));
+    assert_eq!(a.mmio_read(0xE0, 4, 0), 0xFFFF_FFFF);
+    // The x2APIC MSRs fault in xAPIC mode.
+    assert_eq!(a.rdmsr(0x802, 0), Err(GpFault));
+    assert_eq!(a.wrmsr(0x808, 0, 0), Err(GpFault));
+    // SVR, LDR, DFR, TPR as Linux programs them.
+    assert_eq!(a.mmio_write(0xF0, 4, 0x1FF, 0), Effect::None);
+    assert!(a.software_enabled());
+    a.mmio_write(0xD0, 4, 0x0400_00FF, 0);
+    assert_eq!(a.mmio_read(0xD0, 4, 0), 0x0400_0000);
+    a.mmio_write(0x80, 4, 0x20, 0);
+    assert_eq!(a.mmio_read(0x80, 4, 0), 0x20);
+    assert_eq!(a.addressing(), Addressing::Flat { id: 2, ldr: 4 });
+    a.mmio_write(0xE0, 4, 0, 0);
+    assert_eq!(a.addressing(), Addressing::Cluster { id: 2, ldr: 4 });
+    // Byte reads, unused bytes between registers, and reserved registers read as zero.
+    assert_eq!(a.mmio_read(0x23, 1, 0), 2);
+    assert_eq!(a.mmio_read(0x24, 4, 0), 0);
+    assert_eq!(a.mmio_read(0x3F0, 4, 0), 0);
+    // A reserved register write is flagged in the ESR, not faulted.
+    a.mmio_write(0x3F0, 4, 0x40, 0);
+    assert_eq!(a.mmio_read(0x280, 4, 0) & (1 << 7), 1 << 7);
+}
+
+#[test]
+fn xapic_icr_takes_its_destination_from_icr_high() {
+    let mut a = xapic();
+    a.mmio_write(0xF0, 4, 0x1FF, 0);
+    a.mmio_write(0x310, 4, 0x0300_0000, 0);
+    assert_eq!(a.mmio_read(0x310, 4, 0), 0x0300_0000);
+    let e = a.mmio_write(0x300, 4, 0x0000_4041, 0);
+    assert_eq!(
+        e,
+        Effect::SendIpi(Ipi::Fixed {
+            dest: Dest::Physical(3),
+            vector: 0x41
+        })
+    );
+    let e = a.mmio_write(0x300, 4, 0x0000_0841, 0);
+    assert_eq!(
+        e,
+        Effect::SendIpi(Ipi::Fixed {
+            dest: Dest::Logical(3),
+            vector: 0x41
+        })
+    );
+    // Delivery status never reads busy.
+    assert_eq!(a.mmio_read(0x300, 4, 0) & (1 << 12), 0);
+    // INIT de-assert does nothing; INIT and SIPI decode.
+    assert_eq!(a.mmio_write(0x300, 4, 0x0000_8500, 0), Effect::None);
+    assert_eq!(
+        a.mmio_write(0x300, 4, 0x0000_4500, 0),
+        Effect::SendIpi(Ipi::Init {
+            dest: Dest::Physical(3)
+        })
+    );
+    // An EOI ends the highest in-service vector whatever value is written.
+    a.sync(&{
+        let p = Pending::new();
+        p.post(0x50);
+        p
+    });
+    let v = a.deliverable().unwrap();
+    a.delivered(v);
+    a.mmio_write(0xB0, 4, 0x1234, 0);
+    assert_eq!(a.mmio_read(0x100 + 0x50, 4, 0), 0);
+    assert_eq!(a.unmatched_eois, 0);
+}
+
+#[test]
+fn apic_base_transitions_follow_the_sdm() {
+    let en = 1 << 11;
+    let extd = 1 << 10;
+    let mut a = xapic();
+    // Relocation in xAPIC mode moves the page.
+    a.wrmsr(APIC_BASE_MSR, 0xFED0_0000 | en, 0).unwrap();
+    assert_eq!(a.mmio_page(), Some(0xFED0_0000));
+    // xAPIC -> x2APIC: the MSRs work, the page is gone, the logical id is derived.
+    a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | en | extd, 0)
+        .unwrap();
+    assert_eq!(a.mmio_page(), None);
+    assert_eq!(a.rdmsr(0x802, 0), Ok(2));
+    assert_eq!(a.rdmsr(0x80D, 0), Ok(u64::from(logical_id(2))));
+    // x2APIC -> xAPIC directly is refused.
+    assert_eq!(
+        a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | en, 0),
+        Err(GpFault)
+    );
+    // EXTD without EN, and reserved bits, are refused.
+    assert_eq!(
+        a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | extd, 0),
+        Err(GpFault)
+    );
+    assert_eq!(
+        a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | en | extd | 1, 0),
+        Err(GpFault)
+    );
+    // Disable (resets), then disabled -> x2APIC is refused, disabled -> xAPIC works.
+    a.wrmsr(0x808, 0x30, 0).unwrap();
+    a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE, 0).unwrap();
+    assert_eq!(a.addressing(), Addressing::Off);
+    assert!(!a.software_enabled());
+    assert_eq!(
+        a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | en | extd, 0),
+        Err(GpFault)
+    );
+    a.wrmsr(APIC_BASE_MSR, APIC_DEFAULT_BASE | en, 0).unwrap();
+    assert_eq!(a.mmio_read(0x80, 4, 0), 0);
+    assert_eq!(a.mmio_read(0x20, 4, 0), 2 << 24);
+}
+
+#[test]
+fn addressing_matches_destinations_per_mode() {
+    for a in [
+        Addressing::X2apic { id: 17 },
+        Addressing::Flat { id: 1, ldr: 2 },
+        Addressing::Cluster { id: 1, ldr: 0x12 },
+        Addressing::Off,
+    ] {
+        assert_eq!(Addressing::unpack(a.pack(), 9), a);
+    }
+    assert_eq!(Addressing::unpack(0, 9), Addressing::X2apic { id: 9 });
+    let x2 = Addressing::X2apic { id: 17 };
+    assert!(x2.physical(17) && x2.physical(u32::MAX) && !x2.physical(0xFF));
+    assert!(x2.logical(logical_id(17)) && !x2.logical(logical_id(1)));
+    let flat = Addressing::Flat { id: 1, ldr: 2 };
+    assert!(flat.physical(1) && flat.physical(0xFF) && !flat.physical(2));
+    assert!(flat.logical(0x03) && !flat.logical(0x01));
+    let cluster = Addressing::Cluster { id: 1, ldr: 0x12 };
+    assert!(cluster.logical(0x13) && !cluster.logical(0x22) && !cluster.logical(0x11));
+    assert!(!Addressing::Off.physical(0) && !Addressing::Off.logical(0xFF));
+}

@@ -113,6 +113,11 @@ probe_ap_long:
     mov ds, ax
     mov es, ax
     mov ss, ax
+    /* An AP starts in xAPIC mode on plain hardware: x2APIC, which the probe speaks. */
+    mov ecx, 0x1b
+    rdmsr
+    or eax, 0xC00
+    wrmsr
     mov ecx, 0x802
     rdmsr
     mov edi, eax

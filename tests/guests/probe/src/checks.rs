@@ -121,6 +121,7 @@ fn cmdline(start_info: u32) -> Cmdline {
 #[unsafe(no_mangle)]
 extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     arch::load_idt(true);
+    let apic_at_reset = crate::xapic::take_over();
     say!("started on vCPU {}", arch::rdmsr(X2APIC_ID));
     let opts = cmdline(start_info);
     if let Some((seed, ops)) = opts.chaos {
@@ -169,11 +170,10 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     let [_, vb, vc, vd] = arch::cpuid(0, 0);
     let amd = [vb, vd, vc] == [0x6874_7541, 0x6974_6E65, 0x444D_4163];
 
-    let base = arch::rdmsr(0x1B);
-    check(
-        "msr-apic-base-x2apic",
-        base & 0xC00 == 0xC00 && base & !0xFFF == 0xFEE0_0000,
-        format_args!("{base:#x}"),
+    crate::xapic::report(
+        &apic_at_reset,
+        opts.face == Face::None,
+        &mut |name, ok, v| check(name, ok, format_args!("{v:#x}")),
     );
     check(
         "msr-x2apic-id",

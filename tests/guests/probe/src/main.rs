@@ -30,6 +30,8 @@ mod page;
 #[cfg(target_os = "none")]
 mod policy;
 #[cfg(target_os = "none")]
+mod xapic;
+#[cfg(target_os = "none")]
 mod xen;
 
 #[cfg(not(target_os = "none"))]
