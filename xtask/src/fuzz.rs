@@ -14,6 +14,10 @@ pub const TARGETS: &[(&str, &str, &str)] = &[
     ("xen-blkif", "abi-xen/fuzz/run.sh", "blkif"),
     ("hyperv-dispatch", "abi-hyperv/fuzz/run.sh", "dispatch"),
     ("hyperv-vmbus", "abi-hyperv/fuzz/run.sh", "vmbus"),
+    ("kernel-dispatch", "kernel/fuzz/run.sh", "dispatch"),
+    ("kernel-devices", "kernel/fuzz/run.sh", "devices"),
+    ("virt-decode", "virt/fuzz/run.sh", "decode"),
+    ("virt-walk", "virt/fuzz/run.sh", "walk"),
 ];
 
 /// libFuzzer's closing "Done N runs in S second(s)".

@@ -41,6 +41,8 @@ pub mod shutdown;
 
 #[cfg(test)]
 mod device_fuzz;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 
