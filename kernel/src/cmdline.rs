@@ -42,6 +42,9 @@ pub struct Options {
     pub mitigations: MitigationMode,
     /// `janus.console=unmetered`: guests may print as much as they like.
     pub console_unmetered: bool,
+    /// `janus.nosmp`: run on the boot pCPU alone, every vCPU sharing it (as Linux's and Xen's
+    /// `nosmp`): VMs compete for one pCPU, as the chaos cases need.
+    pub nosmp: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +60,7 @@ impl Options {
             shutdown_after_s: None,
             mitigations: MitigationMode::Needed,
             console_unmetered: false,
+            nosmp: false,
         };
         for word in cmdline
             .split_ascii_whitespace()
@@ -76,6 +80,7 @@ impl Options {
                 "janus.mitigations=on" => opts.mitigations = MitigationMode::Needed,
                 "janus.mitigations=all" => opts.mitigations = MitigationMode::All,
                 "janus.console=unmetered" => opts.console_unmetered = true,
+                "janus.nosmp" => opts.nosmp = true,
                 w if w.starts_with("janus.shutdown_after=") => {
                     let secs = w["janus.shutdown_after=".len()..].parse().ok();
                     opts.shutdown_after_s = Some(secs.ok_or(UnknownOption(word))?);
@@ -97,6 +102,8 @@ mod tests {
         assert_eq!(o.selftest, SelfTest::Fault);
         assert!(!o.watch);
         assert!(Options::parse("janus.watch").unwrap().watch);
+        assert!(Options::parse("janus.nosmp").unwrap().nosmp);
+        assert!(!o.nosmp);
         assert_eq!(Options::parse("").unwrap().selftest, SelfTest::None);
         assert_eq!(
             Options::parse("janus.selftest=nvme").unwrap().selftest,

@@ -207,6 +207,10 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
         fatal(format_args!("cannot enable hardware virtualization: {e:?}"))
     }
     let pcpus = match pick_trampoline_page(&info, &ctx) {
+        _ if opts.nosmp => {
+            println!("smp: janus.nosmp: running on the BSP only");
+            1
+        }
         Some(page) => smp::start_aps(page, ap_entry),
         None => {
             println!(

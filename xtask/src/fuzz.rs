@@ -103,13 +103,15 @@ pub fn guest(ops: u64, seed: Option<u64>) -> Result<bool> {
                 "[[vm]]\nname = \"chaos\"\npersonality = \"{face}\"\nmemory_mib = 32\nvcpus = 1\n\
                  kernel = \"../guests/probe\"\ncmdline = \"probe.face={face} probe.chaos={seed},{ops}\"\n\
                  [[vm]]\nname = \"neighbour\"\npersonality = \"none\"\nmemory_mib = 16\nvcpus = 1\n\
-                 kernel = \"../guests/probe\"\n"
+                 kernel = \"../guests/probe\"\ncmdline = \"probe.spin=2500\"\n"
             ),
         )?;
         let staged = crate::manifest::load(&manifest, &dir.join(format!("stage-{face}")))?;
         let spec = RunSpec {
+            // Both VMs on one pCPU, so that the chaos VM competes with its neighbour for it.
+            cmdline: "janus.nosmp".into(),
             // About 10^4 operations a second under QEMU, and room for a slow machine.
-            timeout: std::time::Duration::from_secs(120 + ops / 500),
+            timeout: std::time::Duration::from_secs(120 + ops / 250),
             ..RunSpec::staged(&images, &staged)
         };
         let outcome = crate::emulator::run(Emulator::Qemu, spec)?;
@@ -133,15 +135,23 @@ pub fn guest(ops: u64, seed: Option<u64>) -> Result<bool> {
             .com1
             .lines()
             .any(|l| l.starts_with("[neighbour] probe: verdict: PASS"));
+        // The neighbour's share of the pCPU while both wanted it, as the hypervisor measured.
+        let share = outcome
+            .cpu_times()
+            .into_iter()
+            .find(|(vm, _)| vm == "neighbour")
+            .and_then(|(_, t)| t.share());
         let good = outcome.verdict.is_ok()
             && ended("chaos") == "poweroff"
             && ended("neighbour") == "poweroff"
             && neighbour_ok
-            && survived == ops;
+            && survived == ops
+            && share.is_some_and(|s| s >= crate::emulator::FAIR_SHARE_OF_TWO);
         println!(
-            "guest fuzz {face}: seed {seed}, {survived} of {ops} ops; chaos ended {}, neighbour ended {}{}",
+            "guest fuzz {face}: seed {seed}, {survived} of {ops} ops; chaos ended {}, neighbour ended {} with {} of the shared pCPU{}",
             ended("chaos"),
             ended("neighbour"),
+            share.map_or("none".into(), |s| format!("{:.1}%", s * 100.0)),
             if good { "" } else { " — FAILED" }
         );
         if !good {

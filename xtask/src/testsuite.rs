@@ -342,11 +342,16 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
             "manifests/probe-hyperv.toml" => PROBE_HYPERV_OK,
             _ => &[],
         };
+        // With `janus.nosmp` the hypervisor says it runs on the BSP only.
+        let one_cpu = case.cmdline.contains("janus.nosmp");
         BANNER
             .iter()
-            .chain(probe)
-            .chain(case.com1)
-            .copied()
+            .map(|w| match *w {
+                w if one_cpu && w.starts_with("smp: ") => "smp: 1 pCPU(s) online",
+                w => w,
+            })
+            .chain(probe.iter().copied())
+            .chain(case.com1.iter().copied())
             .collect()
     } else {
         case.com1.to_vec()
@@ -378,6 +383,9 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
             ));
         }
     }
+    if let Some(&(_, vm, least)) = cases::FAIR_SHARES.iter().find(|(c, ..)| *c == case.name) {
+        fair_share(outcome, vm, least)?;
+    }
     let stamps = outcome.console_stamps();
     for (vm, face) in case.linux {
         let lines = hypervisor_timed(&outcome.lines, vm, stamps.get(*vm))?;
@@ -392,6 +400,38 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
         if let Some(r) = report.clock_ratio() {
             println!("{vm}: guest clock / hypervisor clock = {r:.4}");
         }
+    }
+    Ok(())
+}
+
+/// VM `vm` ran for at least `least` of the time it contended for a pCPU, as the hypervisor
+/// measured it (its `vm-cpu` record; no guest can write one), and contended long enough for
+/// that to mean something.
+fn fair_share(outcome: &Outcome, vm: &str, least: f64) -> Result<(), String> {
+    let times = outcome.cpu_times();
+    let Some((_, t)) = times.iter().find(|(v, _)| v == vm) else {
+        return Err(format!("the hypervisor reported no cpu time for vm {vm}"));
+    };
+    let share = t.share().unwrap_or(0.0);
+    println!(
+        "vm {vm}: {} ms on pCPUs, contended {} ms, ran {:.1}% of that (at least {:.0}% wanted)",
+        t.run_us / 1000,
+        t.contending_us() / 1000,
+        share * 100.0,
+        least * 100.0
+    );
+    if t.contending_us() < cases::MIN_CONTENDING_US {
+        return Err(format!(
+            "vm {vm} contended for a pCPU only {} ms: it did not share one",
+            t.contending_us() / 1000
+        ));
+    }
+    if share < least {
+        return Err(format!(
+            "vm {vm} got {:.1}% of its pCPU while contending, less than {:.0}%",
+            share * 100.0,
+            least * 100.0
+        ));
     }
     Ok(())
 }

@@ -15,7 +15,8 @@ pub const QUEUE_CAP: usize = 64;
 
 #[derive(Debug)]
 pub struct CpuQueue {
-    ready: Deque<VcpuRef, QUEUE_CAP>,
+    /// Runnable vCPUs and the host time (ns) each became so, where it was timed.
+    ready: Deque<(VcpuRef, Option<u64>), QUEUE_CAP>,
     /// Blocked vCPUs and the host time (ns) at which they must be woken, if any.
     blocked: Vec<(VcpuRef, Option<u64>), QUEUE_CAP>,
 }
@@ -53,14 +54,26 @@ impl CpuQueue {
         self.len() == 0
     }
 
-    /// Adds a runnable vCPU at the back.
+    /// Adds a runnable vCPU at the back, its wait untimed (a VM being built).
     pub fn push_ready(&mut self, r: VcpuRef) -> Result<(), QueueFull> {
-        self.ready.push_back(r).map_err(|_| QueueFull)
+        self.ready.push_back((r, None)).map_err(|_| QueueFull)
     }
 
-    /// The next vCPU to run (round robin: it goes back with `push_ready` after its slice).
+    /// Adds a vCPU that became runnable at host time `now` (ns) at the back.
+    pub fn push_ready_at(&mut self, r: VcpuRef, now: u64) -> Result<(), QueueFull> {
+        self.ready.push_back((r, Some(now))).map_err(|_| QueueFull)
+    }
+
+    /// The next vCPU to run (round robin: it goes back with `push_ready_at` after its slice).
     pub fn pop_next(&mut self) -> Option<VcpuRef> {
-        self.ready.pop_front()
+        self.ready.pop_front().map(|(r, _)| r)
+    }
+
+    /// The next vCPU to run at host time `now`, and how long it waited runnable (0 where
+    /// untimed): the time another vCPU of this pCPU had it.
+    pub fn pop_next_at(&mut self, now: u64) -> Option<(VcpuRef, u64)> {
+        let (r, since) = self.ready.pop_front()?;
+        Some((r, since.map_or(0, |t| now.saturating_sub(t))))
     }
 
     pub fn block(&mut self, r: VcpuRef, wake_at: Option<u64>) -> Result<(), QueueFull> {
@@ -76,7 +89,7 @@ impl CpuQueue {
             if at.is_some_and(|t| t <= now) || should_wake(r) {
                 self.blocked.swap_remove(i);
                 // Capacity is shared: a vCPU leaving `blocked` always fits in `ready`.
-                let _ = self.ready.push_back(r);
+                let _ = self.ready.push_back((r, Some(now)));
             } else {
                 i += 1;
             }
@@ -88,10 +101,10 @@ impl CpuQueue {
         self.blocked.retain(|(r, _)| !pred(*r));
         let n = self.ready.len();
         for _ in 0..n {
-            if let Some(r) = self.ready.pop_front()
-                && !pred(r)
+            if let Some(e) = self.ready.pop_front()
+                && !pred(e.0)
             {
-                let _ = self.ready.push_back(r);
+                let _ = self.ready.push_back(e);
             }
         }
     }
@@ -137,6 +150,23 @@ mod tests {
             q.push_ready(x).unwrap();
         }
         assert_eq!(order, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn a_vcpu_waits_from_when_it_became_runnable() {
+        let mut q = CpuQueue::new();
+        q.push_ready(r(0, 0)).unwrap();
+        q.push_ready_at(r(1, 0), 100).unwrap();
+        q.block(r(2, 0), Some(150)).unwrap();
+        q.wake(200, |_| false);
+        assert_eq!(q.pop_next_at(1000), Some((r(0, 0), 0)), "untimed");
+        assert_eq!(q.pop_next_at(1000), Some((r(1, 0), 900)));
+        assert_eq!(
+            q.pop_next_at(1000),
+            Some((r(2, 0), 800)),
+            "from its wake-up, not its deadline"
+        );
+        assert_eq!(q.pop_next_at(1000), None);
     }
 
     #[test]

@@ -38,9 +38,10 @@ pub fn cpu_loop(cpu: usize) {
         let next = {
             let mut q = QUEUES[cpu].lock();
             q.wake(now, wants_wake);
-            q.pop_next()
+            q.pop_next_at(now)
+                .map(|(r, waited)| (r, waited, q.has_ready()))
         };
-        let Some(r) = next else {
+        let Some((r, waited, contended)) = next else {
             // Nothing to run: sleep until the host tick (or a kick) and look again. Idle is
             // announced before the last look, so a vCPU posted to after it is seen by its
             // waker, who kicks (interrupts stay off until the halt).
@@ -57,9 +58,9 @@ pub fn cpu_loop(cpu: usize) {
             crate::arch::smp::set_idle(cpu, false);
             continue;
         };
-        match run_turn(cpu, r) {
+        match run_turn(cpu, r, waited, contended) {
             Turn::Preempted => {
-                let _ = QUEUES[cpu].lock().push_ready(r);
+                let _ = QUEUES[cpu].lock().push_ready_at(r, tsc::now_ns());
             }
             Turn::Blocked(at) => {
                 let _ = QUEUES[cpu].lock().block(r, at);
@@ -81,7 +82,10 @@ fn wants_wake(r: VcpuRef) -> bool {
 static LAST_VM: [core::sync::atomic::AtomicU8; create::MAX_CPUS] =
     [const { core::sync::atomic::AtomicU8::new(u8::MAX) }; create::MAX_CPUS];
 
-fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
+/// Runs `r` for a turn. `waited`: how long it was runnable before it (ns); `contended`:
+/// another vCPU is ready on this pCPU as the turn begins (the time is charged to the vCPU's
+/// [`CpuTime`](super::account::CpuTime) either way).
+fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
     let m = &HostMachine;
     // Another guest's branch predictions must not steer this one.
     if let Some(last) = LAST_VM.get(cpu)
@@ -116,6 +120,7 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
     }
     cell.ext.load();
     let st = &mut cell.state;
+    st.cpu.waited(waited);
     let started = tsc::now_ns();
     let turn = loop {
         if vm.stopped() {
@@ -227,6 +232,9 @@ fn run_turn(cpu: usize, r: VcpuRef) -> Turn {
         }
     };
     cell.ext.save();
+    cell.state
+        .cpu
+        .ran(tsc::now_ns().saturating_sub(started), contended);
     if matches!(turn, Turn::Gone) {
         let st = &mut cell.state;
         vm.end.lock().stats.add(&st.stats);

@@ -9,6 +9,7 @@ use super::state::{VcpuState, VmInfo};
 use super::uart::LineBuf;
 use crate::arch::tsc;
 use crate::println;
+use crate::sched::account::CpuTime;
 use crate::sched::policy::VcpuRef;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use vcpu::{AnyVcpu, Vcpu};
@@ -78,6 +79,7 @@ pub fn vm_ended(vm: &VmSlot, info: &VmInfo, preserved: bool) {
     for (kind, n) in stats.nonzero() {
         println!("  {:<14} {}", kind.name(), n);
     }
+    report_cpu(vm, info);
     for v in 0..info.vcpus {
         if let Some(cell) = vm.cells.get(usize::from(v)).and_then(|c| c.try_lock())
             && let Some(c) = cell.as_ref()
@@ -86,6 +88,43 @@ pub fn vm_ended(vm: &VmSlot, info: &VmInfo, preserved: bool) {
         }
     }
     defmt::info!("vm stopped after {=u64} exits", stats.total());
+}
+
+/// The VM's time on pCPUs, summed over its vCPUs: a line, and a record (microseconds on
+/// pCPUs, of them while contending for one, waiting runnable) for the test suite.
+fn report_cpu(vm: &VmSlot, info: &VmInfo) {
+    let mut t = CpuTime::default();
+    for cell in vm.cells.iter().take(usize::from(info.vcpus)) {
+        if let Some(cell) = cell.try_lock()
+            && let Some(c) = cell.as_ref()
+        {
+            t.add(&c.state.cpu);
+        }
+    }
+    let ms = |ns: u64| ns / 1_000_000;
+    match t.share_permille() {
+        Some(share) => println!(
+            "vm {}: cpu {} ms on pCPUs; {} ms of it contending for one, waited {} ms: {}.{}% share",
+            info.name,
+            ms(t.run_ns),
+            ms(t.contended_ns),
+            ms(t.waited_ns),
+            share / 10,
+            share % 10
+        ),
+        None => println!(
+            "vm {}: cpu {} ms on pCPUs, never contending for one",
+            info.name,
+            ms(t.run_ns)
+        ),
+    }
+    defmt::info!(
+        "vm-cpu {=str} {=u64} {=u64} {=u64}",
+        info.name.as_str(),
+        t.run_ns / 1000,
+        t.contended_ns / 1000,
+        t.waited_ns / 1000
+    );
 }
 
 fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason, full: bool) {

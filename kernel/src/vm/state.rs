@@ -197,7 +197,10 @@ pub struct VcpuState<V> {
     /// The platform MSRs it writes and reads back.
     pub msrs: super::platform::PlatformMsrs,
     pub stats: ExitStats,
+    /// Time in guest mode.
     pub run_ns: u64,
+    /// Time on its pCPU and waiting for it (see `sched::account`).
+    pub cpu: crate::sched::account::CpuTime,
     /// NMI IPIs sent to this vCPU and not delivered (see `interrupts::prepare`).
     pub nmis_dropped: u32,
     /// The last entries and exits, for the triple-fault report.
@@ -212,6 +215,7 @@ impl<V> VcpuState<V> {
             msrs: super::platform::PlatformMsrs::new(),
             stats: ExitStats::new(),
             run_ns: 0,
+            cpu: Default::default(),
             nmis_dropped: 0,
             trace: super::trace::Trace::new(),
         }

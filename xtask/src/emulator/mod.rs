@@ -109,6 +109,34 @@ pub trait Typist: Send {
     fn seen(&mut self, com1: &[u8]) -> Vec<u8>;
 }
 
+/// The least share of one pCPU a VM must get while it and one other VM both want it: round
+/// robin gives each about half (see the README's Security section for what is measured).
+pub const FAIR_SHARE_OF_TWO: f64 = 0.40;
+
+/// A VM's time on pCPUs, summed over its vCPUs (the hypervisor's `sched::account`), in µs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmCpu {
+    /// On a pCPU, in guest mode or handling its exits.
+    pub run_us: u64,
+    /// The part of `run_us` in turns begun with another vCPU ready on the same pCPU.
+    pub contended_us: u64,
+    /// Runnable while another vCPU had its pCPU.
+    pub waited_us: u64,
+}
+
+impl VmCpu {
+    /// Time it wanted a pCPU another vCPU wanted too.
+    pub fn contending_us(&self) -> u64 {
+        self.contended_us.saturating_add(self.waited_us)
+    }
+
+    /// The share of that time it ran (0.0..=1.0), if it ever contended.
+    pub fn share(&self) -> Option<f64> {
+        let total = self.contending_us();
+        (total > 0).then(|| self.contended_us as f64 / total as f64)
+    }
+}
+
 #[derive(Debug)]
 pub struct Outcome {
     pub verdict: Result<(), String>,
@@ -157,6 +185,21 @@ impl Outcome {
     pub fn numbers(&self, tag: &str) -> Vec<u64> {
         records(&self.defmt, tag)
             .filter_map(|w| w.first()?.parse().ok())
+            .collect()
+    }
+
+    /// Each VM's time on pCPUs as the hypervisor measured it, from `vm-cpu` records.
+    pub fn cpu_times(&self) -> Vec<(String, VmCpu)> {
+        records(&self.defmt, "vm-cpu")
+            .filter_map(|w| {
+                let n = |i: usize| w.get(i)?.parse().ok();
+                let t = VmCpu {
+                    run_us: n(1)?,
+                    contended_us: n(2)?,
+                    waited_us: n(3)?,
+                };
+                Some((w.first()?.to_string(), t))
+            })
             .collect()
     }
 
@@ -277,6 +320,29 @@ mod tests {
         let mut late = outcome(fail(), "", &[]);
         late.timed_out = true;
         assert_eq!(late.exit_code(), exit_code::TIMEOUT);
+    }
+
+    #[test]
+    fn cpu_times_come_from_the_log_channel() {
+        let o = outcome(
+            Ok(()),
+            "[a] info vm-cpu a 1 1 1\n",
+            &[
+                "info vm-cpu a 9000 4000 6000",
+                "info vm-cpu b 7",
+                "info vm-cpu c 5 0 0",
+            ],
+        );
+        let t = o.cpu_times();
+        assert_eq!(
+            t.len(),
+            2,
+            "the guest's line and the short record are not counted"
+        );
+        assert_eq!(t[0].0, "a");
+        assert_eq!(t[0].1.contending_us(), 10_000);
+        assert_eq!(t[0].1.share(), Some(0.4));
+        assert_eq!(t[1].1.share(), None, "never contended");
     }
 
     #[test]
