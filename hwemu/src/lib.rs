@@ -6,4 +6,5 @@
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod nvme;
 pub mod pci;

@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, &str, &str)] = &[
     ("kernel-devices", "kernel/fuzz/run.sh", "devices"),
     ("virt-decode", "virt/fuzz/run.sh", "decode"),
     ("virt-walk", "virt/fuzz/run.sh", "walk"),
+    ("hwemu-nvme", "hwemu/fuzz/run.sh", "nvme"),
 ];
 
 /// libFuzzer's closing "Done N runs in S second(s)".
