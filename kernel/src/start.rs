@@ -130,6 +130,12 @@ pub extern "C" fn kernel_main(raw: &'static RawBootInfo, _cpu_id: u32) -> ! {
             "cannot calibrate the TSC (no PIT, no CPUID 0x15)"
         )),
     }
+    match crate::arch::host_acpi::pm_timer_port() {
+        Some(port) => {
+            println!("acpi: PM timer at port {port:#x}, read directly by plain-hardware guests")
+        }
+        None => println!("acpi: no PM timer; plain-hardware guests get an emulated one"),
+    }
     let wall = crate::arch::cmos::unix_time();
     if let Some(t) = wall {
         tsc::set_boot_unix(t);

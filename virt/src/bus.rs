@@ -14,6 +14,9 @@ pub struct InterruptMessage {
     /// APIC id, or in logical mode an x2APIC logical destination (cluster << 16 | bits).
     pub dest: u32,
     pub logical: bool,
+    /// Level-triggered (an IOAPIC pin programmed so): the APIC marks it in TMR and its EOI
+    /// is broadcast back to the IOAPIC, which re-delivers while the line stays high.
+    pub level: bool,
 }
 
 /// What the VM offers a device during one access.

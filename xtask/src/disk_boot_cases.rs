@@ -158,6 +158,7 @@ pub fn setup_debian() -> Result<()> {
     for (file, name, face) in [
         ("1-xen.toml", "deb-xen", "xen"),
         ("2-hyperv.toml", "deb-hv", "hyperv"),
+        ("3-none.toml", "deb-hw", "none"),
     ] {
         std::fs::write(
             d.join(file),

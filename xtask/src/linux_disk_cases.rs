@@ -35,6 +35,8 @@ const MOVE_DISK: &str = "moving.vhd";
 pub enum Face {
     Xen,
     Hyperv,
+    /// Plain emulated hardware: the disks are NVMe controllers on PCI.
+    Hardware,
 }
 
 impl Face {
@@ -43,6 +45,7 @@ impl Face {
         match self {
             Face::Xen => "xen",
             Face::Hyperv => "hyperv",
+            Face::Hardware => "none",
         }
     }
 
@@ -51,6 +54,7 @@ impl Face {
         match self {
             Face::Xen => "xen-disk",
             Face::Hyperv => "hv-disk",
+            Face::Hardware => "nvme-disk",
         }
     }
 
@@ -60,7 +64,7 @@ impl Face {
     fn boot(self) -> (&'static str, &'static str) {
         match self {
             Face::Xen => ("vmlinux", "hvc0"),
-            Face::Hyperv => ("bzImage", "ttyS0"),
+            Face::Hyperv | Face::Hardware => ("bzImage", "ttyS0"),
         }
     }
 }
@@ -303,13 +307,14 @@ pub fn verify(face: Face) -> Result<()> {
 
 /// The faces the moving disk is booted on, in order: boot `n` (from 1) is `MOVE_FACES[n - 1]`
 /// with `janus.diskmove=janus-move:n`.
-pub const MOVE_FACES: [Face; 3] = [Face::Hyperv, Face::Xen, Face::Hyperv];
+pub const MOVE_FACES: [Face; 4] = [Face::Hyperv, Face::Xen, Face::Hyperv, Face::Hardware];
 
 /// The moving disk's VM on `face`.
 pub fn move_vm(face: Face) -> &'static str {
     match face {
         Face::Xen => "xen-move",
         Face::Hyperv => "hv-move",
+        Face::Hardware => "nvme-move",
     }
 }
 
@@ -338,7 +343,8 @@ pub fn setup_move() -> Result<()> {
 /// After boot `step`: the image is a sound VHD by the project's checker, QEMU's converter
 /// and the project's reader read the same disk from it, whose file system e2fsck finds clean,
 /// holding what the steps so far wrote (a.bin from step 1, b.bin from step 2) and nothing
-/// more, and hello.bin as it was made.
+/// more, and hello.bin as it was made. Steps 3 (Hyper-V) and 4 (plain hardware, NVMe) only
+/// read.
 pub fn verify_move(step: u8) -> Result<()> {
     let d = move_dir();
     let vhd = d.join(MOVE_DISK);

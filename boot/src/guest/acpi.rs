@@ -39,6 +39,11 @@ pub const IOAPIC_GSI_BASE: u32 = 0;
 /// COM1 as every PC has it.
 pub const COM1_PORT: u16 = 0x3F8;
 pub const COM1_IRQ: u32 = 4;
+/// The ACPI power-management timer: a free-running 24-bit counter at 3.579545 MHz, read as a
+/// dword. Hardware-reduced platforms need none, but an unenlightened guest without another
+/// reference (no HPET, and a PIT too slow to poll under emulation) calibrates its TSC on it.
+pub const PM_TIMER_PORT: u16 = 0x608;
+pub const PM_TIMER_HZ: u64 = 3_579_545;
 /// PCI configuration mechanism #1: the address port (the data ports follow at CFC).
 pub const PCI_CONFIG_PORT: u16 = 0xCF8;
 
@@ -69,6 +74,9 @@ pub struct AcpiOptions {
     /// [`layout::PCI_MMIO_END`]) with memory-mapped configuration (an MCFG table, the window
     /// reserved in the memory map): the hardware-emulation face's devices live there.
     pub pci: bool,
+    /// The FADT names a PM timer at this port ([`PM_TIMER_PORT`], or the host's own when
+    /// the kernel passes it through).
+    pub pm_timer: Option<u16>,
 }
 
 /// `IAPC_BOOT_ARCH` bits.
@@ -86,6 +94,7 @@ impl Default for AcpiOptions {
             vmbus: false,
             boot_arch: BOOT_ARCH_NO_VGA | BOOT_ARCH_NO_CMOS_RTC,
             pci: false,
+            pm_timer: None,
         }
     }
 }
@@ -107,11 +116,12 @@ impl AcpiOptions {
 }
 
 impl AcpiOptions {
-    /// The hardware-emulation face: a plain PC's IOAPIC, COM1 and a PCI bus.
+    /// The hardware-emulation face: a plain PC's IOAPIC, COM1, PM timer and a PCI bus.
     pub fn hardware() -> Self {
         AcpiOptions {
             ioapic: true,
             pci: true,
+            pm_timer: Some(PM_TIMER_PORT),
             ..Self::default()
         }
     }
@@ -174,6 +184,16 @@ impl Gas {
             bit_width: 8,
             bit_offset: 0,
             access_size: Self::BYTE_ACCESS,
+            address: U64::new(port.into()),
+        }
+    }
+
+    fn io_dword(port: u16) -> Gas {
+        Gas {
+            space_id: Self::SYSTEM_IO,
+            bit_width: 32,
+            bit_offset: 0,
+            access_size: 3,
             address: U64::new(port.into()),
         }
     }
@@ -343,6 +363,7 @@ const _: () = {
     );
     assert!(aml::eisa_id(b"PNP0501").is_some());
     assert!(aml::eisa_id(b"PNP0A08").is_some() && aml::eisa_id(b"PNP0A03").is_some());
+    assert!(aml::eisa_id(b"PNP0C02").is_some());
 };
 
 const MAX_MADT_ENTRY: usize = size_of::<MadtLocalX2Apic>();
@@ -444,6 +465,15 @@ fn dsdt_body(opts: &AcpiOptions) -> AmlBuf<DSDT_MAX> {
                 a.name(Name::seg(b"_CRS"), |a| {
                     a.resource_template(&[&buses, &config, &window])
                 });
+            });
+            // The ECAM window as a motherboard resource: Linux uses it only if firmware
+            // reserved it (in the memory map, or here once ACPI is up).
+            a.device(Name::seg(b"MRES"), |a| {
+                a.name(Name::seg(b"_HID"), |a| a.eisa_id(b"PNP0C02"));
+                a.name(Name::seg(b"_UID"), |a| a.integer(0));
+                let ecam =
+                    aml::memory32_fixed(layout::PCI_ECAM_BASE as u32, layout::PCI_ECAM_SIZE as u32);
+                a.name(Name::seg(b"_CRS"), |a| a.resource_template(&[&ecam]));
             });
         }
         if opts.vmbus {
@@ -564,6 +594,9 @@ pub fn write<M: GuestMemory + ?Sized>(
                 | FADT_RESET_REG_SUP
                 | FADT_HW_REDUCED_ACPI,
         ),
+        pm_tmr_blk: U32::new(opts.pm_timer.map_or(0, u32::from)),
+        pm_tmr_len: if opts.pm_timer.is_some() { 4 } else { 0 },
+        x_pm_tmr_blk: opts.pm_timer.map_or_else(Gas::default, Gas::io_dword),
         reset_reg: Gas::io_byte(RESET_PORT),
         reset_value: RESET_VALUE,
         sleep_control_reg: Gas::io_byte(SLEEP_CONTROL_PORT),

@@ -294,3 +294,12 @@ pub(crate) const fn dword_memory(min: u32, max: u32) -> [u8; 26] {
     }
     d
 }
+
+/// Large resource descriptor: a fixed 32-bit memory range the device consumes, read-write.
+pub(crate) const fn memory32_fixed(base: u32, len: u32) -> [u8; 12] {
+    let b = base.to_le_bytes();
+    let l = len.to_le_bytes();
+    [
+        0x86, 9, 0, 1, b[0], b[1], b[2], b[3], l[0], l[1], l[2], l[3],
+    ]
+}

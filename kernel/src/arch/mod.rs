@@ -6,6 +6,8 @@ pub mod cmos;
 pub mod cpu;
 pub mod fpu;
 pub mod gdt;
+#[cfg(target_os = "none")]
+pub mod host_acpi;
 pub mod idt;
 pub mod pic;
 pub mod smp;

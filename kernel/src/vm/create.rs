@@ -246,6 +246,21 @@ pub fn create(
     if has_ioapic {
         devices.ioapic.call_once(IoApicDevice::new);
     }
+    if spec.personality == Personality::None {
+        // One NVMe controller per disk the storage layer opened (a damaged one was left out
+        // and is not offered).
+        let m = super::host::HostMachine;
+        let disks: heapless::Vec<(u32, u64, bool), { super::pci::MAX_NVME }> = (0
+            ..spec.disks.len() as u32)
+            .filter_map(|d| {
+                let info = super::Machine::disk(&m, index as u8, d)?;
+                Some((d, info.sectors, info.read_only))
+            })
+            .collect();
+        devices
+            .pci
+            .call_once(|| super::pci::PciBus::new(&disks, spec.vcpus));
+    }
     let mut bus = super::bus::Bus::new();
     devices.attach(&mut bus).map_err(CreateError::Bus)?;
     slot.bus.call_once(|| bus);
@@ -282,6 +297,13 @@ pub fn create(
         // whose IDT makes either re-fault would otherwise lock the pCPU inside the CPU's
         // event delivery, with no exit ever taken; the exit loop reflects them.
         vcpu.set_exception_intercepts(REFLECTED_EXCEPTIONS);
+        if spec.personality == Personality::None
+            && let Some(port) = crate::arch::host_acpi::pm_timer_port()
+        {
+            for p in port..=port.saturating_add(3) {
+                vcpu.set_io_intercept(p, false);
+            }
+        }
         vcpu.unload();
         let lapic = new_lapic(spec.personality, v, crate::arch::tsc::hz());
         let vs = &slot.vcpus[usize::from(v)];
@@ -400,7 +422,10 @@ fn load_guest(
     let acpi = match spec.personality {
         Personality::Xen => boot::guest::AcpiOptions::xen(),
         Personality::HyperV => boot::guest::AcpiOptions::hyperv(),
-        Personality::None => boot::guest::AcpiOptions::hardware(),
+        Personality::None => boot::guest::AcpiOptions {
+            pm_timer: Some(pm_timer_port()),
+            ..boot::guest::AcpiOptions::hardware()
+        },
     };
     let params = boot::guest::GuestParams {
         vcpus: u32::from(spec.vcpus),
@@ -415,6 +440,13 @@ fn load_guest(
         boot::guest::load_linux(&mem, &params)
     }
     .map_err(CreateError::Guest)
+}
+
+/// The PM timer an unenlightened guest is told about: the host's, which it reads without an
+/// exit (a read-only, free-running clock, like the TSC it already reads), or else the emulated
+/// one.
+fn pm_timer_port() -> u16 {
+    crate::arch::host_acpi::pm_timer_port().unwrap_or(boot::guest::acpi::PM_TIMER_PORT)
 }
 
 /// Builds VM `index` again from its boot files, after all its vCPUs left the scheduler: RAM

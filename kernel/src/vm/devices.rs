@@ -1,9 +1,10 @@
 //! The devices every VM has on its bus — COM1, the PIT, the CMOS clock, the ACPI power and
-//! reset ports, and on the Hyper-V personality an IOAPIC — each behind its own lock, so that
+//! reset ports, an IOAPIC except on the Xen personality, and on the hardware-emulation face a
+//! PCI bus — each behind its own lock, so that
 //! an access takes exactly one device lock and never holds two.
 
 use super::bus::{Bus, ClaimError};
-use super::{ioapic, pit, platform, rtc, uart};
+use super::{ioapic, pci, pit, platform, rtc, uart};
 use spin::{Mutex, Once};
 use virt::Action;
 use virt::bus::{DeviceContext, InterruptMessage, MmioDevice, PortDevice};
@@ -96,6 +97,27 @@ impl PortDevice for PowerDevice {
     }
 }
 
+/// The ACPI PM timer: the host TSC scaled to 3.579545 MHz, 24 bits wide; stateless.
+pub struct PmTimerDevice;
+
+impl PortDevice for PmTimerDevice {
+    fn read(&self, port: u16, size: u8, cx: &mut dyn DeviceContext) -> u32 {
+        use boot::guest::acpi::{PM_TIMER_HZ, PM_TIMER_PORT};
+        let hz = cx.tsc_hz().max(1);
+        let ticks = (u128::from(cx.tsc()) * u128::from(PM_TIMER_HZ) / u128::from(hz)) as u32;
+        let v = (ticks & 0x00FF_FFFF) >> (8 * u32::from(port - PM_TIMER_PORT));
+        match size {
+            1 => v & 0xFF,
+            2 => v & 0xFFFF,
+            _ => v,
+        }
+    }
+
+    fn write(&self, _port: u16, _size: u8, _value: u32, _cx: &mut dyn DeviceContext) -> Action {
+        Action::Done
+    }
+}
+
 pub struct IoApicDevice(pub Mutex<ioapic::IoApic>);
 
 impl Default for IoApicDevice {
@@ -114,6 +136,11 @@ impl IoApicDevice {
         let d = self.0.lock().set_line(usize::from(line), high)?;
         Some(message(d))
     }
+
+    /// A local APIC's EOI broadcast: the level interrupts to deliver again.
+    pub fn eoi(&self, vector: u8) -> impl Iterator<Item = InterruptMessage> {
+        self.0.lock().eoi(vector).into_iter().map(message)
+    }
 }
 
 fn message(d: ioapic::Delivery) -> InterruptMessage {
@@ -121,6 +148,7 @@ fn message(d: ioapic::Delivery) -> InterruptMessage {
         vector: d.vector,
         dest: d.dest,
         logical: d.logical,
+        level: d.level,
     }
 }
 
@@ -144,9 +172,12 @@ pub struct Devices {
     pub pit: PitDevice,
     pub rtc: RtcDevice,
     pub power: PowerDevice,
+    pub pm_timer: PmTimerDevice,
     /// Set when the VM's ACPI tables announce one (the Hyper-V personality), before the bus
     /// is built.
     pub ioapic: Once<IoApicDevice>,
+    /// The hardware-emulation face's PCI bus, with an NVMe controller per disk.
+    pub pci: Once<pci::PciBus>,
 }
 
 impl Default for Devices {
@@ -162,7 +193,9 @@ impl Devices {
             pit: PitDevice(Mutex::new(pit::Pit::new())),
             rtc: RtcDevice(Mutex::new(rtc::Rtc::new())),
             power: PowerDevice,
+            pm_timer: PmTimerDevice,
             ioapic: Once::new(),
+            pci: Once::new(),
         }
     }
 
@@ -175,6 +208,9 @@ impl Devices {
         if let Some(io) = self.ioapic.get() {
             *io.0.lock() = ioapic::IoApic::new();
         }
+        if let Some(p) = self.pci.get() {
+            p.reset();
+        }
     }
 
     /// Claims every device's ranges on `bus`.
@@ -186,8 +222,16 @@ impl Devices {
         bus.claim_ports(rtc::INDEX_PORT..=rtc::DATA_PORT, &self.rtc)?;
         bus.claim_ports(SLEEP_CONTROL_PORT..=SLEEP_STATUS_PORT, &self.power)?;
         bus.claim_ports(RESET_PORT..=RESET_PORT, &self.power)?;
+        // Answered on every face, announced (FADT) only where a guest needs it.
+        let pm = boot::guest::acpi::PM_TIMER_PORT;
+        bus.claim_ports(pm..=pm + 3, &self.pm_timer)?;
         if let Some(io) = self.ioapic.get() {
             bus.claim_mmio(ioapic::BASE..ioapic::BASE + 0x1000, io)?;
+        }
+        if let Some(p) = self.pci.get() {
+            bus.claim_ports(pci::ADDRESS_PORT..=pci::ADDRESS_PORT, p)?;
+            bus.claim_ports(pci::DATA_PORTS, p)?;
+            bus.claim_mmio(pci::MMIO, p)?;
         }
         Ok(())
     }

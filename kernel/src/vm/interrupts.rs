@@ -44,13 +44,21 @@ pub fn send_ipi<C>(vm: &Vm<C>, m: &dyn Machine, from: u8, ipi: Ipi) {
 }
 
 /// After a write to vCPU `index`'s APIC (MSR or MMIO): publishes how it now matches
-/// destinations, and sends the IPI the write asked for.
+/// destinations, and sends the IPI or the EOI broadcast the write asked for.
 pub fn apic_written<C>(vm: &Vm<C>, m: &dyn Machine, index: u8, apic: &VLapic, effect: Effect) {
     if let Some(s) = vm.vcpu(index) {
         s.publish_apic(apic.addressing());
     }
-    if let Effect::SendIpi(ipi) = effect {
-        send_ipi(vm, m, index, ipi);
+    match effect {
+        Effect::SendIpi(ipi) => send_ipi(vm, m, index, ipi),
+        Effect::Eoi(vector) => {
+            if let Some(io) = vm.devices.ioapic.get() {
+                for msg in io.eoi(vector) {
+                    deliver(vm, m, msg);
+                }
+            }
+        }
+        Effect::None => {}
     }
 }
 
@@ -70,7 +78,11 @@ pub fn deliver<C>(vm: &Vm<C>, m: &dyn Machine, msg: InterruptMessage) {
         }
     });
     if let Some(target) = hit.and_then(|v| vm.vcpu(v)) {
-        target.pending.post(msg.vector);
+        if msg.level {
+            target.pending.post_level(msg.vector);
+        } else {
+            target.pending.post(msg.vector);
+        }
         target.notify(m);
     }
 }

@@ -1,6 +1,9 @@
-//! The IOAPIC the Hyper-V personality's ACPI tables describe (at 0xFEC00000, GSIs 0-23): enough
-//! for ISA devices with edge-triggered lines (COM1 on IRQ 4). Pure register state; the exit
-//! loop feeds it MMIO accesses and line changes and delivers what it returns.
+//! The IOAPIC the Hyper-V and hardware-emulation faces' ACPI tables describe (at 0xFEC00000,
+//! GSIs 0-23): ISA devices' edge-triggered lines (COM1 on IRQ 4) and PCI devices' level-
+//! triggered INTx lines, with the remote-IRR handshake (a level interrupt is not sent again
+//! until the local APIC broadcasts its EOI, and is sent again then if the line is still high).
+//! Pure register state; the exit loop feeds it MMIO accesses, line changes and EOIs and
+//! delivers what it returns.
 
 pub const BASE: u64 = 0xFEC0_0000;
 pub const PINS: usize = 24;
@@ -22,6 +25,7 @@ pub struct Delivery {
     /// Physical destination APIC id, or a logical destination when `logical`.
     pub dest: u32,
     pub logical: bool,
+    pub level: bool,
 }
 
 pub struct IoApic {
@@ -107,26 +111,56 @@ impl IoApic {
         None
     }
 
-    /// Sets the level of input `pin`; a rising edge on an unmasked pin is delivered.
+    /// Sets the level of input `pin`: a rising edge on an unmasked edge pin is delivered; a
+    /// high level pin is delivered unless its last delivery awaits an EOI.
     pub fn set_line(&mut self, pin: usize, high: bool) -> Option<Delivery> {
         let was = core::mem::replace(self.line.get_mut(pin)?, high);
-        if high && !was { self.route(pin) } else { None }
+        let level = self.redir[pin] & LEVEL != 0;
+        if high && (!was || level) {
+            self.route(pin)
+        } else {
+            None
+        }
     }
 
-    fn route(&self, pin: usize) -> Option<Delivery> {
+    /// The local APIC's EOI broadcast for `vector`: level pins with that vector leave remote
+    /// IRR, and those whose line is still high are delivered again.
+    pub fn eoi(&mut self, vector: u8) -> heapless::Vec<Delivery, PINS> {
+        let mut again = heapless::Vec::new();
+        for pin in 0..PINS {
+            let e = self.redir[pin];
+            if e & (LEVEL | REMOTE_IRR) == LEVEL | REMOTE_IRR && e as u8 == vector {
+                self.redir[pin] &= !REMOTE_IRR;
+                if self.line[pin]
+                    && let Some(d) = self.route(pin)
+                {
+                    let _ = again.push(d);
+                }
+            }
+        }
+        again
+    }
+
+    fn route(&mut self, pin: usize) -> Option<Delivery> {
         let e = *self.redir.get(pin)?;
-        // Only fixed and lowest-priority delivery of vectors 16+ is modelled; level-triggered
-        // pins are treated as edges (no remote IRR handshake).
+        // Only fixed and lowest-priority delivery of vectors 16+ is modelled.
         let mode = (e >> 8) & 7;
         let vector = (e & 0xFF) as u8;
         if e & MASKED != 0 || mode > 1 || vector < 16 {
             return None;
         }
-        let _ = LEVEL;
+        let level = e & LEVEL != 0;
+        if level {
+            if e & REMOTE_IRR != 0 {
+                return None;
+            }
+            self.redir[pin] |= REMOTE_IRR;
+        }
         Some(Delivery {
             vector,
             dest: (e >> 56) as u32,
             logical: e & (1 << 11) != 0,
+            level,
         })
     }
 }
@@ -164,7 +198,8 @@ mod tests {
             Some(Delivery {
                 vector: 0x24,
                 dest: 1,
-                logical: false
+                logical: false,
+                level: false
             })
         );
         assert_eq!(io.set_line(4, true), None, "no edge while it stays high");
@@ -199,5 +234,30 @@ mod tests {
         );
         program(&mut io, 6, 0x40 | (4 << 8), 0);
         assert_eq!(io.set_line(6, true), None, "NMI delivery is not modelled");
+    }
+
+    #[test]
+    fn level_pins_wait_for_the_eoi_and_fire_again_while_high() {
+        let mut io = IoApic::new();
+        program(&mut io, 17, 0x51 | (1 << 15), 0);
+        let d = io.set_line(17, true).unwrap();
+        assert!(d.level && d.vector == 0x51);
+        io.write(REG_SELECT, 0x10 + 34);
+        assert_ne!(io.read(REG_WINDOW) & (1 << 14), 0, "remote IRR set");
+        // Still high, still in service: nothing more.
+        assert_eq!(io.set_line(17, true), None);
+        // An EOI of another vector changes nothing; its own re-delivers the high line.
+        assert!(io.eoi(0x52).is_empty());
+        assert_eq!(io.eoi(0x51).as_slice(), &[d]);
+        // The device lowered the line: the next EOI ends it.
+        io.set_line(17, false);
+        assert!(io.eoi(0x51).is_empty());
+        io.write(REG_SELECT, 0x10 + 34);
+        assert_eq!(io.read(REG_WINDOW) & (1 << 14), 0);
+        assert_eq!(io.set_line(17, true), Some(d));
+        // Remote IRR cannot be written by the guest.
+        program(&mut io, 17, 0x51 | (1 << 15), 0);
+        io.write(REG_SELECT, 0x10 + 34);
+        assert_ne!(io.read(REG_WINDOW) & (1 << 14), 0);
     }
 }

@@ -54,6 +54,8 @@ pub struct Pending {
     bits: [AtomicU64; 4],
     /// Vectors whose ABI says the guest does not EOI them (they skip ISR); sticky.
     no_eoi: [AtomicU64; 4],
+    /// Vectors posted level-triggered since the last drain (they go to TMR).
+    level: [AtomicU64; 4],
     /// Something other than an interrupt wants the vCPU to look again (an ABI event).
     kicked: AtomicBool,
     init: AtomicBool,
@@ -67,6 +69,7 @@ impl Pending {
         Self {
             bits: [const { AtomicU64::new(0) }; 4],
             no_eoi: [const { AtomicU64::new(0) }; 4],
+            level: [const { AtomicU64::new(0) }; 4],
             kicked: AtomicBool::new(false),
             init: AtomicBool::new(false),
             nmi: AtomicBool::new(false),
@@ -84,6 +87,13 @@ impl Pending {
             self.no_eoi[w].fetch_and(!b, Ordering::AcqRel);
         }
         self.bits[w].fetch_or(b, Ordering::AcqRel);
+    }
+
+    /// A level-triggered interrupt (an IOAPIC pin): its EOI is broadcast back.
+    pub fn post_level(&self, vector: u8) {
+        let (w, b) = (usize::from(vector / 64), 1u64 << (vector % 64));
+        self.level[w].fetch_or(b, Ordering::AcqRel);
+        self.post(vector);
     }
 
     pub fn post_no_eoi(&self, vector: u8) {
@@ -129,7 +139,7 @@ impl Pending {
 
     /// Forgets everything posted (a VM that starts over); `no_eoi` vectors included.
     pub fn clear(&self) {
-        for w in self.bits.iter().chain(self.no_eoi.iter()) {
+        for w in self.bits.iter().chain(&self.no_eoi).chain(&self.level) {
             w.store(0, Ordering::Release);
         }
         for f in [&self.kicked, &self.init, &self.nmi, &self.sipi_valid] {
@@ -156,10 +166,14 @@ impl Pending {
             || self.sipi_valid.load(Ordering::Acquire)
     }
 
-    fn drain_into(&self, irr: &mut [u64; 4], no_eoi: &mut [u64; 4]) {
+    fn drain_into(&self, irr: &mut [u64; 4], no_eoi: &mut [u64; 4], level: &mut [u64; 4]) {
         // The vector's property as of the latest posting (see `post`).
         for (w, dst) in self.no_eoi.iter().zip(no_eoi.iter_mut()) {
             *dst = w.load(Ordering::Acquire);
+        }
+        // Taken before the vectors, so a level posting is never seen without its mark.
+        for (w, dst) in self.level.iter().zip(level.iter_mut()) {
+            *dst = w.swap(0, Ordering::AcqRel);
         }
         for (w, dst) in self.bits.iter().zip(irr.iter_mut()) {
             *dst |= w.swap(0, Ordering::AcqRel);
@@ -198,6 +212,8 @@ pub enum Dest {
 pub enum Effect {
     None,
     SendIpi(Ipi),
+    /// The EOI of a level-triggered vector: broadcast to the IOAPIC.
+    Eoi(u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +249,8 @@ pub struct VLapic {
     /// EOIs written with nothing in service. A correct guest never does that; a count here
     /// means it took an interrupt twice or one it was never given.
     pub unmatched_eois: u32,
+    /// A level-triggered vector just EOId, for the write's [`Effect`].
+    eoi_broadcast: Option<u8>,
 }
 
 /// Index into `lvt` for LVT registers 0x32–0x37 (timer, thermal, perf, LINT0, LINT1, error).
@@ -289,6 +307,7 @@ impl VLapic {
             tsc_per_bus_tick_num: tsc_hz.max(1),
             tsc_per_bus_tick_den: bus_hz.max(1),
             unmatched_eois: 0,
+            eoi_broadcast: None,
         }
     }
 
@@ -372,8 +391,11 @@ impl VLapic {
 
     /// Folds interrupts posted from elsewhere into IRR.
     pub fn sync(&mut self, pending: &Pending) {
-        let mut posted = [0u64; 4];
-        pending.drain_into(&mut posted, &mut self.no_eoi);
+        let (mut posted, mut level) = ([0u64; 4], [0u64; 4]);
+        pending.drain_into(&mut posted, &mut self.no_eoi, &mut level);
+        for i in 0..4 {
+            self.tmr[i] = (self.tmr[i] & !posted[i]) | (level[i] & posted[i]);
+        }
         for (i, w) in posted.iter().enumerate() {
             let mut w = *w;
             while w != 0 {
@@ -492,11 +514,16 @@ impl VLapic {
                 self.accept((low & 0xFF) as u8);
                 Ok(Effect::None)
             }
-            r => self
-                .write_common(r, low, now)
-                .then_some(Effect::None)
-                .ok_or(GpFault),
+            r => match self.write_common(r, low, now) {
+                true => Ok(self.written()),
+                false => Err(GpFault),
+            },
         }
+    }
+
+    /// What a register write asks of the kernel besides its state (an EOI to broadcast).
+    fn written(&mut self) -> Effect {
+        self.eoi_broadcast.take().map_or(Effect::None, Effect::Eoi)
     }
 
     /// A write to a register both modes share; `false` for any other register.
@@ -504,7 +531,13 @@ impl VLapic {
         match reg {
             REG_TPR => self.tpr = low & 0xFF,
             REG_EOI => match highest(&self.isr) {
-                Some(v) => set_bit(&mut self.isr, v, false),
+                Some(v) => {
+                    set_bit(&mut self.isr, v, false);
+                    if self.tmr[usize::from(v / 64)] & (1 << (v % 64)) != 0 {
+                        set_bit(&mut self.tmr, v, false);
+                        self.eoi_broadcast = Some(v);
+                    }
+                }
                 None => self.unmatched_eois = self.unmatched_eois.saturating_add(1),
             },
             REG_SVR => self.svr = low & 0x11FF,

@@ -16,6 +16,7 @@ pub mod ioapic;
 pub mod lapic;
 pub mod mmio;
 pub mod outcome;
+pub mod pci;
 pub mod personality;
 pub mod pit;
 pub mod platform;

@@ -78,6 +78,7 @@ pub fn rdmsr(msr: u32, tsc: u64, state: &PlatformMsrs) -> Option<u64> {
         // memory types come from nested paging (write-back) and its own PAT.
         policy::MTRR_CAP => 0,
         policy::MTRR_DEF_TYPE => state.mtrr_def_type,
+        policy::INT_PENDING_MSG => 0,
         _ => return None,
     })
 }

@@ -135,7 +135,12 @@ pub const ALWAYS: &[Msr] = &[
     ro(0x3A, Owner::Platform), // FEATURE_CONTROL: locked, VMX off
     rw(0x8B, Owner::Platform), // BIOS_SIGN_ID: the microcode-revision protocol writes 0
     rw(MISC_ENABLE, Owner::Platform),
+    // AMD's INT_PENDING_MSG: Linux reads it on family 0xF parts (QEMU's TCG CPU is one) to
+    // look for C1E, which would stop the local APIC timer; as on Xen and KVM, there is none.
+    ro(INT_PENDING_MSG, Owner::Platform),
 ];
+
+pub const INT_PENDING_MSG: u32 = 0xC001_0055;
 
 /// MSRs of features the policy hides, which must stay unanswered (#GP).
 pub const NOT_OFFERED: &[u32] = &[

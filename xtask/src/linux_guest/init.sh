@@ -209,8 +209,8 @@ if [ -n "$diskmove" ]; then
     case "$step" in
         1) reads= writes=a ;;
         2) reads=a writes=b ;;
-        3) reads="a b" writes= ;;
-        *) reads= writes= ; check disk-move FAIL "janus.diskmove='$diskmove' (want LABEL:1, 2 or 3)" ;;
+        3 | 4) reads="a b" writes= ;;
+        *) reads= writes= ; check disk-move FAIL "janus.diskmove='$diskmove' (want LABEL:1 to 4)" ;;
     esac
     disk_driver
     find_label "$label"

@@ -592,6 +592,26 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             &[("hv-disk", "poweroff")],
         )
     });
+    // The same two disks on plain emulated hardware (`personality = "none"`): Linux's own nvme
+    // driver finds a controller per disk on the hypervisor's PCI bus (ECAM from the MCFG,
+    // MSI-X through the xAPIC), with the same host checks afterwards.
+    v.push(Case {
+        setup: Some(|| linux_disk_cases::setup(Face::Hardware)),
+        verify: Some(|| linux_disk_cases::verify(Face::Hardware)),
+        ..linux(
+            "qemu-svm-none-linux-disk",
+            "target/janus/linux-disk-none/nvme-disk.toml",
+            &[
+                "vm nvme-disk: disk 0 (nvme-disk.vhd): ",
+                "vm nvme-disk: disk 1 (child.vhd): ",
+                "[nvme-disk] JANUS-CHECK disk-mount ok janus-data /dev/nvme",
+                "[nvme-disk] JANUS-CHECK disk-mount ok janus-child /dev/nvme",
+                "vm nvme-disk: stopped: powered off",
+            ],
+            &[("nvme-disk", "none")],
+            &[("nvme-disk", "poweroff")],
+        )
+    });
     // One disk, both faces: Linux on the Hyper-V face writes a.bin to a dynamic VHD and powers
     // off; the same VHD on the Xen face checks a.bin and writes b.bin; on the Hyper-V face
     // again, checks both. After every boot the host checks the image itself (the project's
@@ -631,6 +651,24 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                     ],
                     &[("hv-move", "hyperv")],
                     &[("hv-move", "poweroff")],
+                )
+            },
+            // The same disk on plain emulated hardware: Linux's own nvme driver over PCI.
+            Case {
+                verify: Some(|| linux_disk_cases::verify_move(4)),
+                ..linux(
+                    "qemu-svm-linux-disk-moves-between-faces-boot-4-none",
+                    "target/janus/linux-disk-moves/4-none.toml",
+                    &[
+                        "vm nvme-move: disk 0 (moving.vhd): ",
+                        "[nvme-move] JANUS-CHECK disk-mount ok janus-move /dev/nvme0n1",
+                        "[nvme-move] JANUS-CHECK disk-move-read ok janus-move a.bin ",
+                        "[nvme-move] JANUS-CHECK disk-move-read ok janus-move b.bin ",
+                        "[nvme-move] JANUS-CHECK disk-move ok janus-move step 4 /dev/nvme0n1 ",
+                        "vm nvme-move: stopped: powered off",
+                    ],
+                    &[("nvme-move", "none")],
+                    &[("nvme-move", "poweroff")],
                 )
             },
         ],

@@ -167,6 +167,10 @@ fn the_hardware_face_has_an_mcfg_for_bus_0_and_a_reserved_window() {
                 && r.range.start == layout::PCI_ECAM_BASE
                 && r.range.len() == layout::PCI_ECAM_SIZE)
     );
+    let fadt = t.find_table::<Fadt>().unwrap();
+    let pm = fadt.get().pm_timer_block().unwrap().unwrap();
+    assert_eq!(pm.address, u64::from(acpi::PM_TIMER_PORT));
+    assert_eq!(pm.bit_width, 32);
     let plain = VmLayout::new(64 * MIB, 2).unwrap().memory_map(false);
     assert!(
         plain
@@ -317,6 +321,21 @@ fn reference_dsdt(opts: &AcpiOptions) -> Vec<u8> {
                 &Name::new("_SEG".into(), &0u8),
                 &Name::new("_BBN".into(), &0u8),
                 &Name::new("_CRS".into(), &crs),
+            ],
+        )
+        .to_aml_bytes(&mut bytes);
+        use ::acpi_tables::aml::Memory32Fixed;
+        let ecam = Memory32Fixed::new(
+            true,
+            layout::PCI_ECAM_BASE as u32,
+            layout::PCI_ECAM_SIZE as u32,
+        );
+        Device::new(
+            "MRES".into(),
+            vec![
+                &Name::new("_HID".into(), &EISAName::new("PNP0C02")),
+                &Name::new("_UID".into(), &0u8),
+                &Name::new("_CRS".into(), &ResourceTemplate::new(vec![&ecam])),
             ],
         )
         .to_aml_bytes(&mut bytes);

@@ -414,3 +414,30 @@ fn addressing_matches_destinations_per_mode() {
     assert!(cluster.logical(0x13) && !cluster.logical(0x22) && !cluster.logical(0x11));
     assert!(!Addressing::Off.physical(0) && !Addressing::Off.logical(0xFF));
 }
+
+#[test]
+fn a_level_vector_is_in_tmr_and_its_eoi_is_broadcast() {
+    let mut a = xapic();
+    a.mmio_write(0xF0, 4, 0x1FF, 0);
+    let p = Pending::new();
+    p.post_level(0x61);
+    p.post(0x51);
+    a.sync(&p);
+    assert_eq!(
+        a.mmio_read(0x180 + 0x30, 4, 0),
+        1 << 1,
+        "TMR word 3 holds 0x61"
+    );
+    let v = a.deliverable().unwrap();
+    assert_eq!(v, 0x61);
+    a.delivered(v);
+    assert_eq!(a.mmio_write(0xB0, 4, 0, 0), Effect::Eoi(0x61));
+    assert_eq!(a.mmio_read(0x180 + 0x30, 4, 0), 0);
+    let v = a.deliverable().unwrap();
+    a.delivered(v);
+    assert_eq!(
+        a.mmio_write(0xB0, 4, 0, 0),
+        Effect::None,
+        "edge: no broadcast"
+    );
+}

@@ -205,6 +205,6 @@ impl VLapic {
                 }
             }
         }
-        Effect::None
+        self.written()
     }
 }

@@ -35,6 +35,11 @@ pub fn inl(port: u16) -> u32 {
     v
 }
 
+pub fn outl(port: u16, v: u32) {
+    // SAFETY: port output.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") v, options(nomem, nostack)) }
+}
+
 struct Uart;
 
 impl Write for Uart {

@@ -38,6 +38,26 @@ pub(super) fn cases(v: &mut Vec<Case>) {
                     "vm deb-hv: stopped: powered off",
                 ],
             )
+        },
+        // And on plain emulated hardware: Linux's nvme driver over PCI, no enlightenment
+        // (systemd sees a hypervisor it does not know).
+        Case {
+            verify: Some(|| {
+                crate::disk_boot_cases::verify_debian(&["xen", "microsoft", "vm-other"])
+            }),
+            ..debian(
+                "qemu-svm-debian-image-moves-between-faces-boot-3-none",
+                "target/janus/debian-boot/3-none.toml",
+                &[("deb-hw", "poweroff")],
+                &[
+                    "vm deb-hw: boots Debian's /vmlinuz link from debian.vhd (sector 0): /vmlinuz + /initrd.img",
+                    "[deb-hw] JANUS-DEBIAN face vm-other",
+                    "[deb-hw] JANUS-DEBIAN root /dev/nvme0n1",
+                    "[deb-hw] JANUS-DEBIAN system running",
+                    "[deb-hw] JANUS-DEBIAN seen seen-microsoft seen-vm-other seen-xen",
+                    "vm deb-hw: stopped: powered off",
+                ],
+            )
         }],
         ..debian(
             "qemu-svm-debian-image-moves-between-faces",
