@@ -84,7 +84,7 @@ pub fn setup_selftest() -> Result<()> {
         d.join("disks.toml"),
         "# Made by `cargo xtask test` (the disk cases).\n\
          [[vm]]\nname = \"probe\"\npersonality = \"none\"\nmemory_mib = 32\nvcpus = 2\n\
-         kernel = \"../guests/probe\"\n\
+         kernel = \"../guests/probe\"\ncmdline = \"probe.disks=2\"\n\
          [[vm.disk]]\npath = \"dynamic.vhd\"\n\
          [[vm.disk]]\npath = \"child.vhd\"\n",
     )?;

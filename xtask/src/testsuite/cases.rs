@@ -970,6 +970,17 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             "disk: vm 0 disk 0: written, flushed and read back",
             "disk: vm 0 disk 1: written, flushed and read back",
             "disk: selftest passed",
+            // The probe beside it checks the plain-hardware face's PCI bus and its NVMe
+            // controllers from inside.
+            "[probe] probe: check pci-host-bridge ... ok",
+            "[probe] probe: check pci-ecam-matches-cf8 ... ok",
+            "[probe] probe: check pci-empty-slots-float-high ... ok",
+            "[probe] probe: check pci-bar-sizing ... ok",
+            "[probe] probe: check pci-msix-masked-vector-pends ... ok",
+            "[probe] probe: check nvme-msix-completion ... ok",
+            "[probe] probe: check nvme-prp-outside-ram-fails ... ok",
+            "[probe] probe: check xapic-mmio-tpr ... ok",
+            "[probe] probe: verdict: PASS",
         ],
         defmt: &[],
         timeout_s: 300,

@@ -318,7 +318,7 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
     }
 
     match opts.face {
-        Face::None => {}
+        Face::None => crate::pci::checks(opts.disks),
         Face::Xen => crate::xen::checks(),
         Face::HyperV => crate::hyperv::checks(opts.disks),
     }

@@ -28,6 +28,8 @@ mod io;
 #[cfg(target_os = "none")]
 mod page;
 #[cfg(target_os = "none")]
+mod pci;
+#[cfg(target_os = "none")]
 mod policy;
 #[cfg(target_os = "none")]
 mod xapic;
