@@ -1,14 +1,15 @@
 //! Guest console lines on the hypervisor's COM1, prefixed with their VM's name and escaped, so
 //! that a guest can neither pass for the hypervisor or another VM nor steer the terminal. Each
 //! line also gets a stamp from the hypervisor's clock on the machine's log channel (defmt on
-//! COM2): its VM, its number and the host time it was printed, which lets a harness time
-//! what a guest prints without trusting the guest's clock or the load on the host.
+//! COM2): its VM, its number and the host time the guest finished writing it, which lets a
+//! harness time what a guest prints without trusting the guest's clock or the load on the host.
 //!
-//! Lines finished during one exit are kept in an [`Outbox`] and printed once the lock that
-//! produced them is released, so that one chatty guest cannot hold up the others' exits
-//! behind the console. What a guest may print is metered ([`Meter`]): COM1 is one slow link
-//! for every VM (115200 baud is about 11 KB/s), so past a burst a guest gets a steady share of
-//! it and the rest is dropped, with a line saying how much.
+//! The exit path never prints a guest's text: it appends the line to its VM's [`Backlog`]
+//! (bounded, no allocation, one short lock) and goes back to the guest; another context
+//! ([`drain`]: pCPU 0 between exits, for a bounded time each, and the VM's end) prints it. COM1
+//! is one slow link for every VM (115200 baud is about 11 KB/s), so what a guest may append is
+//! metered ([`Meter`]): past a burst a guest gets a steady share of it, and the rest, like
+//! what finds its backlog full, is dropped, with a line saying how much.
 
 use super::Machine;
 use super::uart::{LINE_MAX, Line};
@@ -67,14 +68,20 @@ impl Meter {
             return None;
         }
         self.tokens -= cost;
+        Some(self.notice(now_ns))
+    }
+
+    /// The count of dropped bytes to tell before a line printed at `now_ns`: 0 when there is
+    /// none, or when the last notice is not yet a second old.
+    fn notice(&mut self, now_ns: u64) -> u64 {
         let due = self
             .noticed_ns
             .is_none_or(|t| now_ns.saturating_sub(t) >= 1_000_000_000);
         if self.dropped > 0 && due {
             self.noticed_ns = Some(now_ns);
-            return Some(core::mem::take(&mut self.dropped));
+            return core::mem::take(&mut self.dropped);
         }
-        Some(0)
+        0
     }
 
     /// Bytes dropped and not yet reported.
@@ -83,7 +90,132 @@ impl Meter {
     }
 }
 
-const KEEP: usize = 16;
+/// Bytes of console a VM may have waiting for COM1: its burst, with the records' headers.
+pub const BACKLOG_BYTES: usize = 20 * 1024;
+/// A record's header: its kind, its text's length, and a word (the stamp, or a count).
+const HEADER: usize = 10;
+const LINE_END: u8 = 0;
+const PIECE: u8 = 1;
+const DROPPED: u8 = 2;
+
+/// What a VM's console has waiting for COM1, oldest first.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A line (`ends_line`) or the start of one let out unfinished, and the host time the
+    /// exit path took it.
+    Text {
+        text: Line,
+        ends_line: bool,
+        at_ns: u64,
+    },
+    /// A notice: this many bytes were dropped before what follows.
+    Dropped(u64),
+}
+
+/// Records packed into one ring of bytes, so a backlog of short lines holds as many as its
+/// bytes allow (a ring of [`Line`]s would hold a tenth as many).
+pub struct Backlog {
+    bytes: heapless::Deque<u8, BACKLOG_BYTES>,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Backlog {
+    pub const fn new() -> Self {
+        Self {
+            bytes: heapless::Deque::new(),
+        }
+    }
+
+    fn room(&self) -> usize {
+        BACKLOG_BYTES - self.bytes.len()
+    }
+
+    /// Appends a whole record or, without room for it, nothing.
+    fn push(&mut self, kind: u8, word: u64, text: &[u8]) -> bool {
+        let text = &text[..text.len().min(LINE_MAX)];
+        if self.room() < HEADER + text.len() {
+            return false;
+        }
+        let head = [kind, text.len() as u8];
+        for &b in head.iter().chain(&word.to_le_bytes()).chain(text) {
+            let _ = self.bytes.push_back(b);
+        }
+        true
+    }
+
+    pub fn pop(&mut self) -> Option<Record> {
+        let kind = self.bytes.pop_front()?;
+        let len = usize::from(self.bytes.pop_front()?);
+        let mut word = [0u8; 8];
+        for b in &mut word {
+            *b = self.bytes.pop_front()?;
+        }
+        let word = u64::from_le_bytes(word);
+        let mut text = Line::new();
+        for _ in 0..len {
+            let _ = text.push(self.bytes.pop_front()?);
+        }
+        Some(match kind {
+            DROPPED => Record::Dropped(word),
+            _ => Record::Text {
+                text,
+                ends_line: kind == LINE_END,
+                at_ns: word,
+            },
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// A VM's console output between its exits and COM1: the meter and the backlog, behind one lock
+/// that the exit path holds only to append.
+#[derive(Default)]
+pub struct ConsoleOut {
+    pub meter: Meter,
+    pub backlog: Backlog,
+}
+
+impl ConsoleOut {
+    pub const fn new() -> Self {
+        Self {
+            meter: Meter::new(),
+            backlog: Backlog::new(),
+        }
+    }
+
+    /// Takes `text` (a line, or with `!ends_line` the start of one) for printing, stamped
+    /// `now_ns`; false when it was dropped: over the meter (`metered`), or no room left (the
+    /// drain is behind). Either way the bytes are counted and told with a later line.
+    pub fn append(&mut self, now_ns: u64, text: &[u8], ends_line: bool, metered: bool) -> bool {
+        let text = &text[..text.len().min(LINE_MAX)];
+        // Room for the line and a notice before it, checked before the meter charges it.
+        if self.backlog.room() < 2 * HEADER + text.len() {
+            self.meter.dropped += text.len() as u64;
+            return false;
+        }
+        let notice = if metered {
+            match self.meter.admit(now_ns, text.len()) {
+                Some(n) => n,
+                None => return false,
+            }
+        } else {
+            self.meter.notice(now_ns)
+        };
+        if notice > 0 {
+            self.backlog.push(DROPPED, notice, &[]);
+        }
+        let kind = if ends_line { LINE_END } else { PIECE };
+        self.backlog.push(kind, now_ns, text)
+    }
+}
 
 /// Whose lines these are.
 #[derive(Clone, Copy)]
@@ -91,77 +223,98 @@ pub struct Console<'a> {
     pub vm: &'a str,
     /// Lines of this VM printed so far.
     pub seq: &'a AtomicU32,
-    pub meter: &'a Mutex<Meter>,
+    pub out: &'a Mutex<ConsoleOut>,
+    /// Held by whoever prints the backlog, from taking a record until it is printed: the
+    /// VM's lines come out in order, and all of them before its end is reported.
+    pub drainer: &'a Mutex<()>,
 }
 
-/// Lines (and pieces of unfinished lines: `false`) kept for printing.
-#[derive(Default)]
-pub struct Outbox {
-    lines: heapless::Vec<(Line, bool), KEEP>,
+/// The exit path's side: takes a finished line of the VM's console for printing later.
+pub fn append(m: &dyn Machine, c: Console<'_>, line: &[u8]) {
+    append_part(m, c, line, true);
 }
+
+/// Takes the start of a line that has gone quiet unfinished; what follows continues it.
+pub fn append_piece(m: &dyn Machine, c: Console<'_>, piece: &[u8]) {
+    append_part(m, c, piece, false);
+}
+
+fn append_part(m: &dyn Machine, c: Console<'_>, text: &[u8], ends_line: bool) {
+    let metered = !UNMETERED.load(Ordering::Relaxed);
+    c.out.lock().append(m.now_ns(), text, ends_line, metered);
+}
+
+/// Prints the VM's backlog, oldest first: until host time `until_ns`, and then only if no
+/// one else is printing it (pCPU 0 between exits); or with `None` all of it, waiting for the
+/// one who is (the VM's end).
+pub fn drain(m: &dyn Machine, c: Console<'_>, until_ns: Option<u64>) {
+    let _turn = match until_ns {
+        Some(_) => match c.drainer.try_lock() {
+            Some(t) => t,
+            None => return,
+        },
+        None => c.drainer.lock(),
+    };
+    loop {
+        if until_ns.is_some_and(|t| m.now_ns() >= t) {
+            return;
+        }
+        let Some(record) = c.out.lock().backlog.pop() else {
+            return;
+        };
+        match record {
+            Record::Dropped(n) => tell_dropped(m, c, n),
+            Record::Text {
+                text,
+                ends_line,
+                at_ns,
+            } => m.guest_line(
+                c.vm,
+                c.seq,
+                format_args!("{}", Escaped(&text)),
+                ends_line,
+                at_ns,
+            ),
+        }
+    }
+}
+
+/// What callers that gather a call's lines before printing them still hold: nothing, as a
+/// line goes to its VM's backlog when kept.
+#[derive(Default)]
+pub struct Outbox;
 
 impl Outbox {
     pub const fn new() -> Self {
-        Self {
-            lines: heapless::Vec::new(),
-        }
+        Self
     }
 
-    /// Keeps `line`; when the box is full the oldest lines are printed at once instead.
     pub fn keep(&mut self, m: &dyn Machine, c: Console<'_>, line: &[u8]) {
-        self.keep_part(m, c, line, true);
+        append(m, c, line);
     }
 
-    /// Keeps the start of a line that has gone quiet unfinished; what follows continues it.
     pub fn keep_piece(&mut self, m: &dyn Machine, c: Console<'_>, piece: &[u8]) {
-        self.keep_part(m, c, piece, false);
+        append_piece(m, c, piece);
     }
 
-    fn keep_part(&mut self, m: &dyn Machine, c: Console<'_>, text: &[u8], ends_line: bool) {
-        let mut l = Line::new();
-        let _ = l.extend_from_slice(&text[..text.len().min(LINE_MAX)]);
-        if let Err(entry) = self.lines.push((l, ends_line)) {
-            self.print(m, c);
-            let _ = self.lines.push(entry);
-        }
-    }
-
-    pub fn print(&mut self, m: &dyn Machine, c: Console<'_>) {
-        for (l, ends_line) in &self.lines {
-            print_part(m, c, l, *ends_line);
-        }
-        self.lines.clear();
-    }
+    /// Nothing left to print here: the drain prints the backlog.
+    pub fn print(&mut self, _m: &dyn Machine, _c: Console<'_>) {}
 }
 
-/// Prints what a metered VM still owes the console: the count of bytes it had dropped.
+/// Prints what a metered VM still owes the console: the count of bytes it had dropped. Call
+/// it after draining the backlog.
 pub fn report_dropped(m: &dyn Machine, c: Console<'_>) {
-    let n = core::mem::take(&mut c.meter.lock().dropped);
+    let n = core::mem::take(&mut c.out.lock().meter.dropped);
     if n > 0 {
-        m.print(format_args!(
-            "vm {}: {n} bytes of console output dropped (over {BURST} bytes, then {RATE} bytes/s)",
-            c.vm
-        ));
+        tell_dropped(m, c, n);
     }
 }
 
-pub fn print_line(m: &dyn Machine, c: Console<'_>, line: &[u8]) {
-    print_part(m, c, line, true);
-}
-
-fn print_part(m: &dyn Machine, c: Console<'_>, line: &[u8], ends_line: bool) {
-    if !UNMETERED.load(Ordering::Relaxed) {
-        let admitted = c.meter.lock().admit(m.now_ns(), line.len());
-        match admitted {
-            None => return,
-            Some(0) => {}
-            Some(n) => m.print(format_args!(
-                "vm {}: {n} bytes of console output dropped (over {BURST} bytes, then {RATE} bytes/s)",
-                c.vm
-            )),
-        }
-    }
-    m.guest_line(c.vm, c.seq, format_args!("{}", Escaped(line)), ends_line);
+fn tell_dropped(m: &dyn Machine, c: Console<'_>, n: u64) {
+    m.print(format_args!(
+        "vm {}: {n} bytes of console output dropped (over {BURST} bytes, then {RATE} bytes/s)",
+        c.vm
+    ));
 }
 
 /// Guest bytes as text: UTF-8 as it is, except that control characters (C0, DEL, C1) and bytes
@@ -228,6 +381,106 @@ mod tests {
         let mut q = Meter::new();
         assert_eq!(q.admit(t0 * 1000, 10), Some(0));
         assert!(q.tokens <= BURST);
+    }
+
+    fn text(r: Option<Record>) -> (String, bool, u64) {
+        match r {
+            Some(Record::Text {
+                text,
+                ends_line,
+                at_ns,
+            }) => (
+                String::from_utf8_lossy(&text).into_owned(),
+                ends_line,
+                at_ns,
+            ),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_backlog_keeps_lines_and_pieces_in_order_with_their_stamps() {
+        let mut o = ConsoleOut::new();
+        assert!(o.append(10, b"login: ", false, true));
+        assert!(o.append(20, b"root", true, true));
+        assert!(o.append(30, &[b'x'; LINE_MAX + 40], true, true));
+        assert_eq!(text(o.backlog.pop()), ("login: ".into(), false, 10));
+        assert_eq!(text(o.backlog.pop()), ("root".into(), true, 20));
+        let (long, _, _) = text(o.backlog.pop());
+        assert_eq!(long.len(), LINE_MAX, "a record holds at most a line");
+        assert_eq!(o.backlog.pop(), None);
+        assert!(o.backlog.is_empty());
+        // An empty line is a record too.
+        assert!(o.append(40, b"", true, false));
+        assert_eq!(text(o.backlog.pop()), (String::new(), true, 40));
+    }
+
+    #[test]
+    fn a_full_backlog_drops_and_counts_instead_of_waiting() {
+        let mut o = ConsoleOut::new();
+        let line = [b'y'; 100];
+        // Unmetered, so only the backlog bounds it.
+        let kept = (0..1000)
+            .take_while(|_| o.append(1_000_000_000, &line, true, false))
+            .count();
+        assert_eq!(kept, (BACKLOG_BYTES - HEADER) / (HEADER + line.len()));
+        assert_eq!(
+            o.meter.dropped(),
+            100,
+            "the line that found no room: counted as dropped"
+        );
+        // Room again once the drain takes a record: the next line carries the count.
+        assert!(o.backlog.pop().is_some());
+        assert!(o.backlog.pop().is_some());
+        assert!(o.append(2_000_000_000, b"after", true, false));
+        let rest: Vec<_> = core::iter::from_fn(|| o.backlog.pop()).collect();
+        let n = rest.len();
+        assert_eq!(rest[n - 2], Record::Dropped(100));
+        assert!(matches!(&rest[n - 1], Record::Text { text, .. } if text.as_slice() == b"after"));
+        // Metered, a full backlog does not spend the meter's tokens.
+        let mut o = ConsoleOut::new();
+        while o.backlog.room() >= 2 * HEADER + line.len() {
+            o.backlog.push(LINE_END, 0, &line);
+        }
+        let tokens = o.meter.tokens;
+        assert!(!o.append(0, &line, true, true));
+        assert_eq!(o.meter.tokens, tokens);
+    }
+
+    #[test]
+    fn the_drain_prints_in_order_within_its_time_and_never_beside_another_drainer() {
+        use crate::vm::testing::FakeMachine;
+        let m = FakeMachine::new();
+        let (seq, out, drainer) = (
+            AtomicU32::new(0),
+            Mutex::new(ConsoleOut::new()),
+            Mutex::new(()),
+        );
+        let c = Console {
+            vm: "v",
+            seq: &seq,
+            out: &out,
+            drainer: &drainer,
+        };
+        let t0 = m.tsc.get();
+        for line in [&b"one"[..], b"two\x1b", b"three"] {
+            append(&m, c, line);
+        }
+        assert!(m.lines.borrow().is_empty(), "appending prints nothing");
+        // Someone else is printing this backlog: a timed drain leaves it to them.
+        {
+            let _other = drainer.lock();
+            drain(&m, c, Some(t0 + 1_000_000));
+            assert!(m.lines.borrow().is_empty());
+        }
+        // Out of time: nothing printed.
+        drain(&m, c, Some(t0));
+        assert!(m.lines.borrow().is_empty());
+        drain(&m, c, Some(t0 + 1_000_000));
+        assert_eq!(*m.lines.borrow(), ["[v] one", "[v] two\\x1b", "[v] three"]);
+        assert_eq!(*m.stamped_at.borrow(), [t0, t0, t0]);
+        let numbers: Vec<u32> = m.stamps.borrow().iter().map(|s| s.1).collect();
+        assert_eq!(numbers, [0, 1, 2]);
     }
 
     fn esc(b: &[u8]) -> String {

@@ -2,7 +2,8 @@
 //! that has the console (through its face's console — Xen's PV console ring — or else its
 //! emulated UART), and carries out the escape commands of [`console_keys`]. It also lets out
 //! the VMs' unfinished console lines once they have been quiet a while, so a login prompt or
-//! the echo of what is typed shows before its line ends.
+//! the echo of what is typed shows before its line ends, and prints what the VMs' consoles
+//! have waiting (their exits only append it; see `console`).
 
 use super::console_keys::{self, HELP, Key, Keys};
 use super::create::{self, MAX_VMS, VmSlot};
@@ -20,6 +21,10 @@ const POLL_NS: u64 = 2_000_000;
 /// How long an unfinished line must stay quiet before it is let out (between one and two of
 /// these).
 const QUIET_NS: u64 = 100_000_000;
+/// How long one look may spend printing the VMs' console backlogs (then at least a look's
+/// interval passes before the next): the time stays with this pCPU's vCPUs, and a slow COM1
+/// (115200 baud: a 160-byte line is 14 ms) is written a line or so at a time.
+const DRAIN_NS: u64 = 1_000_000;
 /// Typed bytes waiting for room in the VM (a paste into a full ring): beyond this, reading
 /// COM1 pauses and the host UART's own FIFO holds the rest.
 const BACKLOG: usize = 256;
@@ -82,6 +87,8 @@ pub fn tick() {
             }
         }
     }
+    drop(input);
+    super::report::drain_consoles(now + DRAIN_NS);
 }
 
 fn vm_count() -> usize {
@@ -177,7 +184,7 @@ fn feed(vm: &VmSlot, backlog: &mut heapless::Deque<u8, BACKLOG>) {
 
 fn let_out_quiet_lines(vm: &VmSlot) {
     let (m, c) = (&HostMachine, vm.console());
-    super::report::each_console(vm, |buf, outbox| {
-        buf.flush_idle(&mut |piece| outbox.keep_piece(m, c, piece));
+    super::report::each_console(vm, |buf| {
+        buf.flush_idle(&mut |piece| super::console::append_piece(m, c, piece));
     });
 }

@@ -92,11 +92,12 @@ impl Machine for HostMachine {
         seq: &core::sync::atomic::AtomicU32,
         text: core::fmt::Arguments<'_>,
         ends_line: bool,
+        at_ns: u64,
     ) {
         let owner = core::ptr::from_ref(seq) as usize;
         crate::console::guest_piece(owner, vm, text, ends_line, || {
             let n = seq.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            defmt::info!("con {=str} {=u32} {=u64}", vm, n, tsc::now_ns());
+            defmt::info!("con {=str} {=u32} {=u64}", vm, n, at_ns);
         });
     }
 }

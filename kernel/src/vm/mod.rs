@@ -80,14 +80,15 @@ pub trait Machine {
         io: &mut dyn FnMut(&mut dyn virt::block::Volume) -> Result<(), virt::block::VolumeError>,
     ) -> Result<(), virt::block::VolumeError>;
     /// Prints a line of `vm`'s console (`[vm] text`) and records on the log channel, in the
-    /// same order, the next number from `seq` and the host time it was printed. Without
-    /// `ends_line` the text is the start of a line that stays open: the next text of the same
-    /// VM continues it (no new number), anything else printed first ends it.
+    /// same order, the next number from `seq` and `at_ns`, the host time the guest wrote it.
+    /// Without `ends_line` the text is the start of a line that stays open: the next text of
+    /// the same VM continues it (no new number), anything else printed first ends it.
     fn guest_line(
         &self,
         vm: &str,
         seq: &core::sync::atomic::AtomicU32,
         text: core::fmt::Arguments<'_>,
         ends_line: bool,
+        at_ns: u64,
     );
 }

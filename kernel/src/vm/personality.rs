@@ -86,7 +86,7 @@ pub struct KernelHost<'a, C> {
     pub info: &'a VmInfo,
     pub machine: &'a dyn Machine,
     pub console: &'a mut LineBuf,
-    /// Console lines finished during this call, printed after the VM's lock is released.
+    /// Nothing: console lines go to the VM's backlog as they finish (see `console`).
     pub outbox: Outbox,
 }
 
@@ -189,10 +189,10 @@ impl<C> Host for KernelHost<'_, C> {
     }
 
     fn console_write(&mut self, bytes: &[u8]) {
-        let c = self.vm.console();
-        let (outbox, m) = (&mut self.outbox, self.machine);
+        let (c, m) = (self.vm.console(), self.machine);
         for &b in bytes {
-            self.console.push(b, &mut |line| outbox.keep(m, c, line));
+            self.console
+                .push(b, &mut |line| super::console::append(m, c, line));
         }
     }
 
@@ -232,7 +232,7 @@ pub fn view(index: u8, v: &impl vcpu::Vcpu) -> VcpuView {
 }
 
 /// Runs `f` with the VM's personality, its RAM and a host for it; `None` when the VM has no
-/// ABI. Console lines and notices it produced are printed after the lock is released.
+/// ABI. Console lines it produced wait in the VM's backlog (see `console`).
 pub fn with<C, R>(
     vm: &Vm<C>,
     m: &dyn Machine,
@@ -251,9 +251,7 @@ pub fn with<C, R>(
         outbox: Outbox::new(),
     };
     let r = f(abi, &mut ram, &mut host);
-    let mut outbox = core::mem::take(&mut host.outbox);
     instance.drain_notices(m, info.name.as_str());
     drop(state);
-    outbox.print(m, vm.console());
     Some(r)
 }

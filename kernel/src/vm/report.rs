@@ -19,23 +19,38 @@ use virt::StopReason;
 pub static WATCH: AtomicBool = AtomicBool::new(false);
 const WATCH_NS: u64 = 5_000_000_000;
 
-/// Prints what the VM's consoles (COM1 and the personality's) hold of unfinished lines.
+/// Prints everything the VM's consoles (COM1 and the personality's) still hold: the backlog,
+/// then the unfinished lines, then the count of what was dropped; before its end is reported.
 pub fn flush_consoles(vm: &VmSlot, info: &VmInfo) {
     let _ = info;
     let (m, c) = (&HostMachine, vm.console());
-    each_console(vm, |buf, outbox| {
-        buf.flush(&mut |line| outbox.keep(m, c, line))
-    });
+    each_console(vm, |buf| buf.flush(&mut |line| console::append(m, c, line)));
+    console::drain(m, c, None);
     console::report_dropped(m, c);
 }
 
 /// Runs `take` on each of the VM's console buffers (COM1's, then the personality's), one
-/// lock at a time, and prints what it kept once the locks are released.
-pub fn each_console(vm: &VmSlot, mut take: impl FnMut(&mut LineBuf, &mut console::Outbox)) {
-    let mut outbox = console::Outbox::new();
-    take(vm.devices.uart.0.lock().line_buf(), &mut outbox);
-    take(&mut vm.personality.lock().console, &mut outbox);
-    outbox.print(&HostMachine, vm.console());
+/// lock at a time.
+pub fn each_console(vm: &VmSlot, mut take: impl FnMut(&mut LineBuf)) {
+    take(vm.devices.uart.0.lock().line_buf());
+    take(&mut vm.personality.lock().console);
+}
+
+/// Lets out what the VMs' consoles have waiting (called by pCPU 0 between exits): until host
+/// time `until_ns`, starting with a different VM each time so that one VM's backlog cannot
+/// keep the others' waiting.
+pub fn drain_consoles(until_ns: u64) {
+    static FIRST: AtomicUsize = AtomicUsize::new(0);
+    let n = VM_COUNT.load(Ordering::Acquire).min(VMS.len());
+    if n == 0 {
+        return;
+    }
+    let first = FIRST.fetch_add(1, Ordering::Relaxed) % n;
+    for i in (first..n).chain(0..first) {
+        if let Some(vm) = VMS.get(i).filter(|v| v.info.get().is_some()) {
+            console::drain(&HostMachine, vm.console(), Some(until_ns));
+        }
+    }
 }
 
 /// VMs that did not end cleanly; the run fails unless it is 0.

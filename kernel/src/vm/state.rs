@@ -122,8 +122,10 @@ pub struct Vm<C> {
     pub live: AtomicBool,
     /// Console lines printed so far, numbering the stamps (see `console`).
     pub console_seq: AtomicU32,
-    /// What the VM may still print (see `console`).
-    pub console_meter: Mutex<super::console::Meter>,
+    /// What the VM may still print, and its lines waiting for COM1 (see `console`).
+    pub console_out: Mutex<super::console::ConsoleOut>,
+    /// Held while the VM's waiting lines are printed (see `console::drain`).
+    pub console_drainer: Mutex<()>,
     pub vcpus: [VcpuSlot; MAX_VCPUS],
     pub cells: [Mutex<Option<C>>; MAX_VCPUS],
 }
@@ -145,7 +147,8 @@ impl<C> Vm<C> {
             nested_epoch: AtomicU32::new(0),
             live: AtomicBool::new(false),
             console_seq: AtomicU32::new(0),
-            console_meter: Mutex::new(super::console::Meter::new()),
+            console_out: Mutex::new(super::console::ConsoleOut::new()),
+            console_drainer: Mutex::new(()),
             vcpus: [const { VcpuSlot::new() }; MAX_VCPUS],
             cells: [const { Mutex::new(None) }; MAX_VCPUS],
         }
@@ -156,7 +159,8 @@ impl<C> Vm<C> {
         super::console::Console {
             vm: self.info.get().map_or("?", |i| i.name.as_str()),
             seq: &self.console_seq,
-            meter: &self.console_meter,
+            out: &self.console_out,
+            drainer: &self.console_drainer,
         }
     }
 

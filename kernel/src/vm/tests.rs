@@ -1,6 +1,7 @@
 //! The exit path on the host: [`dispatch::handle`] driven by a mock vCPU over real guest RAM (a
 //! host buffer) and a fake machine, with the VM's real devices, bus and personality.
 
+use super::console;
 use super::interrupts;
 use super::lapic::{APIC_BASE_MSR, X2APIC_MSR_FIRST};
 use super::testing::{Rig, exits};
@@ -10,6 +11,11 @@ use virt::{Action, Event, Exit, GuestMemory, IoExit, NestedFault, StopReason};
 
 fn rig(personality: Personality, long_mode: bool) -> Rig {
     Rig::new(personality, long_mode)
+}
+
+/// What pCPU 0 (or the VM's end) does: prints the VM's console backlog.
+fn drain(r: &Rig) {
+    console::drain(&r.m, r.vm().console(), None);
 }
 
 #[test]
@@ -96,11 +102,14 @@ fn ports_reach_their_device_or_float() {
     for b in b"hi\n" {
         assert_eq!(r.io(0x3F8, 1, true, u32::from(*b)), Action::Done);
     }
+    assert!(r.m.lines.borrow().is_empty(), "the exit only appends");
+    drain(&r);
     assert_eq!(*r.m.lines.borrow(), ["[t] hi"]);
     assert_eq!(*r.m.stamps.borrow(), [("t".to_string(), 0)]);
     for b in b"\x1b[2Jvm t: stopped: powered off\n" {
         r.io(0x3F8, 1, true, u32::from(*b));
     }
+    drain(&r);
     assert_eq!(
         r.m.lines.borrow()[1],
         "[t] \\x1b[2Jvm t: stopped: powered off",
@@ -132,6 +141,68 @@ fn ports_reach_their_device_or_float() {
             detail: 0x3F8
         })
     );
+}
+
+/// Issue 13, item 1: a guest flooding its console (Xen `CONSOLEIO_write`, 4 KiB a call) gets
+/// its exits handled without anything printed — the exit path never waits for COM1 or holds
+/// a lock while it prints — and what it wrote comes out when the backlog is drained: its
+/// burst in order, stamped with the time it was written, then the count of what was dropped.
+#[test]
+fn a_console_flood_exits_without_printing_and_the_drain_lets_it_out() {
+    let mut r = rig(Personality::Xen, false);
+    let mut text = alloc::vec::Vec::new();
+    let mut i = 0;
+    while text.len() < 4000 {
+        text.extend_from_slice(
+            alloc::format!("flood {i:04} ..............................\n").as_bytes(),
+        );
+        i += 1;
+    }
+    let per_call = i;
+    r.st.vcpu.ram.write(0x8000, &text).unwrap();
+    let written_at = r.m.tsc.get();
+    for _ in 0..8 {
+        // CONSOLEIO_write, 32-bit: ebx = CONSOLEIO_write, ecx = count, edx = buffer (paging off).
+        r.st.vcpu.regs.rax = 18;
+        r.st.vcpu.regs.rbx = 0;
+        r.st.vcpu.regs.rcx = text.len() as u64;
+        r.st.vcpu.regs.rdx = 0x8000;
+        assert_eq!(r.exit(Exit::Hypercall), Action::Done);
+        assert_eq!(r.st.vcpu.regs.rax, 0);
+    }
+    assert!(
+        r.m.lines.borrow().is_empty(),
+        "{} lines printed during the exits",
+        r.m.lines.borrow().len()
+    );
+    // Drained later: the stamps are still the time the guest wrote the lines.
+    r.m.tsc.set(written_at + 50_000_000);
+    drain(&r);
+    let lines = r.m.lines.borrow().clone();
+    let line_len = text.len() / per_call - 1;
+    let burst = console::BURST as usize / (line_len + 16);
+    assert_eq!(lines.len(), burst, "the burst, the rest dropped");
+    for (k, l) in lines.iter().enumerate() {
+        let want = alloc::format!("[t] flood {:04} ", k % per_call);
+        assert!(l.starts_with(&want), "line {k}: {l}");
+    }
+    assert!(r.m.stamped_at.borrow().iter().all(|&t| t == written_at));
+    let dropped = (8 * per_call - burst) * line_len;
+    // A second on, the next line comes with the count before it.
+    r.m.tsc.set(written_at + 1_000_000_000);
+    r.st.vcpu.regs.rax = 18;
+    r.st.vcpu.regs.rcx = text.len() as u64;
+    r.exit(Exit::Hypercall);
+    assert_eq!(r.m.lines.borrow().len(), burst);
+    drain(&r);
+    let lines = r.m.lines.borrow();
+    assert_eq!(
+        lines[burst],
+        alloc::format!(
+            "vm t: {dropped} bytes of console output dropped (over 16384 bytes, then 4096 bytes/s)"
+        )
+    );
+    assert!(lines[burst + 1].starts_with("[t] flood 0000 "));
 }
 
 #[test]

@@ -210,7 +210,7 @@ impl Uart {
     }
 }
 
-/// One finished guest console line, carried out of the VM's lock before it is printed.
+/// One guest console line (or the start of one), as it waits in its VM's backlog.
 pub type Line = heapless::Vec<u8, LINE_MAX>;
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ pub struct FakeMachine {
     pub wakes: RefCell<Vec<usize>>,
     pub lines: RefCell<Vec<String>>,
     pub stamps: RefCell<Vec<(String, u32)>>,
+    /// The host time each stamp carries.
+    pub stamped_at: RefCell<Vec<u64>>,
     pub host_interrupts: Cell<u32>,
 }
 
@@ -30,6 +32,7 @@ impl FakeMachine {
             wakes: RefCell::new(Vec::new()),
             lines: RefCell::new(Vec::new()),
             stamps: RefCell::new(Vec::new()),
+            stamped_at: RefCell::new(Vec::new()),
             host_interrupts: Cell::new(0),
         }
     }
@@ -93,10 +96,12 @@ impl Machine for FakeMachine {
         seq: &core::sync::atomic::AtomicU32,
         text: core::fmt::Arguments<'_>,
         _ends_line: bool,
+        at_ns: u64,
     ) {
         self.lines.borrow_mut().push(format!("[{vm}] {text}"));
         let n = seq.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         self.stamps.borrow_mut().push((vm.to_string(), n));
+        self.stamped_at.borrow_mut().push(at_ns);
     }
 }
 
