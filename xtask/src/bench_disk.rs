@@ -134,6 +134,8 @@ pub fn bench() -> Result<bool> {
     println!("disk janus/qemu-io: {worst:.3}");
     // Last, so that its figure ends the output.
     let guest = crate::bench_disk_guest::bench()?;
+    println!("disk none/xen: {:.3}", guest.none_xen);
+    println!("disk none/hyperv: {:.3}", guest.none_hyperv);
     println!("disk xen/hyperv: {:.3}", guest.xen_hyperv);
     println!("disk hyperv/direct: {:.3}", guest.hyperv_direct);
     println!("disk xen/direct: {:.3}", guest.xen_direct);

@@ -1,6 +1,8 @@
 //! The guest half of `cargo xtask bench disk`: Debian's kernel doing direct I/O on a file of an
 //! ext4 VHD on each face — through its own xen-blkfront and the hypervisor's blkback on the Xen
-//! face, through hv_storvsc and the hypervisor's VMBus storvsc on the Hyper-V face — against
+//! face, through hv_storvsc and the hypervisor's VMBus storvsc on the Hyper-V face, through
+//! Linux's own nvme driver and the hypervisor's emulated NVMe controller on plain emulated
+//! hardware (`none`) — against
 //! the same kernel and initramfs booted directly by QEMU with a copy of the same VHD on QEMU's
 //! NVMe device (`format=vpc`), in one invocation. init.sh (`janus.diskbench=`)
 //! brackets each workload with JANUS-BENCH lines; under Janus they are timed by the
@@ -53,6 +55,10 @@ pub struct Figures {
     pub xen_direct: f64,
     pub hyperv_direct: f64,
     pub xen_hyperv: f64,
+    /// The enlightened faces against plain emulated hardware: how much an unenlightened guest
+    /// loses (below 1: the emulated face is slower).
+    pub none_xen: f64,
+    pub none_hyperv: f64,
 }
 
 /// One face's guest under Janus: its workloads.
@@ -173,10 +179,13 @@ pub fn bench() -> Result<Figures> {
 
     let xen = under_janus("xen", &dir)?;
     let hyperv = under_janus("hyperv", &dir)?;
+    let none = under_janus("none", &dir)?;
     Ok(Figures {
         xen_direct: compare(&xen, &direct, ("xen", "direct"))?,
         hyperv_direct: compare(&hyperv, &direct, ("hyperv", "direct"))?,
         xen_hyperv: compare(&xen, &hyperv, ("xen", "hyperv"))?,
+        none_xen: compare(&none, &xen, ("none", "xen"))?,
+        none_hyperv: compare(&none, &hyperv, ("none", "hyperv"))?,
     })
 }
 

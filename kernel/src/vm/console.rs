@@ -279,28 +279,6 @@ pub fn drain(m: &dyn Machine, c: Console<'_>, until_ns: Option<u64>) {
     }
 }
 
-/// What callers that gather a call's lines before printing them still hold: nothing, as a
-/// line goes to its VM's backlog when kept.
-#[derive(Default)]
-pub struct Outbox;
-
-impl Outbox {
-    pub const fn new() -> Self {
-        Self
-    }
-
-    pub fn keep(&mut self, m: &dyn Machine, c: Console<'_>, line: &[u8]) {
-        append(m, c, line);
-    }
-
-    pub fn keep_piece(&mut self, m: &dyn Machine, c: Console<'_>, piece: &[u8]) {
-        append_piece(m, c, piece);
-    }
-
-    /// Nothing left to print here: the drain prints the backlog.
-    pub fn print(&mut self, _m: &dyn Machine, _c: Console<'_>) {}
-}
-
 /// Prints what a metered VM still owes the console: the count of bytes it had dropped. Call
 /// it after draining the backlog.
 pub fn report_dropped(m: &dyn Machine, c: Console<'_>) {

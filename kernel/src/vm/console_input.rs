@@ -174,7 +174,6 @@ fn feed(vm: &VmSlot, backlog: &mut heapless::Deque<u8, BACKLOG>) {
         };
         let mut cx = DeviceCx::new(vm, m);
         cx.set_irq(COM1_IRQ, irq);
-        cx.finish();
         taken
     });
     for _ in 0..taken {

@@ -396,7 +396,6 @@ fn make_personality(
                 info,
                 machine: &super::host::HostMachine,
                 console: &mut console,
-                outbox: super::console::Outbox::new(),
             };
             abi_hyperv::HyperV::new(cfg, &host)
                 .map(|h| Instance::HyperV(Box::new(h)))

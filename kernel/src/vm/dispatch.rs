@@ -223,14 +223,12 @@ fn port_io<C, V: Vcpu>(
     let device = vm.bus.get().and_then(|b| b.port(io.port));
     let action = if let Some(dev) = device {
         let mut cx = DeviceCx::new(vm, m);
-        let action = if io.write {
+        if io.write {
             dev.write(io.port, io.size, io.value, &mut cx)
         } else {
             data = dev.read(io.port, io.size, &mut cx);
             Action::Done
-        };
-        cx.finish();
-        action
+        }
     } else {
         let v = view(index, &st.vcpu);
         let mut value = io.value;

@@ -2,7 +2,6 @@
 //! devices (the IOAPIC), and, before each entry, what the vCPU's own APIC can deliver.
 
 use super::Machine;
-use super::console::Outbox;
 use super::lapic::{Dest, Effect, Ipi, Pending, VLapic};
 use super::state::{VcpuState, Vm};
 use vcpu::Vcpu;
@@ -113,12 +112,11 @@ pub fn prepare<V: Vcpu>(st: &mut VcpuState<V>, pending: &Pending, now_tsc: u64) 
     }
 }
 
-/// The VM as a device sees it during one access. Console lines are printed by [`Self::finish`],
-/// after the device has released its lock.
+/// The VM as a device sees it during one access. Console lines go to the VM's backlog, which
+/// pCPU 0 prints, never from the exit path.
 pub struct DeviceCx<'a, C> {
     pub vm: &'a Vm<C>,
     pub m: &'a dyn Machine,
-    outbox: Outbox,
     ram: Option<vcpu::GuestRam>,
 }
 
@@ -127,13 +125,8 @@ impl<'a, C> DeviceCx<'a, C> {
         Self {
             vm,
             m,
-            outbox: Outbox::new(),
             ram: vm.info.get().map(|i| vcpu::GuestRam::new(i.ram)),
         }
-    }
-
-    pub fn finish(mut self) {
-        self.outbox.print(self.m, self.vm.console());
     }
 }
 
@@ -167,7 +160,7 @@ impl<C> DeviceContext for DeviceCx<'_, C> {
     }
 
     fn console_line(&mut self, line: &[u8]) {
-        self.outbox.keep(self.m, self.vm.console(), line);
+        super::console::append(self.m, self.vm.console(), line);
     }
 
     fn memory(&self) -> &dyn virt::GuestMemory {

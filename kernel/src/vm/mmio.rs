@@ -118,7 +118,6 @@ pub fn emulate<C, V: Vcpu>(
             }
         }
     }
-    cx.finish();
     retire(st, insn.len)
 }
 

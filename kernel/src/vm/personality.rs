@@ -3,7 +3,6 @@
 
 use super::Machine;
 use super::alias::Aliases;
-use super::console::Outbox;
 use super::state::{VcpuSlot, Vm, VmInfo};
 use super::uart::LineBuf;
 use alloc::boxed::Box;
@@ -86,8 +85,6 @@ pub struct KernelHost<'a, C> {
     pub info: &'a VmInfo,
     pub machine: &'a dyn Machine,
     pub console: &'a mut LineBuf,
-    /// Nothing: console lines go to the VM's backlog as they finish (see `console`).
-    pub outbox: Outbox,
 }
 
 impl<C> KernelHost<'_, C> {
@@ -248,7 +245,6 @@ pub fn with<C, R>(
         info,
         machine: m,
         console,
-        outbox: Outbox::new(),
     };
     let r = f(abi, &mut ram, &mut host);
     instance.drain_notices(m, info.name.as_str());

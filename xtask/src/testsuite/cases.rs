@@ -90,7 +90,12 @@ pub(super) const PROBE_OK: &[&str] = &[
     "[probe] probe: check smp-aps-started ... ok",
     "[probe] probe: check every-vcpu-made-progress ... ok",
     "[probe] probe: check xsave-follows-xcr0 ... ok",
-    "[probe] probe: 20 passed, 0 failed",
+    // Plain hardware: the APIC handed over in xAPIC mode, and the PCI bus.
+    "[probe] probe: check xapic-mmio-id ... ok",
+    "[probe] probe: check xapic-to-x2apic ... ok",
+    "[probe] probe: check pci-host-bridge ... ok",
+    "[probe] probe: check pci-ecam-matches-cf8 ... ok",
+    "[probe] probe: 28 passed, 0 failed",
     "[probe] probe: verdict: PASS",
     "vm probe: stopped: powered off",
     "janus: all VMs have stopped",
