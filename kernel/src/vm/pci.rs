@@ -277,29 +277,35 @@ impl MmioDevice for PciBus {
         let Some((f, bar, off)) = self.decoding(gpa) else {
             return;
         };
-        let mut s = f.state.lock();
-        let NvmeState {
-            function,
-            controller,
-        } = &mut *s;
-        match bar {
-            0 => {
-                let mut env = Env {
-                    cx,
-                    function,
-                    disk: f.disk,
-                };
-                controller.write(off, size, value, &mut env);
-                let level = controller.intx_asserted();
-                let pin = function.set_intx(level);
-                cx.set_irq(f.gsi, pin);
-            }
-            MSIX_BAR => {
-                for m in function.msix_write(off, size, value).0 {
-                    send(cx, m);
+        let pin = {
+            let mut s = f.state.lock();
+            let NvmeState {
+                function,
+                controller,
+            } = &mut *s;
+            match bar {
+                0 => {
+                    let mut env = Env {
+                        cx,
+                        function,
+                        disk: f.disk,
+                    };
+                    controller.write(off, size, value, &mut env);
+                    let level = controller.intx_asserted();
+                    Some(function.set_intx(level))
                 }
+                MSIX_BAR => {
+                    for m in function.msix_write(off, size, value).0 {
+                        send(cx, m);
+                    }
+                    None
+                }
+                _ => None,
             }
-            _ => {}
+        };
+        // The IOAPIC's lock is taken only once the controller's is released.
+        if let Some(level) = pin {
+            cx.set_irq(f.gsi, level);
         }
     }
 }
