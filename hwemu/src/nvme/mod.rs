@@ -165,11 +165,36 @@ impl Outcome {
     }
 }
 
+/// The host had no memory left for a controller's queues and transfer buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory;
+
 impl Controller {
+    /// A controller at reset. For tests and tools: it panics if memory runs out; the
+    /// hypervisor uses [`Self::try_new`].
     pub fn new(cfg: Config) -> Self {
+        match Self::try_new(cfg) {
+            Ok(c) => c,
+            Err(OutOfMemory) => panic!("no memory for an NVMe controller"),
+        }
+    }
+
+    /// A controller at reset, or `OutOfMemory` (its 128 KiB buffer and queue tables are
+    /// allocated here, once).
+    pub fn try_new(cfg: Config) -> Result<Self, OutOfMemory> {
         let io_queues = cfg.max_io_queues.clamp(1, MAX_IO_QUEUES);
         let n = usize::from(io_queues) + 1;
-        Controller {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(MAX_TRANSFER)
+            .map_err(|_| OutOfMemory)?;
+        buf.resize(MAX_TRANSFER, 0);
+        let mut sqs = Vec::new();
+        sqs.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
+        sqs.resize(n, None);
+        let mut cqs = Vec::new();
+        cqs.try_reserve_exact(n).map_err(|_| OutOfMemory)?;
+        cqs.resize(n, None);
+        Ok(Controller {
             cfg,
             io_queues,
             cc: 0,
@@ -178,14 +203,14 @@ impl Controller {
             asq: 0,
             acq: 0,
             intms: 0,
-            sqs: alloc::vec![None; n],
-            cqs: alloc::vec![None; n],
+            sqs,
+            cqs,
             features: Features::default(),
             aers: 0,
             counters: Counters::default(),
             irq: 0,
-            buf: alloc::vec![0; MAX_TRANSFER],
-        }
+            buf,
+        })
     }
 
     /// Interrupt vectors the controller may name: one for the admin queue (shared with I/O

@@ -66,14 +66,25 @@ pub struct BootFiles {
 
 /// Per VM slot, set once at creation.
 pub static BOOT: [Once<BootFiles>; MAX_VMS] = [const { Once::new() }; MAX_VMS];
-pub static VMS: [VmSlot; MAX_VMS] = [const { Vm::new() }; MAX_VMS];
+/// The VM slots, made on the boot heap at first use: as a static array their idle state (a
+/// few hundred bytes that are not zero in 435 KiB) would be initialised data in the image,
+/// nearly half of it.
+static VMS: Once<&'static [VmSlot]> = Once::new();
+
+pub fn vms() -> &'static [VmSlot] {
+    VMS.call_once(|| {
+        let slots: alloc::vec::Vec<VmSlot> = (0..MAX_VMS).map(|_| Vm::new()).collect();
+        alloc::boxed::Box::leak(slots.into_boxed_slice())
+    })
+}
 pub static VM_COUNT: AtomicUsize = AtomicUsize::new(0);
 pub static LIVE_VMS: AtomicUsize = AtomicUsize::new(0);
 pub static QUEUES: [Mutex<CpuQueue>; MAX_CPUS] = [const { Mutex::new(CpuQueue::new()) }; MAX_CPUS];
 pub static PERCPU: [Once<vcpu::PerCpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 
 pub fn vm(index: u8) -> Option<&'static VmSlot> {
-    VMS.get(usize::from(index))
+    vms()
+        .get(usize::from(index))
         .filter(|_| usize::from(index) < VM_COUNT.load(Ordering::Acquire))
 }
 
@@ -228,7 +239,9 @@ pub fn create(
         amd: matches!(vendor, vcpu::Vendor::Svm(_)),
     });
 
-    let slot = &VMS[index];
+    let slot = vms()
+        .get(index)
+        .ok_or(CreateError::Personality("no such VM slot"))?;
     let info = slot.info.call_once(|| VmInfo {
         index: index as u8,
         name: spec.name.clone(),
@@ -257,9 +270,11 @@ pub fn create(
                 Some((d, info.sectors, info.read_only))
             })
             .collect();
-        devices
-            .pci
-            .call_once(|| super::pci::PciBus::new(&disks, spec.vcpus));
+        let bus =
+            super::pci::PciBus::new(&disks, spec.vcpus).map_err(|_| CreateError::OutOfMemory {
+                what: "its NVMe controllers' buffers",
+            })?;
+        devices.pci.call_once(|| bus);
     }
     let mut bus = super::bus::Bus::new();
     devices.attach(&mut bus).map_err(CreateError::Bus)?;

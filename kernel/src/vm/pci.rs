@@ -89,7 +89,7 @@ pub struct PciBus {
 impl PciBus {
     /// A bus with one controller for each disk `(manifest index, sectors, read_only)`, with
     /// MSI-X vectors for `vcpus` I/O queues and the admin queue.
-    pub fn new(disks: &[(u32, u64, bool)], vcpus: u8) -> Self {
+    pub fn new(disks: &[(u32, u64, bool)], vcpus: u8) -> Result<Self, nvme::OutOfMemory> {
         let mut nvme = heapless::Vec::new();
         for (k, &(disk, sectors, read_only)) in disks.iter().enumerate().take(MAX_NVME) {
             let mut serial = [b' '; 20];
@@ -98,13 +98,13 @@ impl PciBus {
             let mut model = [b' '; 40];
             let name = b"Janus NVMe disk";
             model[..name.len()].copy_from_slice(name);
-            let controller = Controller::new(nvme::Config {
+            let controller = Controller::try_new(nvme::Config {
                 sectors,
                 read_only,
                 serial,
                 model,
                 max_io_queues: u16::from(vcpus.max(1)),
-            });
+            })?;
             let spec = nvme_spec(controller.vectors());
             let _ = nvme.push(NvmeFunction {
                 disk,
@@ -115,14 +115,14 @@ impl PciBus {
                 }),
             });
         }
-        PciBus {
+        Ok(PciBus {
             address: Mutex::new(0),
             bridge: Mutex::new(Function::new(
                 FunctionSpec::host_bridge(VENDOR, HOST_BRIDGE),
                 [0; 6],
             )),
             nvme,
-        }
+        })
     }
 
     /// Power-on state: BARs where firmware put them, controllers disabled.
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn both_mechanisms_reach_the_same_functions() {
-        let bus = PciBus::new(&[(0, 2048, false), (3, 4096, true)], 2);
+        let bus = PciBus::new(&[(0, 2048, false), (3, 4096, true)], 2).unwrap();
         let mut cx = Cx::default();
         assert_eq!(cfg(&bus, &mut cx, 0, 0), 0x0008_1b36);
         assert_eq!(cfg(&bus, &mut cx, 1, 0), 0x0010_1b36);
@@ -397,7 +397,7 @@ mod tests {
 
     #[test]
     fn bars_decode_once_enabled_and_msix_messages_reach_the_apics() {
-        let bus = PciBus::new(&[(0, 2048, false)], 1);
+        let bus = PciBus::new(&[(0, 2048, false)], 1).unwrap();
         let mut cx = Cx::default();
         let bar0 = u64::from(cfg(&bus, &mut cx, 1, 0x10) & !0xF) - MMIO.start;
         let bar4 = u64::from(cfg(&bus, &mut cx, 1, 0x20) & !0xF) - MMIO.start;

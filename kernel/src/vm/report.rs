@@ -2,7 +2,7 @@
 //! and for a triple fault the page walk and flight recorder), and the `janus.watch` lines.
 
 use super::console;
-use super::create::{VM_COUNT, VMS, VcpuCell, VmSlot};
+use super::create::{VM_COUNT, VcpuCell, VmSlot, vms};
 use super::host::HostMachine;
 use super::outcome::Outcome;
 use super::state::{VcpuState, VmInfo};
@@ -41,13 +41,13 @@ pub fn each_console(vm: &VmSlot, mut take: impl FnMut(&mut LineBuf)) {
 /// keep the others' waiting.
 pub fn drain_consoles(until_ns: u64) {
     static FIRST: AtomicUsize = AtomicUsize::new(0);
-    let n = VM_COUNT.load(Ordering::Acquire).min(VMS.len());
+    let n = VM_COUNT.load(Ordering::Acquire).min(vms().len());
     if n == 0 {
         return;
     }
     let first = FIRST.fetch_add(1, Ordering::Relaxed) % n;
     for i in (first..n).chain(0..first) {
-        if let Some(vm) = VMS.get(i).filter(|v| v.info.get().is_some()) {
+        if let Some(vm) = vms().get(i).filter(|v| v.info.get().is_some()) {
             console::drain(&HostMachine, vm.console(), Some(until_ns));
         }
     }
@@ -312,7 +312,7 @@ fn print_vcpu(r: VcpuRef, c: &VcpuState<AnyVcpu>) {
 
 /// One line per vCPU: where it is and what it last did (vCPUs in guest mode are skipped).
 fn watch() {
-    for (i, vm) in VMS
+    for (i, vm) in vms()
         .iter()
         .enumerate()
         .take(VM_COUNT.load(Ordering::Acquire))
