@@ -118,6 +118,12 @@ probe_ap_long:
     rdmsr
     or eax, 0xC00
     wrmsr
+    /* Software-enabled, spurious vector 0xFF, as an OS leaves it: a disabled APIC holds
+       fixed IPIs back, and `bench`'s IPI round trip has this vCPU answer one. */
+    mov ecx, 0x80f
+    mov eax, 0x1ff
+    xor edx, edx
+    wrmsr
     mov ecx, 0x802
     rdmsr
     mov edi, eax
@@ -209,6 +215,20 @@ static WANTS_EOI: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
 /// Per vector: how often it arrived, and the TSC at its latest arrival.
 static HITS: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
 static HIT_TSC: [AtomicU64; 256] = [const { AtomicU64::new(0) }; 256];
+
+/// The vector a vCPU answers with an IPI from its handler (0: none), and the ICR value of
+/// the answer: the far half of `bench`'s IPI round trip, answered in the handler so that the
+/// answering vCPU needs no code of its own beyond its idle loop.
+static ANSWER_VECTOR: AtomicU8 = AtomicU8::new(0);
+static ANSWER_ICR: AtomicU64 = AtomicU64::new(0);
+const X2APIC_ICR: u32 = 0x830;
+
+/// Every vCPU that takes `vector` (expected with [`expect_vector`]) sends the IPI `icr`
+/// after its EOI; vector 0 stops it.
+pub fn answer_vector(vector: u8, icr: u64) {
+    ANSWER_ICR.store(icr, Ordering::Release);
+    ANSWER_VECTOR.store(vector, Ordering::Release);
+}
 
 /// Lets `vector` arrive from now on; `eoi` says whether the handler must EOI it.
 pub fn expect_vector(vector: u8, eoi: bool) {
@@ -332,6 +352,9 @@ extern "C" fn probe_trap(f: &mut Frame) {
         HITS[usize::from(v)].fetch_add(1, Ordering::AcqRel);
         if WANTS_EOI[w].load(Ordering::Acquire) & b != 0 {
             wrmsr(0x80B, 0);
+        }
+        if v == ANSWER_VECTOR.load(Ordering::Acquire) {
+            wrmsr(X2APIC_ICR, ANSWER_ICR.load(Ordering::Acquire));
         }
         return;
     }

@@ -186,6 +186,9 @@ pub fn checks(disks: u32) {
     stimer();
     hypercalls();
     vmbus::checks(disks);
+    if crate::bench::enabled() {
+        vmbus::round_trip();
+    }
 }
 
 fn leaves() {

@@ -15,8 +15,6 @@ const EVTCHNOP_ALLOC_UNBOUND: u64 = 6;
 const EVTCHNOP_UNMASK: u64 = 9;
 const EVTCHNSTAT_UNBOUND: u32 = 1;
 const EVTCHNSTAT_INTERDOMAIN: u32 = 2;
-/// TSC cycles an event round trip may take before its upcall counts as lost.
-const EVENT_PATIENCE: u64 = 50_000_000;
 
 #[repr(C)]
 #[derive(Default)]
@@ -199,18 +197,11 @@ pub(super) fn round_trip(x: Xen) {
         port_op(x, EVTCHNOP_SEND, pb);
         // The upcall is pending before the send returns: it is taken as soon as interrupts
         // are open. A bounded wait, so that one that never comes is counted, not waited for.
-        let give_up = arch::rdtsc() + EVENT_PATIENCE;
-        while arch::vector_hits(UPCALL_VECTOR).0 == before {
-            if arch::rdtsc() > give_up {
-                lost += 1;
-                break;
-            }
-            arch::sti_nop();
+        if !crate::bench::wait_open(UPCALL_VECTOR, before) {
+            lost += 1;
         }
     });
-    if lost > 0 {
-        crate::io::print(format_args!("probe: bench event-lost {lost}\n"));
-    }
+    crate::bench::report_lost("event", lost);
     clear_pending(pa);
     ack_upcall();
 }
