@@ -126,9 +126,7 @@ pub fn build_in(opts: &BuildOpts, out: &Path) -> Result<Images> {
     if opts.release {
         objcopy.arg("--strip-all");
     }
-    run(objcopy
-        .arg(target_dir.join("janus-boot"))
-        .arg(&images.boot))?;
+    run(objcopy.arg(target_dir.join("janus-boot")).arg(&images.boot))?;
     std::fs::copy(target_dir.join("janus-kernel"), &images.kernel)
         .with_context(|| format!("cannot copy the kernel to {}", shown(&images.kernel)))?;
     check_kernel(&images.kernel)?;
