@@ -212,6 +212,20 @@ pub fn setup(face: Face) -> Result<()> {
     Ok(())
 }
 
+/// The plain-hardware disk case again, its kernel told `pci=nomsi`: the NVMe controllers
+/// interrupt through INTx, the IOAPIC's level-triggered pins and the DSDT's `_PRT`.
+pub fn setup_hardware_intx() -> Result<()> {
+    setup(Face::Hardware)?;
+    let d = dir(Face::Hardware);
+    let vm = Face::Hardware.disk_vm();
+    let m = std::fs::read_to_string(d.join(format!("{vm}.toml")))?;
+    std::fs::write(
+        d.join("nvme-intx.toml"),
+        m.replace("janus.disk=", "pci=nomsi janus.disk="),
+    )?;
+    Ok(())
+}
+
 /// `name` in the ext4 file system in `raw`, read by debugfs; `None` when there is no such file.
 fn dump(raw: &Path, name: &str) -> Result<Option<Vec<u8>>> {
     let out = raw.with_extension(name);

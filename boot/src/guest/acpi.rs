@@ -44,6 +44,14 @@ pub const COM1_IRQ: u32 = 4;
 /// reference (no HPET, and a PIT too slow to poll under emulation) calibrates its TSC on it.
 pub const PM_TIMER_PORT: u16 = 0x608;
 pub const PM_TIMER_HZ: u64 = 3_579_545;
+/// Devices 1..=this on bus 0 have their INTA# routed in `_PRT`.
+pub const PCI_INTX_SLOTS: u8 = 8;
+
+/// The IOAPIC input of device `device`'s INTA#: the eight inputs after the ISA ones.
+pub const fn pci_intx_gsi(device: u8) -> u8 {
+    16 + device % 8
+}
+
 /// PCI configuration mechanism #1: the address port (the data ports follow at CFC).
 pub const PCI_CONFIG_PORT: u16 = 0xCF8;
 
@@ -464,6 +472,20 @@ fn dsdt_body(opts: &AcpiOptions) -> AmlBuf<DSDT_MAX> {
                 );
                 a.name(Name::seg(b"_CRS"), |a| {
                     a.resource_template(&[&buses, &config, &window])
+                });
+                // INTA# of device d is IOAPIC input 16 + d % 8 (level, active low, as GSIs
+                // from a _PRT are); the other pins are not used.
+                a.name(Name::seg(b"_PRT"), |a| {
+                    a.package(PCI_INTX_SLOTS, |a| {
+                        for d in 1..=u32::from(PCI_INTX_SLOTS) {
+                            a.package(4, |a| {
+                                a.integer(u64::from(d << 16 | 0xFFFF));
+                                a.integer(0);
+                                a.integer(0);
+                                a.integer(u64::from(pci_intx_gsi(d as u8)));
+                            });
+                        }
+                    })
                 });
             });
             // The ECAM window as a motherboard resource: Linux uses it only if firmware

@@ -24,8 +24,6 @@ pub const MAX_NVME: usize = crate::manifest::MAX_DISKS;
 /// Where firmware places controller k's BARs: 1 MiB each from the window's start.
 const SLOT_STRIDE: u64 = 0x10_0000;
 const MSIX_BAR: usize = 4;
-/// The first IOAPIC pin past the ISA ones: device d's INTA# is GSI 16 + d % 8.
-const FIRST_PCI_GSI: u8 = 16;
 
 /// Identities: Red Hat's PCI ids for emulated devices (QEMU's generic PCIe host bridge and
 /// NVMe controller), which guests bind by class code anyway.
@@ -108,7 +106,8 @@ impl PciBus {
             let spec = nvme_spec(controller.vectors());
             let _ = nvme.push(NvmeFunction {
                 disk,
-                gsi: FIRST_PCI_GSI + (k as u8 + 1) % 8,
+                // Device k + 1; its INTA# as the DSDT's _PRT routes it.
+                gsi: boot::guest::acpi::pci_intx_gsi(k as u8 + 1),
                 state: Mutex::new(NvmeState {
                     function: Function::new(spec, bar_addresses(k)),
                     controller,

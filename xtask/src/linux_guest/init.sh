@@ -197,6 +197,17 @@ if [ -n "$disk" ]; then
     done
 fi
 
+# On plain hardware: how the NVMe controller interrupts (MSI-X, or INTx through the IOAPIC
+# as the DSDT's _PRT routes it when the kernel runs with pci=nomsi).
+if [ "$face" = none ] && [ -n "$disk" ]; then
+    irq=$(grep -m1 'nvme0q0' /proc/interrupts | tr -s ' ')
+    case "$irq" in
+        *IO-APIC*) check nvme-irq ok "intx:$irq" ;;
+        *PCI-MSI*) check nvme-irq ok "msi:$irq" ;;
+        *) check nvme-irq FAIL "no nvme0q0 interrupt: '$irq'" ;;
+    esac
+fi
+
 # The disk that moves between faces: what this step's boot finds and leaves; the host checks
 # the image after every boot.
 # move_data X: what X.bin holds, 1 MiB of "janus-move-X" lines.

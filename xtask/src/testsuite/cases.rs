@@ -611,6 +611,25 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 "vm nvme-disk: disk 1 (child.vhd): ",
                 "[nvme-disk] JANUS-CHECK disk-mount ok janus-data /dev/nvme",
                 "[nvme-disk] JANUS-CHECK disk-mount ok janus-child /dev/nvme",
+                "[nvme-disk] JANUS-CHECK nvme-irq ok msi:",
+                "vm nvme-disk: stopped: powered off",
+            ],
+            &[("nvme-disk", "none")],
+            &[("nvme-disk", "poweroff")],
+        )
+    });
+    // The same without MSI (`pci=nomsi`): INTx through the IOAPIC's level-triggered pins, as
+    // the DSDT's _PRT routes it.
+    v.push(Case {
+        setup: Some(linux_disk_cases::setup_hardware_intx),
+        verify: Some(|| linux_disk_cases::verify(Face::Hardware)),
+        ..linux(
+            "qemu-svm-none-linux-disk-intx",
+            "target/janus/linux-disk-none/nvme-intx.toml",
+            &[
+                "[nvme-disk] JANUS-CHECK disk-mount ok janus-data /dev/nvme",
+                "[nvme-disk] JANUS-CHECK disk-mount ok janus-child /dev/nvme",
+                "[nvme-disk] JANUS-CHECK nvme-irq ok intx:",
                 "vm nvme-disk: stopped: powered off",
             ],
             &[("nvme-disk", "none")],

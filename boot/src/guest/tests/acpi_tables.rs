@@ -311,6 +311,14 @@ fn reference_dsdt(opts: &AcpiOptions) -> Vec<u8> {
             None,
         );
         let crs = ResourceTemplate::new(vec![&buses, &config, &window]);
+        let entries: Vec<(u32, u8)> = (1..=8u32)
+            .map(|d| (d << 16 | 0xFFFF, 16 + (d % 8) as u8))
+            .collect();
+        let entries: Vec<Package<'_>> = entries
+            .iter()
+            .map(|(addr, gsi)| Package::new(vec![addr, &0u8, &0u8, gsi]))
+            .collect();
+        let prt = Package::new(entries.iter().map(|p| p as &dyn Aml).collect());
         let mut bytes = Vec::new();
         Device::new(
             "PCI0".into(),
@@ -321,6 +329,7 @@ fn reference_dsdt(opts: &AcpiOptions) -> Vec<u8> {
                 &Name::new("_SEG".into(), &0u8),
                 &Name::new("_BBN".into(), &0u8),
                 &Name::new("_CRS".into(), &crs),
+                &Name::new("_PRT".into(), &prt),
             ],
         )
         .to_aml_bytes(&mut bytes);
