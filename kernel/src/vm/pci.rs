@@ -170,10 +170,18 @@ impl PciBus {
     }
 
     /// The controller whose BAR decodes `gpa`, with the BAR and the offset in it.
-    fn decoding(&self, gpa: u64) -> Option<(&NvmeFunction, usize, u64)> {
+    /// Runs `access` on the controller whose BAR decodes `gpa`, with the BAR and the offset,
+    /// under that controller's lock: the lookup and the access see the same BARs even while
+    /// another vCPU moves them.
+    fn decoding<R>(
+        &self,
+        gpa: u64,
+        mut access: impl FnMut(&NvmeFunction, &mut NvmeState, usize, u64) -> R,
+    ) -> Option<R> {
         self.nvme.iter().find_map(|f| {
-            let (bar, off) = f.state.lock().function.bar_at(gpa)?;
-            Some((f, bar, off))
+            let mut s = f.state.lock();
+            let (bar, off) = s.function.bar_at(gpa)?;
+            Some(access(f, &mut s, bar, off))
         })
     }
 }
@@ -259,11 +267,12 @@ impl MmioDevice for PciBus {
         } else {
             (1 << (8 * size)) - 1
         };
-        match self.decoding(gpa) {
-            Some((f, 0, off)) => f.state.lock().controller.read(off, size),
-            Some((f, MSIX_BAR, off)) => f.state.lock().function.msix_read(off, size),
+        self.decoding(gpa, |_, s, bar, off| match bar {
+            0 => s.controller.read(off, size),
+            MSIX_BAR => s.function.msix_read(off, size),
             _ => ones,
-        }
+        })
+        .unwrap_or(ones)
     }
 
     fn write(&self, offset: u64, size: u8, value: u64, cx: &mut dyn DeviceContext) {
@@ -273,25 +282,21 @@ impl MmioDevice for PciBus {
             self.config_write(a, size.min(4), value as u32, cx);
             return;
         }
-        let Some((f, bar, off)) = self.decoding(gpa) else {
-            return;
-        };
-        let pin = {
-            let mut s = f.state.lock();
+        let pin = self.decoding(gpa, |f, s, bar, off| {
             let NvmeState {
                 function,
                 controller,
-            } = &mut *s;
+            } = s;
             match bar {
                 0 => {
                     let mut env = Env {
-                        cx,
+                        cx: &mut *cx,
                         function,
                         disk: f.disk,
                     };
                     controller.write(off, size, value, &mut env);
                     let level = controller.intx_asserted();
-                    Some(function.set_intx(level))
+                    Some((f.gsi, function.set_intx(level)))
                 }
                 MSIX_BAR => {
                     for m in function.msix_write(off, size, value).0 {
@@ -301,10 +306,10 @@ impl MmioDevice for PciBus {
                 }
                 _ => None,
             }
-        };
+        });
         // The IOAPIC's lock is taken only once the controller's is released.
-        if let Some(level) = pin {
-            cx.set_irq(f.gsi, level);
+        if let Some((gsi, level)) = pin.flatten() {
+            cx.set_irq(gsi, level);
         }
     }
 }

@@ -599,43 +599,40 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
     });
     // The same two disks on plain emulated hardware (`personality = "none"`): Linux's own nvme
     // driver finds a controller per disk on the hypervisor's PCI bus (ECAM from the MCFG,
-    // MSI-X through the xAPIC), with the same host checks afterwards.
-    v.push(Case {
-        setup: Some(|| linux_disk_cases::setup(Face::Hardware)),
+    // MSI-X through the xAPIC), with the same host checks afterwards; then the same without
+    // MSI (`pci=nomsi`): INTx through the IOAPIC's level-triggered pins, as the DSDT's _PRT
+    // routes it. Each case refuses the other's interrupt kind.
+    let nvme_disk = |name, setup: fn() -> anyhow::Result<()>, manifest, not_irq| Case {
+        setup: Some(setup),
         verify: Some(|| linux_disk_cases::verify(Face::Hardware)),
+        absent: not_irq,
         ..linux(
-            "qemu-svm-none-linux-disk",
-            "target/janus/linux-disk-none/nvme-disk.toml",
+            name,
+            manifest,
             &[
                 "vm nvme-disk: disk 0 (nvme-disk.vhd): ",
                 "vm nvme-disk: disk 1 (child.vhd): ",
                 "[nvme-disk] JANUS-CHECK disk-mount ok janus-data /dev/nvme",
                 "[nvme-disk] JANUS-CHECK disk-mount ok janus-child /dev/nvme",
-                "[nvme-disk] JANUS-CHECK nvme-irq ok msi:",
+                "[nvme-disk] JANUS-CHECK nvme-irq ok ",
                 "vm nvme-disk: stopped: powered off",
             ],
             &[("nvme-disk", "none")],
             &[("nvme-disk", "poweroff")],
         )
-    });
-    // The same without MSI (`pci=nomsi`): INTx through the IOAPIC's level-triggered pins, as
-    // the DSDT's _PRT routes it.
-    v.push(Case {
-        setup: Some(linux_disk_cases::setup_hardware_intx),
-        verify: Some(|| linux_disk_cases::verify(Face::Hardware)),
-        ..linux(
-            "qemu-svm-none-linux-disk-intx",
-            "target/janus/linux-disk-none/nvme-intx.toml",
-            &[
-                "[nvme-disk] JANUS-CHECK disk-mount ok janus-data /dev/nvme",
-                "[nvme-disk] JANUS-CHECK disk-mount ok janus-child /dev/nvme",
-                "[nvme-disk] JANUS-CHECK nvme-irq ok intx:",
-                "vm nvme-disk: stopped: powered off",
-            ],
-            &[("nvme-disk", "none")],
-            &[("nvme-disk", "poweroff")],
-        )
-    });
+    };
+    v.push(nvme_disk(
+        "qemu-svm-none-linux-disk",
+        || linux_disk_cases::setup(Face::Hardware),
+        "target/janus/linux-disk-none/nvme-disk.toml",
+        &["JANUS-CHECK nvme-irq ok intx:"],
+    ));
+    v.push(nvme_disk(
+        "qemu-svm-none-linux-disk-intx",
+        linux_disk_cases::setup_hardware_intx,
+        "target/janus/linux-disk-none/nvme-intx.toml",
+        &["JANUS-CHECK nvme-irq ok msi:"],
+    ));
     // One disk, both faces: Linux on the Hyper-V face writes a.bin to a dynamic VHD and powers
     // off; the same VHD on the Xen face checks a.bin and writes b.bin; on the Hyper-V face
     // again, checks both. After every boot the host checks the image itself (the project's
