@@ -7,6 +7,7 @@
 
 use crate::nested::TableMemory;
 use crate::{FrameSource, RamRegion};
+use virt::ram_chunks::CHUNK;
 use virt::{GuestMemory, MemError, check_range};
 
 /// The host pointer for a host-physical address (the kernel's identity map: virtual ==
@@ -66,6 +67,31 @@ impl GuestRam {
     pub fn region(&self) -> RamRegion {
         self.region
     }
+
+    /// Zeroes what `[gpa, gpa + len)` touches of RAM not yet used since the VM got it (see
+    /// `virt::ram_chunks`), so that the hypervisor reads and writes on the guest's behalf see
+    /// the zeroes the guest would. The range must lie inside RAM.
+    pub fn ready(&self, gpa: u64, len: u64) {
+        let Some(chunks) = self.region.chunks else {
+            return;
+        };
+        let region = self.region;
+        chunks.ready(gpa, len, |i| {
+            let start = (i as u64).saturating_mul(CHUNK);
+            if start < region.size {
+                let bytes = CHUNK.min(region.size - start);
+                // SAFETY: the chunk lies inside the VM's RAM block (start < size), which the
+                // kernel gave to this VM and keeps mapped; the tracker lets one caller at a
+                // time zero it, before any vCPU can reach it through the nested tables.
+                unsafe {
+                    zero(
+                        host_ptr(region.hpa_base).wrapping_add(start as usize),
+                        bytes,
+                    )
+                };
+            }
+        });
+    }
 }
 
 impl GuestMemory for GuestRam {
@@ -75,6 +101,7 @@ impl GuestMemory for GuestRam {
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let off = check_range(self.region.size, gpa, buf.len())?;
+        self.ready(gpa, buf.len() as u64);
         let src = host_ptr(self.region.hpa_base).wrapping_add(off);
         // SAFETY: check_range proved [off, off+len) lies inside the guest block, which the
         // kernel keeps mapped for the VM's lifetime; `buf` is ours and does not overlap it.
@@ -84,6 +111,7 @@ impl GuestMemory for GuestRam {
 
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemError> {
         let off = check_range(self.region.size, gpa, data.len())?;
+        self.ready(gpa, data.len() as u64);
         let dst = host_ptr(self.region.hpa_base).wrapping_add(off);
         // SAFETY: as in `read`.
         unsafe { opaque_copy(dst, data.as_ptr(), data.len()) };
@@ -110,6 +138,26 @@ unsafe fn opaque_copy(dst: *mut u8, src: *const u8, len: usize) {
             inout("rcx") len / 8 => _,
             inout("rdi") dst => _,
             inout("rsi") src => _,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Zeroes `len` bytes with `rep stos`, quadwords first (as in `opaque_copy`).
+///
+/// # Safety
+/// `[dst, dst + len)` must be memory the caller owns and nothing else accesses meanwhile.
+unsafe fn zero(dst: *mut u8, len: u64) {
+    // SAFETY: upheld by the caller; DF is clear.
+    unsafe {
+        core::arch::asm!(
+            "rep stosq",
+            "mov rcx, {tail}",
+            "rep stosb",
+            tail = in(reg) len % 8,
+            inout("rcx") len / 8 => _,
+            inout("rdi") dst => _,
+            in("rax") 0u64,
             options(nostack, preserves_flags)
         );
     }
@@ -142,6 +190,7 @@ mod tests {
         let ram = GuestRam::new(RamRegion {
             hpa_base: backing.as_mut_ptr() as u64,
             size: backing.len() as u64,
+            chunks: None,
         });
         let data: Vec<u8> = (0..200u32).map(|i| (i * 7 + 1) as u8).collect();
         for len in [0usize, 1, 7, 8, 31, 32, 33, 63, 64, 65, 100, 200] {
@@ -160,5 +209,43 @@ mod tests {
             }
         }
         assert!(ram.write(4090, &[1; 7]).is_err());
+    }
+
+    /// What the VM had in its RAM before stays invisible: the first read or write of a chunk
+    /// zeroes all of it (and only it), later ones leave the guest's data alone.
+    #[test]
+    fn first_use_of_a_chunk_zeroes_it_whole() {
+        let size = 2 * CHUNK as usize + 8192;
+        let mut backing = vec![0xA5u8; size];
+        let chunks: &'static virt::RamChunks = Box::leak(Box::new(virt::RamChunks::new()));
+        let ram = GuestRam::new(RamRegion {
+            hpa_base: backing.as_mut_ptr() as u64,
+            size: size as u64,
+            chunks: Some(chunks),
+        });
+        ram.write(CHUNK + 16, &[7; 4]).unwrap();
+        let mut b = [0u8; 8];
+        ram.read(CHUNK + 12, &mut b).unwrap();
+        assert_eq!(b, [0, 0, 0, 0, 7, 7, 7, 7]);
+        assert!(
+            backing[..CHUNK as usize].iter().all(|&x| x == 0xA5),
+            "chunk 0 untouched"
+        );
+        assert!(
+            backing[2 * CHUNK as usize..].iter().all(|&x| x == 0xA5),
+            "chunk 2 untouched"
+        );
+        ram.write(CHUNK + 100, &[9]).unwrap();
+        ram.read(CHUNK + 12, &mut b).unwrap();
+        assert_eq!(
+            b,
+            [0, 0, 0, 0, 7, 7, 7, 7],
+            "a clean chunk is not zeroed again"
+        );
+        // The short last chunk: zeroed up to the end of RAM, not beyond.
+        ram.read(2 * CHUNK, &mut b).unwrap();
+        assert_eq!(b, [0; 8]);
+        assert!(backing[2 * CHUNK as usize..].iter().all(|&x| x == 0));
+        assert!(ram.read(size as u64 - 4, &mut b).is_err());
     }
 }

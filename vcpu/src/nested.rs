@@ -199,6 +199,32 @@ impl NestedPageTable {
         Ok(())
     }
 
+    /// Removes `[gpa, gpa+size)`: 2 MiB at a time where aligned (a table under such an entry
+    /// is orphaned, as in `set_leaf`), 4 KiB pages elsewhere. The kernel then flushes the
+    /// vCPUs' nested TLBs.
+    pub fn unmap_range(
+        &mut self,
+        mem: &mut (impl TableMemory + ?Sized),
+        gpa: u64,
+        size: u64,
+    ) -> Result<(), Error> {
+        let end = gpa.checked_add(size).ok_or(Error::InvalidArgument)?;
+        if (gpa | size) & (SIZE_4K - 1) != 0 || end > GPA_LIMIT {
+            return Err(Error::InvalidArgument);
+        }
+        let mut g = gpa;
+        while g < end {
+            if g & (SIZE_2M - 1) == 0 && end - g >= SIZE_2M {
+                self.set_leaf(mem, g, 0, 1)?;
+                g += SIZE_2M;
+            } else {
+                self.set_leaf(mem, g, 0, 0)?;
+                g += SIZE_4K;
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the 4 KiB page at `gpa` (splitting a 2 MiB page around it). The kernel then
     /// flushes the vCPUs' nested TLBs.
     pub fn unmap_page(
@@ -384,6 +410,29 @@ mod tests {
             assert!(f.is_large(m.read_entry(pd, 1)));
             assert!(f.is_large(m.read_entry(pd, 2)));
             assert!(!f.is_large(m.read_entry(pd, 0)));
+        }
+    }
+
+    #[test]
+    fn unmap_range_removes_large_and_small_pages_and_nothing_else() {
+        for f in [NestedFormat::Ept, NestedFormat::Npt] {
+            let mut m = FakeTables::default();
+            let mut t = NestedPageTable::new(f, &mut m).unwrap();
+            t.map(&mut m, 0, 0x4000_0000, 6 * SIZE_2M + 0x3000, Perm::RWX)
+                .unwrap();
+            t.unmap_range(&mut m, 2 * SIZE_2M, 2 * SIZE_2M).unwrap();
+            t.unmap_range(&mut m, 6 * SIZE_2M, 0x2000).unwrap();
+            let mapped = |g| t.translate(&m, g).map(|(h, _)| h);
+            assert_eq!(mapped(2 * SIZE_2M - 8), Some(0x4000_0000 + 2 * SIZE_2M - 8));
+            assert_eq!(mapped(2 * SIZE_2M), None);
+            assert_eq!(mapped(4 * SIZE_2M - 1), None);
+            assert_eq!(mapped(4 * SIZE_2M), Some(0x4000_0000 + 4 * SIZE_2M));
+            assert_eq!(mapped(6 * SIZE_2M + 0x1fff), None);
+            assert_eq!(
+                mapped(6 * SIZE_2M + 0x2000),
+                Some(0x4000_0000 + 6 * SIZE_2M + 0x2000)
+            );
+            assert!(t.unmap_range(&mut m, 0x800, 0x1000).is_err());
         }
     }
 

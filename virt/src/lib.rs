@@ -21,6 +21,7 @@ pub mod insn_len;
 mod memory;
 pub mod mmio;
 pub mod personality;
+pub mod ram_chunks;
 mod regs;
 mod state;
 #[cfg(any(test, feature = "test-util"))]
@@ -35,6 +36,7 @@ pub use exit::{Event, Exit, IoExit, NestedFault, vector};
 pub use memory::VecMemory;
 pub use memory::{GuestMemory, MemError, NoMemory, check_range};
 pub use personality::HypercallInsn;
+pub use ram_chunks::RamChunks;
 pub use regs::{ControlRegs, GuestRegs, SegReg, Segment, bits, offsets as reg_offsets};
 pub use state::{InitialState, RamRegion};
 pub use transition::Transition;

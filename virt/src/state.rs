@@ -30,4 +30,7 @@ pub struct RamRegion {
     /// Host-physical (== host-virtual, identity-mapped) start, 4 KiB aligned.
     pub hpa_base: u64,
     pub size: u64,
+    /// Which 2 MiB chunks are zeroed and mapped (see [`crate::ram_chunks`]); `None`: all of
+    /// it is ready (memory a test owns).
+    pub chunks: Option<&'static crate::ram_chunks::RamChunks>,
 }

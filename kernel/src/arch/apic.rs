@@ -121,6 +121,27 @@ pub fn start_periodic(vector: u8, period_ms: u32) {
     write(REG_TIMER_INIT, ticks.clamp(1, u64::from(u32::MAX)) as u32);
 }
 
+/// The timer in one-shot mode on `vector`, stopped until [`arm`]: the scheduler sets it for
+/// the next thing due on this pCPU instead of taking a tick every millisecond.
+pub fn start_oneshot(vector: u8) {
+    write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
+    write(REG_TIMER_INIT, 0);
+    write(REG_LVT_TIMER, u32::from(vector));
+}
+
+/// One timer interrupt `ns` from now, not sooner (rounded up to a timer tick; at most what
+/// the counter holds, about a minute, after which the caller arms it again).
+pub fn arm(ns: u64) {
+    let ticks =
+        (u128::from(TICKS_PER_MS.load(Ordering::Relaxed)) * u128::from(ns)).div_ceil(1_000_000);
+    write(REG_TIMER_INIT, ticks.clamp(1, u128::from(u32::MAX)) as u32);
+}
+
+/// Whether the one-shot timer is still counting (its interrupt not yet raised).
+pub fn counting() -> bool {
+    read(REG_TIMER_CURRENT) != 0
+}
+
 const REG_ICR_LOW: u32 = 0x300;
 const REG_ICR_HIGH: u32 = 0x310;
 const ICR_PENDING: u32 = 1 << 12;

@@ -57,14 +57,14 @@ pub fn alloc_zeroed(count: u64, align: u64) -> Result<u64, FrameError> {
     Ok(pa)
 }
 
-/// Zeroes frames handed out earlier, for reuse by their owner (a VM that starts over).
-///
-/// # Safety
-/// `[pa, pa + bytes)` must be frames the caller owns and that nothing reads or writes
-/// meanwhile.
-pub unsafe fn zero_owned(pa: u64, bytes: u64) {
-    // SAFETY: upheld by the caller.
-    unsafe { zero(pa as *mut u8, bytes as usize) };
+/// `count` contiguous frames aligned to `align` bytes, holding whatever they held: for guest
+/// RAM, which is zeroed chunk by chunk on first use (`virt::ram_chunks`).
+pub fn alloc_unzeroed(count: u64, align: u64) -> Result<u64, FrameError> {
+    FRAMES
+        .lock()
+        .as_mut()
+        .ok_or(FrameError::OutOfMemory { frames: count })?
+        .alloc(count, align)
 }
 
 /// Zeroes with `rep stos`: guest RAM is hundreds of MiB, and the builtin memset's byte

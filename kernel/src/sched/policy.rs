@@ -123,6 +123,34 @@ pub fn slice_over(started: u64, now: u64, others_ready: bool) -> bool {
     others_ready && now.saturating_sub(started) >= SLICE_NS
 }
 
+/// The longest a pCPU other than pCPU 0 goes without a timer interrupt: nothing needs it
+/// (what is due is in [`timer_due`]'s other inputs, and other pCPUs kick it), it only bounds
+/// what a lost kick could cost.
+pub const SAFETY_NET_NS: u64 = 50_000_000;
+
+/// When a pCPU's one-shot timer must fire next (host ns): the earliest of the running vCPU's
+/// own deadlines (its local APIC timer, its personality's timer), the end of its slice if
+/// others wait for the pCPU, the first wake-up among the vCPUs parked on it, and `latest`
+/// (pCPU 0's housekeeping, or the safety net). A tickless host: no interrupt while a vCPU runs
+/// with nothing due.
+pub fn timer_due(
+    vcpu_deadlines: [Option<u64>; 2],
+    slice_end: Option<u64>,
+    parked: Option<u64>,
+    latest: u64,
+) -> u64 {
+    vcpu_deadlines
+        .into_iter()
+        .chain([slice_end, parked])
+        .flatten()
+        .fold(latest, u64::min)
+}
+
+/// The end of the slice of a vCPU that started at `started`, if others are waiting.
+pub fn slice_end(started: u64, others_ready: bool) -> Option<u64> {
+    others_ready.then(|| started.saturating_add(SLICE_NS))
+}
+
 /// Static placement: spread the vCPUs of all VMs over the pCPUs, consecutive vCPUs of one VM
 /// on different pCPUs so a VM's vCPUs run in parallel.
 pub fn home_cpu(global_index: usize, pcpus: usize) -> usize {
@@ -198,6 +226,33 @@ mod tests {
         while let Some(x) = q.pop_next() {
             assert_ne!(x.vm, 1);
         }
+    }
+
+    #[test]
+    fn the_timer_is_set_for_the_first_thing_due_and_no_sooner() {
+        // Alone with nothing due: only the latest wake-up.
+        assert_eq!(
+            timer_due([None, None], slice_end(0, false), None, 9_000),
+            9_000
+        );
+        // The vCPU's own timers, the slice when others wait, a parked vCPU's wake-up.
+        assert_eq!(timer_due([Some(700), Some(500)], None, None, 9_000), 500);
+        assert_eq!(
+            timer_due(
+                [Some(7_000_000), None],
+                slice_end(1_000, true),
+                None,
+                u64::MAX
+            ),
+            1_000 + SLICE_NS
+        );
+        assert_eq!(timer_due([None, Some(800)], None, Some(300), 9_000), 300);
+        // Nothing is later than `latest`.
+        assert_eq!(
+            timer_due([Some(10_000), None], None, Some(20_000), 9_000),
+            9_000
+        );
+        assert_eq!(slice_end(u64::MAX - 1, true), Some(u64::MAX));
     }
 
     #[test]

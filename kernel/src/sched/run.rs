@@ -1,7 +1,7 @@
 //! The scheduler loop: each pCPU takes vCPUs from its run queue, enters them, and hands their
 //! exits to `vm::dispatch` until the vCPU blocks, its slice ends or its VM stops.
 
-use super::policy::{VcpuRef, slice_over};
+use super::policy::{SAFETY_NET_NS, VcpuRef, slice_end, slice_over, timer_due};
 use crate::arch::{cpu, tsc};
 use crate::manifest::{OnEnd, Policies};
 use crate::println;
@@ -25,6 +25,7 @@ enum Turn {
 
 /// The scheduler loop of pCPU `cpu`. Returns when no VM is left running.
 pub fn cpu_loop(cpu: usize) {
+    crate::arch::apic::start_oneshot(crate::arch::idt::VECTOR_TIMER);
     loop {
         if LIVE_VMS.load(Ordering::Acquire) == 0 {
             return;
@@ -46,12 +47,18 @@ pub fn cpu_loop(cpu: usize) {
             // announced before the last look, so a vCPU posted to after it is seen by its
             // waker, who kicks (interrupts stay off until the halt).
             crate::arch::smp::set_idle(cpu, true);
-            let ready = {
+            let now = tsc::now_ns();
+            let (ready, parked) = {
                 let mut q = QUEUES[cpu].lock();
-                q.wake(tsc::now_ns(), wants_wake);
-                q.has_ready()
+                q.wake(now, wants_wake);
+                (q.has_ready(), q.next_deadline())
             };
             if !ready {
+                arm_timer(
+                    cpu,
+                    timer_due([None, None], None, parked, latest(cpu, now)),
+                    now,
+                );
                 cpu::wait_for_interrupt();
                 cpu::disable_interrupts();
             }
@@ -122,6 +129,8 @@ fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
     let st = &mut cell.state;
     st.cpu.waited(waited);
     let started = tsc::now_ns();
+    let mut others_ready = contended;
+    let mut parked = QUEUES[cpu].lock().next_deadline();
     let turn = loop {
         if vm.stopped() {
             break Turn::Gone;
@@ -165,6 +174,20 @@ fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
         }
         slot.running_on.store(cpu as u8, Ordering::Release);
         let entered = tsc::now_ns();
+        let own = [
+            st.lapic.next_deadline().map(tsc::ns_at_tsc),
+            match slot.personality_deadline.load(Ordering::Acquire) {
+                0 => None,
+                d => Some(d),
+            },
+        ];
+        let due = timer_due(
+            own,
+            slice_end(started, others_ready),
+            parked,
+            latest(cpu, entered),
+        );
+        arm_timer(cpu, due, entered);
         let exit = st.vcpu.run(percpu);
         st.run_ns += tsc::now_ns().saturating_sub(entered);
         slot.running_on.store(u8::MAX, Ordering::Release);
@@ -222,10 +245,10 @@ fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
         // Parked vCPUs of this pCPU may have been kicked or reached their deadline while this
         // one ran: they must be able to take the pCPU at the end of the slice.
         let now = tsc::now_ns();
-        let others_ready = {
+        (others_ready, parked) = {
             let mut q = QUEUES[cpu].lock();
             q.wake(now, wants_wake);
-            q.has_ready()
+            (q.has_ready(), q.next_deadline())
         };
         if slice_over(started, now, others_ready) {
             break Turn::Preempted;
@@ -241,6 +264,38 @@ fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
         st.stats = crate::vm::stats::ExitStats::new();
     }
     turn
+}
+
+/// The latest pCPU `cpu` may next be interrupted, at host time `now`: pCPU 0 when its
+/// housekeeping is due (COM1, the consoles, a host shutdown, `janus.watch`), the others
+/// after the safety net.
+fn latest(cpu: usize, now: u64) -> u64 {
+    let net = now.saturating_add(SAFETY_NET_NS);
+    if cpu != 0 {
+        return net;
+    }
+    [
+        Some(crate::vm::console_input::next_due_ns()),
+        crate::vm::shutdown::next_due_ns(),
+        report::watch_due_ns(),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(net, u64::min)
+}
+
+/// The host time (ns) each pCPU's one-shot timer is set for.
+static ARMED: [core::sync::atomic::AtomicU64; create::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; create::MAX_CPUS];
+
+/// Sets pCPU `cpu`'s timer for host time `due` unless it is still counting towards it.
+fn arm_timer(cpu: usize, due: u64, now: u64) {
+    let Some(armed) = ARMED.get(cpu) else { return };
+    if armed.load(Ordering::Relaxed) == due && crate::arch::apic::counting() {
+        return;
+    }
+    armed.store(due, Ordering::Relaxed);
+    crate::arch::apic::arm(due.saturating_sub(now));
 }
 
 /// Whether the personality has an event for a vCPU that asked to block.

@@ -246,21 +246,22 @@ fn append_part(m: &dyn Machine, c: Console<'_>, text: &[u8], ends_line: bool) {
 
 /// Prints the VM's backlog, oldest first: until host time `until_ns`, and then only if no
 /// one else is printing it (pCPU 0 between exits); or with `None` all of it, waiting for the
-/// one who is (the VM's end).
-pub fn drain(m: &dyn Machine, c: Console<'_>, until_ns: Option<u64>) {
+/// one who is (the VM's end). Whether the backlog is empty when it returns (someone else
+/// printing it counts as not).
+pub fn drain(m: &dyn Machine, c: Console<'_>, until_ns: Option<u64>) -> bool {
     let _turn = match until_ns {
         Some(_) => match c.drainer.try_lock() {
             Some(t) => t,
-            None => return,
+            None => return false,
         },
         None => c.drainer.lock(),
     };
     loop {
         if until_ns.is_some_and(|t| m.now_ns() >= t) {
-            return;
+            return false;
         }
         let Some(record) = c.out.lock().backlog.pop() else {
-            return;
+            return true;
         };
         match record {
             Record::Dropped(n) => tell_dropped(m, c, n),

@@ -16,8 +16,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use virt::bus::DeviceContext;
 
-/// How often COM1 is looked at: often enough for typing, rarely enough to cost nothing.
+/// How often COM1 is looked at while keys arrive or console lines wait: often enough for
+/// typing and for COM1's pace, rarely enough to cost nothing.
 const POLL_NS: u64 = 2_000_000;
+/// ...and when all is quiet: each look wakes pCPU 0 (a VM exit if a vCPU runs there), and
+/// the first key after a pause waits at most this long.
+const QUIET_POLL_NS: u64 = 20_000_000;
 /// How long an unfinished line must stay quiet before it is let out (between one and two of
 /// these).
 const QUIET_NS: u64 = 100_000_000;
@@ -53,7 +57,9 @@ pub fn tick() {
     if now < NEXT_POLL_NS.load(Ordering::Relaxed) {
         return;
     }
-    NEXT_POLL_NS.store(now + POLL_NS, Ordering::Relaxed);
+    // Quiet until this look finds otherwise.
+    NEXT_POLL_NS.store(now + QUIET_POLL_NS, Ordering::Relaxed);
+    let mut busy = false;
     let Some(mut input) = INPUT.try_lock() else {
         return;
     };
@@ -70,6 +76,7 @@ pub fn tick() {
     if input.backlog.len() < BACKLOG / 2 {
         let mut buf = [0u8; BACKLOG / 2];
         let n = crate::console::read_input(&mut buf);
+        busy |= n > 0;
         for &b in &buf[..n] {
             if let Some(key) = input.keys.feed(b) {
                 command(&mut input, key);
@@ -87,8 +94,17 @@ pub fn tick() {
             }
         }
     }
+    busy |= !input.backlog.is_empty();
     drop(input);
-    super::report::drain_consoles(now + DRAIN_NS);
+    busy |= !super::report::drain_consoles(now + DRAIN_NS);
+    if busy {
+        NEXT_POLL_NS.store(now + POLL_NS, Ordering::Relaxed);
+    }
+}
+
+/// When [`tick`] next looks (host ns).
+pub fn next_due_ns() -> u64 {
+    NEXT_POLL_NS.load(Ordering::Relaxed)
 }
 
 fn vm_count() -> usize {

@@ -18,7 +18,7 @@ use boot::mbinfo::MachineInfo;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 use vcpu::{
-    AnyVcpu, GuestRam, HostTables, InitialState, NestedPageTable, Perm, RamRegion, Vcpu, VcpuConfig,
+    AnyVcpu, GuestRam, HostTables, InitialState, NestedPageTable, RamRegion, Vcpu, VcpuConfig,
 };
 
 pub const MAX_VMS: usize = crate::manifest::MAX_VMS;
@@ -178,15 +178,19 @@ pub fn create(
             mib: spec.memory_mib,
         });
     }
-    let hpa = phys::alloc_zeroed(size / 4096, 2 << 20)
+    let slot = vms()
+        .get(index)
+        .ok_or(CreateError::Personality("no such VM slot"))?;
+    // Not zeroed here: each 2 MiB is zeroed on its first use (`vm::ram`).
+    let hpa = phys::alloc_unzeroed(size / 4096, 2 << 20)
         .map_err(|_| CreateError::OutOfMemory { what: "guest RAM" })?;
+    slot.ram_chunks.reset();
     let ram = RamRegion {
         hpa_base: hpa,
         size,
+        chunks: Some(&slot.ram_chunks),
     };
     let mut npt = NestedPageTable::new(vendor.nested_format(), &mut HostTables(&mut Frames))
-        .map_err(CreateError::Vcpu)?;
-    npt.map(&mut HostTables(&mut Frames), 0, hpa, size, Perm::RWX)
         .map_err(CreateError::Vcpu)?;
 
     let (image, initrd, spec) = if spec.kernel.is_empty() {
@@ -222,6 +226,11 @@ pub fn create(
     };
     let spec = &spec;
     let boot_entry = load_guest(spec, ram, image, initrd)?;
+    if !super::ram::map_loaded(&mut npt, ram, &super::host::HostMachine) {
+        return Err(CreateError::OutOfMemory {
+            what: "its nested page tables",
+        });
+    }
     crate::println!(
         "vm {}: PVH entry {:#x}, start_info {:#x}, RSDP {:#x}, RAM at host {:#x}",
         spec.name,
@@ -239,9 +248,6 @@ pub fn create(
         amd: matches!(vendor, vcpu::Vendor::Svm(_)),
     });
 
-    let slot = vms()
-        .get(index)
-        .ok_or(CreateError::Personality("no such VM slot"))?;
     let info = slot.info.call_once(|| VmInfo {
         index: index as u8,
         name: spec.name.clone(),
@@ -474,15 +480,25 @@ pub fn restart(index: u8) -> Result<(), CreateError> {
     let Some(info) = slot.info.get() else {
         return Err(CreateError::Personality("no such VM"));
     };
-    // SAFETY: the RAM is this VM's, and none of its vCPUs runs: all left the scheduler.
-    unsafe { phys::zero_owned(info.ram.hpa_base, info.ram.size) };
+    let machine = super::host::HostMachine;
+    // None of its vCPUs runs (all left the scheduler): its RAM leaves the nested tables and
+    // will be zeroed again as it is used.
+    if !super::ram::forget(slot, &machine) {
+        return Err(CreateError::OutOfMemory {
+            what: "its nested page tables",
+        });
+    }
     let entry = load_guest(&files.spec, info.ram, files.kernel, files.initrd)?;
     // The old personality's aliases go with it.
     if let Some(npt) = slot.npt.lock().as_mut() {
-        let machine = super::host::HostMachine;
         slot.aliases
             .lock()
             .drain(|gpa| _ = super::Machine::nested_map(&machine, npt, gpa, None));
+        if !super::ram::map_loaded(npt, info.ram, &machine) {
+            return Err(CreateError::OutOfMemory {
+                what: "its nested page tables",
+            });
+        }
         slot.nested_epoch.fetch_add(1, Ordering::AcqRel);
     }
     let instance = make_personality(index, slot, info, files.amd)?;

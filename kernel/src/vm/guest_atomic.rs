@@ -12,6 +12,8 @@ fn word(ram: RamRegion, gpa: u64) -> Result<*mut u64, MemError> {
     if !gpa.is_multiple_of(8) || gpa.checked_add(8).is_none_or(|e| e > ram.size) {
         return Err(err);
     }
+    // Its chunk zeroed first, like any access the hypervisor makes for the guest.
+    vcpu::GuestRam::new(ram).ready(gpa, 8);
     Ok(vcpu::host_ptr(ram.hpa_base + gpa).cast::<u64>())
 }
 

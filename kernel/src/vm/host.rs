@@ -86,6 +86,22 @@ impl Machine for HostMachine {
         .is_ok()
     }
 
+    fn nested_map_range(
+        &self,
+        npt: &mut vcpu::NestedPageTable,
+        gpa: u64,
+        hpa: Option<u64>,
+        size: u64,
+    ) -> bool {
+        let mut frames = crate::mm::phys::Frames;
+        let mut tables = vcpu::HostTables(&mut frames);
+        match hpa {
+            Some(hpa) => npt.map(&mut tables, gpa, hpa, size, vcpu::Perm::RWX),
+            None => npt.unmap_range(&mut tables, gpa, size),
+        }
+        .is_ok()
+    }
+
     fn guest_line(
         &self,
         vm: &str,

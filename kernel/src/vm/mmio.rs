@@ -26,8 +26,15 @@ pub fn emulate<C, V: Vcpu>(
     };
     let ram = vm.info.get().map_or(0, |i| i.ram.size);
     if f.gpa < ram {
-        // Inside RAM every page is mapped RWX; a fault here is a nested-table bug.
-        return unsupported("nested fault inside guest RAM", f.gpa);
+        // RAM is mapped RWX a chunk at a time, on first use; a fault in a mapped chunk is a
+        // nested-table bug.
+        return match super::ram::populate(vm, m, f.gpa) {
+            super::ram::Populate::Mapped => Action::Retry,
+            super::ram::Populate::AlreadyMapped => {
+                unsupported("nested fault inside guest RAM", f.gpa)
+            }
+            super::ram::Populate::Failed => unsupported("no host memory to map guest RAM", f.gpa),
+        };
     }
     // Only a data access by the instruction at RIP can be emulated from its decoding: a
     // fault in the guest's own page walk, an instruction fetch, or the delivery of an event

@@ -21,6 +21,7 @@ pub mod personality;
 pub mod pit;
 pub mod platform;
 pub mod policy;
+pub mod ram;
 pub mod rtc;
 pub mod state;
 pub mod stats;
@@ -70,6 +71,15 @@ pub trait Machine {
     /// Maps the guest page `gpa` to the host page `hpa` in `npt` (`None`: unmaps it), taking
     /// table frames from the host's allocator; false when out of memory.
     fn nested_map(&self, npt: &mut vcpu::NestedPageTable, gpa: u64, hpa: Option<u64>) -> bool;
+    /// Maps `[gpa, gpa + size)` to `[hpa, hpa + size)` in `npt` with large pages where
+    /// aligned (`None`: unmaps the range); false when out of memory or misaligned.
+    fn nested_map_range(
+        &self,
+        npt: &mut vcpu::NestedPageTable,
+        gpa: u64,
+        hpa: Option<u64>,
+        size: u64,
+    ) -> bool;
     /// VM `vm`'s disk `index` (manifest order), if it was opened.
     fn disk(&self, vm: u8, index: u32) -> Option<virt::block::DiskInfo>;
     /// Runs `io` on VM `vm`'s disk `index` under its lock.

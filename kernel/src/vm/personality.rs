@@ -145,6 +145,8 @@ impl<C> Host for KernelHost<'_, C> {
             .map_err(|_| AliasError::Refused)?;
         let reserved = layout.hv_pages();
         Aliases::check(ram.size, reserved.start..reserved.end, gpa, backing)?;
+        // The guest reaches the backing page through the alias without a fault on its chunk.
+        vcpu::GuestRam::new(ram).ready(backing, 4096);
         let mut npt = self.vm.npt.lock();
         let npt = npt.as_mut().ok_or(AliasError::Unsupported)?;
         let mut aliases = self.vm.aliases.lock();

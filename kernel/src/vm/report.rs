@@ -39,18 +39,21 @@ pub fn each_console(vm: &VmSlot, mut take: impl FnMut(&mut LineBuf)) {
 /// Lets out what the VMs' consoles have waiting (called by pCPU 0 between exits): until host
 /// time `until_ns`, starting with a different VM each time so that one VM's backlog cannot
 /// keep the others' waiting.
-pub fn drain_consoles(until_ns: u64) {
+/// Whether every backlog is empty afterwards.
+pub fn drain_consoles(until_ns: u64) -> bool {
     static FIRST: AtomicUsize = AtomicUsize::new(0);
     let n = VM_COUNT.load(Ordering::Acquire).min(vms().len());
     if n == 0 {
-        return;
+        return true;
     }
     let first = FIRST.fetch_add(1, Ordering::Relaxed) % n;
+    let mut empty = true;
     for i in (first..n).chain(0..first) {
         if let Some(vm) = vms().get(i).filter(|v| v.info.get().is_some()) {
-            console::drain(&HostMachine, vm.console(), Some(until_ns));
+            empty &= console::drain(&HostMachine, vm.console(), Some(until_ns));
         }
     }
+    empty
 }
 
 /// VMs that did not end cleanly; the run fails unless it is 0.
@@ -199,9 +202,9 @@ fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason, full: bo
     }
 }
 
-/// Checks, when a VM ends, that its nested tables still map every guest page to its own
-/// frame and nothing else: the tables never change after the VM is built, so a difference
-/// means something wrote over them.
+/// Checks, when a VM ends, that its nested tables map every page of RAM the VM has used to
+/// its own frame, nothing where it has not, and each alias to its backing: anything else means
+/// something wrote over them.
 fn report_nested(vm: &VmSlot, info: &VmInfo) {
     let npt = vm.npt.lock();
     let Some(npt) = npt.as_ref() else {
@@ -211,8 +214,12 @@ fn report_nested(vm: &VmSlot, info: &VmInfo) {
     let tables = vcpu::HostTables(&mut frames);
     let ram = info.ram;
     let aliases = vm.aliases.lock();
+    let used = |gpa| {
+        ram.chunks
+            .is_none_or(|c| c.is_mapped(virt::RamChunks::index(gpa)))
+    };
     let want = |gpa| {
-        (gpa < ram.size)
+        (gpa < ram.size && used(gpa))
             .then_some(gpa)
             .or_else(|| aliases.backing(gpa))
             .map(|g| ram.hpa_base + g)
@@ -228,11 +235,24 @@ fn report_nested(vm: &VmSlot, info: &VmInfo) {
         }
     });
     match m.first {
-        None => println!(
-            "vm {}: nested tables intact ({} MiB mapped 1:1 onto its RAM)",
-            info.name,
-            ram.size >> 20
-        ),
+        None => {
+            let mut mapped = 0;
+            let mut at = 0;
+            while at < ram.size {
+                let chunk = virt::ram_chunks::CHUNK.min(ram.size - at);
+                if used(at) {
+                    mapped += chunk;
+                }
+                at += chunk;
+            }
+            println!(
+                "vm {}: nested tables intact ({} of {} MiB mapped 1:1 onto its RAM, the rest \
+                 never used)",
+                info.name,
+                mapped >> 20,
+                ram.size >> 20
+            )
+        }
         Some((gpa, got)) => println!(
             "vm {}: nested tables CHANGED: {} pages wrong, first gpa {:#x} -> {:?}",
             info.name, m.count, gpa, got
@@ -274,6 +294,13 @@ static LAST_WATCH: AtomicU64 = AtomicU64::new(0);
 
 /// With `janus.watch`, prints the watch lines when they are due; `current` is the vCPU this
 /// pCPU holds.
+/// When [`watch_tick`] next prints (host ns), if `janus.watch` asked for it.
+pub fn watch_due_ns() -> Option<u64> {
+    WATCH
+        .load(Ordering::Relaxed)
+        .then(|| LAST_WATCH.load(Ordering::Relaxed).saturating_add(WATCH_NS))
+}
+
 pub fn watch_tick(current: Option<(VcpuRef, &VcpuState<AnyVcpu>)>) {
     if !WATCH.load(Ordering::Relaxed) {
         return;

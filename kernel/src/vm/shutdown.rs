@@ -28,6 +28,17 @@ pub fn arm(secs: u32) {
     AT_NS.store(at.max(1), Ordering::Release);
 }
 
+/// When [`tick`] next has something to do (host ns): the request, then the grace's end.
+pub fn next_due_ns() -> Option<u64> {
+    let at = AT_NS.load(Ordering::Acquire);
+    match STATE.load(Ordering::Acquire) {
+        _ if at == 0 => None,
+        IDLE => Some(at),
+        ASKED => Some(at.saturating_add(GRACE_NS)),
+        _ => None,
+    }
+}
+
 /// The host asked the VMs to shut down: ends are final.
 pub fn in_progress() -> bool {
     STATE.load(Ordering::Acquire) != IDLE

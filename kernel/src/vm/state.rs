@@ -114,6 +114,8 @@ pub struct Vm<C> {
     pub bus: Once<Bus<'static>>,
     pub end: Mutex<VmEnd>,
     pub npt: Mutex<Option<NestedPageTable>>,
+    /// Which 2 MiB chunks of RAM are zeroed and which are in `npt` (see `vm::ram`).
+    pub ram_chunks: virt::RamChunks,
     /// Pages the personality aliased in `npt` (see `alias`).
     pub aliases: Mutex<super::alias::Aliases>,
     /// Bumped when a nested translation changes or goes: each vCPU flushes its nested TLB
@@ -143,6 +145,7 @@ impl<C> Vm<C> {
                 vcpus_left: 0,
             }),
             npt: Mutex::new(None),
+            ram_chunks: virt::RamChunks::new(),
             aliases: Mutex::new(super::alias::Aliases::new()),
             nested_epoch: AtomicU32::new(0),
             live: AtomicBool::new(false),

@@ -79,6 +79,15 @@ impl Machine for FakeMachine {
     fn nested_map(&self, _npt: &mut vcpu::NestedPageTable, _gpa: u64, _hpa: Option<u64>) -> bool {
         true
     }
+    fn nested_map_range(
+        &self,
+        _npt: &mut vcpu::NestedPageTable,
+        _gpa: u64,
+        _hpa: Option<u64>,
+        _size: u64,
+    ) -> bool {
+        true
+    }
     fn disk(&self, _vm: u8, _index: u32) -> Option<virt::block::DiskInfo> {
         None
     }

@@ -38,6 +38,7 @@ impl Rig {
         let region = RamRegion {
             hpa_base: ram.as_mut_ptr() as u64,
             size: RAM as u64,
+            chunks: None,
         };
         let owned = NonNull::from(Box::leak(Box::new(Vm::new())));
         #[expect(unsafe_code)]

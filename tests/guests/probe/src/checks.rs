@@ -338,10 +338,25 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
         // CMOS RAM outlives a reset, as on a PC: it tells the second boot from the first.
         if crate::io::cmos_read(REBOOT_MARK_AT) != REBOOT_MARK {
             crate::io::cmos_write(REBOOT_MARK_AT, REBOOT_MARK);
+            // RAM does not outlive the reset: the next life must find zeroes here.
+            arch::write_u32(RAM_MARK_AT, RAM_MARK);
+            arch::write_u32(RAM_MARK_AT + (1 << 20), RAM_MARK);
             say!("rebooting on purpose");
             crate::io::reset();
         }
         say!("booted again after a reboot");
+        let left = [
+            arch::read_u32(RAM_MARK_AT),
+            arch::read_u32(RAM_MARK_AT + (1 << 20)),
+        ];
+        say!(
+            "ram after the reboot: {}",
+            if left == [0, 0] {
+                "zeroed"
+            } else {
+                "NOT ZEROED"
+            }
+        );
     }
     crate::io::power_off()
 }
@@ -349,6 +364,10 @@ extern "C" fn probe_bsp_main(start_info: u32) -> ! {
 /// A CMOS RAM byte no firmware of ours uses, and what `probe.reboot_once` leaves there.
 const REBOOT_MARK_AT: u8 = 0x40;
 const REBOOT_MARK: u8 = 0xA5;
+/// RAM no part of the probe uses (its image ends below 2 MiB, its VMs have 16 MiB or more),
+/// in two different 2 MiB chunks, and what the first boot leaves there.
+const RAM_MARK_AT: u64 = 10 << 20;
+const RAM_MARK: u32 = 0x5EC2_E7ED;
 
 /// Counts for the configured time on this vCPU; the counters show which vCPUs got CPU time.
 fn spin(vcpu: usize) {
