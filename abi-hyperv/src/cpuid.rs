@@ -32,6 +32,8 @@ pub mod privilege {
     pub const VP_INDEX: u32 = 1 << 6;
     pub const RESET: u32 = 1 << 7;
     pub const REFERENCE_TSC: u32 = 1 << 9;
+    /// HV_X64_MSR_EOI/ICR/TPR and the VP assist page.
+    pub const APIC_ACCESS: u32 = 1 << 4;
     pub const FREQUENCY_MSRS: u32 = 1 << 11;
 }
 
@@ -50,6 +52,8 @@ pub mod feature {
 
 /// Implementation recommendations (leaf 4 EAX).
 pub mod hint {
+    /// The synthetic EOI/ICR/TPR MSRs, and with them the VP assist page's lazy EOI.
+    pub const APIC_ACCESS_RECOMMENDED: u32 = 1 << 3;
     /// Windows then skips its clock and DPC watchdogs, which misfire under emulators.
     pub const RELAXED_TIMING: u32 = 1 << 5;
     /// Lets the guest avoid auto-EOI SINTs, which APIC virtualisation cannot express.
@@ -88,7 +92,8 @@ impl Features {
             | privilege::SYNTIMER
             | privilege::HYPERCALL
             | privilege::VP_INDEX
-            | privilege::RESET;
+            | privilege::RESET
+            | privilege::APIC_ACCESS;
         let mut misc = feature::CRASH_MSRS | feature::STIMER_DIRECT;
         if tsc_page {
             privileges |= privilege::REFERENCE_TSC;
@@ -101,7 +106,8 @@ impl Features {
             privileges,
             call_privileges: call_privilege::POST_MESSAGES | call_privilege::SIGNAL_EVENTS,
             misc,
-            hints: hint::RELAXED_TIMING
+            hints: hint::APIC_ACCESS_RECOMMENDED
+                | hint::RELAXED_TIMING
                 | hint::DEPRECATING_AEOI
                 | hint::CLUSTER_IPI
                 | hint::EX_PROCESSOR_MASKS,

@@ -353,6 +353,12 @@ impl Personality for HyperV {
         false
     }
 
+    fn eoi_assist(&self, vcpu: u32) -> Option<u64> {
+        // The page's first word is `apic_assist`; the MSR write checked the page is RAM.
+        let page = self.vps.get(vcpu as usize)?.vp_assist;
+        (vcpu < self.vcpus && page & msr::VP_ASSIST_ENABLE != 0).then_some(page & !0xFFF)
+    }
+
     /// Through the shutdown integration service, when the guest has opened it.
     fn request_shutdown(
         &mut self,

@@ -42,6 +42,8 @@ pub mod hc {
 
 /// Bit 0 of the page MSRs (hypercall, reference TSC, VP assist, SIMP, SIEFP).
 const ENABLE: u64 = 1;
+/// The enable bit of `HV_X64_MSR_VP_ASSIST_PAGE`.
+pub const VP_ASSIST_ENABLE: u64 = ENABLE;
 const GPFN_MASK: u64 = !0xfff;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,8 +217,8 @@ impl HyperV {
             }
             Msr::VpAssist => {
                 self.vp(vp).ok_or(Refused::Unavailable)?;
-                // Nothing is ever written there (no PV-EOI), but an enabled page must be RAM
-                // so that a later user of it cannot be handed a bad address.
+                // The kernel writes its lazy-EOI word there (`Personality::eoi_assist`): an
+                // enabled page must be RAM.
                 if value & ENABLE != 0 {
                     check_page(mem, value & GPFN_MASK)?;
                 }

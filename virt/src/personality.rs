@@ -193,6 +193,12 @@ pub trait Personality {
     fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host);
     /// Whether a vCPU blocked by [`Action::Block`] has something to wake for.
     fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool;
+    /// Where `vcpu` takes "no EOI required" hints: the guest-physical address of a 32-bit
+    /// word whose bit 0 the hypervisor may set as it injects an interrupt, and which the guest
+    /// clears instead of writing its EOI (Hyper-V's VP assist page). `None`: not offered.
+    fn eoi_assist(&self, _vcpu: u32) -> Option<u64> {
+        None
+    }
     /// The host asks the guest to shut down (or reboot) by itself, the way this ABI does it.
     /// False when the ABI (or this guest's configuration) has no way to ask; the kernel then
     /// decides alone.

@@ -199,6 +199,9 @@ fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
             raw: st.vcpu.last_transition(),
         });
 
+        // An EOI the guest skipped on the hypervisor's word is owed before anything looks at
+        // its APIC.
+        st.lazy_eoi.settle(&mut st.lapic, st.vcpu.memory());
         let exit = match exit {
             Ok(e) => e,
             Err(error) => {

@@ -156,6 +156,8 @@ fn rdmsr<C, V: Vcpu>(
         st.lapic.rdmsr(msr, m.tsc()).ok()
     } else if let Some(value) = platform::rdmsr(msr, m.tsc(), &st.msrs) {
         Some(value)
+    } else if synthetic_apic(vm, msr) {
+        st.lapic.synthetic_rdmsr(msr).ok()
     } else {
         let v = view(index, &st.vcpu);
         let mut value = 0;
@@ -196,11 +198,39 @@ fn wrmsr<C, V: Vcpu>(
     if platform::wrmsr(msr, value, &mut st.msrs).is_some() {
         return Action::Done;
     }
-    let v = view(index, &st.vcpu);
-    match personality::with(vm, m, |p, ram, host| p.wrmsr(&v, msr, value, ram, host)) {
-        Some(Action::NotMine) | None => Action::Fault(Event::GP0),
-        Some(a) => a,
+    if synthetic_apic(vm, msr) {
+        return match st.lapic.synthetic_wrmsr(msr, value, m.tsc()) {
+            Ok(effect) => {
+                interrupts::apic_written(vm, m, index, &st.lapic, effect);
+                Action::Done
+            }
+            Err(_) => Action::Fault(Event::GP0),
+        };
     }
+    let v = view(index, &st.vcpu);
+    let answer = personality::with(vm, m, |p, ram, host| {
+        let a = p.wrmsr(&v, msr, value, ram, host);
+        (a, p.eoi_assist(u32::from(index)))
+    });
+    match answer {
+        Some((Action::NotMine, _)) | None => Action::Fault(Event::GP0),
+        Some((a, assist)) => {
+            st.lazy_eoi
+                .set_assist(assist, &mut st.lapic, st.vcpu.memory());
+            a
+        }
+    }
+}
+
+/// Hyper-V's synthetic APIC MSRs, on that face the local APIC's; elsewhere the
+/// personality's to refuse.
+fn synthetic_apic<C>(vm: &Vm<C>, msr: u32) -> bool {
+    let range = super::lapic::SYNTHETIC_EOI..=super::lapic::SYNTHETIC_TPR;
+    range.contains(&msr)
+        && vm
+            .info
+            .get()
+            .is_some_and(|i| i.personality == crate::manifest::Personality::HyperV)
 }
 
 fn port_io<C, V: Vcpu>(

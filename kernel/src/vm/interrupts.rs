@@ -102,8 +102,12 @@ pub fn prepare<V: Vcpu>(st: &mut VcpuState<V>, pending: &Pending, now_tsc: u64) 
     }
     match st.lapic.deliverable() {
         Some(v) if st.vcpu.interrupt_window_open() => {
+            st.lazy_eoi.withdraw(&mut st.lapic, st.vcpu.memory());
+            // Withdrawing may have EOId the vector in service: look again.
+            let v = st.lapic.deliverable().unwrap_or(v);
             if st.vcpu.inject(Event::ExternalInterrupt(v)).is_ok() {
                 st.lapic.delivered(v);
+                st.lazy_eoi.offer(v, &st.lapic, st.vcpu.memory());
                 st.vcpu.request_interrupt_window(false);
             }
         }

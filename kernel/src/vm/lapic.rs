@@ -11,6 +11,10 @@ pub const X2APIC_MSR_FIRST: u32 = 0x800;
 pub const X2APIC_MSR_LAST: u32 = 0x8FF;
 pub const APIC_BASE_MSR: u32 = 0x1B;
 pub const TSC_DEADLINE_MSR: u32 = 0x6E0;
+/// Hyper-V's synthetic APIC access MSRs (`HV_X64_MSR_EOI`, `_ICR`, `_TPR`).
+pub const SYNTHETIC_EOI: u32 = 0x4000_0070;
+pub const SYNTHETIC_ICR: u32 = 0x4000_0071;
+pub const SYNTHETIC_TPR: u32 = 0x4000_0072;
 pub const APIC_DEFAULT_BASE: u64 = 0xFEE0_0000;
 const APIC_BASE_BSP: u64 = 1 << 8;
 const APIC_BASE_EXTD: u64 = 1 << 10;
@@ -240,7 +244,7 @@ impl VLapic {
         u32::try_from(ticks).unwrap_or(u32::MAX)
     }
 
-    fn accept(&mut self, vector: u8) {
+    pub(crate) fn accept(&mut self, vector: u8) {
         if vector < 16 {
             // Vectors 0–15 are illegal for fixed delivery: "received illegal vector".
             self.esr |= 1 << 6;
@@ -295,6 +299,53 @@ impl VLapic {
         // races with a second posting from another pCPU and strands the vector in ISR.
         if self.no_eoi[usize::from(vector / 64)] & (1 << (vector % 64)) == 0 {
             set_bit(&mut self.isr, vector, true);
+        }
+    }
+
+    /// Whether `vector`, just delivered, may be EOId by the hypervisor for the guest (Hyper-V's
+    /// lazy EOI): it is edge-triggered and the only vector in service, and nothing waits in
+    /// IRR, so the guest's EOI would have no effect but to clear it.
+    pub fn sole_edge_in_service(&self, vector: u8) -> bool {
+        let mut only = [0u64; 4];
+        only[usize::from(vector / 64)] = 1 << (vector % 64);
+        self.isr == only && self.irr == [0; 4] && self.tmr == [0; 4]
+    }
+
+    /// An EOI written for the guest (see [`Self::sole_edge_in_service`]).
+    pub fn eoi_for_guest(&mut self) -> Effect {
+        self.write_common(REG_EOI, 0, 0);
+        self.written()
+    }
+
+    /// Hyper-V's synthetic APIC MSRs, the same registers in either APIC mode: EOI, ICR in the
+    /// xAPIC layout (destination in bits 56-63), TPR. EOI is write-only.
+    pub fn synthetic_wrmsr(&mut self, msr: u32, value: u64, now: u64) -> Result<Effect, GpFault> {
+        match msr {
+            SYNTHETIC_EOI => Ok(self.eoi_for_guest()),
+            SYNTHETIC_TPR if value >> 8 == 0 => {
+                self.tpr = value as u32;
+                Ok(Effect::None)
+            }
+            SYNTHETIC_ICR if self.x2apic_mode() => {
+                let ipi = self.write_icr(((value >> 56) << 32) | (value & 0xFFFF_FFFF))?;
+                Ok(ipi.map_or(Effect::None, Effect::SendIpi))
+            }
+            SYNTHETIC_ICR => {
+                self.mmio_write(0x310, 4, value >> 32, now);
+                Ok(self.mmio_write(0x300, 4, value & 0xFFFF_FFFF, now))
+            }
+            _ => Err(GpFault),
+        }
+    }
+
+    pub fn synthetic_rdmsr(&self, msr: u32) -> Result<u64, GpFault> {
+        match msr {
+            SYNTHETIC_TPR => Ok(u64::from(self.tpr)),
+            SYNTHETIC_ICR if self.x2apic_mode() => {
+                Ok(((self.icr >> 32) << 56) | (self.icr & 0xFFFF_FFFF))
+            }
+            SYNTHETIC_ICR => Ok(self.icr),
+            _ => Err(GpFault),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod guest_atomic;
 pub mod interrupts;
 pub mod ioapic;
 pub mod lapic;
+pub mod lazy_eoi;
 pub mod mmio;
 pub mod outcome;
 pub mod pci;

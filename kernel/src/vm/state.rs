@@ -212,6 +212,8 @@ pub struct VcpuState<V> {
     pub nmis_dropped: u32,
     /// The last entries and exits, for the triple-fault report.
     pub trace: super::trace::Trace,
+    /// Hyper-V's EOI avoidance (see `lazy_eoi`).
+    pub lazy_eoi: super::lazy_eoi::LazyEoi,
 }
 
 impl<V> VcpuState<V> {
@@ -225,6 +227,7 @@ impl<V> VcpuState<V> {
             cpu: Default::default(),
             nmis_dropped: 0,
             trace: super::trace::Trace::new(),
+            lazy_eoi: super::lazy_eoi::LazyEoi::default(),
         }
     }
 }
