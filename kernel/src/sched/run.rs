@@ -1,7 +1,7 @@
 //! The scheduler loop: each pCPU takes vCPUs from its run queue, enters them, and hands their
 //! exits to `vm::dispatch` until the vCPU blocks, its slice ends or its VM stops.
 
-use super::policy::{SAFETY_NET_NS, VcpuRef, slice_end, slice_over, timer_due};
+use super::policy::{IDLE_NET_NS, RUNNING_NET_NS, VcpuRef, slice_end, slice_over, timer_due};
 use crate::arch::{cpu, tsc};
 use crate::manifest::{OnEnd, Policies};
 use crate::println;
@@ -56,7 +56,7 @@ pub fn cpu_loop(cpu: usize) {
             if !ready {
                 arm_timer(
                     cpu,
-                    timer_due([None, None], None, parked, latest(cpu, now)),
+                    timer_due([None, None], None, parked, latest(cpu, now, IDLE_NET_NS)),
                     now,
                 );
                 cpu::wait_for_interrupt();
@@ -185,7 +185,7 @@ fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
             own,
             slice_end(started, others_ready),
             parked,
-            latest(cpu, entered),
+            latest(cpu, entered, RUNNING_NET_NS),
         );
         arm_timer(cpu, due, entered);
         let exit = st.vcpu.run(percpu);
@@ -270,10 +270,10 @@ fn run_turn(cpu: usize, r: VcpuRef, waited: u64, contended: bool) -> Turn {
 }
 
 /// The latest pCPU `cpu` may next be interrupted, at host time `now`: pCPU 0 when its
-/// housekeeping is due (COM1, the consoles, a host shutdown, `janus.watch`), the others
-/// after the safety net.
-fn latest(cpu: usize, now: u64) -> u64 {
-    let net = now.saturating_add(SAFETY_NET_NS);
+/// housekeeping is due (COM1, the consoles, a host shutdown, `janus.watch`), any pCPU after
+/// `net` (see [`RUNNING_NET_NS`]).
+fn latest(cpu: usize, now: u64, net: u64) -> u64 {
+    let net = now.saturating_add(net);
     if cpu != 0 {
         return net;
     }

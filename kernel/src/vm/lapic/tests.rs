@@ -441,3 +441,62 @@ fn a_level_vector_is_in_tmr_and_its_eoi_is_broadcast() {
         "edge: no broadcast"
     );
 }
+
+#[test]
+fn hyperv_synthetic_apic_msrs_reach_the_same_registers_in_either_mode() {
+    for mut a in [apic(), {
+        let mut x = xapic();
+        x.mmio_write(0xF0, 4, 0x1FF, 0);
+        x
+    }] {
+        let p = Pending::new();
+        p.post(0x50);
+        a.sync(&p);
+        a.delivered(0x50);
+        // EOI: write-only, ends what is in service.
+        assert_eq!(a.synthetic_rdmsr(SYNTHETIC_EOI), Err(GpFault));
+        assert_eq!(a.synthetic_wrmsr(SYNTHETIC_EOI, 0, 0), Ok(Effect::None));
+        assert_eq!(a.unmatched_eois, 0);
+        assert_eq!(a.ppr(), 0);
+        // TPR: eight bits, read back.
+        assert_eq!(a.synthetic_wrmsr(SYNTHETIC_TPR, 0x40, 0), Ok(Effect::None));
+        assert_eq!(a.synthetic_rdmsr(SYNTHETIC_TPR), Ok(0x40));
+        assert_eq!(a.synthetic_wrmsr(SYNTHETIC_TPR, 0x100, 0), Err(GpFault));
+        // ICR in the xAPIC layout: the destination in bits 56-63.
+        assert_eq!(
+            a.synthetic_wrmsr(SYNTHETIC_ICR, (3 << 56) | 0x4041, 0),
+            Ok(Effect::SendIpi(Ipi::Fixed {
+                dest: Dest::Physical(3),
+                vector: 0x41
+            }))
+        );
+        assert_eq!(a.synthetic_rdmsr(SYNTHETIC_ICR).map(|v| v >> 56), Ok(3));
+        assert_eq!(a.synthetic_wrmsr(0x4000_0073, 0, 0), Err(GpFault));
+    }
+}
+
+#[test]
+fn only_an_edge_vector_alone_in_service_may_skip_its_eoi() {
+    let mut a = apic();
+    let p = Pending::new();
+    p.post(0x50);
+    a.sync(&p);
+    a.delivered(0x50);
+    assert!(a.sole_edge_in_service(0x50));
+    assert!(!a.sole_edge_in_service(0x51));
+    p.post(0x30);
+    a.sync(&p);
+    assert!(!a.sole_edge_in_service(0x50), "0x30 waits in IRR");
+    assert_eq!(a.eoi_for_guest(), Effect::None);
+    a.delivered(0x30);
+    assert!(a.sole_edge_in_service(0x30));
+    a.eoi_for_guest();
+    p.post_level(0x60);
+    a.sync(&p);
+    a.delivered(0x60);
+    assert!(
+        !a.sole_edge_in_service(0x60),
+        "a level vector's EOI goes to the IOAPIC"
+    );
+    assert_eq!(a.eoi_for_guest(), Effect::Eoi(0x60));
+}
