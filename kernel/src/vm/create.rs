@@ -522,6 +522,7 @@ pub fn restart(index: u8) -> Result<(), CreateError> {
         }
         if let Some(cell) = slot.cells[usize::from(v)].lock().as_mut() {
             cell.state.lapic = new_lapic(info.personality, v, hz);
+            cell.state.lazy_eoi.reset();
             if let Some(s) = slot.vcpu(v) {
                 s.publish_apic(cell.state.lapic.addressing());
             }

@@ -22,6 +22,8 @@ pub struct LazyEoi {
     assist: Option<u64>,
     /// The vector whose EOI the guest was told it may skip.
     offered: Option<u8>,
+    /// EOIs the guest skipped and the hypervisor performed, for the VM's end report.
+    pub taken: u64,
 }
 
 impl LazyEoi {
@@ -40,6 +42,7 @@ impl LazyEoi {
         };
         if read(mem, at).is_some_and(|w| w & NO_EOI_REQUIRED == 0) {
             self.offered = None;
+            self.taken = self.taken.saturating_add(1);
             // Only edge vectors are offered: their EOI has nothing to tell the IOAPIC.
             let _ = lapic.eoi_for_guest();
         }
@@ -56,6 +59,7 @@ impl LazyEoi {
                 let _ = mem.write(at, &(w & !NO_EOI_REQUIRED).to_le_bytes());
             }
             _ => {
+                self.taken = self.taken.saturating_add(1);
                 let _ = lapic.eoi_for_guest();
             }
         }
@@ -71,6 +75,12 @@ impl LazyEoi {
         if mem.write(at, &(w | NO_EOI_REQUIRED).to_le_bytes()).is_ok() {
             self.offered = Some(vector);
         }
+    }
+
+    /// Forgets the page and any offer, for a VM that starts over (its APIC is new).
+    pub fn reset(&mut self) {
+        self.assist = None;
+        self.offered = None;
     }
 
     /// Whether an offer is outstanding (an exit must settle it before the guest's APIC
@@ -124,6 +134,7 @@ mod tests {
         mem.write(AT, &0u32.to_le_bytes()).unwrap();
         lazy.settle(&mut l, &mem);
         assert!(!lazy.is_offered());
+        assert_eq!(lazy.taken, 1);
         inject(&mut l, 0x20);
         assert!(l.sole_edge_in_service(0x20), "0x30 left ISR");
     }
@@ -140,6 +151,7 @@ mod tests {
         assert!(lazy.is_offered(), "the guest has not got to its EOI");
         lazy.withdraw(&mut l, &mem);
         assert_eq!(flag(&mem), 0);
+        assert_eq!(lazy.taken, 0);
         // 0x30 is still in service until the guest's own EOI.
         l.accept(0x30);
         assert_eq!(l.deliverable(), None);

@@ -194,6 +194,12 @@ fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason, full: bo
             v, st.lapic.unmatched_eois
         );
     }
+    if st.lazy_eoi.taken > 0 {
+        println!(
+            "  vcpu {}: {} EOIs skipped by the guest and done for it (lazy EOI)",
+            v, st.lazy_eoi.taken
+        );
+    }
     if st.nmis_dropped > 0 {
         println!(
             "  vcpu {}: {} NMI IPIs not delivered (NMIs are not modelled)",
