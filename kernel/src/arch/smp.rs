@@ -144,6 +144,11 @@ pub fn kick_cpu(cpu: usize) {
         return;
     }
     apic::send_fixed_ipi(id, idt::VECTOR_KICK);
+    // A hint to the hardware; to an emulator that runs the host's CPUs in turn on one thread
+    // (QEMU's TCG does), "let another CPU run". Without it the kicked pCPU waited for the
+    // kicker's next timer interrupt there: an IPI round trip between two vCPUs took a timer
+    // period.
+    core::hint::spin_loop();
 }
 
 /// Wakes pCPU `cpu` only if it is idle.

@@ -126,11 +126,10 @@ pub fn slice_over(started: u64, now: u64, others_ready: bool) -> bool {
 /// The longest a pCPU goes without a timer interrupt while a vCPU runs on it, whatever is
 /// due. Nothing in Janus needs it (what is due is in [`timer_due`]'s other inputs, and other
 /// pCPUs kick), but a pCPU that is itself emulated does: QEMU's single-threaded TCG runs the
-/// host's CPUs in turn and moves on when one halts or takes an interrupt, so a vCPU spinning
-/// on another (an IPI's answer, a lock) starves it until then. Measured under it, Linux on
-/// the Xen face from start to its marker: 2.46-2.92 s with 50 ms, 2.08-2.14 s with 10 ms,
-/// 1.82-1.84 s with 4 ms, 2.06-2.15 s with the old 1 ms tick, for about as many host
-/// interrupts at 4 ms as at 50 ms (a vCPU that runs long without exits is rare at boot).
+/// host's CPUs in turn and moves on when one halts, pauses or takes an interrupt, so a vCPU
+/// spinning on another without `pause` starves it until then. Measured under it (`bench
+/// boot`, Linux on the Xen face from its start to its marker, medians of 5): 1.764 s with
+/// 2 ms, 1.661 s with 4 ms, 1.867 s with 10 ms (2.4-2.9 s with 50 ms before kicks paused).
 pub const RUNNING_NET_NS: u64 = 4_000_000;
 /// The same for an idle pCPU, which an emulator skips while it halts: only a lost kick could
 /// need it.
