@@ -13,6 +13,7 @@ use super::state::{
 use crate::manifest::{Personality, VmSpec};
 use crate::mm::phys::{self, Frames};
 use crate::sched::policy::{CpuQueue, VcpuRef, home_cpu};
+#[cfg(any(feature = "xen", feature = "hyperv"))]
 use alloc::boxed::Box;
 use boot::mbinfo::MachineInfo;
 use core::sync::atomic::{AtomicUsize, Ordering};

@@ -5,6 +5,7 @@ use super::Machine;
 use super::alias::Aliases;
 use super::state::{VcpuSlot, Vm, VmInfo};
 use super::uart::LineBuf;
+#[cfg(any(feature = "xen", feature = "hyperv"))]
 use alloc::boxed::Box;
 use core::sync::atomic::Ordering;
 use vcpu::GuestRam;
