@@ -302,14 +302,20 @@ fi
 # Sample 0 only warms the paths (under TCG, code runs slowly the first time it is translated).
 # Three samples at each end of the wait: the host may preempt the guest between reading its
 # clock and its line reaching the hypervisor, which only ever makes a line late, so the
-# harness takes the least late sample of each group.
+# harness takes the least late sample of each group. They are 0.2 s apart, so that one such
+# delay cannot make all three late (a loaded build machine once held back three back-to-back
+# samples by 0.12 s, 12 % of a 1 s wait).
 clock 0
 clock 1
+sleep 0.2
 clock 2
+sleep 0.2
 clock 3
 sleep "$clockwait"
 clock 4
+sleep 0.2
 clock 5
+sleep 0.2
 clock 6
 
 # On Hyper-V a host's shutdown request comes through the shutdown service over VMBus.
