@@ -368,6 +368,12 @@ fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
     {
         return Err(format!("COM1 shows {bad:?}"));
     }
+    for (text, most) in case.at_most {
+        let n = outcome.com1.lines().filter(|l| shows(l, text)).count();
+        if n > *most {
+            return Err(format!("COM1 shows {text:?} {n} times (at most {most})"));
+        }
+    }
     if case.pass
         && let Some(bad) = MUST_NOT_APPEAR
             .iter()
