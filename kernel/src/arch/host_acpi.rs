@@ -1,4 +1,5 @@
-//! What the host's own ACPI tables say that guests can use: the PM timer's port. The
+//! What the host's own ACPI tables say: how many CPUs it has (so that bring-up need not wait
+//! for stragglers that will not come), and the PM timer's port, which guests can use. The
 //! hardware-emulation face gives an unenlightened guest the host's timer, read without an
 //! exit, as the reference its TSC calibration needs (Linux allows 50,000 TSC cycles for a
 //! reference read, which an emulated port exceeds when Janus itself runs under emulation).
@@ -40,5 +41,27 @@ pub fn pm_timer_port() -> Option<u16> {
             return None;
         }
         u16::try_from(timer.address).ok().filter(|&p| p != 0)
+    })
+}
+
+static CPUS: Once<Option<usize>> = Once::new();
+
+/// How many processors the host's MADT marks enabled (found once, at boot).
+pub fn enabled_cpus() -> Option<usize> {
+    *CPUS.call_once(|| {
+        // SAFETY: as in `pm_timer_port`.
+        let tables = unsafe { acpi::AcpiTables::search_for_rsdp_bios(Identity) }.ok()?;
+        let madt = tables.find_table::<acpi::madt::Madt>().ok()?;
+        let enabled = |flags: u32| flags & 1 != 0;
+        let n = madt
+            .get()
+            .entries()
+            .filter(|e| match e {
+                acpi::madt::MadtEntry::LocalApic(a) => enabled(a.flags),
+                acpi::madt::MadtEntry::LocalX2Apic(a) => enabled(a.flags),
+                _ => false,
+            })
+            .count();
+        (n > 0).then_some(n)
     })
 }

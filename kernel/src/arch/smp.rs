@@ -213,11 +213,19 @@ pub fn start_aps(page: u64, entry: extern "C" fn(usize) -> !) -> usize {
     apic::send_icr(0, 0x000C_4600 | vector);
     tsc::spin_micros(200);
     apic::send_icr(0, 0x000C_4600 | vector);
-    // Emulators can take a while to start a CPU thread; wait until the count stops growing.
+    // Emulators can take a while to start a CPU thread; wait until the count stops growing,
+    // or until every CPU the MADT lists has come (50 ms sooner).
+    let expected = super::host_acpi::enabled_cpus();
+    let all_here = || expected.is_some_and(|n| ONLINE.load(Ordering::Acquire) >= n);
     let mut last = ONLINE.load(Ordering::Acquire);
     let mut quiet = 0;
-    while quiet < 5 {
-        tsc::spin_micros(10_000);
+    while quiet < 5 && !all_here() {
+        for _ in 0..10 {
+            if all_here() {
+                break;
+            }
+            tsc::spin_micros(1_000);
+        }
         let now = ONLINE.load(Ordering::Acquire);
         if now == last {
             quiet += 1;
