@@ -145,11 +145,12 @@ unsafe fn opaque_copy(dst: *mut u8, src: *const u8, len: usize) {
     }
 }
 
-/// Zeroes `len` bytes with `rep stos`, quadwords first (as in `opaque_copy`).
+/// Zeroes `len` bytes with `rep stos`, quadwords first (as in `opaque_copy`): for guest RAM
+/// here and for the kernel's zeroed frames, where a byte loop would be slow under an emulator.
 ///
 /// # Safety
 /// `[dst, dst + len)` must be memory the caller owns and nothing else accesses meanwhile.
-unsafe fn zero(dst: *mut u8, len: u64) {
+pub unsafe fn zero(dst: *mut u8, len: u64) {
     // SAFETY: upheld by the caller; DF is clear.
     unsafe {
         core::arch::asm!(

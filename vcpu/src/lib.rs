@@ -28,7 +28,7 @@ mod any;
 
 pub use any::{AnyVcpu, PerCpu, enable};
 pub use caps::{SvmCaps, Vendor, VmxCaps, detect};
-pub use hostmem::{GuestRam, HostTables, host_ptr};
+pub use hostmem::{GuestRam, HostTables, host_ptr, zero as zero_host};
 pub use nested::{NestedFormat, NestedPageTable, Perm, SIZE_2M, SIZE_4K, TableMemory};
 pub use state::VcpuConfig;
 // The vocabulary the backends speak, re-exported so that the kernel names one crate for a vCPU.

@@ -53,7 +53,7 @@ pub fn alloc_zeroed(count: u64, align: u64) -> Result<u64, FrameError> {
         .ok_or(FrameError::OutOfMemory { frames: count })?
         .alloc(count, align)?;
     // SAFETY: the frames were just allocated to us and are identity mapped.
-    unsafe { zero(pa as *mut u8, (count * FRAME_SIZE) as usize) };
+    unsafe { vcpu::zero_host(vcpu::host_ptr(pa), count * FRAME_SIZE) };
     Ok(pa)
 }
 
@@ -67,27 +67,6 @@ pub fn alloc_unzeroed(count: u64, align: u64) -> Result<u64, FrameError> {
         .alloc(count, align)
 }
 
-/// Zeroes with `rep stos`: guest RAM is hundreds of MiB, and the builtin memset's byte
-/// loop is slow under an emulator.
-///
-/// # Safety
-/// `[dst, dst+len)` must be memory we own.
-unsafe fn zero(dst: *mut u8, len: usize) {
-    // Quadwords first, then the odd bytes (see vcpu's guest-memory copy for why).
-    // SAFETY: upheld by the caller; DF is clear.
-    unsafe {
-        core::arch::asm!(
-            "rep stosq",
-            "mov rcx, {tail}",
-            "rep stosb",
-            tail = in(reg) len % 8,
-            inout("rcx") len / 8 => _,
-            inout("rdi") dst => _,
-            in("rax") 0u64,
-            options(nostack, preserves_flags)
-        );
-    }
-}
 
 pub fn free(pa: u64, count: u64) -> Result<(), FrameError> {
     FRAMES
