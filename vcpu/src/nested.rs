@@ -225,39 +225,6 @@ impl NestedPageTable {
         Ok(())
     }
 
-    /// Removes the 4 KiB page at `gpa` (splitting a 2 MiB page around it). The kernel then
-    /// flushes the vCPUs' nested TLBs.
-    pub fn unmap_page(
-        &mut self,
-        mem: &mut (impl TableMemory + ?Sized),
-        gpa: u64,
-    ) -> Result<(), Error> {
-        self.remap_page(
-            mem,
-            gpa,
-            0,
-            Perm {
-                read: false,
-                write: false,
-                exec: false,
-            },
-        )
-    }
-
-    /// Maps the single 4 KiB page at `gpa` to `hpa` (splitting a 2 MiB page around it).
-    pub fn remap_page(
-        &mut self,
-        mem: &mut (impl TableMemory + ?Sized),
-        gpa: u64,
-        hpa: u64,
-        perm: Perm,
-    ) -> Result<(), Error> {
-        if (gpa | hpa) & (SIZE_4K - 1) != 0 || gpa >= GPA_LIMIT {
-            return Err(Error::InvalidArgument);
-        }
-        self.set_leaf(mem, gpa, self.format.leaf_entry(hpa, perm, false), 0)
-    }
-
     /// Host-physical address and permissions of `gpa`, if mapped.
     pub fn translate(&self, mem: &(impl TableMemory + ?Sized), gpa: u64) -> Option<(u64, Perm)> {
         if gpa >= GPA_LIMIT {
@@ -442,12 +409,12 @@ mod tests {
             let mut m = FakeTables::default();
             let mut t = NestedPageTable::new(f, &mut m).unwrap();
             t.map(&mut m, 0, 0x800_0000, 0x40_0000, Perm::RWX).unwrap();
-            t.unmap_page(&mut m, 0x20_5000).unwrap();
+            t.unmap_range(&mut m, 0x20_5000, 0x1000).unwrap();
             assert_eq!(t.translate(&m, 0x20_5000), None);
             assert_eq!(t.translate(&m, 0x20_4fff), Some((0x820_4fff, Perm::RWX)));
             assert_eq!(t.translate(&m, 0x20_6000), Some((0x820_6000, Perm::RWX)));
             assert_eq!(t.translate(&m, 0x3f_ffff), Some((0x83f_ffff, Perm::RWX)));
-            t.remap_page(&mut m, 0x20_5000, 0x9000, Perm::R).unwrap();
+            t.map(&mut m, 0x20_5000, 0x9000, 0x1000, Perm::R).unwrap();
             assert_eq!(t.translate(&m, 0x20_5010), Some((0x9010, Perm::R)));
         }
     }

@@ -67,7 +67,6 @@ pub fn alloc_unzeroed(count: u64, align: u64) -> Result<u64, FrameError> {
         .alloc(count, align)
 }
 
-
 pub fn free(pa: u64, count: u64) -> Result<(), FrameError> {
     FRAMES
         .lock()

@@ -494,7 +494,7 @@ pub fn restart(index: u8) -> Result<(), CreateError> {
     if let Some(npt) = slot.npt.lock().as_mut() {
         slot.aliases
             .lock()
-            .drain(|gpa| _ = super::Machine::nested_map(&machine, npt, gpa, None));
+            .drain(|gpa| _ = super::Machine::nested_map(&machine, npt, gpa, None, 4096));
         if !super::ram::map_loaded(npt, info.ram, &machine) {
             return Err(CreateError::OutOfMemory {
                 what: "its nested page tables",

@@ -74,19 +74,7 @@ impl Machine for HostMachine {
         io(&mut *disk.lock())
     }
 
-    fn nested_map(&self, npt: &mut vcpu::NestedPageTable, gpa: u64, hpa: Option<u64>) -> bool {
-        let mut frames = crate::mm::phys::Frames;
-        let mut tables = vcpu::HostTables(&mut frames);
-        // Executable like the rest of guest RAM: a no-execute nested entry is a reserved-bit
-        // fault, not a permission fault, on an SVM host that runs without EFER.NXE.
-        match hpa {
-            Some(hpa) => npt.remap_page(&mut tables, gpa, hpa, vcpu::Perm::RWX),
-            None => npt.unmap_page(&mut tables, gpa),
-        }
-        .is_ok()
-    }
-
-    fn nested_map_range(
+    fn nested_map(
         &self,
         npt: &mut vcpu::NestedPageTable,
         gpa: u64,
@@ -95,6 +83,8 @@ impl Machine for HostMachine {
     ) -> bool {
         let mut frames = crate::mm::phys::Frames;
         let mut tables = vcpu::HostTables(&mut frames);
+        // Executable like the rest of guest RAM: a no-execute nested entry is a reserved-bit
+        // fault, not a permission fault, on an SVM host that runs without EFER.NXE.
         match hpa {
             Some(hpa) => npt.map(&mut tables, gpa, hpa, size, vcpu::Perm::RWX),
             None => npt.unmap_range(&mut tables, gpa, size),

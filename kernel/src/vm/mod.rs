@@ -69,12 +69,10 @@ pub trait Machine {
     fn wake_cpu(&self, cpu: usize);
     /// A line on the hypervisor's console.
     fn print(&self, args: core::fmt::Arguments<'_>);
-    /// Maps the guest page `gpa` to the host page `hpa` in `npt` (`None`: unmaps it), taking
-    /// table frames from the host's allocator; false when out of memory.
-    fn nested_map(&self, npt: &mut vcpu::NestedPageTable, gpa: u64, hpa: Option<u64>) -> bool;
-    /// Maps `[gpa, gpa + size)` to `[hpa, hpa + size)` in `npt` with large pages where
-    /// aligned (`None`: unmaps the range); false when out of memory or misaligned.
-    fn nested_map_range(
+    /// Maps `[gpa, gpa + size)` to `[hpa, hpa + size)` in `npt`, RWX, with large pages where
+    /// aligned, splitting a large page around a smaller range (`None`: unmaps the range),
+    /// taking table frames from the host's allocator; false when out of memory or misaligned.
+    fn nested_map(
         &self,
         npt: &mut vcpu::NestedPageTable,
         gpa: u64,

@@ -154,10 +154,10 @@ impl<C> Host for KernelHost<'_, C> {
         let replaced = aliases.insert(gpa, backing)?;
         if !self
             .machine
-            .nested_map(npt, gpa, Some(ram.hpa_base + backing))
+            .nested_map(npt, gpa, Some(ram.hpa_base + backing), 4096)
         {
             aliases.remove(gpa);
-            self.machine.nested_map(npt, gpa, None);
+            self.machine.nested_map(npt, gpa, None, 4096);
             self.vm.nested_epoch.fetch_add(1, Ordering::AcqRel);
             return Err(AliasError::Full);
         }
@@ -183,7 +183,7 @@ impl<C> Host for KernelHost<'_, C> {
         let mut npt = self.vm.npt.lock();
         let Some(npt) = npt.as_mut() else { return };
         if self.vm.aliases.lock().remove(gpa) {
-            self.machine.nested_map(npt, gpa, None);
+            self.machine.nested_map(npt, gpa, None, 4096);
             self.vm.nested_epoch.fetch_add(1, Ordering::AcqRel);
         }
     }

@@ -51,7 +51,7 @@ pub fn populate<C>(vm: &Vm<C>, m: &dyn Machine, gpa: u64) -> Populate {
     if chunks.is_mapped(i) {
         return Populate::Mapped;
     }
-    if !m.nested_map_range(npt, start, Some(ram.hpa_base + start), size) {
+    if !m.nested_map(npt, start, Some(ram.hpa_base + start), size) {
         return Populate::Failed;
     }
     chunks.set_mapped(i);
@@ -62,12 +62,12 @@ pub fn populate<C>(vm: &Vm<C>, m: &dyn Machine, gpa: u64) -> Populate {
 /// kernel; false when out of memory for the tables.
 pub fn map_loaded(npt: &mut vcpu::NestedPageTable, ram: RamRegion, m: &dyn Machine) -> bool {
     let Some(chunks) = ram.chunks else {
-        return m.nested_map_range(npt, 0, Some(ram.hpa_base), ram.size);
+        return m.nested_map(npt, 0, Some(ram.hpa_base), ram.size);
     };
     let mut i = 0;
     while let Some((start, size)) = chunk_range(ram, i) {
         if chunks.is_clean_unmapped(i) {
-            if !m.nested_map_range(npt, start, Some(ram.hpa_base + start), size) {
+            if !m.nested_map(npt, start, Some(ram.hpa_base + start), size) {
                 return false;
             }
             chunks.set_mapped(i);
@@ -87,7 +87,7 @@ pub fn forget<C>(vm: &Vm<C>, m: &dyn Machine) -> bool {
     let Some(npt) = npt.as_mut() else {
         return false;
     };
-    let unmapped = m.nested_map_range(npt, 0, None, ram.size);
+    let unmapped = m.nested_map(npt, 0, None, ram.size);
     match ram.chunks {
         Some(chunks) => chunks.reset(),
         // Memory without a tracker is zeroed here and now.

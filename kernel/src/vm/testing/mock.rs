@@ -76,10 +76,7 @@ impl Machine for FakeMachine {
     fn print(&self, args: core::fmt::Arguments<'_>) {
         self.lines.borrow_mut().push(args.to_string());
     }
-    fn nested_map(&self, _npt: &mut vcpu::NestedPageTable, _gpa: u64, _hpa: Option<u64>) -> bool {
-        true
-    }
-    fn nested_map_range(
+    fn nested_map(
         &self,
         _npt: &mut vcpu::NestedPageTable,
         _gpa: u64,
