@@ -117,18 +117,25 @@ mod tests {
         l.delivered(v);
     }
 
-    fn flag(mem: &VecMemory) -> u32 {
-        read(mem, AT).unwrap()
-    }
-
-    #[test]
-    fn a_taken_offer_is_eoid_at_the_next_exit() {
+    /// Vector 0x30 injected alone, its EOI offered through the word at `AT`.
+    fn offered_0x30() -> (VecMemory, VLapic, LazyEoi) {
         let mem = VecMemory::new(0x10000);
         let mut l = lapic();
         let mut lazy = LazyEoi::default();
         lazy.set_assist(Some(AT), &mut l, &mem);
         inject(&mut l, 0x30);
         lazy.offer(0x30, &l, &mem);
+        assert!(lazy.is_offered());
+        (mem, l, lazy)
+    }
+
+    fn flag(mem: &VecMemory) -> u32 {
+        read(mem, AT).unwrap()
+    }
+
+    #[test]
+    fn a_taken_offer_is_eoid_at_the_next_exit() {
+        let (mem, mut l, mut lazy) = offered_0x30();
         assert_eq!(flag(&mem), 1);
         // The guest's handler exchanges the word with zero and skips its EOI.
         mem.write(AT, &0u32.to_le_bytes()).unwrap();
@@ -141,12 +148,7 @@ mod tests {
 
     #[test]
     fn an_offer_not_taken_is_withdrawn_and_the_guest_eois_itself() {
-        let mem = VecMemory::new(0x10000);
-        let mut l = lapic();
-        let mut lazy = LazyEoi::default();
-        lazy.set_assist(Some(AT), &mut l, &mem);
-        inject(&mut l, 0x30);
-        lazy.offer(0x30, &l, &mem);
+        let (mem, mut l, mut lazy) = offered_0x30();
         lazy.settle(&mut l, &mem);
         assert!(lazy.is_offered(), "the guest has not got to its EOI");
         lazy.withdraw(&mut l, &mem);
@@ -183,12 +185,7 @@ mod tests {
 
     #[test]
     fn moving_the_page_settles_the_offer_at_the_old_place() {
-        let mem = VecMemory::new(0x10000);
-        let mut l = lapic();
-        let mut lazy = LazyEoi::default();
-        lazy.set_assist(Some(AT), &mut l, &mem);
-        inject(&mut l, 0x30);
-        lazy.offer(0x30, &l, &mem);
+        let (mem, mut l, mut lazy) = offered_0x30();
         lazy.set_assist(None, &mut l, &mem);
         assert_eq!(flag(&mem), 0, "the guest will EOI it itself");
         assert!(!lazy.is_offered());
