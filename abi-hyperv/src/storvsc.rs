@@ -11,7 +11,7 @@
 use crate::scsi::{self, Command, Sense};
 use crate::vmbus::ring::{DESCRIPTOR, Descriptor, packet};
 use virt::GuestMemory;
-use virt::block::{DiskInfo, SECTOR, Volume, VolumeError};
+use virt::block::{DiskInfo, HostPiece, SECTOR, Volume, VolumeError, host_pieces};
 use virt::personality::Host;
 
 /// `vstor_packet`: `{ operation, flags, status, payload[52] }`.
@@ -335,6 +335,35 @@ fn execute(
     }
 }
 
+/// Reads the whole command straight into the guest's buffer, where the volume can (one
+/// volume request, no copy by the hypervisor); `None` where it cannot, and the buffer is read
+/// again a chunk at a time.
+fn read_direct(
+    b: &Buffer,
+    lba: u64,
+    bytes: u64,
+    disk: u32,
+    mem: &dyn GuestMemory,
+    host: &mut dyn Host,
+) -> Option<Result<(), VolumeError>> {
+    let ranges = b.pfns.iter().enumerate().map_while(|(i, &pfn)| {
+        let start = (i as u64 * 4096).max(b.offset);
+        let end = ((i as u64 + 1) * 4096).min(b.offset + bytes);
+        (start < end).then(|| (pfn * 4096 + start % 4096, end - start))
+    });
+    let mut to = [HostPiece::default(); MAX_PFNS];
+    let n = host_pieces(mem, ranges, &mut to)?;
+    let mut done = false;
+    let r = host.disk_io(disk, &mut |v: &mut dyn Volume| {
+        done = v.read_direct(lba, &to[..n])?;
+        Ok(())
+    });
+    match r {
+        Ok(()) if !done => None,
+        r => Some(r),
+    }
+}
+
 /// Moves `bytes` between the disk at `lba` and the guest's buffer, a chunk per volume request.
 fn transfer_blocks(
     b: &Buffer,
@@ -345,6 +374,9 @@ fn transfer_blocks(
     mem: &dyn GuestMemory,
     host: &mut dyn Host,
 ) -> Result<u64, Sense> {
+    if !write && let Some(r) = read_direct(b, lba, bytes, disk, mem, host) {
+        return r.map(|()| bytes).map_err(|e| sense_for(e, false));
+    }
     let mut chunk = [0u8; CHUNK];
     let mut done = 0u64;
     while done < bytes {

@@ -101,6 +101,12 @@ impl GuestMemory for GuestRam {
         self.region.size
     }
 
+    fn dma_range(&self, gpa: u64, len: u64) -> Option<u64> {
+        check_range(self.region.size, gpa, usize::try_from(len).ok()?).ok()?;
+        self.ready(gpa, len);
+        self.region.hpa_base.checked_add(gpa)
+    }
+
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let off = check_range(self.region.size, gpa, buf.len())?;
         self.ready(gpa, buf.len() as u64);

@@ -149,74 +149,144 @@ impl<S: Storage> Vhd<S> {
     }
 }
 
+/// Where a piece of a virtual range lives: at byte `at` of a layer's storage, or nowhere (it
+/// reads as zeroes).
+pub enum Source<'a, S> {
+    Stored { io: &'a mut S, at: u64 },
+    Zero,
+}
+
+/// Told each piece of a range in order: its source, where it starts in the range, its length;
+/// answers whether to go on.
+pub type Visit<'v, S> = dyn FnMut(Source<'_, S>, u64, u64) -> Result<bool, S> + 'v;
+
+impl<S: Storage> Vhd<S> {
+    /// Walks `len` bytes at virtual `offset` through the chain, telling `visit` where each piece
+    /// lives, for a caller that moves the data itself (a device reading straight into its
+    /// destination). False when `visit` stopped the walk.
+    pub fn read_with(
+        &mut self,
+        offset: u64,
+        len: u64,
+        visit: &mut Visit<'_, S>,
+    ) -> Result<bool, S> {
+        self.range(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        walk(&mut self.layers, offset, 0, len, visit)
+    }
+}
+
 /// Reads through the chain: each layer serves what it holds and hands the rest down.
-fn read_chain<S: Storage>(
+fn read_chain<S: Storage>(layers: &mut [Layer<S>], offset: u64, buf: &mut [u8]) -> Result<(), S> {
+    let len = buf.len() as u64;
+    walk(layers, offset, 0, len, &mut |src, pos, n| {
+        let piece = &mut buf[pos as usize..(pos + n) as usize];
+        match src {
+            Source::Stored { io, at } => io::read_at(io, at, piece)?,
+            Source::Zero => piece.fill(0),
+        }
+        Ok(true)
+    })
+    .map(|_| ())
+}
+
+/// Tells `visit` where `len` bytes at virtual `offset` live, `pos` being where they start in
+/// the caller's range; false when `visit` stopped.
+fn walk<S: Storage>(
     layers: &mut [Layer<S>],
     mut offset: u64,
-    mut buf: &mut [u8],
-) -> Result<(), S> {
+    mut pos: u64,
+    len: u64,
+    visit: &mut Visit<'_, S>,
+) -> Result<bool, S> {
+    let end = pos + len;
     let Some((top, rest)) = layers.split_first_mut() else {
-        buf.fill(0);
-        return Ok(());
+        return visit(Source::Zero, pos, len);
     };
     let Some(block_size) = top.block_size() else {
-        return io::read_at(&mut top.io, offset, buf);
+        return visit(
+            Source::Stored {
+                io: &mut top.io,
+                at: offset,
+            },
+            pos,
+            len,
+        );
     };
     let diff = top.kind == DiskType::Differencing;
-    while !buf.is_empty() {
+    while pos < end {
         let blk = (offset / block_size) as usize;
         let within = offset % block_size;
-        let n = ((block_size - within) as usize).min(buf.len());
-        let (chunk, tail) = buf.split_at_mut(n);
-        match top.block_at(blk) {
-            None if diff => read_chain(rest, offset, chunk)?,
-            None => chunk.fill(0),
+        let n = (block_size - within).min(end - pos);
+        let go = match top.block_at(blk) {
+            None if diff => walk(rest, offset, pos, n, visit)?,
+            None => visit(Source::Zero, pos, n)?,
             Some(at) => {
                 let data = at + top.sparse.as_ref().map_or(0, |s| s.bitmap_size);
                 let full = top.sparse.as_ref().is_some_and(|s| s.full.get(blk));
                 // Dynamic images follow QEMU and ignore the bitmap: clear bits cover zeros.
                 if !diff || full {
-                    io::read_at(&mut top.io, data + within, chunk)?;
+                    let io = &mut top.io;
+                    visit(
+                        Source::Stored {
+                            io,
+                            at: data + within,
+                        },
+                        pos,
+                        n,
+                    )?
                 } else {
                     top.load_bitmap(blk, at)?;
-                    read_by_bitmap(top, rest, offset, within, data, chunk)?;
+                    walk_bitmap(top, rest, offset, within, data, pos, n, visit)?
                 }
             }
+        };
+        if !go {
+            return Ok(false);
         }
-        offset += n as u64;
-        buf = tail;
+        offset += n;
+        pos += n;
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Reads `chunk` (starting `within` bytes into a block whose bitmap is cached) run by run.
-fn read_by_bitmap<S: Storage>(
+/// Walks `len` bytes starting `within` bytes into a block whose bitmap is cached, run by run.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the walk's position in the block, the image and the caller's range"
+)]
+fn walk_bitmap<S: Storage>(
     top: &mut Layer<S>,
     rest: &mut [Layer<S>],
     offset: u64,
     within: u64,
     data: u64,
-    chunk: &mut [u8],
-) -> Result<(), S> {
-    let end = within + chunk.len() as u64;
-    let mut pos = within;
-    while pos < end {
-        let first = pos / 512;
+    pos: u64,
+    len: u64,
+    visit: &mut Visit<'_, S>,
+) -> Result<bool, S> {
+    let end = within + len;
+    let mut at = within;
+    while at < end {
+        let first = at / 512;
         let last = (end - 1) / 512;
         let (present, count) = match top.sparse.as_ref() {
             Some(sp) => bitmap::run(&sp.cache.buf, first, last - first + 1),
             None => (true, last - first + 1),
         };
         let run_end = ((first + count) * 512).min(end);
-        let piece = &mut chunk[(pos - within) as usize..(run_end - within) as usize];
-        if present {
-            io::read_at(&mut top.io, data + pos, piece)?;
+        let (here, n) = (pos + (at - within), run_end - at);
+        let go = if present {
+            let io = &mut top.io;
+            visit(Source::Stored { io, at: data + at }, here, n)?
         } else {
-            read_chain(rest, offset + (pos - within), piece)?;
+            walk(rest, offset + (at - within), here, n, visit)?
+        };
+        if !go {
+            return Ok(false);
         }
-        pos = run_end;
+        at = run_end;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Writes into a dynamic or differencing layer, block by block.

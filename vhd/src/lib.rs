@@ -68,7 +68,7 @@ pub use create::{
     CreateOptions, DEFAULT_BLOCK_SIZE, ParentLink, create_differencing, create_dynamic,
     create_fixed, link_from,
 };
-pub use disk::{MAX_CHAIN_DEPTH, Vhd};
+pub use disk::{MAX_CHAIN_DEPTH, Source, Vhd, Visit};
 pub use error::Error;
 pub use footer::{DiskType, Footer};
 pub use geometry::{Geometry, SizeRule};

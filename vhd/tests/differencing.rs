@@ -303,3 +303,80 @@ fn in_memory_chain_and_parent_checks() {
     );
     assert!(new_child.data != child.data, "child unchanged");
 }
+
+/// `read_with` names, piece by piece, the stored bytes and holes that `read_at` reads: reading
+/// each stored piece at its place and zero-filling each hole gives the same bytes, the pieces
+/// cover the range once in order, and a visitor that stops ends the walk there.
+#[test]
+fn read_with_names_where_each_piece_lives() {
+    use embedded_io::{Read, Seek, SeekFrom};
+    use vhd::{Layer, MemDisk, Source, Vhd};
+    let mut o = vhd::CreateOptions::new(0, [1; 16]);
+    o.block_size = 64 << 10;
+    let mut base = MemDisk::default();
+    vhd::create_dynamic(&mut base, 1 << 20, &o).unwrap();
+    let mut b = Vhd::open(base.clone(), OpenOptions::read_write()).unwrap();
+    b.write_at(0x1_0000, &[0xBB; 0x2_0000]).unwrap();
+    b.flush().unwrap();
+    let base = b.into_layers().remove(0).into_inner();
+    let base_layer = Layer::open(base.clone(), OpenOptions::read_only()).unwrap();
+    let link = vhd::link_from(&base_layer, 0, "base.vhd");
+    let mut o2 = vhd::CreateOptions::new(0, [2; 16]);
+    o2.block_size = 64 << 10;
+    let mut child = MemDisk::default();
+    vhd::create_differencing(&mut child, &link, &o2).unwrap();
+    let mut v = Vhd::from_layers(vec![
+        Layer::open(child, OpenOptions::read_write()).unwrap(),
+        Layer::open(base, OpenOptions::read_only()).unwrap(),
+    ])
+    .unwrap();
+    // Child sectors in the middle of a parent block and across a block boundary.
+    v.write_at(0x1_8000, &[0xCC; 0x600]).unwrap();
+    v.write_at(0x2_fe00, &[0xDD; 0x400]).unwrap();
+    let (from, len) = (0x0_f000u64, 0x3_2000u64);
+    let mut want = vec![0u8; len as usize];
+    v.read_at(from, &mut want).unwrap();
+
+    let mut got = vec![0x55u8; len as usize];
+    let mut next = 0u64;
+    let mut pieces = 0;
+    let done = v
+        .read_with(from, len, &mut |src, pos, n| {
+            assert_eq!(pos, next, "pieces in order, none skipped");
+            next = pos + n;
+            pieces += 1;
+            let part = &mut got[pos as usize..(pos + n) as usize];
+            match src {
+                Source::Stored { io, at } => {
+                    io.seek(SeekFrom::Start(at)).unwrap();
+                    io.read_exact(part).unwrap();
+                }
+                Source::Zero => part.fill(0),
+            }
+            Ok(true)
+        })
+        .unwrap();
+    assert!(done);
+    assert_eq!(next, len);
+    assert!(
+        pieces >= 6,
+        "hole, parent, child, parent, child, parent, hole: {pieces}"
+    );
+    assert!(got == want, "the pieces read as read_at reads");
+
+    let mut seen = 0;
+    let done = v
+        .read_with(from, len, &mut |_, _, _| {
+            seen += 1;
+            Ok(seen < 2)
+        })
+        .unwrap();
+    assert!(!done);
+    assert_eq!(seen, 2, "the walk stops where the visitor says");
+    let end = v.size();
+    assert!(
+        v.read_with(end - 0x200, 0x400, &mut |_, _, _| Ok(true))
+            .is_err(),
+        "out of range"
+    );
+}

@@ -26,6 +26,66 @@ pub struct DiskInfo {
     pub read_only: bool,
 }
 
+/// A piece of guest RAM as the host's devices reach it: where a request's data lands when a
+/// volume reads it straight into the guest (the host device's DMA), without the hypervisor
+/// copying it. Backends get these from [`crate::GuestMemory::dma_range`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostPiece {
+    pub hpa: u64,
+    pub len: u64,
+}
+
+/// Pieces one request may have: a 256 KiB transfer that starts inside a page, page by page.
+pub const MAX_PIECES: usize = 72;
+
+/// The guest ranges `(gpa, len)` as host pieces (adjacent ones joined) in `out`: how many,
+/// or `None` when one of them offers no such address or `out` is too short.
+pub fn host_pieces(
+    mem: &dyn crate::GuestMemory,
+    ranges: impl IntoIterator<Item = (u64, u64)>,
+    out: &mut [HostPiece],
+) -> Option<usize> {
+    let mut n = 0usize;
+    for (gpa, len) in ranges {
+        let hpa = mem.dma_range(gpa, len)?;
+        match n.checked_sub(1).and_then(|i| out.get_mut(i)) {
+            Some(last) if last.hpa.checked_add(last.len) == Some(hpa) => last.len += len,
+            _ => {
+                *out.get_mut(n)? = HostPiece { hpa, len };
+                n += 1;
+            }
+        }
+    }
+    Some(n)
+}
+
+/// The part of `pieces` that holds bytes `[from, from + len)` of their data, in `out`: how many
+/// pieces, or `None` when the pieces are shorter or `out` is.
+pub fn sub_pieces(
+    pieces: &[HostPiece],
+    from: u64,
+    len: u64,
+    out: &mut [HostPiece],
+) -> Option<usize> {
+    let end = from.checked_add(len)?;
+    let (mut pos, mut n) = (0u64, 0usize);
+    for p in pieces {
+        let (start, stop) = (pos.max(from), (pos + p.len).min(end));
+        if start < stop {
+            *out.get_mut(n)? = HostPiece {
+                hpa: p.hpa + (start - pos),
+                len: stop - start,
+            };
+            n += 1;
+        }
+        pos += p.len;
+        if pos >= end {
+            return Some(n);
+        }
+    }
+    (len == 0).then_some(n)
+}
+
 pub trait Volume {
     /// Size in [`SECTOR`]s.
     fn sectors(&self) -> u64;
@@ -36,6 +96,13 @@ pub trait Volume {
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), VolumeError>;
     /// Every write that completed before the call is durable when it returns `Ok`.
     fn flush(&mut self) -> Result<(), VolumeError>;
+    /// Reads whole sectors from `sector` straight into `to` (as many bytes as the pieces hold)
+    /// without the hypervisor copying them. `Ok(false)`: this volume cannot, for this request
+    /// or at all; what `to` holds is then unspecified and the caller reads through a buffer.
+    fn read_direct(&mut self, sector: u64, to: &[HostPiece]) -> Result<bool, VolumeError> {
+        let _ = (sector, to);
+        Ok(false)
+    }
 }
 
 /// The bytes the hypervisor's disk self-tests write: a function of the round, the sector and
@@ -145,5 +212,66 @@ mod tests {
         assert_eq!(v.durable[512], 1);
         v.read_only = true;
         assert_eq!(v.write(0, &[0; 512]), Err(VolumeError::ReadOnly));
+    }
+
+    /// Guest RAM that devices reach at 1 MiB above its guest addresses, except its last page.
+    struct Dma(crate::VecMemory);
+
+    impl crate::GuestMemory for Dma {
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), crate::MemError> {
+            self.0.read(gpa, buf)
+        }
+        fn write(&self, gpa: u64, data: &[u8]) -> Result<(), crate::MemError> {
+            self.0.write(gpa, data)
+        }
+        fn dma_range(&self, gpa: u64, len: u64) -> Option<u64> {
+            (gpa.checked_add(len)? <= self.size() - 4096).then_some(gpa + (1 << 20))
+        }
+    }
+
+    fn piece(hpa: u64, len: u64) -> HostPiece {
+        HostPiece { hpa, len }
+    }
+
+    #[test]
+    fn guest_ranges_become_host_pieces_adjacent_ones_joined() {
+        let mem = Dma(crate::VecMemory::new(0x10000));
+        let mut out = [HostPiece::default(); 4];
+        let ranges = [(0x1000, 0x1000), (0x2000, 0x200), (0x5200, 0xe00)];
+        assert_eq!(host_pieces(&mem, ranges, &mut out), Some(2));
+        assert_eq!(out[..2], [piece(0x101000, 0x1200), piece(0x105200, 0xe00)]);
+        // A range devices cannot reach, or more pieces than room: no pieces at all.
+        assert_eq!(host_pieces(&mem, [(0xf000, 0x1000)], &mut out), None);
+        let apart = (0..5).map(|i| (i * 0x2000, 0x1000));
+        assert_eq!(host_pieces(&mem, apart, &mut out), None);
+    }
+
+    #[test]
+    fn sub_pieces_cut_exactly_the_bytes_asked_for() {
+        let pieces = [
+            piece(0x1000, 0x800),
+            piece(0x8000, 0x1000),
+            piece(0x3000, 0x200),
+        ];
+        let mut out = [HostPiece::default(); 3];
+        assert_eq!(sub_pieces(&pieces, 0x600, 0x400, &mut out), Some(2));
+        assert_eq!(out[..2], [piece(0x1600, 0x200), piece(0x8000, 0x200)]);
+        assert_eq!(sub_pieces(&pieces, 0x1800, 0x200, &mut out), Some(1));
+        assert_eq!(out[0], piece(0x3000, 0x200));
+        assert_eq!(sub_pieces(&pieces, 0, 0x1a00, &mut out), Some(3));
+        assert_eq!(out, pieces);
+        assert_eq!(
+            sub_pieces(&pieces, 0x1800, 0x201, &mut out),
+            None,
+            "past the end"
+        );
+        assert_eq!(
+            sub_pieces(&pieces, 0, 0x1a00, &mut out[..2]),
+            None,
+            "no room"
+        );
     }
 }

@@ -21,6 +21,13 @@ pub trait GuestMemory {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError>;
     /// Copies `data` to `gpa`.
     fn write(&self, gpa: u64, data: &[u8]) -> Result<(), MemError>;
+    /// The host-physical address where the host's devices reach `[gpa, gpa + len)` of guest
+    /// RAM directly (one run), readied for them as for [`GuestMemory::write`]; `None` where
+    /// the range is not RAM or this memory offers no such address.
+    fn dma_range(&self, gpa: u64, len: u64) -> Option<u64> {
+        let _ = (gpa, len);
+        None
+    }
 
     fn read_u8(&self, gpa: u64) -> Result<u8, MemError> {
         let mut b = [0; 1];

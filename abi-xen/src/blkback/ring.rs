@@ -8,7 +8,7 @@
 use crate::gnttab::GrantError;
 use core::sync::atomic::{Ordering, fence};
 use virt::GuestMemory;
-use virt::block::{SECTOR, Volume, VolumeError};
+use virt::block::{HostPiece, SECTOR, Volume, VolumeError, host_pieces};
 use virt::personality::Host;
 
 const HEADER: u64 = 64;
@@ -328,6 +328,9 @@ fn serve(r: &Request, mem: &dyn GuestMemory, host: &mut dyn Host, disk: &Disk<'_
         };
         let _ = pages.push((gpa, s));
     }
+    if !write && let Some(done) = read_direct(r.sector, &pages, mem, host, disk) {
+        return status(done);
+    }
     // One volume request per group of up to 11 segments (a direct request is one group): the
     // segments are consecutive on the disk, only the guest pages differ, and the emulated (or
     // real) controller pays per command.
@@ -345,6 +348,32 @@ fn serve(r: &Request, mem: &dyn GuestMemory, host: &mut dyn Host, disk: &Disk<'_
         sector += sectors;
     }
     RSP_OKAY
+}
+
+/// Reads the whole request straight into the granted pages, where the volume can (one volume
+/// request, no copy by the hypervisor); `None` where it cannot, and the pages are read again
+/// through a buffer.
+fn read_direct(
+    sector: u64,
+    pages: &[(u64, Segment)],
+    mem: &dyn GuestMemory,
+    host: &mut dyn Host,
+    disk: &Disk<'_>,
+) -> Option<Result<(), VolumeError>> {
+    let mut to = [HostPiece::default(); MAX_INDIRECT_SEGMENTS];
+    let ranges = pages
+        .iter()
+        .map(|&(gpa, s)| (gpa + u64::from(s.first) * SECTOR, s.sectors() * SECTOR));
+    let n = host_pieces(mem, ranges, &mut to)?;
+    let mut done = false;
+    let r = host.disk_io(disk.index, &mut |v: &mut dyn Volume| {
+        done = v.read_direct(sector, &to[..n])?;
+        Ok(())
+    });
+    match r {
+        Ok(()) if !done => None,
+        r => Some(r),
+    }
 }
 
 /// Moves one group of segments between `data` and the disk at `sector`.

@@ -3,7 +3,7 @@
 use super::prp::Prps;
 use super::queue::{Command, Status};
 use super::{Controller, Env, MAX_TRANSFER, Outcome};
-use virt::block::{SECTOR, VolumeError, in_range};
+use virt::block::{HostPiece, MAX_PIECES, SECTOR, VolumeError, in_range};
 
 const FLUSH: u8 = 0x00;
 const WRITE: u8 = 0x01;
@@ -69,8 +69,22 @@ impl Controller {
                 flush(env)?;
             }
         } else {
-            disk(env, false, &mut |v| v.read(slba, buf))?;
-            prps.scatter(env.memory(), buf)?;
+            let mut to = [HostPiece::default(); MAX_PIECES];
+            let direct = match prps.host_pieces(env.memory(), &mut to) {
+                Some(n) => {
+                    let mut done = false;
+                    disk(env, false, &mut |v| {
+                        done = v.read_direct(slba, &to[..n])?;
+                        Ok(())
+                    })?;
+                    done
+                }
+                None => false,
+            };
+            if !direct {
+                disk(env, false, &mut |v| v.read(slba, buf))?;
+                prps.scatter(env.memory(), buf)?;
+            }
             self.counters.sectors_read += blocks;
             self.counters.reads += 1;
         }

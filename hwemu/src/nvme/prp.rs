@@ -80,6 +80,17 @@ impl Prps {
             .map_err(|_| Status::INVALID_FIELD)
     }
 
+    /// The guest pages as the host's devices reach them, for a volume that reads straight into
+    /// them; `None` where guest memory offers no such address.
+    pub fn host_pieces(
+        &self,
+        mem: &dyn GuestMemory,
+        out: &mut [virt::block::HostPiece],
+    ) -> Option<usize> {
+        let ranges = self.segments.iter().map(|&(gpa, len)| (gpa, len as u64));
+        virt::block::host_pieces(mem, ranges, out)
+    }
+
     /// Scatters `data` (as long as the mapping) into the guest pages.
     pub fn scatter(&self, mem: &dyn GuestMemory, data: &[u8]) -> Result<(), Status> {
         let mut off = 0;

@@ -5,6 +5,7 @@
 //! the medium.
 
 use embedded_io::{ErrorKind, ErrorType, Read, Seek, SeekFrom, Write};
+use virt::block::HostPiece;
 
 /// A device of `lba_count` blocks of `lba_size` bytes.
 pub trait LbaDevice {
@@ -15,6 +16,22 @@ pub trait LbaDevice {
     fn write_lbas(&mut self, lba: u64, buf: &[u8]) -> Result<(), DeviceError>;
     /// Every completed write is on the medium when this returns `Ok`.
     fn flush(&mut self) -> Result<(), DeviceError>;
+    /// Reads whole blocks from `lba` straight into host memory (`to`, guest RAM as the device
+    /// reaches it) by the device's own transfer. `Ok(false)`: not on this device, or not in
+    /// this layout; `to` is then unspecified.
+    fn read_lbas_direct(&mut self, lba: u64, to: &[HostPiece]) -> Result<bool, DeviceError> {
+        let _ = (lba, to);
+        Ok(false)
+    }
+    /// Zeroes host memory `to` (a hole in an image read straight into it); false where the
+    /// device has no direct reads.
+    fn zero_direct(to: &[HostPiece]) -> bool
+    where
+        Self: Sized,
+    {
+        let _ = to;
+        false
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +105,16 @@ impl<D: LbaDevice> ContainerIo<D> {
 
     fn block(&self) -> u64 {
         u64::from(self.dev.lba_size())
+    }
+
+    /// Reads `[at, at + len)` of the container, `len` being what the pieces hold, straight into
+    /// them; `Ok(false)` where the device cannot or `at` does not start a block.
+    pub fn read_direct(&mut self, at: u64, to: &[HostPiece]) -> Result<bool, DeviceError> {
+        let b = self.block();
+        if !at.is_multiple_of(b) {
+            return Ok(false);
+        }
+        self.dev.read_lbas_direct(at / b, to)
     }
 
     fn read_from(&mut self, mut at: u64, mut buf: &mut [u8]) -> Result<(), DeviceError> {
@@ -242,6 +269,36 @@ pub mod mem {
             self.log.borrow_mut().push(Op::Flush);
             Ok(())
         }
+        /// Into [`HOST`], whole blocks at block-aligned addresses (as the NVMe driver wants).
+        fn read_lbas_direct(&mut self, lba: u64, to: &[HostPiece]) -> Result<bool, DeviceError> {
+            let b = u64::from(self.lba);
+            if to.iter().any(|p| p.hpa % b != 0 || p.len % b != 0) {
+                return Ok(false);
+            }
+            let mut at = (lba * b) as usize;
+            let d = self.data.borrow();
+            HOST.with_borrow_mut(|host| {
+                for p in to {
+                    let src = d.get(at..at + p.len as usize).ok_or(DeviceError::Io)?;
+                    host[p.hpa as usize..(p.hpa + p.len) as usize].copy_from_slice(src);
+                    at += p.len as usize;
+                }
+                Ok(true)
+            })
+        }
+        fn zero_direct(to: &[HostPiece]) -> bool {
+            HOST.with_borrow_mut(|host| {
+                for p in to {
+                    host[p.hpa as usize..(p.hpa + p.len) as usize].fill(0);
+                }
+            });
+            true
+        }
+    }
+
+    thread_local! {
+        /// The host memory a test's direct reads land in, addressed from 0.
+        pub static HOST: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
 }
 

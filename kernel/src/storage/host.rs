@@ -9,6 +9,7 @@ use crate::manifest::{MAX_DISKS, MAX_VMS, Manifest};
 use crate::println;
 use alloc::vec::Vec;
 use spin::{Mutex, Once};
+use virt::block::HostPiece;
 
 static NVME: Once<Mutex<Nvme>> = Once::new();
 
@@ -51,6 +52,25 @@ impl LbaDevice for Namespace {
     fn flush(&mut self) -> Result<(), DeviceError> {
         let nvme = NVME.get().ok_or(DeviceError::Io)?;
         nvme.lock().flush(self.nsid).map_err(|_| DeviceError::Io)
+    }
+
+    fn read_lbas_direct(&mut self, lba: u64, to: &[HostPiece]) -> Result<bool, DeviceError> {
+        let blocks = to.iter().map(|p| p.len).sum::<u64>() / u64::from(self.lba_size);
+        if lba
+            .checked_add(blocks)
+            .is_none_or(|end| end > self.lba_count)
+        {
+            return Err(DeviceError::Io);
+        }
+        let nvme = NVME.get().ok_or(DeviceError::Io)?;
+        nvme.lock()
+            .read_direct(self.nsid, lba, to)
+            .map_err(|_| DeviceError::Io)
+    }
+
+    fn zero_direct(to: &[HostPiece]) -> bool {
+        crate::drivers::nvme::zero_direct(to);
+        true
     }
 }
 

@@ -17,6 +17,8 @@ const QUEUE_DEPTH: u16 = 32;
 /// The bounce buffer: the largest piece one command moves.
 const BOUNCE_BYTES: usize = 128 * 1024;
 const BOUNCE_PAGES: usize = BOUNCE_BYTES / PAGE as usize;
+/// Pages of one direct read: a 256 KiB SCSI command that starts inside a page, and more.
+const DIRECT_PAGES: usize = virt::block::MAX_PIECES;
 /// Namespaces the driver keeps (the first ones listed).
 const MAX_NAMESPACES: usize = 16;
 /// How long one command may take. Generous: a flush may have a whole write cache to drain.
@@ -322,6 +324,67 @@ impl Nvme {
             at += (chunk.len() / ns.lba_size as usize) as u64;
         }
         Ok(())
+    }
+
+    /// Reads whole LBAs from `lba` straight into `to` (guest RAM, which the controller writes
+    /// itself: no bounce buffer, no copy), a command per `max_transfer` bytes. `Ok(false)`
+    /// when PRPs cannot describe the pieces, before any command. Unlike a caller's buffer,
+    /// guest RAM stays the VM's for its life, so a command that timed out can only land late
+    /// in memory the guest was told had failed.
+    pub fn read_direct(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        to: &[virt::block::HostPiece],
+    ) -> Result<bool, NvmeError> {
+        let ns = self.namespace(nsid)?;
+        let mut entries = [(0u64, 0u64); DIRECT_PAGES];
+        let Some(n) = prp::page_entries(to, u64::from(ns.lba_size), &mut entries) else {
+            return Ok(false);
+        };
+        let total: u64 = to.iter().map(|p| p.len).sum();
+        blocks_for(&ns, lba, total as usize)?;
+        let mut at = lba;
+        let mut rest = &entries[..n];
+        while !rest.is_empty() {
+            let mut bytes = 0u64;
+            let mut k = 0;
+            while k < rest.len() && bytes + rest[k].1 <= self.max_transfer as u64 {
+                bytes += rest[k].1;
+                k += 1;
+            }
+            let (now, later) = rest.split_at(k.max(1));
+            let prps = match now {
+                [one] => prp::Prps {
+                    prp1: one.0,
+                    prp2: 0,
+                    list_len: 0,
+                },
+                [one, two] => prp::Prps {
+                    prp1: one.0,
+                    prp2: two.0,
+                    list_len: 0,
+                },
+                [one, more @ ..] => {
+                    for (i, e) in more.iter().enumerate() {
+                        self.prp_list.write64(8 * i, e.0);
+                    }
+                    prp::Prps {
+                        prp1: one.0,
+                        prp2: self.prp_list.pa(),
+                        list_len: more.len(),
+                    }
+                }
+                [] => break,
+            };
+            let bytes: u64 = now.iter().map(|e| e.1).sum();
+            let blocks = (bytes / u64::from(ns.lba_size)) as u32;
+            let cmd = Command::rw(false, ns.nsid, at, blocks, prps);
+            self.io.execute(&self.regs, self.dstrd, cmd, "a read")?;
+            at += u64::from(blocks);
+            rest = later;
+        }
+        Ok(true)
     }
 
     /// NVMe Flush: every completed write is durable when this returns Ok.

@@ -111,3 +111,14 @@ impl Dma {
         unsafe { core::slice::from_raw_parts_mut(self.pa as *mut u8, self.len) }
     }
 }
+
+/// Zeroes memory a direct read was given to fill (`Nvme::read_direct`'s pieces) where the
+/// image has no data to read: the CPU writes what the controller would have.
+pub fn zero_direct(to: &[virt::block::HostPiece]) {
+    for p in to {
+        // SAFETY: a direct read's pieces are memory its caller hands over for the controller
+        // to write (guest RAM from `GuestMemory::dma_range`, identity mapped, the VM's for its
+        // life); writing them from the CPU instead is the same grant.
+        unsafe { vcpu::zero_host(vcpu::host_ptr(p.hpa), p.len) };
+    }
+}

@@ -29,6 +29,8 @@ mod hw;
 
 #[cfg(target_os = "none")]
 pub use controller::{Nvme, SelftestError, selftest};
+#[cfg(target_os = "none")]
+pub use hw::zero_direct;
 
 /// An active namespace with a format the driver can use (no metadata).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -66,9 +66,81 @@ pub fn build(addr: u64, len: usize, list: &mut [u64], list_pa: u64) -> Result<Pr
     })
 }
 
+/// The pages of a transfer straight to or from `pieces` (guest RAM, not one buffer), as PRP
+/// entries in `out`: `(address, bytes)`, each inside one page, only the first starting inside
+/// its page and all but the last ending at a page's end — so any run of them that ends at a
+/// page's end is one command's PRPs. How many, or `None` when PRPs cannot describe the pieces
+/// (a piece ends inside a page and another follows it) or a piece is not whole `block`s at a
+/// `block`-aligned address (`block` a power of two up to a page).
+pub fn page_entries(
+    pieces: &[virt::block::HostPiece],
+    block: u64,
+    out: &mut [(u64, u64)],
+) -> Option<usize> {
+    let mut n = 0usize;
+    for p in pieces {
+        if !p.hpa.is_multiple_of(block) || !p.len.is_multiple_of(block) || p.len == 0 {
+            return None;
+        }
+        let end = p.hpa.checked_add(p.len)?;
+        let mut at = p.hpa;
+        while at < end {
+            let stop = ((at | (PAGE - 1)) + 1).min(end);
+            if n > 0 {
+                let (last_at, last_len) = out[n - 1];
+                if !(last_at + last_len).is_multiple_of(PAGE) || !at.is_multiple_of(PAGE) {
+                    return None;
+                }
+            }
+            *out.get_mut(n)? = (at, stop - at);
+            n += 1;
+            at = stop;
+        }
+    }
+    Some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virt::block::HostPiece;
+
+    #[test]
+    fn guest_pages_become_prp_entries_where_prps_can_describe_them() {
+        let p = |hpa, len| HostPiece { hpa, len };
+        let mut out = [(0, 0); 8];
+        // A first piece from inside its page, then whole pages anywhere; a joined run that
+        // crosses pages is cut at each.
+        let pieces = [p(0x5a00, 0x600), p(0x9000, 0x1000), p(0x2000, 0x1200)];
+        assert_eq!(page_entries(&pieces, 512, &mut out), Some(4));
+        assert_eq!(
+            out[..4],
+            [
+                (0x5a00, 0x600),
+                (0x9000, 0x1000),
+                (0x2000, 0x1000),
+                (0x3000, 0x200)
+            ]
+        );
+        // A page cut short with more after it, a piece starting inside a page after the first,
+        // blocks the device cannot move, too many pages: not describable.
+        assert_eq!(
+            page_entries(&[p(0x1000, 0x800), p(0x3000, 0x1000)], 512, &mut out),
+            None
+        );
+        assert_eq!(
+            page_entries(&[p(0x1000, 0x1000), p(0x3200, 0x200)], 512, &mut out),
+            None
+        );
+        assert_eq!(page_entries(&[p(0x1200, 0x200)], 4096, &mut out), None);
+        assert_eq!(page_entries(&[p(0x1000, 0x100)], 512, &mut out), None);
+        assert_eq!(page_entries(&[p(0x1000, 0x9000)], 512, &mut out), None);
+        assert_eq!(page_entries(&[p(0x1000, 0)], 512, &mut out), None);
+        assert_eq!(
+            page_entries(&[p(u64::MAX - 0x1ff, 0x200)], 512, &mut out),
+            None
+        );
+    }
 
     const LIST: u64 = 0x7000;
 
