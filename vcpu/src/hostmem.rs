@@ -257,4 +257,41 @@ mod tests {
         assert!(backing[2 * CHUNK as usize..].iter().all(|&x| x == 0));
         assert!(ram.read(size as u64 - 4, &mut b).is_err());
     }
+
+    /// A device may write guest RAM only once it is ready: the address handed out is the
+    /// range's own, its chunk zeroed first (so a later first use cannot wipe what the device
+    /// wrote), and nothing outside RAM gets one.
+    #[test]
+    fn a_dma_range_is_readied_ram_or_nothing() {
+        let size = 2 * CHUNK as usize;
+        let mut backing = vec![0xA5u8; size];
+        let chunks: &'static virt::RamChunks = Box::leak(Box::new(virt::RamChunks::new()));
+        let base = backing.as_mut_ptr() as u64;
+        let ram = GuestRam::new(RamRegion {
+            hpa_base: base,
+            size: size as u64,
+            chunks: Some(chunks),
+        });
+        assert_eq!(
+            ram.dma_range(CHUNK + 0x1000, 0x2000),
+            Some(base + CHUNK + 0x1000)
+        );
+        assert!(
+            backing[CHUNK as usize..].iter().all(|&x| x == 0),
+            "chunk 1 zeroed"
+        );
+        assert!(
+            backing[..CHUNK as usize].iter().all(|&x| x == 0xA5),
+            "chunk 0 untouched"
+        );
+        // What a device then writes stays.
+        backing[CHUNK as usize + 0x1000] = 0x42;
+        assert_eq!(
+            ram.dma_range(CHUNK + 0x1000, 1),
+            Some(base + CHUNK + 0x1000)
+        );
+        assert_eq!(backing[CHUNK as usize + 0x1000], 0x42);
+        assert_eq!(ram.dma_range(size as u64 - 8, 16), None);
+        assert_eq!(ram.dma_range(u64::MAX - 4, 8), None);
+    }
 }

@@ -149,3 +149,24 @@ fn format_args_missing(nsid: u32) -> heapless::String<96> {
     );
     s
 }
+
+/// How VM `vm`'s disks were read, when it ends: requests served straight into its memory and
+/// through a buffer (the test suite checks that a Linux guest's reads take the direct path).
+pub fn report_reads(vm: u8, name: &str) {
+    let Some(disks) = DISKS.get(usize::from(vm)) else {
+        return;
+    };
+    for (i, d) in disks.iter().enumerate() {
+        if let Some(d) = d.get() {
+            let d = d.lock();
+            let (direct, all) = (d.reads_direct, d.reads_direct + d.reads_buffered);
+            if direct > 0 {
+                println!(
+                    "vm {name}: disk {i}: reads straight into guest memory: {direct} of {all}"
+                );
+            } else if all > 0 {
+                println!("vm {name}: disk {i}: every read through a buffer ({all})");
+            }
+        }
+    }
+}

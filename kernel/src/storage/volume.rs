@@ -13,6 +13,9 @@ pub struct VhdVolume<D: LbaDevice> {
     read_only: bool,
     /// Set by the first medium error: a disk that failed once is not written again.
     failed: bool,
+    /// Read requests served straight into the guest's memory, and through a buffer.
+    pub reads_direct: u64,
+    pub reads_buffered: u64,
 }
 
 /// Opens the image in each container (its length found inside it), the first writable unless
@@ -38,6 +41,8 @@ pub fn open<D: LbaDevice>(containers: Vec<D>, read_only: bool) -> Result<VhdVolu
         vhd: Vhd::from_layers(layers)?,
         read_only,
         failed: false,
+        reads_direct: 0,
+        reads_buffered: 0,
     })
 }
 
@@ -75,6 +80,7 @@ impl<D: LbaDevice> Volume for VhdVolume<D> {
         if self.failed {
             return Err(VolumeError::Io);
         }
+        self.reads_buffered += 1;
         self.vhd
             .read_at(sector * SECTOR, buf)
             .map_err(|e| self.fail(e))
@@ -130,7 +136,9 @@ impl<D: LbaDevice> Volume for VhdVolume<D> {
                     vhd::Source::Zero => Ok(D::zero_direct(&part[..k])),
                 }
             });
-        walked.map_err(|e| self.fail(e))
+        let done = walked.map_err(|e| self.fail(e))?;
+        self.reads_direct += u64::from(done);
+        Ok(done)
     }
 }
 

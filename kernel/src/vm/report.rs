@@ -93,6 +93,7 @@ pub fn vm_ended(vm: &VmSlot, info: &VmInfo, preserved: bool) {
             host.count, va, got
         );
     }
+    crate::storage::host::report_reads(info.index, info.name.as_str());
     println!("vm {}: {} exits:", info.name, stats.total());
     for (kind, n) in stats.nonzero() {
         println!("  {:<14} {}", kind.name(), n);

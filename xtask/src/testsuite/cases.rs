@@ -585,6 +585,9 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 "[xen-disk] JANUS-CHECK disk-driver ok xen-blkfront",
                 "[xen-disk] JANUS-CHECK disk-mount ok janus-data /dev/xvda",
                 "[xen-disk] JANUS-CHECK disk-mount ok janus-child /dev/xvdb",
+                // Its reads went from the host's controller into its memory, uncopied.
+                "vm xen-disk: disk 0: reads straight into guest memory: ",
+                "vm xen-disk: disk 1: reads straight into guest memory: ",
                 "vm xen-disk: stopped: powered off",
             ],
             &[("xen-disk", "xen")],
@@ -607,6 +610,9 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 // A SCSI controller per disk, scanned in parallel: which is sda is a race.
                 "[hv-disk] JANUS-CHECK disk-mount ok janus-data /dev/sd",
                 "[hv-disk] JANUS-CHECK disk-mount ok janus-child /dev/sd",
+                // Its reads went from the host's controller into its memory, uncopied.
+                "vm hv-disk: disk 0: reads straight into guest memory: ",
+                "vm hv-disk: disk 1: reads straight into guest memory: ",
                 "vm hv-disk: stopped: powered off",
             ],
             &[("hv-disk", "hyperv")],
@@ -631,6 +637,9 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 "[nvme-disk] JANUS-CHECK disk-mount ok janus-data /dev/nvme",
                 "[nvme-disk] JANUS-CHECK disk-mount ok janus-child /dev/nvme",
                 "[nvme-disk] JANUS-CHECK nvme-irq ok ",
+                // Its reads went from the host's controller into its memory, uncopied.
+                "vm nvme-disk: disk 0: reads straight into guest memory: ",
+                "vm nvme-disk: disk 1: reads straight into guest memory: ",
                 "vm nvme-disk: stopped: powered off",
             ],
             &[("nvme-disk", "none")],

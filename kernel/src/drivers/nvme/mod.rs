@@ -11,7 +11,10 @@
 //! buffer. Caller buffers may start at any byte (PRP1 needs dword alignment) and may live
 //! in memory the caller frees while a timed-out command could still be running; copying
 //! costs little next to a device round trip. Transfers larger than the bounce buffer (or
-//! the controller's MDTS) are split; each piece over two pages uses a PRP list.
+//! the controller's MDTS) are split; each piece over two pages uses a PRP list. The exception
+//! is a guest's disk read (`read_direct`): its destination is guest RAM, which stays the VM's
+//! for its life, so the controller writes the guest's pages itself — under emulation the
+//! two copies by the hypervisor were most of a sequential read's cost.
 //!
 //! The pure parts (register decoding, rings, PRPs, commands, Identify data) are tested on
 //! the host; `controller` and `hw` hold the port, MMIO and DMA accesses.
