@@ -335,10 +335,11 @@ fn execute(
     }
 }
 
-/// Reads the whole command straight into the guest's buffer, where the volume can (one
-/// volume request, no copy by the hypervisor); `None` where it cannot, and the buffer is read
-/// again a chunk at a time.
-fn read_direct(
+/// Moves the whole command straight between the disk and the guest's buffer, where the volume
+/// can (one volume request, no copy by the hypervisor); `None` where it cannot, and the
+/// command is served again a chunk at a time.
+fn direct(
+    write: bool,
     b: &Buffer,
     lba: u64,
     bytes: u64,
@@ -355,7 +356,11 @@ fn read_direct(
     let n = host_pieces(mem, ranges, &mut to)?;
     let mut done = false;
     let r = host.disk_io(disk, &mut |v: &mut dyn Volume| {
-        done = v.read_direct(lba, &to[..n])?;
+        done = if write {
+            v.write_direct(lba, &to[..n])?
+        } else {
+            v.read_direct(lba, &to[..n])?
+        };
         Ok(())
     });
     match r {
@@ -374,8 +379,8 @@ fn transfer_blocks(
     mem: &dyn GuestMemory,
     host: &mut dyn Host,
 ) -> Result<u64, Sense> {
-    if !write && let Some(r) = read_direct(b, lba, bytes, disk, mem, host) {
-        return r.map(|()| bytes).map_err(|e| sense_for(e, false));
+    if let Some(r) = direct(write, b, lba, bytes, disk, mem, host) {
+        return r.map(|()| bytes).map_err(|e| sense_for(e, write));
     }
     let mut chunk = [0u8; CHUNK];
     let mut done = 0u64;

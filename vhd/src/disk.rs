@@ -104,7 +104,16 @@ impl<S: Storage> Vhd<S> {
     /// Writes `buf` at virtual `offset` into the top image, allocating blocks as needed. The
     /// write is durable only after [`Vhd::flush`].
     pub fn write_at(&mut self, offset: u64, buf: &[u8]) -> Result<(), S> {
-        self.range(offset, buf.len())?;
+        self.writable(offset, buf.len())?;
+        match self.layers[0].kind {
+            DiskType::Fixed => io::write_at(&mut self.layers[0].io, offset, buf),
+            DiskType::Dynamic => write_sparse(&mut self.layers[0], offset, buf),
+            DiskType::Differencing => self.write_diff(offset, buf),
+        }
+    }
+
+    fn writable(&self, offset: u64, len: usize) -> Result<(), S> {
+        self.range(offset, len)?;
         let top = &self.layers[0];
         if !top.writable {
             return Err(Error::ReadOnly);
@@ -112,10 +121,35 @@ impl<S: Storage> Vhd<S> {
         if top.footer.saved_state != 0 {
             return Err(Error::SavedState);
         }
+        Ok(())
+    }
+
+    /// Writes `len` bytes of whole sectors at virtual `offset` as [`Vhd::write_at`] does
+    /// (blocks allocated, sectors marked after their data), `visit` moving each piece's data
+    /// to where it is told, for a caller that does not hold the data (a device writing from
+    /// its source). False when the range is not whole sectors or `visit` stopped the walk: the
+    /// pieces not yet told are not written, and the caller writes the range with `write_at`.
+    pub fn write_with(
+        &mut self,
+        offset: u64,
+        len: u64,
+        visit: &mut Visit<'_, S>,
+    ) -> Result<bool, S> {
+        self.writable(offset, usize::try_from(len).unwrap_or(usize::MAX))?;
+        if !offset.is_multiple_of(512) || !len.is_multiple_of(512) {
+            return Ok(false);
+        }
+        let top = &mut self.layers[0];
         match top.kind {
-            DiskType::Fixed => io::write_at(&mut self.layers[0].io, offset, buf),
-            DiskType::Dynamic => write_sparse(&mut self.layers[0], offset, buf),
-            DiskType::Differencing => self.write_diff(offset, buf),
+            DiskType::Fixed => visit(
+                Source::Stored {
+                    io: &mut top.io,
+                    at: offset,
+                },
+                0,
+                len,
+            ),
+            DiskType::Dynamic | DiskType::Differencing => walk_write(top, offset, len, visit),
         }
     }
 
@@ -290,32 +324,69 @@ fn walk_bitmap<S: Storage>(
 }
 
 /// Writes into a dynamic or differencing layer, block by block.
-fn write_sparse<S: Storage>(
+fn write_sparse<S: Storage>(layer: &mut Layer<S>, offset: u64, buf: &[u8]) -> Result<(), S> {
+    walk_write(layer, offset, buf.len() as u64, &mut |src, pos, n| {
+        if let Source::Stored { io, at } = src {
+            io::write_at(io, at, &buf[pos as usize..(pos + n) as usize])?;
+        }
+        Ok(true)
+    })
+    .map(|_| ())
+}
+
+/// Walks `len` bytes at virtual `offset` of a dynamic or differencing layer, allocating the
+/// blocks they need, telling `visit` where each piece goes and marking its sectors present
+/// once it is written; false when `visit` stopped.
+fn walk_write<S: Storage>(
     layer: &mut Layer<S>,
     mut offset: u64,
-    mut buf: &[u8],
-) -> Result<(), S> {
+    len: u64,
+    visit: &mut Visit<'_, S>,
+) -> Result<bool, S> {
     let block_size = layer.block_size().ok_or(Error::NotDifferencing)?;
     let bitmap_size = layer.sparse.as_ref().map_or(0, |s| s.bitmap_size);
-    while !buf.is_empty() {
+    let mut pos = 0;
+    while pos < len {
         let blk = (offset / block_size) as usize;
         let within = offset % block_size;
-        let n = ((block_size - within) as usize).min(buf.len());
+        let n = (block_size - within).min(len - pos);
         let first = within / 512;
-        let last = (within + n as u64 - 1) / 512;
-        match layer.block_at(blk) {
+        let last = (within + n - 1) / 512;
+        let go = match layer.block_at(blk) {
             None => {
                 let data = layer.allocate(blk, first, last)?;
-                io::write_at(&mut layer.io, data + within, &buf[..n])?;
+                let io = &mut layer.io;
+                visit(
+                    Source::Stored {
+                        io,
+                        at: data + within,
+                    },
+                    pos,
+                    n,
+                )?
             }
             Some(at) => {
                 // Data before bits: a crash in between leaves the old contents visible.
-                io::write_at(&mut layer.io, at + bitmap_size + within, &buf[..n])?;
-                layer.mark_sectors(blk, at, first, last)?;
+                let io = &mut layer.io;
+                let go = visit(
+                    Source::Stored {
+                        io,
+                        at: at + bitmap_size + within,
+                    },
+                    pos,
+                    n,
+                )?;
+                if go {
+                    layer.mark_sectors(blk, at, first, last)?;
+                }
+                go
             }
+        };
+        if !go {
+            return Ok(false);
         }
-        offset += n as u64;
-        buf = &buf[n..];
+        offset += n;
+        pos += n;
     }
-    Ok(())
+    Ok(true)
 }

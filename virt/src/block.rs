@@ -103,6 +103,13 @@ pub trait Volume {
         let _ = (sector, to);
         Ok(false)
     }
+    /// Writes whole sectors at `sector` straight from `from` (as [`Volume::write`]: durable
+    /// at the next flush). `Ok(false)`: this volume cannot; the caller writes through a buffer,
+    /// all of the request again.
+    fn write_direct(&mut self, sector: u64, from: &[HostPiece]) -> Result<bool, VolumeError> {
+        let _ = (sector, from);
+        Ok(false)
+    }
 }
 
 /// The bytes the hypervisor's disk self-tests write: a function of the round, the sector and

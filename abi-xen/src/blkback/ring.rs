@@ -328,7 +328,7 @@ fn serve(r: &Request, mem: &dyn GuestMemory, host: &mut dyn Host, disk: &Disk<'_
         };
         let _ = pages.push((gpa, s));
     }
-    if !write && let Some(done) = read_direct(r.sector, &pages, mem, host, disk) {
+    if let Some(done) = direct(write, r.sector, &pages, mem, host, disk) {
         return status(done);
     }
     // One volume request per group of up to 11 segments (a direct request is one group): the
@@ -350,10 +350,11 @@ fn serve(r: &Request, mem: &dyn GuestMemory, host: &mut dyn Host, disk: &Disk<'_
     RSP_OKAY
 }
 
-/// Reads the whole request straight into the granted pages, where the volume can (one volume
-/// request, no copy by the hypervisor); `None` where it cannot, and the pages are read again
-/// through a buffer.
-fn read_direct(
+/// Moves the whole request straight between the disk and the granted pages, where the volume
+/// can (one volume request, no copy by the hypervisor); `None` where it cannot, and the
+/// request is served again through a buffer.
+fn direct(
+    write: bool,
     sector: u64,
     pages: &[(u64, Segment)],
     mem: &dyn GuestMemory,
@@ -367,7 +368,11 @@ fn read_direct(
     let n = host_pieces(mem, ranges, &mut to)?;
     let mut done = false;
     let r = host.disk_io(disk.index, &mut |v: &mut dyn Volume| {
-        done = v.read_direct(sector, &to[..n])?;
+        done = if write {
+            v.write_direct(sector, &to[..n])?
+        } else {
+            v.read_direct(sector, &to[..n])?
+        };
         Ok(())
     });
     match r {

@@ -49,7 +49,8 @@ impl Controller {
         Ok((slba, blocks))
     }
 
-    /// One volume call for the whole transfer: MDTS keeps it inside the buffer.
+    /// One volume call for the whole transfer, straight between the disk and the guest's
+    /// pages where the volume can, else through the buffer (MDTS keeps it inside).
     fn read_write(&mut self, cmd: &Command, env: &mut dyn Env) -> Result<(), Status> {
         let write = cmd.opcode() == WRITE;
         let (slba, blocks) = self.range(cmd, write)?;
@@ -59,9 +60,23 @@ impl Controller {
         }
         let prps = Prps::map(env.memory(), cmd.prp1(), cmd.prp2(), len)?;
         let buf = self.buf.get_mut(..len).ok_or(Status::INTERNAL_ERROR)?;
+        let mut to = [HostPiece::default(); MAX_PIECES];
+        let mut direct = false;
+        if let Some(n) = prps.host_pieces(env.memory(), &mut to) {
+            disk(env, write, &mut |v| {
+                direct = if write {
+                    v.write_direct(slba, &to[..n])?
+                } else {
+                    v.read_direct(slba, &to[..n])?
+                };
+                Ok(())
+            })?;
+        }
         if write {
-            prps.gather(env.memory(), buf)?;
-            disk(env, true, &mut |v| v.write(slba, buf))?;
+            if !direct {
+                prps.gather(env.memory(), buf)?;
+                disk(env, true, &mut |v| v.write(slba, buf))?;
+            }
             self.counters.sectors_written += blocks;
             self.counters.writes += 1;
             let through = cmd.cdw12() & FUA != 0 || !self.features.write_cache;
@@ -69,18 +84,6 @@ impl Controller {
                 flush(env)?;
             }
         } else {
-            let mut to = [HostPiece::default(); MAX_PIECES];
-            let direct = match prps.host_pieces(env.memory(), &mut to) {
-                Some(n) => {
-                    let mut done = false;
-                    disk(env, false, &mut |v| {
-                        done = v.read_direct(slba, &to[..n])?;
-                        Ok(())
-                    })?;
-                    done
-                }
-                None => false,
-            };
             if !direct {
                 disk(env, false, &mut |v| v.read(slba, buf))?;
                 prps.scatter(env.memory(), buf)?;

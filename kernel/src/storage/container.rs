@@ -23,6 +23,11 @@ pub trait LbaDevice {
         let _ = (lba, to);
         Ok(false)
     }
+    /// Writes whole blocks at `lba` straight from host memory `from`, as `read_lbas_direct`.
+    fn write_lbas_direct(&mut self, lba: u64, from: &[HostPiece]) -> Result<bool, DeviceError> {
+        let _ = (lba, from);
+        Ok(false)
+    }
     /// Zeroes host memory `to` (a hole in an image read straight into it); false where the
     /// device has no direct reads.
     fn zero_direct(to: &[HostPiece]) -> bool
@@ -115,6 +120,25 @@ impl<D: LbaDevice> ContainerIo<D> {
             return Ok(false);
         }
         self.dev.read_lbas_direct(at / b, to)
+    }
+
+    /// Writes the pieces at `at` of the container, as `Write` does (the image grows past its
+    /// length, not past the device); `Ok(false)` as `read_direct`.
+    pub fn write_direct(&mut self, at: u64, from: &[HostPiece]) -> Result<bool, DeviceError> {
+        let b = self.block();
+        let len: u64 = from.iter().map(|p| p.len).sum();
+        let end = at.checked_add(len).ok_or(DeviceError::NoSpace)?;
+        if end > self.capacity() {
+            return Err(DeviceError::NoSpace);
+        }
+        if !at.is_multiple_of(b) {
+            return Ok(false);
+        }
+        let done = self.dev.write_lbas_direct(at / b, from)?;
+        if done {
+            self.len = self.len.max(end);
+        }
+        Ok(done)
     }
 
     fn read_from(&mut self, mut at: u64, mut buf: &mut [u8]) -> Result<(), DeviceError> {
@@ -285,6 +309,20 @@ pub mod mem {
                 }
                 Ok(true)
             })
+        }
+        fn write_lbas_direct(&mut self, lba: u64, from: &[HostPiece]) -> Result<bool, DeviceError> {
+            let b = u64::from(self.lba);
+            if from.iter().any(|p| p.hpa % b != 0 || p.len % b != 0) {
+                return Ok(false);
+            }
+            let mut buf = Vec::new();
+            HOST.with_borrow(|host| {
+                for p in from {
+                    buf.extend_from_slice(&host[p.hpa as usize..(p.hpa + p.len) as usize]);
+                }
+            });
+            self.write_lbas(lba, &buf)?;
+            Ok(true)
         }
         fn zero_direct(to: &[HostPiece]) -> bool {
             HOST.with_borrow_mut(|host| {

@@ -68,6 +68,20 @@ impl LbaDevice for Namespace {
             .map_err(|_| DeviceError::Io)
     }
 
+    fn write_lbas_direct(&mut self, lba: u64, from: &[HostPiece]) -> Result<bool, DeviceError> {
+        let blocks = from.iter().map(|p| p.len).sum::<u64>() / u64::from(self.lba_size);
+        if lba
+            .checked_add(blocks)
+            .is_none_or(|end| end > self.lba_count)
+        {
+            return Err(DeviceError::NoSpace);
+        }
+        let nvme = NVME.get().ok_or(DeviceError::Io)?;
+        nvme.lock()
+            .write_direct(self.nsid, lba, from)
+            .map_err(|_| DeviceError::Io)
+    }
+
     fn zero_direct(to: &[HostPiece]) -> bool {
         crate::drivers::nvme::zero_direct(to);
         true
@@ -150,8 +164,9 @@ fn format_args_missing(nsid: u32) -> heapless::String<96> {
     s
 }
 
-/// How VM `vm`'s disks were read, when it ends: requests served straight into its memory and
-/// through a buffer (the test suite checks that a Linux guest's reads take the direct path).
+/// How VM `vm`'s disks were read and written, when it ends: requests served straight between
+/// its memory and the host's controller, of all (the test suite checks that a Linux guest's
+/// take the direct path).
 pub fn report_reads(vm: u8, name: &str) {
     let Some(disks) = DISKS.get(usize::from(vm)) else {
         return;
@@ -159,13 +174,27 @@ pub fn report_reads(vm: u8, name: &str) {
     for (i, d) in disks.iter().enumerate() {
         if let Some(d) = d.get() {
             let d = d.lock();
-            let (direct, all) = (d.reads_direct, d.reads_direct + d.reads_buffered);
-            if direct > 0 {
-                println!(
-                    "vm {name}: disk {i}: reads straight into guest memory: {direct} of {all}"
-                );
-            } else if all > 0 {
-                println!("vm {name}: disk {i}: every read through a buffer ({all})");
+            let counts = [
+                (
+                    "reads straight into",
+                    "read",
+                    d.reads_direct,
+                    d.reads_buffered,
+                ),
+                (
+                    "writes straight from",
+                    "write",
+                    d.writes_direct,
+                    d.writes_buffered,
+                ),
+            ];
+            for (how, what, direct, buffered) in counts {
+                let all = direct + buffered;
+                if direct > 0 {
+                    println!("vm {name}: disk {i}: {how} guest memory: {direct} of {all}");
+                } else if all > 0 {
+                    println!("vm {name}: disk {i}: every {what} through a buffer ({all})");
+                }
             }
         }
     }

@@ -588,6 +588,8 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 // Its reads went from the host's controller into its memory, uncopied.
                 "vm xen-disk: disk 0: reads straight into guest memory: ",
                 "vm xen-disk: disk 1: reads straight into guest memory: ",
+                "vm xen-disk: disk 0: writes straight from guest memory: ",
+                "vm xen-disk: disk 1: writes straight from guest memory: ",
                 "vm xen-disk: stopped: powered off",
             ],
             &[("xen-disk", "xen")],
@@ -613,6 +615,8 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 // Its reads went from the host's controller into its memory, uncopied.
                 "vm hv-disk: disk 0: reads straight into guest memory: ",
                 "vm hv-disk: disk 1: reads straight into guest memory: ",
+                "vm hv-disk: disk 0: writes straight from guest memory: ",
+                "vm hv-disk: disk 1: writes straight from guest memory: ",
                 "vm hv-disk: stopped: powered off",
             ],
             &[("hv-disk", "hyperv")],
@@ -640,6 +644,8 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 // Its reads went from the host's controller into its memory, uncopied.
                 "vm nvme-disk: disk 0: reads straight into guest memory: ",
                 "vm nvme-disk: disk 1: reads straight into guest memory: ",
+                "vm nvme-disk: disk 0: writes straight from guest memory: ",
+                "vm nvme-disk: disk 1: writes straight from guest memory: ",
                 "vm nvme-disk: stopped: powered off",
             ],
             &[("nvme-disk", "none")],

@@ -337,12 +337,33 @@ impl Nvme {
         lba: u64,
         to: &[virt::block::HostPiece],
     ) -> Result<bool, NvmeError> {
+        self.direct(false, nsid, lba, to)
+    }
+
+    /// Writes whole LBAs at `lba` straight from `from` (guest RAM the controller reads), as
+    /// `read_direct`.
+    pub fn write_direct(
+        &mut self,
+        nsid: u32,
+        lba: u64,
+        from: &[virt::block::HostPiece],
+    ) -> Result<bool, NvmeError> {
+        self.direct(true, nsid, lba, from)
+    }
+
+    fn direct(
+        &mut self,
+        write: bool,
+        nsid: u32,
+        lba: u64,
+        pieces: &[virt::block::HostPiece],
+    ) -> Result<bool, NvmeError> {
         let ns = self.namespace(nsid)?;
         let mut entries = [(0u64, 0u64); DIRECT_PAGES];
-        let Some(n) = prp::page_entries(to, u64::from(ns.lba_size), &mut entries) else {
+        let Some(n) = prp::page_entries(pieces, u64::from(ns.lba_size), &mut entries) else {
             return Ok(false);
         };
-        let total: u64 = to.iter().map(|p| p.len).sum();
+        let total: u64 = pieces.iter().map(|p| p.len).sum();
         blocks_for(&ns, lba, total as usize)?;
         let mut at = lba;
         let mut rest = &entries[..n];
@@ -379,8 +400,9 @@ impl Nvme {
             };
             let bytes: u64 = now.iter().map(|e| e.1).sum();
             let blocks = (bytes / u64::from(ns.lba_size)) as u32;
-            let cmd = Command::rw(false, ns.nsid, at, blocks, prps);
-            self.io.execute(&self.regs, self.dstrd, cmd, "a read")?;
+            let cmd = Command::rw(write, ns.nsid, at, blocks, prps);
+            let what = if write { "a write" } else { "a read" };
+            self.io.execute(&self.regs, self.dstrd, cmd, what)?;
             at += u64::from(blocks);
             rest = later;
         }
