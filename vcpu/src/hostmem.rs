@@ -69,9 +69,10 @@ impl GuestRam {
     }
 
     /// Zeroes what `[gpa, gpa + len)` touches of RAM not yet used since the VM got it (see
-    /// `virt::ram_chunks`), so that the hypervisor reads and writes on the guest's behalf see
-    /// the zeroes the guest would. The range must lie inside RAM. Not inlined: every guest
-    /// memory access calls it, and inlined it cost 8 KB of text.
+    /// `virt::ram_chunks`) and copies in the fills recorded for it, so that the hypervisor's
+    /// reads and writes on the guest's behalf see what the guest would. The range must lie
+    /// inside RAM. Not inlined: every guest memory access calls it, and inlined it cost 8 KB
+    /// of text.
     #[inline(never)]
     pub fn ready(&self, gpa: u64, len: u64) {
         let Some(chunks) = self.region.chunks else {
@@ -91,8 +92,43 @@ impl GuestRam {
                         bytes,
                     )
                 };
+                for f in chunks.fills() {
+                    let Some((at, from, n)) = f.within(start, start + bytes) else {
+                        continue;
+                    };
+                    // SAFETY: `f.src` is the start of a `&'static [u8]` of `f.len` bytes
+                    // (`RamChunks::add_fill` takes only those) and `[from, from + n)` lies
+                    // inside it; the destination lies inside this chunk, which only this
+                    // caller touches now (as for the zeroing above).
+                    unsafe {
+                        opaque_copy(
+                            host_ptr(region.hpa_base).wrapping_add(at as usize),
+                            (f.src as *const u8).wrapping_add(from),
+                            n,
+                        )
+                    };
+                }
             }
         });
+    }
+
+    /// Writes `data` (bytes the host keeps for ever: a guest's kernel or initrd module) to
+    /// `gpa` when its chunks are first used rather than now, where they are all unused yet;
+    /// else now. A VM's loader uses it before the VM runs.
+    pub fn write_kept(&self, gpa: u64, data: &'static [u8]) -> Result<(), MemError> {
+        check_range(self.region.size, gpa, data.len())?;
+        match self.region.chunks {
+            Some(chunks) if chunks.add_fill(gpa, data) => Ok(()),
+            _ => self.write(gpa, data),
+        }
+    }
+
+    /// Whether zeroes written to `[gpa, gpa + len)` now would change nothing: RAM not used yet
+    /// that no fill lands in is zeroed on first use anyway.
+    pub fn zeroes_pending(&self, gpa: u64, len: u64) -> bool {
+        self.region
+            .chunks
+            .is_some_and(|c| c.zeroes_pending(gpa, len))
     }
 }
 
@@ -293,5 +329,44 @@ mod tests {
         assert_eq!(backing[CHUNK as usize + 0x1000], 0x42);
         assert_eq!(ram.dma_range(size as u64 - 8, 16), None);
         assert_eq!(ram.dma_range(u64::MAX - 4, 8), None);
+    }
+
+    /// A fill lands when its chunk is first used, after the zeroing, and only there: the
+    /// chunk's other bytes are zero, its neighbours untouched until used; a write over a
+    /// clean chunk happens at once.
+    #[test]
+    fn kept_writes_land_on_first_use() {
+        static IMAGE: [u8; 300] = [0x3C; 300];
+        let size = 3 * CHUNK as usize;
+        let mut backing = vec![0xA5u8; size];
+        let chunks: &'static virt::RamChunks = Box::leak(Box::new(virt::RamChunks::new()));
+        let ram = GuestRam::new(RamRegion {
+            hpa_base: backing.as_mut_ptr() as u64,
+            size: size as u64,
+            chunks: Some(chunks),
+        });
+        let at = 2 * CHUNK - 100;
+        ram.write_kept(at, &IMAGE).unwrap();
+        assert!(backing.iter().all(|&x| x == 0xA5), "nothing written yet");
+        assert!(ram.zeroes_pending(0, 16));
+        assert!(!ram.zeroes_pending(at + 90, 16), "a fill lands there");
+        let mut b = [0u8; 4];
+        ram.read(2 * CHUNK - 2, &mut b).unwrap();
+        assert_eq!(b, [0x3C, 0x3C, 0x3C, 0x3C]);
+        assert_eq!(
+            backing[2 * CHUNK as usize - 101],
+            0,
+            "chunk 1 zeroed around it"
+        );
+        assert_eq!(backing[2 * CHUNK as usize + 199], 0x3C);
+        assert_eq!(backing[2 * CHUNK as usize + 200], 0);
+        assert!(
+            backing[..CHUNK as usize].iter().all(|&x| x == 0xA5),
+            "chunk 0 unused"
+        );
+        // Over clean RAM: written now.
+        ram.write_kept(CHUNK, &IMAGE[..8]).unwrap();
+        assert_eq!(backing[CHUNK as usize + 7], 0x3C);
+        assert!(ram.write_kept(size as u64 - 8, &IMAGE).is_err());
     }
 }

@@ -8,9 +8,16 @@
 //! and it enters the nested tables only once it is clean, so no guest ever sees what the memory
 //! held before.
 //!
-//! This is the bookkeeping; the zeroing itself and the nested tables are the caller's.
+//! The same holds for what a VM's loader puts in RAM from images the host keeps for ever
+//! (the guest's kernel and initrd modules): such a write is recorded as a *fill* and done when
+//! its chunk is first used, after the zeroing, instead of before the VM's first instruction.
+//! Copying a 50 MiB kernel into memory the host had not touched yet was most of the time a VM
+//! took to start; now each chunk is copied when the guest first touches it, and a chunk it
+//! never touches never is.
+//!
+//! This is the bookkeeping; the zeroing, the copying and the nested tables are the caller's.
 
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 /// The granule: one large nested page.
 pub const CHUNK: u64 = 2 << 20;
@@ -26,9 +33,42 @@ const CLEAN: u8 = 2;
 /// Clean and mapped in the nested tables.
 const MAPPED: u8 = 3;
 
+/// Fills a tracker records: a kernel's loadable segments and an initrd, with room to spare.
+pub const MAX_FILLS: usize = 16;
+
+/// One recorded fill: `len` bytes from host address `src` (a `&'static [u8]`) go to RAM offset
+/// `at` when their chunk is first used.
+struct Fill {
+    at: AtomicU64,
+    src: AtomicUsize,
+    len: AtomicUsize,
+}
+
+/// A recorded fill as its users see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FillRange {
+    /// Where in RAM the bytes go.
+    pub at: u64,
+    /// The host address of the bytes: the start of a `&'static [u8]` of `len` bytes.
+    pub src: usize,
+    pub len: usize,
+}
+
+impl FillRange {
+    /// The part of this fill that lands in `[start, end)` of RAM: `(RAM offset, offset into
+    /// the bytes, length)`.
+    pub fn within(&self, start: u64, end: u64) -> Option<(u64, usize, usize)> {
+        let from = self.at.max(start);
+        let to = self.at.saturating_add(self.len as u64).min(end);
+        (from < to).then(|| (from, (from - self.at) as usize, (to - from) as usize))
+    }
+}
+
 /// The state of each 2 MiB chunk of one VM's RAM.
 pub struct RamChunks {
     state: [AtomicU8; MAX_CHUNKS],
+    fills: [Fill; MAX_FILLS],
+    fill_count: AtomicUsize,
 }
 
 impl Default for RamChunks {
@@ -42,7 +82,68 @@ impl RamChunks {
     pub const fn new() -> Self {
         RamChunks {
             state: [const { AtomicU8::new(DIRTY) }; MAX_CHUNKS],
+            fills: [const {
+                Fill {
+                    at: AtomicU64::new(0),
+                    src: AtomicUsize::new(0),
+                    len: AtomicUsize::new(0),
+                }
+            }; MAX_FILLS],
+            fill_count: AtomicUsize::new(0),
         }
+    }
+
+    /// Records that `data` goes to RAM offset `at` when its chunks are first used, if every
+    /// chunk it touches is still dirty (else it must be written now: a clean chunk is not
+    /// readied again) and there is room; whether it was recorded. Only while nothing else
+    /// uses the RAM (the VM's loader, before its vCPUs run).
+    pub fn add_fill(&self, at: u64, data: &'static [u8]) -> bool {
+        let Some(end) = at.checked_add(data.len() as u64) else {
+            return false;
+        };
+        if data.is_empty() || !self.all_dirty(at, end) {
+            return false;
+        }
+        let n = self.fill_count.load(Ordering::Acquire);
+        let Some(f) = self.fills.get(n) else {
+            return false;
+        };
+        f.at.store(at, Ordering::Relaxed);
+        f.src.store(data.as_ptr() as usize, Ordering::Relaxed);
+        f.len.store(data.len(), Ordering::Relaxed);
+        self.fill_count.store(n + 1, Ordering::Release);
+        true
+    }
+
+    /// Whether every chunk `[start, end)` touches is dirty (inside the tracker).
+    fn all_dirty(&self, start: u64, end: u64) -> bool {
+        if end <= start {
+            return true;
+        }
+        (Self::index(start)..=Self::index(end - 1)).all(|i| {
+            self.state
+                .get(i)
+                .is_some_and(|s| s.load(Ordering::Acquire) == DIRTY)
+        })
+    }
+
+    /// Whether writing zeroes to `[at, at + len)` now would change nothing the guest can
+    /// see: every chunk it touches will be zeroed on first use and no fill lands in it.
+    pub fn zeroes_pending(&self, at: u64, len: u64) -> bool {
+        let Some(end) = at.checked_add(len) else {
+            return false;
+        };
+        self.all_dirty(at, end) && self.fills().all(|f| f.within(at, end).is_none())
+    }
+
+    /// The recorded fills, in the order they were recorded (later ones win where they meet).
+    pub fn fills(&self) -> impl Iterator<Item = FillRange> + '_ {
+        let n = self.fill_count.load(Ordering::Acquire).min(MAX_FILLS);
+        self.fills[..n].iter().map(|f| FillRange {
+            at: f.at.load(Ordering::Relaxed),
+            src: f.src.load(Ordering::Relaxed),
+            len: f.len.load(Ordering::Relaxed),
+        })
     }
 
     /// The chunk that holds byte `offset` of RAM.
@@ -115,6 +216,7 @@ impl RamChunks {
         for s in &self.state {
             s.store(DIRTY, Ordering::Release);
         }
+        self.fill_count.store(0, Ordering::Release);
     }
 }
 
@@ -178,6 +280,42 @@ mod tests {
         assert!(!c.is_mapped(4));
         c.ready(4 * CHUNK, 1, |_| zeroed += 1);
         assert_eq!(zeroed, 1);
+    }
+
+    #[test]
+    fn fills_are_recorded_only_over_dirty_chunks_and_a_reset_forgets_them() {
+        static KERNEL: [u8; 64] = [7; 64];
+        let c = RamChunks::new();
+        c.ready(CHUNK, 1, |_| {});
+        assert!(
+            !c.add_fill(CHUNK - 32, &KERNEL),
+            "reaches a clean chunk: write it now"
+        );
+        assert!(!c.add_fill(0, &KERNEL[..0]));
+        assert!(!c.add_fill(u64::MAX - 8, &KERNEL));
+        assert!(c.add_fill(3 * CHUNK - 16, &KERNEL));
+        let f: Vec<FillRange> = c.fills().collect();
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].at, f[0].src, f[0].len),
+            (3 * CHUNK - 16, KERNEL.as_ptr() as usize, 64)
+        );
+        // The part in chunk 3: from its start, 16 bytes into the data, 48 long.
+        assert_eq!(f[0].within(3 * CHUNK, 4 * CHUNK), Some((3 * CHUNK, 16, 48)));
+        assert_eq!(f[0].within(0, CHUNK), None);
+        // Zeroes over a fill must be written; beside it they are already pending.
+        assert!(!c.zeroes_pending(3 * CHUNK, 8));
+        assert!(c.zeroes_pending(3 * CHUNK + 48, 8));
+        assert!(
+            !c.zeroes_pending(CHUNK, 8),
+            "a clean chunk holds what was written"
+        );
+        for _ in 1..MAX_FILLS {
+            assert!(c.add_fill(5 * CHUNK, &KERNEL));
+        }
+        assert!(!c.add_fill(5 * CHUNK, &KERNEL), "no room: write it now");
+        c.reset();
+        assert_eq!(c.fills().count(), 0);
     }
 
     #[test]

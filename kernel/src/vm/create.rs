@@ -18,9 +18,7 @@ use alloc::boxed::Box;
 use boot::mbinfo::MachineInfo;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use spin::{Mutex, Once};
-use vcpu::{
-    AnyVcpu, GuestRam, HostTables, InitialState, NestedPageTable, RamRegion, Vcpu, VcpuConfig,
-};
+use vcpu::{AnyVcpu, HostTables, InitialState, NestedPageTable, RamRegion, Vcpu, VcpuConfig};
 
 pub const MAX_VMS: usize = crate::manifest::MAX_VMS;
 pub const MAX_CPUS: usize = crate::arch::gdt::MAX_CPUS;
@@ -439,7 +437,7 @@ fn load_guest(
     image: &'static [u8],
     initrd: Option<&'static [u8]>,
 ) -> Result<boot::guest::BootEntry, CreateError> {
-    let mem = GuestRam::new(ram);
+    let mem = super::ram::LoadingRam::new(ram, image, initrd);
     let acpi = match spec.personality {
         Personality::Xen => boot::guest::AcpiOptions::xen(),
         Personality::HyperV => boot::guest::AcpiOptions::hyperv(),

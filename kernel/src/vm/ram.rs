@@ -105,3 +105,97 @@ pub fn forget<C>(vm: &Vm<C>, m: &dyn Machine) -> bool {
     vm.nested_epoch.fetch_add(1, Ordering::AcqRel);
     unmapped
 }
+
+/// Guest RAM as a VM's loader sees it: bytes taken from the images the host keeps for ever
+/// (the kernel and initrd modules, or what was read from the VM's disk) are copied when their
+/// chunks are first used rather than before the VM starts, and zeroes over RAM not used yet
+/// (a kernel's bss) are not written at all: first use zeroes it (`virt::ram_chunks`).
+pub struct LoadingRam {
+    ram: vcpu::GuestRam,
+    kept: [&'static [u8]; 2],
+}
+
+impl LoadingRam {
+    pub fn new(ram: RamRegion, kernel: &'static [u8], initrd: Option<&'static [u8]>) -> Self {
+        LoadingRam {
+            ram: vcpu::GuestRam::new(ram),
+            kept: [kernel, initrd.unwrap_or(&[])],
+        }
+    }
+
+    /// `data` as the part of a kept image it is, if it is one (the loader writes the image's
+    /// segments as slices of it).
+    fn kept_part(&self, data: &[u8]) -> Option<&'static [u8]> {
+        let p = data.as_ptr() as usize;
+        self.kept.iter().find_map(|img| {
+            let off = p.checked_sub(img.as_ptr() as usize)?;
+            img.get(off..off.checked_add(data.len())?)
+        })
+    }
+}
+
+impl GuestMemory for LoadingRam {
+    fn size(&self) -> u64 {
+        self.ram.size()
+    }
+
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), virt::MemError> {
+        self.ram.read(gpa, buf)
+    }
+
+    fn write(&self, gpa: u64, data: &[u8]) -> Result<(), virt::MemError> {
+        if let Some(kept) = self.kept_part(data) {
+            return self.ram.write_kept(gpa, kept);
+        }
+        let len = data.len() as u64;
+        if self.ram.zeroes_pending(gpa, len) && data.iter().all(|&b| b == 0) {
+            return virt::check_range(self.ram.size(), gpa, data.len()).map(|_| ());
+        }
+        self.ram.write(gpa, data)
+    }
+
+    fn dma_range(&self, gpa: u64, len: u64) -> Option<u64> {
+        self.ram.dma_range(gpa, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loader's writes from a kept image are deferred to first use, its zeroes over unused
+    /// RAM dropped, anything else written now; what the guest then reads is the same.
+    #[test]
+    fn a_loader_defers_what_the_images_hold() {
+        static KERNEL: [u8; 8192] = [0x11; 8192];
+        let size = 4 * CHUNK as usize;
+        let backing: &'static mut [u8] = Box::leak(vec![0xA5u8; size].into_boxed_slice());
+        let base = backing.as_mut_ptr() as u64;
+        let chunks: &'static RamChunks = Box::leak(Box::new(RamChunks::new()));
+        let region = RamRegion {
+            hpa_base: base,
+            size: size as u64,
+            chunks: Some(chunks),
+        };
+        let mem = LoadingRam::new(region, &KERNEL, None);
+        let copy = KERNEL.to_vec();
+        // A segment (a slice of the image), its bss, a table the loader builds.
+        mem.write(CHUNK + 4096, &KERNEL[4096..]).unwrap();
+        mem.write(CHUNK + 8192, &[0; 4096]).unwrap();
+        mem.write(3 * CHUNK, &copy[..16]).unwrap();
+        assert_eq!(chunks.fills().count(), 1);
+        assert!(chunks.is_clean_unmapped(3), "an ordinary write is done now");
+        assert!(
+            !chunks.is_clean_unmapped(1),
+            "the segment's chunk waits for first use"
+        );
+        let ram = vcpu::GuestRam::new(region);
+        let mut b = [0u8; 8];
+        ram.read(CHUNK + 4096 * 2 - 4, &mut b).unwrap();
+        assert_eq!(b, [0x11, 0x11, 0x11, 0x11, 0, 0, 0, 0]);
+        ram.read(3 * CHUNK, &mut b).unwrap();
+        assert_eq!(b, [0x11; 8]);
+        assert!(mem.write(size as u64 - 4, &KERNEL[..8]).is_err());
+        assert!(mem.write(size as u64 - 4, &[0; 8]).is_err());
+    }
+}
