@@ -143,6 +143,7 @@ pub fn bench() -> Result<bool> {
         let staged = manifest::load(&root().join(face.manifest), &stage)?;
         let mut janus = Vec::new();
         let mut setup = Vec::new();
+        let mut from_banner = Vec::new();
         let mut guest = Vec::new();
         let mut exits = BTreeMap::new();
         for _ in 0..RUNS {
@@ -178,6 +179,9 @@ pub fn bench() -> Result<bool> {
                 setup.push(start.at.as_secs_f64());
                 guest.push((at - start.at).as_secs_f64());
             }
+            if let Some(&ns) = outcome.numbers("vms-start-after-banner").first() {
+                from_banner.push(ns as f64 / 1e9);
+            }
             exits = exits_by_reason(&outcome.com1, face.vm);
         }
         println!(
@@ -209,6 +213,14 @@ pub fn bench() -> Result<bool> {
             face.name,
             by_reason.join(", ")
         );
+        if !from_banner.is_empty() {
+            println!(
+                "boot {}: VMs start {:.3} s after the banner (the hypervisor's clock; samples {})",
+                face.name,
+                median(from_banner.clone()),
+                samples(&from_banner)
+            );
+        }
         println!("boot janus/direct {}: {:.3}", face.name, m.overhead());
         faces.push(m);
     }

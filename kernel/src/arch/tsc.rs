@@ -26,6 +26,19 @@ pub fn boot_unix_ns() -> u64 {
         .saturating_mul(1_000_000_000)
 }
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
+/// The TSC when the banner was printed, before calibration: the origin of "VMs start N s
+/// after the banner".
+static BANNER_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Notes the banner's time (the kernel's first line on COM1).
+pub fn mark_banner() {
+    BANNER_TSC.store(now(), Ordering::Relaxed);
+}
+
+/// Nanoseconds since the banner (once calibrated).
+pub fn ns_since_banner() -> u64 {
+    ns_from_ticks(now().saturating_sub(BANNER_TSC.load(Ordering::Relaxed)))
+}
 
 const PIT_HZ: u64 = 1_193_182;
 const CALIBRATION_MS: u64 = 20;
