@@ -83,15 +83,36 @@ impl GuestRam {
             let start = (i as u64).saturating_mul(CHUNK);
             if start < region.size {
                 let bytes = CHUNK.min(region.size - start);
-                // SAFETY: the chunk lies inside the VM's RAM block (start < size), which the
-                // kernel gave to this VM and keeps mapped; the tracker lets one caller at a
-                // time zero it, before any vCPU can reach it through the nested tables.
-                unsafe {
-                    zero(
-                        host_ptr(region.hpa_base).wrapping_add(start as usize),
-                        bytes,
-                    )
-                };
+                // Only what no fill covers is zeroed: a chunk of kernel is written once.
+                let mut covered = [(0u64, 0u64); virt::ram_chunks::MAX_FILLS];
+                let mut n = 0;
+                for f in chunks.fills() {
+                    if let Some((at, _, len)) = f.within(start, start + bytes) {
+                        covered[n] = (at, at + len as u64);
+                        n += 1;
+                    }
+                }
+                let covered = &mut covered[..n];
+                covered.sort_unstable();
+                let mut gap = start;
+                for &(from, to) in covered
+                    .iter()
+                    .chain([(start + bytes, start + bytes)].iter())
+                {
+                    if from > gap {
+                        // SAFETY: `[gap, from)` lies inside the chunk, inside the VM's RAM
+                        // block, which the kernel gave to this VM and keeps mapped; the
+                        // tracker lets one caller at a time ready it, before any vCPU can
+                        // reach it through the nested tables.
+                        unsafe {
+                            zero(
+                                host_ptr(region.hpa_base).wrapping_add(gap as usize),
+                                from - gap,
+                            )
+                        };
+                    }
+                    gap = gap.max(to);
+                }
                 for f in chunks.fills() {
                     let Some((at, from, n)) = f.within(start, start + bytes) else {
                         continue;
@@ -353,10 +374,14 @@ mod tests {
         let mut b = [0u8; 4];
         ram.read(2 * CHUNK - 2, &mut b).unwrap();
         assert_eq!(b, [0x3C, 0x3C, 0x3C, 0x3C]);
-        assert_eq!(
-            backing[2 * CHUNK as usize - 101],
-            0,
-            "chunk 1 zeroed around it"
+        let (c1, c3) = (CHUNK as usize, 3 * CHUNK as usize);
+        assert!(
+            backing[c1..c1 * 2 - 100].iter().all(|&x| x == 0),
+            "chunk 1 zeroed up to it"
+        );
+        assert!(
+            backing[c1 * 2 + 200..c3].iter().all(|&x| x == 0),
+            "chunk 2 after it"
         );
         assert_eq!(backing[2 * CHUNK as usize + 199], 0x3C);
         assert_eq!(backing[2 * CHUNK as usize + 200], 0);
