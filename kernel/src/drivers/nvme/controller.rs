@@ -19,6 +19,8 @@ const BOUNCE_BYTES: usize = 128 * 1024;
 const BOUNCE_PAGES: usize = BOUNCE_BYTES / PAGE as usize;
 /// Pages of one direct read: a 256 KiB SCSI command that starts inside a page, and more.
 const DIRECT_PAGES: usize = virt::block::MAX_PIECES;
+/// The most one direct command moves: a PRP list page's worth of pages after the first.
+const DIRECT_BYTES: usize = (prp::LIST_ENTRIES + 1) * PAGE as usize;
 /// Namespaces the driver keeps (the first ones listed).
 const MAX_NAMESPACES: usize = 16;
 /// How long one command may take. Generous: a flush may have a whole write cache to drain.
@@ -129,6 +131,10 @@ pub struct Nvme {
     prp_list: Dma,
     /// Bytes one command may move: the bounce buffer, or less if MDTS says so.
     max_transfer: usize,
+    /// Bytes one direct command may move: what MDTS and one PRP list page allow. Fewer,
+    /// larger commands: each costs the emulated controller a round trip through its host's
+    /// I/O threads (about 130 µs for 128 KiB, measured, on this machine).
+    max_direct: usize,
 }
 
 impl Nvme {
@@ -259,6 +265,10 @@ impl Nvme {
         let max_transfer = ident
             .max_transfer(min_page)
             .map_or(BOUNCE_BYTES, |m| BOUNCE_BYTES.min(m as usize));
+        // Direct transfers need no bounce buffer: as much as MDTS and one PRP list allow.
+        let max_direct = ident
+            .max_transfer(min_page)
+            .map_or(DIRECT_BYTES, |m| DIRECT_BYTES.min(m as usize));
         println!(
             "nvme: {bdf} BAR0 {addr:#x}, model \"{}\" serial \"{}\", NVMe {}.{}, {} namespace(s), queues of {entries}, {} KiB per command{}",
             ident.model,
@@ -282,6 +292,7 @@ impl Nvme {
             bounce: Dma::alloc(BOUNCE_BYTES)?,
             prp_list: Dma::alloc(PAGE as usize)?,
             max_transfer,
+            max_direct,
         })
     }
 
@@ -327,7 +338,7 @@ impl Nvme {
     }
 
     /// Reads whole LBAs from `lba` straight into `to` (guest RAM, which the controller writes
-    /// itself: no bounce buffer, no copy), a command per `max_transfer` bytes. `Ok(false)`
+    /// itself: no bounce buffer, no copy), a command per `max_direct` bytes. `Ok(false)`
     /// when PRPs cannot describe the pieces, before any command. Unlike a caller's buffer,
     /// guest RAM stays the VM's for its life, so a command that timed out can only land late
     /// in memory the guest was told had failed.
@@ -370,7 +381,11 @@ impl Nvme {
         while !rest.is_empty() {
             let mut bytes = 0u64;
             let mut k = 0;
-            while k < rest.len() && bytes + rest[k].1 <= self.max_transfer as u64 {
+            // PRP1 and a list page of entries at most, and no more bytes than MDTS allows.
+            while k < rest.len()
+                && k <= prp::LIST_ENTRIES
+                && bytes + rest[k].1 <= self.max_direct as u64
+            {
                 bytes += rest[k].1;
                 k += 1;
             }
