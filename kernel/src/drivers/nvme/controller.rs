@@ -378,48 +378,19 @@ impl Nvme {
         blocks_for(&ns, lba, total as usize)?;
         let mut at = lba;
         let mut rest = &entries[..n];
-        while !rest.is_empty() {
-            let mut bytes = 0u64;
-            let mut k = 0;
-            // PRP1 and a list page of entries at most, and no more bytes than MDTS allows.
-            while k < rest.len()
-                && k <= prp::LIST_ENTRIES
-                && bytes + rest[k].1 <= self.max_direct as u64
-            {
-                bytes += rest[k].1;
-                k += 1;
+        let mut list = [0u64; DIRECT_PAGES];
+        while let Some((prps, k, bytes)) =
+            prp::next_command(rest, self.max_direct as u64, &mut list, self.prp_list.pa())
+        {
+            for (i, e) in list[..prps.list_len].iter().enumerate() {
+                self.prp_list.write64(8 * i, *e);
             }
-            let (now, later) = rest.split_at(k.max(1));
-            let prps = match now {
-                [one] => prp::Prps {
-                    prp1: one.0,
-                    prp2: 0,
-                    list_len: 0,
-                },
-                [one, two] => prp::Prps {
-                    prp1: one.0,
-                    prp2: two.0,
-                    list_len: 0,
-                },
-                [one, more @ ..] => {
-                    for (i, e) in more.iter().enumerate() {
-                        self.prp_list.write64(8 * i, e.0);
-                    }
-                    prp::Prps {
-                        prp1: one.0,
-                        prp2: self.prp_list.pa(),
-                        list_len: more.len(),
-                    }
-                }
-                [] => break,
-            };
-            let bytes: u64 = now.iter().map(|e| e.1).sum();
+            rest = &rest[k..];
             let blocks = (bytes / u64::from(ns.lba_size)) as u32;
             let cmd = Command::rw(write, ns.nsid, at, blocks, prps);
             let what = if write { "a write" } else { "a read" };
             self.io.execute(&self.regs, self.dstrd, cmd, what)?;
             at += u64::from(blocks);
-            rest = later;
         }
         Ok(true)
     }

@@ -100,10 +100,84 @@ pub fn page_entries(
     Some(n)
 }
 
+/// The next command of a direct transfer, from its page entries ([`page_entries`]): as many
+/// entries (at least one) as fit in `max` bytes and in PRP1 plus a list of `list.len()` (at
+/// most one list page), as PRPs whose list entries go to `list` (which the controller will
+/// read at `list_pa`). The PRPs, how many entries they take, and their bytes.
+pub fn next_command(
+    entries: &[(u64, u64)],
+    max: u64,
+    list: &mut [u64],
+    list_pa: u64,
+) -> Option<(Prps, usize, u64)> {
+    let most = 1 + list.len().min(LIST_ENTRIES);
+    let (mut k, mut bytes) = (0usize, 0u64);
+    while k < entries.len().min(most) && (k == 0 || bytes + entries[k].1 <= max) {
+        bytes += entries[k].1;
+        k += 1;
+    }
+    let prps = match &entries[..k] {
+        [] => return None,
+        [one] => Prps {
+            prp1: one.0,
+            prp2: 0,
+            list_len: 0,
+        },
+        [one, two] => Prps {
+            prp1: one.0,
+            prp2: two.0,
+            list_len: 0,
+        },
+        [one, more @ ..] => {
+            for (slot, e) in list.iter_mut().zip(more) {
+                *slot = e.0;
+            }
+            Prps {
+                prp1: one.0,
+                prp2: list_pa,
+                list_len: more.len(),
+            }
+        }
+    };
+    Some((prps, k, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use virt::block::HostPiece;
+
+    #[test]
+    fn a_direct_transfer_is_cut_into_commands_by_bytes_and_by_list_room() {
+        let entries: Vec<(u64, u64)> = (0..10u64)
+            .map(|i| {
+                if i == 0 {
+                    (0x10800, 0x800)
+                } else {
+                    (0x20000 + i * 0x3000, 0x1000)
+                }
+            })
+            .collect();
+        let mut list = [0u64; 8];
+        // 0x800 + 3 pages fit 0x3800 bytes: PRP1 and a list of three.
+        let (p, k, bytes) = next_command(&entries, 0x3800, &mut list, LIST).unwrap();
+        assert_eq!(
+            (p.prp1, p.prp2, p.list_len, k, bytes),
+            (0x10800, LIST, 3, 4, 0x3800)
+        );
+        assert_eq!(list[..3], [0x23000, 0x26000, 0x29000]);
+        // Two entries: PRP2 is the second page itself; one entry: no PRP2.
+        let (p, k, _) = next_command(&entries[4..], 0x2000, &mut list, LIST).unwrap();
+        assert_eq!((p.prp1, p.prp2, p.list_len, k), (0x2c000, 0x2f000, 0, 2));
+        let (p, k, _) = next_command(&entries[9..], 0x10000, &mut list, LIST).unwrap();
+        assert_eq!((p.prp2, k), (0, 1));
+        // The list's room bounds a command as much as its bytes do; a page always goes.
+        let (p, k, _) = next_command(&entries, u64::MAX, &mut list[..2], LIST).unwrap();
+        assert_eq!((p.list_len, k), (2, 3));
+        let (_, k, _) = next_command(&entries[1..], 0x100, &mut list, LIST).unwrap();
+        assert_eq!(k, 1);
+        assert!(next_command(&[], 0x1000, &mut list, LIST).is_none());
+    }
 
     #[test]
     fn guest_pages_become_prp_entries_where_prps_can_describe_them() {
