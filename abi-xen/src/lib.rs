@@ -429,7 +429,16 @@ impl Personality for Xen {
     }
 
     fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host) {
+        if self.vbds.iter().any(|v| v.has_pending()) {
+            blkback::resume(self, mem, host);
+        }
         timer::expired(self, vcpu, mem, host);
+    }
+
+    fn idle(&mut self, _vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host) {
+        if self.vbds.iter().any(|v| v.has_pending()) {
+            blkback::resume(self, mem, host);
+        }
     }
 
     fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool {

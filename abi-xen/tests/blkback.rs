@@ -157,6 +157,8 @@ fn submit_raw(e: &mut Env, ring: u64, port: u32, entries: &[[u8; 112]]) -> Vec<(
     }
     e.mem.write_u32(base, prod + entries.len() as u32).unwrap();
     assert_eq!(e.send(port), 0);
+    // The backend serves the ring when the vCPU next halts.
+    e.idle();
     let rsp_after = e.mem.read_u32(base + 8).unwrap();
     (rsp_before..rsp_after)
         .map(|i| {
@@ -331,10 +333,12 @@ fn hostile_requests_get_errors_and_the_disk_carries_on() {
     let prod = e.mem.read_u32(base).unwrap();
     e.mem.write_u32(base, prod + 33).unwrap();
     assert_eq!(e.send(port), 0);
+    e.idle();
     assert_eq!(node(&e, &format!("{BE}/state")).as_deref(), Some("6"));
     assert!(node(&e, &format!("{BE}/error")).is_some());
     let rsp = e.mem.read_u32(base + 8).unwrap();
     assert_eq!(e.send(port), 0);
+    e.idle();
     assert_eq!(
         e.mem.read_u32(base + 8).unwrap(),
         rsp,
@@ -479,8 +483,15 @@ fn what_a_pass_leaves_is_served_on_the_next_hypercall() {
     };
     let view = e.view(0);
     e.xen.hypercall(&view, &mut regs, &mut racing, &mut e.host);
-    e.mem = racing.mem;
     let base = RING_PFN * 4096;
+    assert_eq!(
+        racing.mem.read_u32(base + 8).unwrap(),
+        0,
+        "the notification only marks the ring"
+    );
+    // The vCPU halts: the ring is served, one budget of it.
+    e.xen.idle(0, &mut racing, &mut e.host);
+    e.mem = racing.mem;
     assert_eq!(
         e.mem.read_u32(base + 8).unwrap(),
         BUDGET,

@@ -35,8 +35,8 @@ pub struct HostPiece {
     pub len: u64,
 }
 
-/// Pieces one request may have: a 256 KiB transfer that starts inside a page, page by page.
-pub const MAX_PIECES: usize = 72;
+/// Pieces one request may have: a 512 KiB transfer that starts inside a page, page by page.
+pub const MAX_PIECES: usize = 136;
 
 /// The guest ranges `(gpa, len)` as host pieces (adjacent ones joined) in `out`: how many,
 /// or `None` when one of them offers no such address or `out` is too short.

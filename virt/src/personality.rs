@@ -191,6 +191,11 @@ pub trait Personality {
     ) -> Action;
     /// The one-shot timer armed with [`Host::set_timer`] for `vcpu` expired.
     fn timer_expired(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host);
+    /// `vcpu` executed HLT: work deferred until the guest has nothing else to do (a backend's
+    /// queued requests) is done now, before the vCPU waits for an interrupt.
+    fn idle(&mut self, vcpu: u32, mem: &mut dyn GuestMemory, host: &mut dyn Host) {
+        let _ = (vcpu, mem, host);
+    }
     /// Whether a vCPU blocked by [`Action::Block`] has something to wake for.
     fn has_pending_work(&self, vcpu: u32, mem: &dyn GuestMemory) -> bool;
     /// Where `vcpu` takes "no EOI required" hints: the guest-physical address of a 32-bit

@@ -228,8 +228,9 @@ fn fail(x: &mut Xen, i: usize, why: &[u8]) -> u32 {
     CLOSED
 }
 
-/// Serves what earlier passes left: called on each of the guest's hypercalls, so a guest that
-/// keeps its disks busy keeps them served, one budget at a time.
+/// Serves what was notified or left by earlier passes: called on each of the guest's
+/// hypercalls, when a vCPU halts and when its timer fires, so a guest that keeps its disks
+/// busy keeps them served, one budget at a time.
 pub(crate) fn resume(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
     for i in 0..x.vbds.len() {
         let port = match &x.vbds[i] {
@@ -244,7 +245,23 @@ pub(crate) fn resume(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
     }
 }
 
-/// The frontend notified `port`: serves the ring bound to it. False if no disk owns the port.
+/// The frontend notified `port`: its disk's ring is served at the vCPU's next halt, hypercall
+/// or timer rather than now, so that the requests the frontend goes on queuing meanwhile
+/// (it does not notify again until the backend asks) are served together, adjacent ones as
+/// one volume request (`ring::Batch`). False if no disk owns the port.
+pub(crate) fn notified(x: &mut Xen, port: u32) -> bool {
+    let Some(v) = x
+        .vbds
+        .iter_mut()
+        .find(|v| v.ring.is_some_and(|r| r.port == port))
+    else {
+        return false;
+    };
+    v.pending = true;
+    true
+}
+
+/// Serves the ring bound to `port` now. False if no disk owns the port.
 pub(crate) fn kick(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host, port: u32) -> bool {
     let Some(i) = x
         .vbds

@@ -226,7 +226,7 @@ fn send(x: &mut Xen, cx: &mut Cx<'_>, arg: u64) -> Result<u64, Errno> {
                 crate::console::drain_ring(x, cx.mem, cx.host);
             } else if port == STORE_PORT && x.cfg.store_pfn.is_some() {
                 crate::xenstore_service(x, cx.mem, cx.host);
-            } else if !crate::blkback::kick(x, cx.mem, cx.host, port) {
+            } else if !crate::blkback::notified(x, port) {
                 x.ports.kick(port);
             }
             Ok(0)

@@ -196,6 +196,11 @@ impl Env {
         self.u32_at(ARG + 4)
     }
 
+    /// vCPU 0 executes HLT.
+    pub fn idle(&mut self) {
+        self.xen.idle(0, &mut self.mem, &mut self.host);
+    }
+
     pub fn send(&mut self, port: u32) -> i64 {
         self.evtchn(4, &port.to_le_bytes())
     }

@@ -295,6 +295,9 @@ fn hypercall<C, V: Vcpu>(vm: &Vm<C>, index: u8, st: &mut VcpuState<V>, m: &dyn M
 }
 
 fn hlt<C, V: Vcpu>(vm: &Vm<C>, index: u8, st: &mut VcpuState<V>, m: &dyn Machine) -> Action {
+    // What the personality does on idle may raise an interrupt for this vCPU: first, so the
+    // check below sees it.
+    let _ = personality::with(vm, m, |p, ram, host| p.idle(u32::from(index), ram, host));
     if let Some(s) = vm.vcpu(index) {
         st.lapic.sync(&s.pending);
     }
