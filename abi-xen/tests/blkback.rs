@@ -634,3 +634,50 @@ fn indirect_requests_carry_32_segments() {
     let got = submit(&mut e, RING_PFN, port, &[req(0, 14, 0, &[(DATA_RW, 0, 7)])]);
     assert_eq!(got, [(14, 0, 0)]);
 }
+
+/// Reads queued together that follow one another on the disk are asked of the volume as one
+/// direct request; one elsewhere on the disk or of the other kind starts a new batch. Where
+/// the volume cannot go direct (a memory volume never can) each request is served alone,
+/// answered in ring order with its own data.
+#[test]
+fn adjacent_requests_are_asked_as_one() {
+    let mut e = guest();
+    e.mem.dma = true;
+    let port = connect(&mut e, FE, RING_REF, RING_PFN);
+    let page = [(DATA_RW, 0u8, 7u8)];
+    let rsp = submit(
+        &mut e,
+        RING_PFN,
+        port,
+        &[
+            req(0, 1, 0, &page),
+            req(0, 2, 8, &page),
+            req(0, 3, 16, &page),
+            req(0, 4, 100, &page),
+            req(1, 5, 24, &page),
+        ],
+    );
+    assert_eq!(
+        rsp,
+        [(1, 0, 0), (2, 0, 0), (3, 0, 0), (4, 0, 0), (5, 1, 0)],
+        "each answered, in order"
+    );
+    assert_eq!(
+        e.host.disks[0].direct_asked,
+        [
+            (false, 0, 3 * 4096),
+            (false, 0, 4096),
+            (false, 8, 4096),
+            (false, 16, 4096),
+            (false, 100, 4096),
+            (true, 24, 4096),
+        ]
+    );
+    // The page last held sectors 100-107 (each sector's bytes are its number), and the write
+    // took them to sectors 24-31.
+    let data = &e.host.disks[0].data;
+    for k in 0..8 {
+        let s = &data[(24 + k) * 512..(25 + k) * 512];
+        assert!(s.iter().all(|&b| b == 100 + k as u8), "sector {}", 24 + k);
+    }
+}

@@ -152,6 +152,9 @@ pub struct MemVolume {
     pub durable: alloc::vec::Vec<u8>,
     pub read_only: bool,
     pub flushes: usize,
+    /// The direct requests it was asked for, `(write, sector, bytes)`; it does none (a
+    /// memory volume reaches no device addresses), so callers fall back to `read`/`write`.
+    pub direct_asked: alloc::vec::Vec<(bool, u64, u64)>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -163,6 +166,7 @@ impl MemVolume {
             data,
             read_only: false,
             flushes: 0,
+            direct_asked: alloc::vec::Vec::new(),
         }
     }
 }
@@ -198,6 +202,16 @@ impl Volume for MemVolume {
         self.durable.clone_from(&self.data);
         self.flushes += 1;
         Ok(())
+    }
+    fn read_direct(&mut self, sector: u64, to: &[HostPiece]) -> Result<bool, VolumeError> {
+        let bytes = to.iter().map(|p| p.len).sum();
+        self.direct_asked.push((false, sector, bytes));
+        Ok(false)
+    }
+    fn write_direct(&mut self, sector: u64, from: &[HostPiece]) -> Result<bool, VolumeError> {
+        let bytes = from.iter().map(|p| p.len).sum();
+        self.direct_asked.push((true, sector, bytes));
+        Ok(false)
     }
 }
 

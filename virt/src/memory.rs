@@ -88,6 +88,8 @@ impl GuestMemory for NoMemory {
 #[cfg(any(test, feature = "test-util"))]
 pub struct VecMemory {
     bytes: core::cell::RefCell<alloc::vec::Vec<u8>>,
+    /// Whether it offers devices addresses ([`GuestMemory::dma_range`]): its own offsets.
+    pub dma: bool,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -96,6 +98,7 @@ impl VecMemory {
     pub fn new(size: usize) -> Self {
         VecMemory {
             bytes: core::cell::RefCell::new(alloc::vec![0; size]),
+            dma: false,
         }
     }
 }
@@ -114,6 +117,10 @@ impl GuestMemory for VecMemory {
         let off = check_range(self.size(), gpa, data.len())?;
         self.bytes.borrow_mut()[off..off + data.len()].copy_from_slice(data);
         Ok(())
+    }
+    fn dma_range(&self, gpa: u64, len: u64) -> Option<u64> {
+        let n = usize::try_from(len).ok()?;
+        (self.dma && check_range(self.size(), gpa, n).is_ok()).then_some(gpa)
     }
 }
 
