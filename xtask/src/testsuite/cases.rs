@@ -65,6 +65,36 @@ pub(super) struct Case {
     pub(super) typing: Typing,
 }
 
+impl Default for Case {
+    /// A QEMU boot that must pass within 600 s and expects nothing: each case says what it is
+    /// about.
+    fn default() -> Self {
+        Case {
+            name: "",
+            emulator: Emulator::Qemu,
+            manifest: "",
+            cmdline: "",
+            pass: true,
+            com1: &[],
+            defmt: &[],
+            timeout_s: 600,
+            linux: &[],
+            ends: &[],
+            restarts: &[],
+            exit_code: 0,
+            setup: None,
+            verify: None,
+            tamper: None,
+            pxe: false,
+            features: &[],
+            absent: &[],
+            at_most: &[],
+            then: Vec::new(),
+            typing: Typing::Nobody,
+        }
+    }
+}
+
 /// Who types on the hypervisor's console during a case's run (see `typist`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Typing {
@@ -225,24 +255,11 @@ fn linux(
         name,
         emulator: Emulator::Qemu,
         manifest,
-        cmdline: "",
-        pass: true,
         com1,
-        defmt: &[],
         timeout_s: 600,
         linux,
         ends,
-        restarts: &[],
-        exit_code: 0,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     }
 }
 
@@ -251,8 +268,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         name,
         emulator,
         manifest: "manifests/demo.toml",
-        cmdline: "",
-        pass: true,
         com1,
         defmt: &[
             "info janus 0.1.0: host timer running",
@@ -260,19 +275,8 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             "info vm stopped after",
         ],
         timeout_s: 300,
-        linux: &[],
         ends: &[("probe", "poweroff")],
-        restarts: &[],
-        exit_code: 0,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     };
     let mut v = vec![
         probe(
@@ -289,8 +293,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             name: "qemu-svm-three-vms-on-two-pcpus",
             emulator: Emulator::Qemu,
             manifest: "manifests/smp3.toml",
-            cmdline: "",
-            pass: true,
             com1: &[
                 "[alpha] probe: check every-vcpu-made-progress ... ok",
                 "[beta] probe: check every-vcpu-made-progress ... ok",
@@ -305,31 +307,18 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 " exits:",
                 "  io ",
             ],
-            defmt: &[],
             timeout_s: 300,
-            linux: &[],
             ends: &[
                 ("alpha", "poweroff"),
                 ("beta", "poweroff"),
                 ("gamma", "poweroff"),
             ],
-            restarts: &[],
-            exit_code: 0,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
-            features: &[],
-            absent: &[],
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         },
         Case {
             name: "qemu-svm-triple-fault-stops-one-vm",
             emulator: Emulator::Qemu,
             manifest: "manifests/triple-fault.toml",
-            cmdline: "",
             // The survivor's clean end does not make the run pass: a VM triple-faulted.
             pass: false,
             com1: &[
@@ -346,21 +335,10 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
                 "[survivor] probe: verdict: PASS",
                 "vm survivor: stopped: powered off",
             ],
-            defmt: &[],
             timeout_s: 300,
-            linux: &[],
             ends: &[("crasher", "triple-fault"), ("survivor", "poweroff")],
-            restarts: &[],
             exit_code: crate::emulator::exit_code::TRIPLE_FAULT,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
-            features: &[],
-            absent: &[],
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         },
         Case {
             name: "qemu-panic-is-a-failure",
@@ -369,21 +347,9 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             cmdline: "janus.selftest=panic",
             pass: false,
             com1: &["janus: PANIC: ", "deliberate panic"],
-            defmt: &[],
             timeout_s: 60,
-            linux: &[],
-            ends: &[],
-            restarts: &[],
             exit_code: crate::emulator::exit_code::HYPERVISOR,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
-            features: &[],
-            absent: &[],
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         },
         Case {
             name: "qemu-fault-is-a-failure",
@@ -392,21 +358,9 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             cmdline: "janus.selftest=fault",
             pass: false,
             com1: &["FATAL host exception #6 (invalid opcode)"],
-            defmt: &[],
             timeout_s: 60,
-            linux: &[],
-            ends: &[],
-            restarts: &[],
             exit_code: crate::emulator::exit_code::HYPERVISOR,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
-            features: &[],
-            absent: &[],
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         },
         Case {
             name: "qemu-stack-overflow-is-caught",
@@ -415,21 +369,9 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             cmdline: "janus.selftest=stack-overflow",
             pass: false,
             com1: &["FATAL kernel stack overflow on pCPU 0"],
-            defmt: &[],
             timeout_s: 60,
-            linux: &[],
-            ends: &[],
-            restarts: &[],
             exit_code: crate::emulator::exit_code::HYPERVISOR,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
-            features: &[],
-            absent: &[],
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         },
         probe(
             "bochs-vmx-probe",
@@ -454,24 +396,10 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         name,
         emulator,
         manifest,
-        cmdline: "",
-        pass: true,
         com1,
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends,
-        restarts: &[],
-        exit_code: 0,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     };
     for (emulator, xen, hyperv, hyperv_manifest, hyperv_com1) in [
         (
@@ -852,21 +780,11 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         cmdline: "janus.shutdown_after=0",
         pass: false,
         com1: &["vm probe-hyperv: stopped: vCPU 0: its face has no way to ask it to shut down"],
-        defmt: &[],
         timeout_s: 120,
-        linux: &[],
         ends: &[("probe-hyperv", "error")],
-        restarts: &[],
         exit_code: crate::emulator::exit_code::VM_ERROR,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
         absent: &["probe: verdict: PASS"],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // A console flood is metered: the flooder's excess is dropped and counted, and the
     // neighbour's every line comes through.
@@ -874,30 +792,17 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         name: "qemu-svm-console-flood-is-metered",
         emulator: Emulator::Qemu,
         manifest: "manifests/console-flood.toml",
-        cmdline: "",
-        pass: true,
         com1: &[
             "[flood] probe: flood 0 ",
             "bytes of console output dropped (over 16384 bytes, then 4096 bytes/s)",
             "[neighbour] probe: verdict: PASS",
         ],
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends: &[("flood", "poweroff"), ("neighbour", "poweroff")],
-        restarts: &[],
-        exit_code: 0,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
         // The meter lets through the burst and then about one line in six: most of the 3000
         // must be dropped (which lines pass depends on timing, so no one line is checked).
         at_most: &[("[flood] probe: flood ", 1500)],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // A hostile guest on each face: 10^4 seeded hypercalls, MSR, port, MMIO, IPI and console
     // operations at the hypervisor while a neighbour runs its checks on the same pCPU (the
@@ -930,27 +835,15 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             emulator,
             manifest,
             cmdline: "janus.nosmp",
-            pass: true,
             com1: &[
                 "[chaos] probe: chaos: 10000 ops survived",
                 "[neighbour] probe: verdict: PASS",
                 "vm chaos: stopped: powered off",
             ],
-            defmt: &[],
             timeout_s: 600,
-            linux: &[],
             ends: &[("chaos", "poweroff"), ("neighbour", "poweroff")],
-            restarts: &[],
-            exit_code: 0,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
-            features: &[],
             absent: &["[chaos] probe: FATAL", "[chaos] probe: panic"],
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         });
     }
     // A VM that cannot be built stops alone; its neighbour runs; the run fails.
@@ -958,28 +851,16 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         name: "qemu-svm-boot-failure-stops-one-vm",
         emulator: Emulator::Qemu,
         manifest: "manifests/boot-failure.toml",
-        cmdline: "",
         pass: false,
         com1: &[
             "vm too-small: stopped: at boot: ",
             "[neighbour] probe: verdict: PASS",
             "janus: running 1 VM(s)",
         ],
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends: &[("too-small", "boot-failure"), ("neighbour", "poweroff")],
-        restarts: &[],
         exit_code: crate::emulator::exit_code::VM_ERROR,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // Disks with nothing the hypervisor can boot stop their VMs alone, each naming the disk and
     // what was missing: no kernel, a kernel compressed with zstd on the Xen face (which needs
@@ -988,7 +869,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         name: "qemu-svm-unbootable-disks-stop-alone",
         emulator: Emulator::Qemu,
         manifest: "target/janus/disk-boot-bad/bad.toml",
-        cmdline: "",
         pass: false,
         com1: &[
             "vm no-kernel: stopped: at boot: cannot boot from its disk: disk 0 (empty.vhd): no kernel found",
@@ -996,26 +876,16 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             "vm cut-fs: stopped: at boot: cannot boot from its disk: disk 0 (cut.vhd): ",
             "[probe] probe: verdict: PASS",
         ],
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends: &[
             ("no-kernel", "boot-failure"),
             ("zstd-kernel", "boot-failure"),
             ("cut-fs", "boot-failure"),
             ("probe", "poweroff"),
         ],
-        restarts: &[],
         exit_code: crate::emulator::exit_code::VM_ERROR,
         setup: Some(crate::disk_boot_cases::setup_bad),
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // Guest disks on the hypervisor's NVMe driver and VHD volume layer, before any guest
     // protocol: a dynamic image made by qemu-img and a differencing child over a read-only
@@ -1025,7 +895,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         emulator: Emulator::Qemu,
         manifest: "target/janus/disk-test/disks.toml",
         cmdline: "janus.selftest=disk",
-        pass: true,
         com1: &[
             "vm probe: disk 0 (dynamic.vhd): ",
             "vm probe: disk 1 (child.vhd): ",
@@ -1044,21 +913,11 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             "[probe] probe: check xapic-mmio-tpr ... ok",
             "[probe] probe: verdict: PASS",
         ],
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends: &[("probe", "poweroff")],
-        restarts: &[],
-        exit_code: 0,
         setup: Some(crate::disk_cases::setup_selftest),
         verify: Some(crate::disk_cases::verify_selftest),
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // Disks damaged after xtask checked them: the hypervisor names each and leaves it out;
     // both VMs run.
@@ -1066,8 +925,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         name: "qemu-svm-bad-disks-are-left-out",
         emulator: Emulator::Qemu,
         manifest: "target/janus/disk-test/bad/bad.toml",
-        cmdline: "",
-        pass: true,
         com1: &[
             "vm victim: disk 0 (truncated.vhd): cannot be opened: ",
             "vm victim: disk 1 (badsum.vhd): cannot be opened: ",
@@ -1075,29 +932,17 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             "[neighbour] probe: verdict: PASS",
             "[victim] probe: verdict: PASS",
         ],
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends: &[("victim", "poweroff"), ("neighbour", "poweroff")],
-        restarts: &[],
-        exit_code: 0,
         setup: Some(crate::disk_cases::setup_bad),
-        verify: None,
         tamper: Some(crate::disk_cases::tamper_bad),
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // on_reboot = "restart": the probe resets its VM once and boots again from its files.
     v.push(Case {
         name: "qemu-svm-reboot-restarts",
         emulator: Emulator::Qemu,
         manifest: "manifests/reboot.toml",
-        cmdline: "",
-        pass: true,
         com1: &[
             "[rebooter] probe: rebooting on purpose",
             "vm rebooter: reset: restarting (on_reboot = \"restart\")",
@@ -1108,21 +953,10 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             "[xen-rebooter] probe: ram after the reboot: zeroed",
             "[xen-rebooter] probe: verdict: PASS",
         ],
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends: &[("rebooter", "poweroff"), ("xen-rebooter", "poweroff")],
         restarts: &["rebooter", "xen-rebooter"],
-        exit_code: 0,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // The host NVMe driver against a scratch disk (run_case attaches it and checks it after).
     v.push(Case {
@@ -1130,26 +964,13 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
         emulator: Emulator::Qemu,
         manifest: "manifests/demo.toml",
         cmdline: NVME_SELFTEST,
-        pass: true,
         com1: &[
             "nvme: ns 1: 16384 LBAs of 512 bytes",
             "nvme: selftest passed",
         ],
-        defmt: &[],
         timeout_s: 300,
-        linux: &[],
         ends: &[("probe", "poweroff")],
-        restarts: &[],
-        exit_code: 0,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
-        then: Vec::new(),
-        typing: Typing::Nobody,
+        ..Case::default()
     });
     // What a lab machine does: the directory `cargo xtask pxe` stages, fetched over TFTP by
     // iPXE (QEMU's own ROM), whose module strings are full URIs.
@@ -1200,24 +1021,13 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             name: other,
             emulator: Emulator::Qemu,
             manifest: other_manifest,
-            cmdline: "",
             pass: false,
             com1: refusal,
-            defmt: &[],
             timeout_s: 120,
-            linux: &[],
-            ends: &[],
-            restarts: &[],
             exit_code: crate::emulator::exit_code::HYPERVISOR,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
             features,
             absent,
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         });
     }
     if inject_failure {
@@ -1226,23 +1036,8 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
             emulator: Emulator::Qemu,
             manifest: "manifests/demo.toml",
             cmdline: "janus.selftest=panic",
-            pass: true,
-            com1: &[],
-            defmt: &[],
             timeout_s: 60,
-            linux: &[],
-            ends: &[],
-            restarts: &[],
-            exit_code: 0,
-            setup: None,
-            verify: None,
-            tamper: None,
-            pxe: false,
-            features: &[],
-            absent: &[],
-            at_most: &[],
-            then: Vec::new(),
-            typing: Typing::Nobody,
+            ..Case::default()
         });
     }
     v
