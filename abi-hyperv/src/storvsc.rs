@@ -11,7 +11,7 @@
 use crate::scsi::{self, Command, Sense};
 use crate::vmbus::ring::{DESCRIPTOR, Descriptor, packet};
 use virt::GuestMemory;
-use virt::block::{DiskInfo, HostPiece, SECTOR, Volume, VolumeError, host_pieces};
+use virt::block::{DiskInfo, HostPiece, SECTOR, Volume, VolumeError, host_pieces, transfer_direct};
 use virt::personality::Host;
 
 /// `vstor_packet`: `{ operation, flags, status, payload[52] }`.
@@ -354,19 +354,7 @@ fn direct(
     });
     let mut to = [HostPiece::default(); MAX_PFNS];
     let n = host_pieces(mem, ranges, &mut to)?;
-    let mut done = false;
-    let r = host.disk_io(disk, &mut |v: &mut dyn Volume| {
-        done = if write {
-            v.write_direct(lba, &to[..n])?
-        } else {
-            v.read_direct(lba, &to[..n])?
-        };
-        Ok(())
-    });
-    match r {
-        Ok(()) if !done => None,
-        r => Some(r),
-    }
+    transfer_direct(host, disk, write, lba, &to[..n])
 }
 
 /// Moves `bytes` between the disk at `lba` and the guest's buffer, a chunk per volume request.

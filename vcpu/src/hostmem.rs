@@ -277,18 +277,22 @@ mod tests {
         assert!(ram.write(4090, &[1; 7]).is_err());
     }
 
+    /// `backing` as a VM's RAM whose chunks are all unused yet.
+    fn tracked(backing: &mut [u8]) -> GuestRam {
+        GuestRam::new(RamRegion {
+            hpa_base: backing.as_mut_ptr() as u64,
+            size: backing.len() as u64,
+            chunks: Some(Box::leak(Box::new(virt::RamChunks::new()))),
+        })
+    }
+
     /// What the VM had in its RAM before stays invisible: the first read or write of a chunk
     /// zeroes all of it (and only it), later ones leave the guest's data alone.
     #[test]
     fn first_use_of_a_chunk_zeroes_it_whole() {
         let size = 2 * CHUNK as usize + 8192;
         let mut backing = vec![0xA5u8; size];
-        let chunks: &'static virt::RamChunks = Box::leak(Box::new(virt::RamChunks::new()));
-        let ram = GuestRam::new(RamRegion {
-            hpa_base: backing.as_mut_ptr() as u64,
-            size: size as u64,
-            chunks: Some(chunks),
-        });
+        let ram = tracked(&mut backing);
         ram.write(CHUNK + 16, &[7; 4]).unwrap();
         let mut b = [0u8; 8];
         ram.read(CHUNK + 12, &mut b).unwrap();
@@ -322,13 +326,8 @@ mod tests {
     fn a_dma_range_is_readied_ram_or_nothing() {
         let size = 2 * CHUNK as usize;
         let mut backing = vec![0xA5u8; size];
-        let chunks: &'static virt::RamChunks = Box::leak(Box::new(virt::RamChunks::new()));
         let base = backing.as_mut_ptr() as u64;
-        let ram = GuestRam::new(RamRegion {
-            hpa_base: base,
-            size: size as u64,
-            chunks: Some(chunks),
-        });
+        let ram = tracked(&mut backing);
         assert_eq!(
             ram.dma_range(CHUNK + 0x1000, 0x2000),
             Some(base + CHUNK + 0x1000)
@@ -360,12 +359,7 @@ mod tests {
         static IMAGE: [u8; 300] = [0x3C; 300];
         let size = 3 * CHUNK as usize;
         let mut backing = vec![0xA5u8; size];
-        let chunks: &'static virt::RamChunks = Box::leak(Box::new(virt::RamChunks::new()));
-        let ram = GuestRam::new(RamRegion {
-            hpa_base: backing.as_mut_ptr() as u64,
-            size: size as u64,
-            chunks: Some(chunks),
-        });
+        let ram = tracked(&mut backing);
         let at = 2 * CHUNK - 100;
         ram.write_kept(at, &IMAGE).unwrap();
         assert!(backing.iter().all(|&x| x == 0xA5), "nothing written yet");

@@ -86,6 +86,27 @@ pub fn sub_pieces(
     (len == 0).then_some(n)
 }
 
+/// Moves `sector`.. straight between the VM's disk `index` and `pieces` (a write: from them),
+/// as one volume request; `None` where the volume cannot, and the caller serves the request
+/// through a buffer.
+pub fn transfer_direct(
+    host: &mut dyn crate::personality::Host,
+    index: u32,
+    write: bool,
+    sector: u64,
+    pieces: &[HostPiece],
+) -> Option<Result<(), VolumeError>> {
+    let mut done = false;
+    let r = host.disk_io(index, &mut |v| {
+        done = v.direct(write, sector, pieces)?;
+        Ok(())
+    });
+    match r {
+        Ok(()) if !done => None,
+        r => Some(r),
+    }
+}
+
 pub trait Volume {
     /// Size in [`SECTOR`]s.
     fn sectors(&self) -> u64;
@@ -109,6 +130,19 @@ pub trait Volume {
     fn write_direct(&mut self, sector: u64, from: &[HostPiece]) -> Result<bool, VolumeError> {
         let _ = (sector, from);
         Ok(false)
+    }
+    /// [`Volume::write_direct`] if `write`, else [`Volume::read_direct`].
+    fn direct(
+        &mut self,
+        write: bool,
+        sector: u64,
+        pieces: &[HostPiece],
+    ) -> Result<bool, VolumeError> {
+        if write {
+            self.write_direct(sector, pieces)
+        } else {
+            self.read_direct(sector, pieces)
+        }
     }
 }
 

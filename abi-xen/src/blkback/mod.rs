@@ -250,24 +250,23 @@ pub(crate) fn resume(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host) {
 /// (it does not notify again until the backend asks) are served together, adjacent ones as
 /// one volume request (`ring::Batch`). False if no disk owns the port.
 pub(crate) fn notified(x: &mut Xen, port: u32) -> bool {
-    let Some(v) = x
-        .vbds
-        .iter_mut()
-        .find(|v| v.ring.is_some_and(|r| r.port == port))
-    else {
+    let Some(i) = vbd_of(x, port) else {
         return false;
     };
-    v.pending = true;
+    x.vbds[i].pending = true;
     true
+}
+
+/// The disk whose ring is bound to `port`.
+fn vbd_of(x: &Xen, port: u32) -> Option<usize> {
+    x.vbds
+        .iter()
+        .position(|v| v.ring.is_some_and(|r| r.port == port))
 }
 
 /// Serves the ring bound to `port` now. False if no disk owns the port.
 pub(crate) fn kick(x: &mut Xen, mem: &dyn GuestMemory, host: &mut dyn Host, port: u32) -> bool {
-    let Some(i) = x
-        .vbds
-        .iter()
-        .position(|v| v.ring.is_some_and(|r| r.port == port))
-    else {
+    let Some(i) = vbd_of(x, port) else {
         return false;
     };
     let gnttab = &x.gnttab;

@@ -8,7 +8,7 @@
 use crate::gnttab::GrantError;
 use core::sync::atomic::{Ordering, fence};
 use virt::GuestMemory;
-use virt::block::{HostPiece, SECTOR, Volume, VolumeError, host_pieces};
+use virt::block::{HostPiece, SECTOR, Volume, VolumeError, host_pieces, transfer_direct};
 use virt::personality::Host;
 
 const HEADER: u64 = 64;
@@ -400,19 +400,9 @@ impl Batch {
             return Ok(());
         };
         let (write, sector) = (first.op == OP_WRITE, first.sector);
-        let mut whole = false;
-        if self.reqs.len() > 1 {
-            let pieces = &self.pieces;
-            let r = host.disk_io(disk.index, &mut |v: &mut dyn Volume| {
-                whole = if write {
-                    v.write_direct(sector, pieces)?
-                } else {
-                    v.read_direct(sector, pieces)?
-                };
-                Ok(())
-            });
-            whole &= r.is_ok();
-        }
+        let whole = self.reqs.len() > 1
+            && transfer_direct(host, disk.index, write, sector, &self.pieces)
+                .is_some_and(|r| r.is_ok());
         for r in &self.reqs {
             let st = if whole {
                 RSP_OKAY
@@ -510,19 +500,7 @@ fn direct(
         .iter()
         .map(|&(gpa, s)| (gpa + u64::from(s.first) * SECTOR, s.sectors() * SECTOR));
     let n = host_pieces(mem, ranges, &mut to)?;
-    let mut done = false;
-    let r = host.disk_io(disk.index, &mut |v: &mut dyn Volume| {
-        done = if write {
-            v.write_direct(sector, &to[..n])?
-        } else {
-            v.read_direct(sector, &to[..n])?
-        };
-        Ok(())
-    });
-    match r {
-        Ok(()) if !done => None,
-        r => Some(r),
-    }
+    transfer_direct(host, disk.index, write, sector, &to[..n])
 }
 
 /// Moves one group of segments between `data` and the disk at `sector`.

@@ -64,11 +64,7 @@ impl Controller {
         let mut direct = false;
         if let Some(n) = prps.host_pieces(env.memory(), &mut to) {
             disk(env, write, &mut |v| {
-                direct = if write {
-                    v.write_direct(slba, &to[..n])?
-                } else {
-                    v.read_direct(slba, &to[..n])?
-                };
+                direct = v.direct(write, slba, &to[..n])?;
                 Ok(())
             })?;
         }

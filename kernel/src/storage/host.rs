@@ -55,36 +55,36 @@ impl LbaDevice for Namespace {
     }
 
     fn read_lbas_direct(&mut self, lba: u64, to: &[HostPiece]) -> Result<bool, DeviceError> {
-        let blocks = to.iter().map(|p| p.len).sum::<u64>() / u64::from(self.lba_size);
-        if lba
-            .checked_add(blocks)
-            .is_none_or(|end| end > self.lba_count)
-        {
-            return Err(DeviceError::Io);
-        }
-        let nvme = NVME.get().ok_or(DeviceError::Io)?;
-        nvme.lock()
-            .read_direct(self.nsid, lba, to)
-            .map_err(|_| DeviceError::Io)
+        self.direct(false, lba, to)
     }
 
     fn write_lbas_direct(&mut self, lba: u64, from: &[HostPiece]) -> Result<bool, DeviceError> {
-        let blocks = from.iter().map(|p| p.len).sum::<u64>() / u64::from(self.lba_size);
-        if lba
-            .checked_add(blocks)
-            .is_none_or(|end| end > self.lba_count)
-        {
-            return Err(DeviceError::NoSpace);
-        }
-        let nvme = NVME.get().ok_or(DeviceError::Io)?;
-        nvme.lock()
-            .write_direct(self.nsid, lba, from)
-            .map_err(|_| DeviceError::Io)
+        self.direct(true, lba, from)
     }
 
     fn zero_direct(to: &[HostPiece]) -> bool {
         crate::drivers::nvme::zero_direct(to);
         true
+    }
+}
+
+impl Namespace {
+    fn direct(&mut self, write: bool, lba: u64, pieces: &[HostPiece]) -> Result<bool, DeviceError> {
+        let blocks = pieces.iter().map(|p| p.len).sum::<u64>() / u64::from(self.lba_size);
+        if lba
+            .checked_add(blocks)
+            .is_none_or(|end| end > self.lba_count)
+        {
+            return Err(if write {
+                DeviceError::NoSpace
+            } else {
+                DeviceError::Io
+            });
+        }
+        let nvme = NVME.get().ok_or(DeviceError::Io)?;
+        nvme.lock()
+            .direct(write, self.nsid, lba, pieces)
+            .map_err(|_| DeviceError::Io)
     }
 }
 

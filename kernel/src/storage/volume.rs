@@ -67,6 +67,54 @@ impl<D: LbaDevice> VhdVolume<D> {
     pub fn image(&self) -> &Vhd<ContainerIo<D>> {
         &self.vhd
     }
+
+    /// Walks the image for where each piece of the request lives and has the containers'
+    /// devices move it straight between there and `pieces` (guest memory).
+    fn walk_direct(
+        &mut self,
+        write: bool,
+        sector: u64,
+        pieces: &[HostPiece],
+    ) -> Result<bool, VolumeError> {
+        if write && self.read_only {
+            return Err(VolumeError::ReadOnly);
+        }
+        let len: u64 = pieces.iter().map(|p| p.len).sum();
+        if !in_range(self.sectors(), sector, len as usize) {
+            return Err(VolumeError::OutOfRange);
+        }
+        if self.failed {
+            return Err(VolumeError::Io);
+        }
+        let mut part = [HostPiece::default(); MAX_PIECES];
+        let mut visit = |src: vhd::Source<'_, ContainerIo<D>>, pos, n| {
+            let Some(k) = sub_pieces(pieces, pos, n, &mut part) else {
+                return Ok(false);
+            };
+            let part = &part[..k];
+            match src {
+                vhd::Source::Stored { io, at } if write => io.write_direct(at, part),
+                vhd::Source::Stored { io, at } => io.read_direct(at, part),
+                // A write never meets a hole: the walk allocates.
+                vhd::Source::Zero => Ok(!write && D::zero_direct(part)),
+            }
+            .map_err(vhd::Error::Io)
+        };
+        let at = sector * SECTOR;
+        let walked = if write {
+            self.vhd.write_with(at, len, &mut visit)
+        } else {
+            self.vhd.read_with(at, len, &mut visit)
+        };
+        let done = walked.map_err(|e| self.fail(e))?;
+        let count = if write {
+            &mut self.writes_direct
+        } else {
+            &mut self.reads_direct
+        };
+        *count += u64::from(done);
+        Ok(done)
+    }
 }
 
 impl<D: LbaDevice> Volume for VhdVolume<D> {
@@ -121,63 +169,14 @@ impl<D: LbaDevice> Volume for VhdVolume<D> {
     /// guest (a hole is zeroed there); the first piece that cannot (a block the device cannot
     /// move, a device without direct reads) sends the whole request back to `read`.
     fn read_direct(&mut self, sector: u64, to: &[HostPiece]) -> Result<bool, VolumeError> {
-        let len: u64 = to.iter().map(|p| p.len).sum();
-        if !in_range(self.sectors(), sector, len as usize) {
-            return Err(VolumeError::OutOfRange);
-        }
-        if self.failed {
-            return Err(VolumeError::Io);
-        }
-        let mut part = [HostPiece::default(); MAX_PIECES];
-        let walked = self
-            .vhd
-            .read_with(sector * SECTOR, len, &mut |src, pos, n| {
-                let Some(k) = sub_pieces(to, pos, n, &mut part) else {
-                    return Ok(false);
-                };
-                match src {
-                    vhd::Source::Stored { io, at } => {
-                        io.read_direct(at, &part[..k]).map_err(vhd::Error::Io)
-                    }
-                    vhd::Source::Zero => Ok(D::zero_direct(&part[..k])),
-                }
-            });
-        let done = walked.map_err(|e| self.fail(e))?;
-        self.reads_direct += u64::from(done);
-        Ok(done)
+        self.walk_direct(false, sector, to)
     }
 
     /// Each piece of the image the request covers is written from the guest's memory by its
     /// container's device (blocks allocated and marked as `write` does); the first that
     /// cannot sends the whole request back to `write`, which writes it all again.
     fn write_direct(&mut self, sector: u64, from: &[HostPiece]) -> Result<bool, VolumeError> {
-        if self.read_only {
-            return Err(VolumeError::ReadOnly);
-        }
-        let len: u64 = from.iter().map(|p| p.len).sum();
-        if !in_range(self.sectors(), sector, len as usize) {
-            return Err(VolumeError::OutOfRange);
-        }
-        if self.failed {
-            return Err(VolumeError::Io);
-        }
-        let mut part = [HostPiece::default(); MAX_PIECES];
-        let walked = self
-            .vhd
-            .write_with(sector * SECTOR, len, &mut |src, pos, n| {
-                let Some(k) = sub_pieces(from, pos, n, &mut part) else {
-                    return Ok(false);
-                };
-                match src {
-                    vhd::Source::Stored { io, at } => {
-                        io.write_direct(at, &part[..k]).map_err(vhd::Error::Io)
-                    }
-                    vhd::Source::Zero => Ok(false),
-                }
-            });
-        let done = walked.map_err(|e| self.fail(e))?;
-        self.writes_direct += u64::from(done);
-        Ok(done)
+        self.walk_direct(true, sector, from)
     }
 }
 

@@ -689,7 +689,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
     v.push(Case {
         cmdline: "janus.shutdown_after=30",
         absent: &["JANUS-GUEST-STAYED"],
-        at_most: &[],
         ..linux(
             "qemu-svm-xen-linux-host-shutdown",
             "manifests/xen-linux-shutdown.toml",
@@ -706,7 +705,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
     v.push(Case {
         cmdline: "janus.shutdown_after=30",
         absent: &["JANUS-GUEST-STAYED"],
-        at_most: &[],
         ..linux(
             "qemu-svm-hyperv-linux-host-shutdown",
             "manifests/hyperv-linux-shutdown.toml",
@@ -733,13 +731,6 @@ pub(super) fn cases(inject_failure: bool) -> Vec<Case> {
     v.push(Case {
         pass: false,
         exit_code: crate::emulator::exit_code::CRASH,
-        setup: None,
-        verify: None,
-        tamper: None,
-        pxe: false,
-        features: &[],
-        absent: &[],
-        at_most: &[],
         ..linux(
             "qemu-svm-linux-panic-is-a-crash",
             "manifests/linux-panic.toml",

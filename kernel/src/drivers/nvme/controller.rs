@@ -337,32 +337,12 @@ impl Nvme {
         Ok(())
     }
 
-    /// Reads whole LBAs from `lba` straight into `to` (guest RAM, which the controller writes
-    /// itself: no bounce buffer, no copy), a command per `max_direct` bytes. `Ok(false)`
-    /// when PRPs cannot describe the pieces, before any command. Unlike a caller's buffer,
-    /// guest RAM stays the VM's for its life, so a command that timed out can only land late
-    /// in memory the guest was told had failed.
-    pub fn read_direct(
-        &mut self,
-        nsid: u32,
-        lba: u64,
-        to: &[virt::block::HostPiece],
-    ) -> Result<bool, NvmeError> {
-        self.direct(false, nsid, lba, to)
-    }
-
-    /// Writes whole LBAs at `lba` straight from `from` (guest RAM the controller reads), as
-    /// `read_direct`.
-    pub fn write_direct(
-        &mut self,
-        nsid: u32,
-        lba: u64,
-        from: &[virt::block::HostPiece],
-    ) -> Result<bool, NvmeError> {
-        self.direct(true, nsid, lba, from)
-    }
-
-    fn direct(
+    /// Reads (or writes) whole LBAs at `lba` straight into (from) `pieces`: guest RAM, which
+    /// the controller writes (reads) itself: no bounce buffer, no copy; a command per
+    /// `max_direct` bytes. `Ok(false)` when PRPs cannot describe the pieces, before any
+    /// command. Unlike a caller's buffer, guest RAM stays the VM's for its life, so a command
+    /// that timed out can only land late in memory the guest was told had failed.
+    pub fn direct(
         &mut self,
         write: bool,
         nsid: u32,
