@@ -228,7 +228,7 @@ fn run_case(case: &Case, images: &Images) -> Result<(), String> {
     let outcome = disks
         .run(case.emulator, spec)
         .map_err(|e| format!("{e:#}"))?;
-    check(case, &outcome)?;
+    check(case, &outcome).map_err(|e| with_stops(e, &outcome))?;
     if case.typing == cases::Typing::UntilLogin {
         for (vm, secs) in
             crate::demo::login_times(&outcome, &names).map_err(|e| format!("{e:#}"))?
@@ -307,6 +307,22 @@ const MUST_NOT_APPEAR: &[&str] = &[
     "nested tables CHANGED",
     "host page tables CHANGED",
 ];
+
+/// A failure's reason followed by how each VM ended in the hypervisor's words, so that the
+/// one `FAILED` line says what happened even where only that line of a long log is kept.
+fn with_stops(why: String, outcome: &Outcome) -> String {
+    let stops: Vec<&str> = outcome
+        .com1
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| l.starts_with("vm ") && l.contains(": stopped: "))
+        .collect();
+    if stops.is_empty() {
+        why
+    } else {
+        format!("{why} [{}]", stops.join("; "))
+    }
+}
 
 fn check(case: &Case, outcome: &Outcome) -> Result<(), String> {
     match (&outcome.verdict, case.pass) {

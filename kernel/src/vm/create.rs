@@ -526,6 +526,7 @@ pub fn restart(index: u8) -> Result<(), CreateError> {
                 s.publish_apic(cell.state.lapic.addressing());
             }
             cell.state.nmis_dropped = 0;
+            cell.state.ram_race = None;
             cell.state.trace = super::trace::Trace::new();
             cell.ext.reset();
             cell.reset = Some(initial);

@@ -30,8 +30,17 @@ pub fn emulate<C, V: Vcpu>(
         // nested-table bug.
         return match super::ram::populate(vm, m, f.gpa) {
             super::ram::Populate::Mapped => Action::Retry,
+            // Another vCPU can map the chunk between this vCPU's fault and its handling here
+            // (both touched it first at once): enter again, once per chunk, with the nested
+            // TLB flushed. A second fault on the same mapped chunk is a nested-table bug.
             super::ram::Populate::AlreadyMapped => {
-                unsupported("nested fault inside guest RAM", f.gpa)
+                let chunk = virt::ram_chunks::RamChunks::index(f.gpa);
+                if st.ram_race.replace(chunk) == Some(chunk) {
+                    unsupported("nested fault inside guest RAM", f.gpa)
+                } else {
+                    st.vcpu.flush_nested_tlb();
+                    Action::Retry
+                }
             }
             super::ram::Populate::Failed => unsupported("no host memory to map guest RAM", f.gpa),
         };

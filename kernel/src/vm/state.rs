@@ -214,6 +214,9 @@ pub struct VcpuState<V> {
     pub trace: super::trace::Trace,
     /// Hyper-V's EOI avoidance (see `lazy_eoi`).
     pub lazy_eoi: super::lazy_eoi::LazyEoi,
+    /// The RAM chunk this vCPU last faulted on after another vCPU had mapped it (see
+    /// `mmio::emulate`): a second fault on it is a nested-table bug, not a race.
+    pub ram_race: Option<usize>,
 }
 
 impl<V> VcpuState<V> {
@@ -228,6 +231,7 @@ impl<V> VcpuState<V> {
             nmis_dropped: 0,
             trace: super::trace::Trace::new(),
             lazy_eoi: super::lazy_eoi::LazyEoi::default(),
+            ram_race: None,
         }
     }
 }

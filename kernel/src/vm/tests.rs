@@ -244,9 +244,15 @@ fn mmio_reaches_the_ioapic_and_unbacked_memory_reads_ones() {
     assert_eq!(r.st.vcpu.regs.rax, 0x0017_0011);
     assert_eq!(load(&mut r, 0xFED0_0000), Action::Retry);
     assert_eq!(r.st.vcpu.regs.rax, 0xFFFF_FFFF);
+    // A fault in RAM that is mapped already: another vCPU mapped it meanwhile, so the vCPU
+    // enters again; the second time on the same chunk it is a bug and the VM stops.
+    assert_eq!(load(&mut r, 0x2000), Action::Retry);
     assert!(matches!(
-        load(&mut r, 0x2000),
-        Action::Stop(StopReason::Unsupported { .. })
+        load(&mut r, 0x3000),
+        Action::Stop(StopReason::Unsupported {
+            what: "nested fault inside guest RAM",
+            ..
+        })
     ));
 }
 
