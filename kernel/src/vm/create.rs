@@ -527,6 +527,7 @@ pub fn restart(index: u8) -> Result<(), CreateError> {
             }
             cell.state.nmis_dropped = 0;
             cell.state.ram_race = None;
+            cell.state.ram_races = 0;
             cell.state.trace = super::trace::Trace::new();
             cell.ext.reset();
             cell.reset = Some(initial);

@@ -38,6 +38,7 @@ pub fn emulate<C, V: Vcpu>(
                 if st.ram_race.replace(chunk) == Some(chunk) {
                     unsupported("nested fault inside guest RAM", f.gpa)
                 } else {
+                    st.ram_races = st.ram_races.saturating_add(1);
                     st.vcpu.flush_nested_tlb();
                     Action::Retry
                 }

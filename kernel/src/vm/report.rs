@@ -195,6 +195,12 @@ fn report_vcpu(v: u8, c: &VcpuCell, info: &VmInfo, reason: &StopReason, full: bo
             v, st.lapic.unmatched_eois
         );
     }
+    if st.ram_races > 0 {
+        println!(
+            "  vcpu {}: {} nested faults on RAM another vCPU had just mapped",
+            v, st.ram_races
+        );
+    }
     if st.lazy_eoi.taken > 0 {
         println!(
             "  vcpu {}: {} EOIs skipped by the guest and done for it (lazy EOI)",

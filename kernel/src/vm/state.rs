@@ -217,6 +217,8 @@ pub struct VcpuState<V> {
     /// The RAM chunk this vCPU last faulted on after another vCPU had mapped it (see
     /// `mmio::emulate`): a second fault on it is a nested-table bug, not a race.
     pub ram_race: Option<usize>,
+    /// How many times that happened.
+    pub ram_races: u32,
 }
 
 impl<V> VcpuState<V> {
@@ -232,6 +234,7 @@ impl<V> VcpuState<V> {
             trace: super::trace::Trace::new(),
             lazy_eoi: super::lazy_eoi::LazyEoi::default(),
             ram_race: None,
+            ram_races: 0,
         }
     }
 }

@@ -247,6 +247,7 @@ fn mmio_reaches_the_ioapic_and_unbacked_memory_reads_ones() {
     // A fault in RAM that is mapped already: another vCPU mapped it meanwhile, so the vCPU
     // enters again; the second time on the same chunk it is a bug and the VM stops.
     assert_eq!(load(&mut r, 0x2000), Action::Retry);
+    assert_eq!(r.st.ram_races, 1);
     assert!(matches!(
         load(&mut r, 0x3000),
         Action::Stop(StopReason::Unsupported {
