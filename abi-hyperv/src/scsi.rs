@@ -9,8 +9,10 @@
 use virt::block::DiskInfo;
 
 pub const BLOCK: u32 = 512;
-/// The largest READ/WRITE this target takes (256 KiB), as VPD page 0xB0 says.
-pub const MAX_TRANSFER_BLOCKS: u32 = 512;
+/// The largest READ/WRITE this target takes (512 KiB), as VPD page 0xB0 says: what one NVMe
+/// command moves on QEMU's controller (its MDTS), so that a guest's large transfer costs one
+/// command rather than two.
+pub const MAX_TRANSFER_BLOCKS: u32 = 1024;
 /// Bytes a command's reply may have (the largest, a VPD page, is 64).
 pub const REPLY_MAX: usize = 256;
 
@@ -561,8 +563,11 @@ mod tests {
         c[2..10].fill(0xff);
         assert_eq!(decode(&c, Some(&DISK)), RANGE);
         // More than the target takes; protection information it does not have.
-        assert_eq!(go(0x28, &[(7, 2), (8, 1)]), BAD);
-        assert_eq!(go(0xa8, &[(8, 2), (9, 1)]), BAD);
+        let [.., hi, lo] = (MAX_TRANSFER_BLOCKS + 1).to_be_bytes();
+        assert_eq!(go(0x28, &[(7, hi), (8, lo)]), BAD);
+        assert_eq!(go(0xa8, &[(8, hi), (9, lo)]), BAD);
+        let [.., hi, lo] = MAX_TRANSFER_BLOCKS.to_be_bytes();
+        assert_eq!(go(0x28, &[(7, hi), (8, lo)]), rd(0, MAX_TRANSFER_BLOCKS));
         assert_eq!(go(0x88, &[(1, 0x20), (13, 1)]), BAD);
         // A read-only disk refuses writes before anything else, and still reads.
         let ro = Some(&RO);

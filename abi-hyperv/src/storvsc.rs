@@ -21,7 +21,10 @@ pub const COMPLETION_LEN: usize = DESCRIPTOR + VSTOR_PACKET;
 /// What QUERY_PROPERTIES announces, and the largest transfer the SCSI target takes.
 pub const MAX_TRANSFER_BYTES: u32 = scsi::MAX_TRANSFER_BLOCKS * scsi::BLOCK;
 /// Page numbers a data buffer may have: the largest transfer, not page aligned.
-const MAX_PFNS: usize = (MAX_TRANSFER_BYTES as usize).div_ceil(4096) + 1;
+pub const MAX_PFNS: usize = (MAX_TRANSFER_BYTES as usize).div_ceil(4096) + 1;
+/// The largest request packet: descriptor, the GPA-direct range header and its page numbers,
+/// and the `vstor_packet`.
+pub const MAX_REQUEST: usize = DESCRIPTOR + 16 + 8 * MAX_PFNS + VSTOR_PACKET;
 /// Bytes moved between the guest and the disk per volume request.
 const CHUNK: usize = 64 * 1024;
 

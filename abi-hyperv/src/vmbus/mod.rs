@@ -35,9 +35,10 @@ pub const OUTBOX: usize = 10;
 pub const BUDGET: u32 = 64;
 /// A channel's signalling connection id is this plus its relid.
 const CONNECTION_BASE: u32 = 0x1_0000;
-/// The largest packet a channel takes from the guest: a storvsc request with a 256 KiB
-/// transfer (66 page numbers) is 624 bytes.
-const MAX_PACKET: usize = 1024;
+/// The largest packet a channel takes from the guest: a storvsc request with the largest
+/// transfer (512 KiB, 129 page numbers) is 1,128 bytes.
+const MAX_PACKET: usize = 1280;
+const _: () = assert!(crate::storvsc::MAX_REQUEST <= MAX_PACKET);
 
 /// The storvsc (synthetic SCSI controller) interface type, as stored in the offer.
 pub const STORVSC_TYPE: [u8; 16] = [
