@@ -40,7 +40,31 @@ pub fn workloads<'a>(lines: impl Iterator<Item = (&'a str, f64)>) -> Vec<(String
             _ => {}
         }
     }
-    out
+    medians(out)
+}
+
+/// One entry per workload, in the order each first ran: the median of its rounds' times (the
+/// lower middle one for an even count).
+fn medians(rounds: Vec<(String, u64, f64)>) -> Vec<(String, u64, f64)> {
+    let mut names: Vec<(String, u64)> = Vec::new();
+    for (name, bytes, _) in &rounds {
+        if !names.iter().any(|(n, _)| n == name) {
+            names.push((name.clone(), *bytes));
+        }
+    }
+    names
+        .into_iter()
+        .map(|(name, bytes)| {
+            let mut secs: Vec<f64> = rounds
+                .iter()
+                .filter(|(n, b, _)| *n == name && *b == bytes)
+                .map(|(_, _, s)| *s)
+                .collect();
+            secs.sort_by(f64::total_cmp);
+            let mid = secs.get((secs.len().saturating_sub(1)) / 2).copied();
+            (name, bytes, mid.unwrap_or(f64::NAN))
+        })
+        .collect()
 }
 
 fn fresh_image(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
@@ -207,5 +231,27 @@ mod tests {
             workloads(lines.into_iter()),
             [("seq".to_string(), 1000, 2.0)]
         );
+    }
+
+    #[test]
+    fn rounds_of_a_workload_give_their_median() {
+        let mut lines = Vec::new();
+        let mut t = 0.0;
+        for (name, secs) in [("read", 3.0), ("read", 1.0), ("write", 4.0), ("read", 9.0)] {
+            lines.push((format!("JANUS-BENCH begin {name}"), t));
+            t += secs;
+            lines.push((format!("JANUS-BENCH end {name} 100"), t));
+        }
+        let got = workloads(lines.iter().map(|(l, t)| (l.as_str(), *t)));
+        assert_eq!(
+            got,
+            [
+                ("read".to_string(), 100, 3.0),
+                ("write".to_string(), 100, 4.0)
+            ]
+        );
+        // An even count takes the lower middle.
+        let two = vec![("w".to_string(), 1, 5.0), ("w".to_string(), 1, 2.0)];
+        assert_eq!(medians(two), [("w".to_string(), 1, 2.0)]);
     }
 }
