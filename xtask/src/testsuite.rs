@@ -522,6 +522,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failure_names_how_each_vm_stopped() {
+        let outcome = |com1: &str| crate::emulator::Outcome {
+            verdict: Err("x".into()),
+            timed_out: false,
+            com1: com1.into(),
+            lines: Vec::new(),
+            defmt: Vec::new(),
+        };
+        let o = outcome(
+            "[a] vm a: stopped: forged by the guest\nvm a: stopped: guest crash 0x1\r\nvm b: stopped: powered off\n",
+        );
+        assert_eq!(
+            with_stops("it failed".into(), &o),
+            "it failed [vm a: stopped: guest crash 0x1; vm b: stopped: powered off]"
+        );
+        assert_eq!(
+            with_stops("it failed".into(), &outcome("no end\n")),
+            "it failed"
+        );
+    }
+
+    #[test]
     fn a_guest_cannot_say_what_the_hypervisor_or_another_vm_says() {
         assert!(line_says(
             "vm a: stopped: powered off",

@@ -252,6 +252,26 @@ if [ -n "$diskmove" ]; then
     fi
 fi
 
+# One timed round of 256 random 4 KiB direct requests on $f: $1 is write or read (a write
+# round ends with a sync, as a writer's data is not safe before it).
+random_4k() {
+    echo "JANUS-BENCH begin rand-$1-4K"
+    i=0
+    while [ $i -lt 256 ]; do
+        at=$((RANDOM % 8192))
+        if [ "$1" = write ]; then
+            dd if=/dev/zero of=$f bs=4k count=1 seek=$at oflag=direct conv=notrunc 2>/dev/null
+        else
+            dd if=$f of=/dev/null bs=4k count=1 skip=$at iflag=direct 2>/dev/null
+        fi
+        i=$((i + 1))
+    done
+    if [ "$1" = write ]; then
+        sync
+    fi
+    echo "JANUS-BENCH end rand-$1-4K 1048576"
+}
+
 # The disk benchmark: 32 MiB sequential in 1 MiB requests, 256 random 4 KiB requests, all
 # O_DIRECT so that every request reaches the disk. The write that allocates the file runs
 # once; the reads five times and the random workloads three, and the host takes each one's
@@ -270,24 +290,10 @@ if [ -n "$diskbench" ]; then
             dd if=$f of=/dev/null bs=1M iflag=direct 2>/dev/null
             echo "JANUS-BENCH end seq-read-1M 33554432"
         done
-        for round in 1 2 3; do
-            echo "JANUS-BENCH begin rand-write-4K"
-            i=0
-            while [ $i -lt 256 ]; do
-                dd if=/dev/zero of=$f bs=4k count=1 seek=$((RANDOM % 8192)) oflag=direct conv=notrunc 2>/dev/null
-                i=$((i + 1))
+        for kind in write read; do
+            for round in 1 2 3; do
+                random_4k "$kind"
             done
-            sync
-            echo "JANUS-BENCH end rand-write-4K 1048576"
-        done
-        for round in 1 2 3; do
-            echo "JANUS-BENCH begin rand-read-4K"
-            i=0
-            while [ $i -lt 256 ]; do
-                dd if=$f of=/dev/null bs=4k count=1 skip=$((RANDOM % 8192)) iflag=direct 2>/dev/null
-                i=$((i + 1))
-            done
-            echo "JANUS-BENCH end rand-read-4K 1048576"
         done
         umount /mnt/bench
         check disk-bench ok "$dev"
